@@ -1,0 +1,1 @@
+"""Inference backends: where the Whisper encoder/decoder graphs run."""

@@ -1,0 +1,60 @@
+"""`edge-asr` entry point: dispatches to one module per sub-command.
+
+Sub-command modules are imported lazily so that, say, `edge-asr listen`
+never pays for loading onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = (
+    "transcribe",
+    "run",
+    "listen",
+    "status",
+    "devices",
+    "backends",
+    "check-config",
+)
+
+
+def _module_name(command: str) -> str:
+    return "edge.commands." + command.replace("-", "_")
+
+
+def _help_line(command: str) -> str:
+    """Help text without importing the command (keeps `--help` instant)."""
+    spec = importlib.util.find_spec(_module_name(command))
+    if spec is None or spec.origin is None:
+        return ""
+    with open(spec.origin, encoding="utf-8") as src:
+        for line in src:
+            line = line.strip().strip('"')
+            if line:
+                return line
+    return ""
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-asr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for command in COMMANDS:
+        cmd_parser = sub.add_parser(command, help=_help_line(command))
+        if command == chosen:
+            module = importlib.import_module(_module_name(command))
+            module.add_arguments(cmd_parser)
+            cmd_parser.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
