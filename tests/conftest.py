@@ -1,0 +1,45 @@
+"""Fixtures shared by every test module: the eval data and the built models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_DIR = REPO.parent / "shared" / "eval"
+MODELS = REPO / "models"
+
+
+def load_manifest(set_name: str) -> list[dict]:
+    """One eval set's manifest lines, with `path` added."""
+    set_dir = EVAL_DIR / set_name
+    rows = [json.loads(line) for line in (set_dir / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["path"] = set_dir / row["audio"]
+    return rows
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not (EVAL_DIR / "README.md").exists():
+        pytest.skip(f"shared eval data not found at {EVAL_DIR} (expected beside the project root)")
+    return EVAL_DIR
+
+
+def _built_model(name: str) -> Path:
+    path = MODELS / name
+    if not (path / "manifest.json").exists():
+        pytest.fail(f"{path} is not built: run scripts/build_model.py (scripts/test.sh does it first)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def int8_model_dir() -> Path:
+    return _built_model("whisper-tiny.en-int8")
+
+
+@pytest.fixture(scope="session")
+def fp32_model_dir() -> Path:
+    return _built_model("whisper-tiny.en-fp32")
