@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+
+import edge
 
 COMMANDS = (
     "transcribe",
@@ -39,7 +42,8 @@ def _help_line(command: str) -> str:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-asr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edge-asr", description=edge.__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-asr {edge.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for command in COMMANDS:

@@ -1,0 +1,467 @@
+"""Configuration schema, loading, and error messages written for field technicians.
+
+Every key of docs/design.md's table is a pydantic field below; the field's
+`description` is the human "allowed" text, so the schema, the messages and
+config.yaml's comments cannot disagree. Validation is pydantic's (strict: no
+"0.5" -> 0.5 coercion, booleans must be true/false); this module only turns
+pydantic's errors into one line per problem that names the dotted key, the
+bad value, what is allowed and the config file line, and reports them all at once.
+
+An empty file (or an empty section) means "all defaults".
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import ipaddress
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+ENV_VAR = "EDGE_ASR_CONFIG"
+SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
+LIVE_PREFIXES = ("vad.", "stream.", "log.level")
+
+
+class ConfigError(Exception):
+    """All problems found in one config file; str() is one problem per line."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = list(messages)
+        super().__init__("\n".join(self.messages))
+
+
+def _problem(reason: str) -> PydanticCustomError:
+    """A validator failure whose text becomes the middle of our message."""
+    return PydanticCustomError("edge", "{reason}", {"reason": reason})
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """Directory that relative paths are resolved against (the config file's)."""
+    context = info.context or {}
+    return Path(context.get("base_dir", Path.cwd()))
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    return (_base_dir(info) / value.expanduser()).resolve()
+
+
+def _require_absolute(value: Path | None) -> Path | None:
+    if value is not None and not value.is_absolute():
+        raise _problem("is a relative path")
+    return value
+
+
+def _require_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise _problem("is not an IP address") from None
+    return value
+
+
+def _zero_or_range(value: int, low: int, high: int) -> int:
+    if value != 0 and not low <= value <= high:
+        raise _problem("is out of range")
+    return value
+
+
+LaxPath = Annotated[Path, Field(strict=False)]
+
+
+class Section(BaseModel):
+    """Shared settings: unknown keys are errors, no type coercion, read-only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AudioConfig(Section):
+    device: Union[str, Annotated[int, Field(ge=0)]] = Field(
+        "default", description='"default", a device-name substring, or a device index (0 or more)'
+    )
+    sample_rate: Union[Literal["native"], Annotated[int, Field(ge=8000, le=192000)]] = Field(
+        "native", description='"native" or a whole number of Hz from 8000 to 192000'
+    )
+    channels: Union[Literal["native"], Annotated[int, Field(ge=1, le=32)]] = Field(
+        "native", description='"native" or a whole number from 1 to 32'
+    )
+    block_ms: int = Field(20, ge=5, le=200, description="a whole number of ms from 5 to 200")
+    ring_buffer_s: float = Field(30, ge=2, le=600, description="a number of seconds from 2 to 600")
+    stall_timeout_ms: int = Field(2000, ge=200, le=60000, description="a whole number of ms from 200 to 60000")
+    reopen_backoff_max_s: float = Field(30, ge=1, le=600, description="a number of seconds from 1 to 600")
+
+
+class VadConfig(Section):
+    threshold: float = Field(0.5, ge=0.05, le=0.95, description="a number from 0.05 to 0.95")
+    min_silence_ms: int = Field(300, ge=50, le=5000, description="a whole number of ms from 50 to 5000")
+    speech_pad_ms: int = Field(200, ge=0, le=2000, description="a whole number of ms from 0 to 2000")
+    min_speech_ms: int = Field(150, ge=0, le=5000, description="a whole number of ms from 0 to 5000")
+    max_utterance_s: float = Field(20, ge=2, le=28, description="a number of seconds from 2 to 28")
+
+
+class StreamConfig(Section):
+    partial_interval_ms: int = Field(500, ge=100, le=5000, description="a whole number of ms from 100 to 5000")
+    final_beam: int = Field(5, ge=1, le=10, description="a whole number from 1 to 10")
+
+
+class ModelConfig(Section):
+    path: LaxPath = Field(
+        Path("models/whisper-tiny.en-int8"),
+        description="an existing model directory containing manifest.json (relative to the config file)",
+        validate_default=True,
+    )
+    threads: int = Field(0, ge=0, le=64, description="a whole number from 0 (all cores) to 64")
+
+    @field_validator("path")
+    @classmethod
+    def _model_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if not path.is_dir():
+            raise _problem(f"-> {path} is not a directory" if path.exists() else f"-> {path} does not exist")
+        if not (path / "manifest.json").is_file():
+            raise _problem(f"-> {path} has no manifest.json")
+        return path
+
+
+class InferenceConfig(Section):
+    backend: Literal["auto", "cpu", "cuda", "tensorrt", "rknn"] = Field(
+        "auto", description="one of auto, cpu, cuda, tensorrt, rknn"
+    )
+    strict: bool = Field(False, description="true or false")
+    timeout_ms: int = Field(10000, ge=100, le=120000, description="a whole number of ms from 100 to 120000")
+    retry_accelerator_s: int = Field(
+        0, ge=0, le=86400, description="0 (never) or a whole number of seconds from 10 to 86400"
+    )
+    tensorrt_cache_dir: LaxPath = Field(Path("/var/cache/edge-asr/tensorrt"), description="an absolute path")
+    tensorrt_fp16: bool = Field(True, description="true or false")
+    rknn_model_dir: LaxPath = Field(
+        Path("models/whisper-tiny.en-rknn"),
+        description="a directory of .rknn files (relative to the config file); must exist when backend is rknn",
+        validate_default=True,
+    )
+    rknn_core_mask: Literal["auto", "0", "1", "2", "0_1", "0_1_2"] = Field(
+        "auto", description='one of "auto", "0", "1", "2", "0_1", "0_1_2" (in quotes)'
+    )
+
+    _retry = field_validator("retry_accelerator_s")(lambda v: _zero_or_range(v, 10, 86400))
+    _cache = field_validator("tensorrt_cache_dir")(_require_absolute)
+
+    @field_validator("rknn_model_dir")
+    @classmethod
+    def _rknn_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if info.data.get("backend") == "rknn" and not path.is_dir():
+            raise _problem(f"-> {path} is not a directory (needed because inference.backend is rknn)")
+        return path
+
+
+class PublishConfig(Section):
+    socket: LaxPath = Field(Path("/run/edge-asr/asr.sock"), description="an absolute path")
+    socket_mode: str = Field("0660", description='an octal string in quotes from "0600" to "0777", e.g. "0660"')
+    socket_group: str | None = Field(None, description="an existing group name, or null for the process's group")
+    queue_size: int = Field(256, ge=8, le=65536, description="a whole number of events from 8 to 65536")
+    max_pending_finals: int = Field(1024, ge=16, le=65536, description="a whole number from 16 to 65536")
+    tcp_port: int = Field(0, ge=0, le=65535, description="0 (off) or a whole number from 1024 to 65535")
+    tcp_host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
+
+    _socket = field_validator("socket")(_require_absolute)
+    _port = field_validator("tcp_port")(lambda v: _zero_or_range(v, 1024, 65535))
+    _host = field_validator("tcp_host")(_require_ip)
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            raise _problem("is not an octal number") from None
+        if not 0o600 <= mode <= 0o777:
+            raise _problem("is out of range")
+        return value
+
+    @field_validator("socket_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                grp.getgrnam(value)
+            except KeyError:
+                raise _problem("is not a group on this machine") from None
+        return value
+
+    @property
+    def socket_mode_int(self) -> int:
+        """The permission bits for os.chmod."""
+        return int(self.socket_mode, 8)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="one of debug, info, warning, error"
+    )
+
+
+class MetricsConfig(Section):
+    enabled: bool = Field(False, description="true or false")
+    port: int = Field(9464, ge=0, le=65535, description="0 (textfile only) or a whole number from 1024 to 65535")
+    host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
+    textfile: LaxPath | None = Field(
+        None, description="null, or an absolute path ending in .prom (node-exporter textfile)"
+    )
+
+    _port = field_validator("port")(lambda v: _zero_or_range(v, 1024, 65535))
+    _host = field_validator("host")(_require_ip)
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom(cls, value: Path | None) -> Path | None:
+        if _require_absolute(value) is not None and value.suffix != ".prom":
+            raise _problem("does not end in .prom (node-exporter ignores other files)")
+        return value
+
+
+class DebugConfig(Section):
+    record_audio_dir: LaxPath | None = Field(
+        None, description="null, or an absolute directory (audio is written to disk only when set)"
+    )
+
+    _dir = field_validator("record_audio_dir")(_require_absolute)
+
+
+def _section(model: type[Section], name: str) -> Any:
+    return Field(default_factory=model, description=f"a mapping of {name}.* keys")
+
+
+class Config(Section):
+    """The whole file; `source_path` is where it was loaded from (None if built in code)."""
+
+    audio: AudioConfig = _section(AudioConfig, "audio")
+    vad: VadConfig = _section(VadConfig, "vad")
+    stream: StreamConfig = _section(StreamConfig, "stream")
+    model: ModelConfig = _section(ModelConfig, "model")
+    inference: InferenceConfig = _section(InferenceConfig, "inference")
+    publish: PublishConfig = _section(PublishConfig, "publish")
+    log: LogConfig = _section(LogConfig, "log")
+    metrics: MetricsConfig = _section(MetricsConfig, "metrics")
+    debug: DebugConfig = _section(DebugConfig, "debug")
+
+    _source_path: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """`vad:` with every key commented out parses as null: treat it as defaults."""
+        if isinstance(data, dict):
+            return {key: {} if value is None and key in cls.model_fields else value for key, value in data.items()}
+        return data
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+
+def schema_keys() -> list[str]:
+    """Every dotted key, in schema order."""
+    return [
+        f"{section}.{key}"
+        for section, field in Config.model_fields.items()
+        for key in field.annotation.model_fields
+    ]
+
+
+def default_config_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
+    """--config > $EDGE_ASR_CONFIG > ./config.yaml > /etc/edge-asr/config.yaml."""
+    if cli_value:
+        return Path(cli_value)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    local = Path("config.yaml")
+    return local if local.is_file() else SYSTEM_PATH
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Dotted keys that changed but only take effect after a restart."""
+    before, after = dict(_flatten(old)), dict(_flatten(new))
+    return [key for key in after if after[key] != before.get(key) and not key.startswith(LIVE_PREFIXES)]
+
+
+def _flatten(config: Config) -> Iterator[tuple[str, Any]]:
+    for section, values in config.model_dump().items():
+        for key, value in values.items():
+            yield f"{section}.{key}", value
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate one file; raises ConfigError listing every problem."""
+    path = Path(path)
+    text = _read(path)
+    data, lines = _parse_yaml(text, path)
+    return parse_config(data, base_dir=path.resolve().parent, source=path, lines=lines)
+
+
+def parse_config(
+    data: Any, base_dir: Path, source: Path | None = None, lines: dict[str, int] | None = None
+) -> Config:
+    """Validate already-parsed data (tests and tools that build configs in code use this)."""
+    where = str(source) if source else "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}: the top level must be a mapping of sections ({', '.join(Config.model_fields)}), "
+                           f"not {_kind(data)}"])
+    try:
+        config = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_messages(exc, where, lines or {})) from None
+    config._source_path = source.resolve() if source else None
+    return config
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (use --config PATH or set ${ENV_VAR})"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied (the service user must be able to read it)"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a config file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that remembers each dotted key's line and refuses duplicate keys."""
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, int]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines, problems = _key_lines(node, path)
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node), lines
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_message(exc, path)]) from None
+    finally:
+        loader.dispose()
+
+
+def _key_lines(node: yaml.Node, path: Path, prefix: str = "") -> tuple[dict[str, int], list[str]]:
+    """Line of every dotted key, and one message per key written twice."""
+    lines: dict[str, int] = {}
+    problems: list[str] = []
+    if not isinstance(node, yaml.MappingNode):
+        return lines, problems
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            problems.append(f"{path}:{line}: {key} is set twice (also on line {lines[key]}); keep one")
+        lines[key] = line
+        sub_lines, sub_problems = _key_lines(value_node, path, key + ".")
+        lines.update(sub_lines)
+        problems.extend(sub_problems)
+    return lines, problems
+
+
+def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    if mark is None:
+        return f"{path}: YAML syntax error: {detail}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {detail}"
+
+
+def _messages(exc: ValidationError, where: str, lines: dict[str, int]) -> list[str]:
+    """One message per offending key (a union field yields several pydantic errors)."""
+    seen: dict[str, str] = {}
+    for error in exc.errors():
+        key, text = _describe(error)
+        line = lines.get(key)
+        prefix = f"{where}:{line}" if line else where
+        seen.setdefault(key, f"{prefix}: {text}")
+    return list(seen.values())
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    if error["type"] == "extra_forbidden":
+        key = ".".join(str(part) for part in error["loc"])
+        return key, f"{key} is not a known key{_suggest(error['loc'])}"
+    parts, description = _field_path(error["loc"])
+    key = ".".join(parts)
+    if error["type"] == "missing":
+        return key, f"{key} is missing; expected {description}"
+    reason = error.get("ctx", {}).get("reason", "is not allowed") if error["type"] == "edge" else "is not allowed"
+    return key, f"{key}: {_show(error['input'])} {reason}; expected {description}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[list[str], str]:
+    """Cut pydantic's location (which may name union members) down to the schema key."""
+    model: Any = Config
+    parts: list[str] = []
+    description = "a mapping of sections"
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            break
+        parts.append(str(part))
+        description = fields[part].description or ""
+        model = fields[part].annotation
+    return parts, description
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """Did-you-mean over the same section first, then over other sections."""
+    name = str(loc[-1])
+    if len(loc) == 1:
+        candidates = list(Config.model_fields)
+    else:
+        section = str(loc[0])
+        local = list(Config.model_fields[section].annotation.model_fields)
+        match = difflib.get_close_matches(name, local, n=1)
+        if match:
+            return f"; did you mean {section}.{match[0]}?"
+        candidates = schema_keys()
+    by_name = {key.rsplit(".", 1)[-1]: key for key in candidates}
+    match = difflib.get_close_matches(name, list(by_name), n=1)
+    known = ", ".join(candidates if len(loc) == 1 else local)
+    return f"; did you mean {by_name[match[0]]}?" if match else f"; known keys here: {known}"
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """The value as the technician wrote it, with its YAML type when that is the problem."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}" (text)'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"{value!r} ({_kind(value)})"

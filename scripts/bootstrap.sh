@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by setup.sh and test.sh: system packages, the
+# virtual environment at .venv/, and the model build. A second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# portaudio + pulseaudio: capture and the virtual microphone used in tests;
+# libsystemd-dev + pkg-config: systemd-python builds from source;
+# systemd: systemd-analyze for the unit checks.
+APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+              libsystemd-dev pkg-config systemd)
+
+missing_apt() {
+    local pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+    done
+}
+
+install_system_packages() {
+    local missing
+    missing=$(missing_apt)
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: missing system packages, run: sudo apt-get install $missing" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing system packages: $missing"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+install_python_env() {
+    local python=${PYTHON:-python3}
+    [ -x .venv/bin/python ] || "$python" -m venv .venv
+    local stamp=".venv/.edge-asr-$(sha256sum pyproject.toml | cut -c1-16)"
+    [ -f "$stamp" ] && return 0
+    echo "bootstrap: installing Python packages into .venv/"
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    # silero-vad ships the VAD .onnx but declares torch; the runtime needs only the file.
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps 'silero-vad==6.2.3'
+    rm -f .venv/.edge-asr-*
+    touch "$stamp"
+}
+
+install_system_packages
+install_python_env
+.venv/bin/python scripts/build_model.py
