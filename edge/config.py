@@ -18,7 +18,7 @@ import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_PREFIXES = ("vad.", "stream.", "log.level")
+EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
 
 
 class ConfigError(Exception):
@@ -81,7 +82,29 @@ def _zero_or_range(value: int, low: int, high: int) -> int:
     return value
 
 
+def _check_port(value: int) -> int:
+    """Unprivileged ports only: the service has no CAP_NET_BIND_SERVICE."""
+    return _zero_or_range(value, 1024, 65535)
+
+
 LaxPath = Annotated[Path, Field(strict=False)]
+
+
+def _whole(default: int, low: int, high: int, unit: str = "") -> Any:
+    """An int field whose message text is derived from its bounds, so they cannot disagree."""
+    return Field(default, ge=low, le=high, description=f"a whole number{_of(unit)} from {low} to {high}")
+
+
+def _number(default: float, low: float, high: float, unit: str = "") -> Any:
+    return Field(default, ge=low, le=high, description=f"a number{_of(unit)} from {low} to {high}")
+
+
+def _of(unit: str) -> str:
+    return f" of {unit}" if unit else ""
+
+
+def _port(default: int, zero_means: str) -> Any:
+    return Field(default, ge=0, le=65535, description=f"0 ({zero_means}) or a whole number from 1024 to 65535")
 
 
 class Section(BaseModel):
@@ -91,32 +114,32 @@ class Section(BaseModel):
 
 
 class AudioConfig(Section):
-    device: Union[str, Annotated[int, Field(ge=0)]] = Field(
+    device: str | Annotated[int, Field(ge=0)] = Field(
         "default", description='"default", a device-name substring, or a device index (0 or more)'
     )
-    sample_rate: Union[Literal["native"], Annotated[int, Field(ge=8000, le=192000)]] = Field(
+    sample_rate: Literal["native"] | Annotated[int, Field(ge=8000, le=192000)] = Field(
         "native", description='"native" or a whole number of Hz from 8000 to 192000'
     )
-    channels: Union[Literal["native"], Annotated[int, Field(ge=1, le=32)]] = Field(
+    channels: Literal["native"] | Annotated[int, Field(ge=1, le=32)] = Field(
         "native", description='"native" or a whole number from 1 to 32'
     )
-    block_ms: int = Field(20, ge=5, le=200, description="a whole number of ms from 5 to 200")
-    ring_buffer_s: float = Field(30, ge=2, le=600, description="a number of seconds from 2 to 600")
-    stall_timeout_ms: int = Field(2000, ge=200, le=60000, description="a whole number of ms from 200 to 60000")
-    reopen_backoff_max_s: float = Field(30, ge=1, le=600, description="a number of seconds from 1 to 600")
+    block_ms: int = _whole(20, 5, 200, "ms")
+    ring_buffer_s: float = _number(30, 2, 600, "seconds")
+    stall_timeout_ms: int = _whole(2000, 200, 60000, "ms")
+    reopen_backoff_max_s: float = _number(30, 1, 600, "seconds")
 
 
 class VadConfig(Section):
-    threshold: float = Field(0.5, ge=0.05, le=0.95, description="a number from 0.05 to 0.95")
-    min_silence_ms: int = Field(300, ge=50, le=5000, description="a whole number of ms from 50 to 5000")
-    speech_pad_ms: int = Field(200, ge=0, le=2000, description="a whole number of ms from 0 to 2000")
-    min_speech_ms: int = Field(150, ge=0, le=5000, description="a whole number of ms from 0 to 5000")
-    max_utterance_s: float = Field(20, ge=2, le=28, description="a number of seconds from 2 to 28")
+    threshold: float = _number(0.5, 0.05, 0.95)
+    min_silence_ms: int = _whole(300, 50, 5000, "ms")
+    speech_pad_ms: int = _whole(200, 0, 2000, "ms")
+    min_speech_ms: int = _whole(150, 0, 5000, "ms")
+    max_utterance_s: float = _number(20, 2, 28, "seconds")
 
 
 class StreamConfig(Section):
-    partial_interval_ms: int = Field(500, ge=100, le=5000, description="a whole number of ms from 100 to 5000")
-    final_beam: int = Field(5, ge=1, le=10, description="a whole number from 1 to 10")
+    partial_interval_ms: int = _whole(500, 100, 5000, "ms")
+    final_beam: int = _whole(5, 1, 10)
 
 
 class ModelConfig(Section):
@@ -125,7 +148,7 @@ class ModelConfig(Section):
         description="an existing model directory containing manifest.json (relative to the config file)",
         validate_default=True,
     )
-    threads: int = Field(0, ge=0, le=64, description="a whole number from 0 (all cores) to 64")
+    threads: int = _whole(0, 0, 64)
 
     @field_validator("path")
     @classmethod
@@ -143,7 +166,7 @@ class InferenceConfig(Section):
         "auto", description="one of auto, cpu, cuda, tensorrt, rknn"
     )
     strict: bool = Field(False, description="true or false")
-    timeout_ms: int = Field(10000, ge=100, le=120000, description="a whole number of ms from 100 to 120000")
+    timeout_ms: int = _whole(10000, 100, 120000, "ms")
     retry_accelerator_s: int = Field(
         0, ge=0, le=86400, description="0 (never) or a whole number of seconds from 10 to 86400"
     )
@@ -174,13 +197,13 @@ class PublishConfig(Section):
     socket: LaxPath = Field(Path("/run/edge-asr/asr.sock"), description="an absolute path")
     socket_mode: str = Field("0660", description='an octal string in quotes from "0600" to "0777", e.g. "0660"')
     socket_group: str | None = Field(None, description="an existing group name, or null for the process's group")
-    queue_size: int = Field(256, ge=8, le=65536, description="a whole number of events from 8 to 65536")
-    max_pending_finals: int = Field(1024, ge=16, le=65536, description="a whole number from 16 to 65536")
-    tcp_port: int = Field(0, ge=0, le=65535, description="0 (off) or a whole number from 1024 to 65535")
+    queue_size: int = _whole(256, 8, 65536, "events")
+    max_pending_finals: int = _whole(1024, 16, 65536)
+    tcp_port: int = _port(0, "off")
     tcp_host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
 
     _socket = field_validator("socket")(_require_absolute)
-    _port = field_validator("tcp_port")(lambda v: _zero_or_range(v, 1024, 65535))
+    _valid_tcp_port = field_validator("tcp_port")(_check_port)
     _host = field_validator("tcp_host")(_require_ip)
 
     @field_validator("socket_mode")
@@ -218,13 +241,13 @@ class LogConfig(Section):
 
 class MetricsConfig(Section):
     enabled: bool = Field(False, description="true or false")
-    port: int = Field(9464, ge=0, le=65535, description="0 (textfile only) or a whole number from 1024 to 65535")
+    port: int = _port(9464, "textfile only")
     host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
     textfile: LaxPath | None = Field(
         None, description="null, or an absolute path ending in .prom (node-exporter textfile)"
     )
 
-    _port = field_validator("port")(lambda v: _zero_or_range(v, 1024, 65535))
+    _valid_port = field_validator("port")(_check_port)
     _host = field_validator("host")(_require_ip)
 
     @field_validator("textfile")
@@ -243,22 +266,23 @@ class DebugConfig(Section):
     _dir = field_validator("record_audio_dir")(_require_absolute)
 
 
-def _section(model: type[Section], name: str) -> Any:
-    return Field(default_factory=model, description=f"a mapping of {name}.* keys")
+def _section(name: str) -> Any:
+    """Default {} validated like written data, so defaults see the config file's directory too."""
+    return Field(default={}, validate_default=True, description=f"a mapping of {name}.* keys")
 
 
 class Config(Section):
     """The whole file; `source_path` is where it was loaded from (None if built in code)."""
 
-    audio: AudioConfig = _section(AudioConfig, "audio")
-    vad: VadConfig = _section(VadConfig, "vad")
-    stream: StreamConfig = _section(StreamConfig, "stream")
-    model: ModelConfig = _section(ModelConfig, "model")
-    inference: InferenceConfig = _section(InferenceConfig, "inference")
-    publish: PublishConfig = _section(PublishConfig, "publish")
-    log: LogConfig = _section(LogConfig, "log")
-    metrics: MetricsConfig = _section(MetricsConfig, "metrics")
-    debug: DebugConfig = _section(DebugConfig, "debug")
+    audio: AudioConfig = _section("audio")
+    vad: VadConfig = _section("vad")
+    stream: StreamConfig = _section("stream")
+    model: ModelConfig = _section("model")
+    inference: InferenceConfig = _section("inference")
+    publish: PublishConfig = _section("publish")
+    log: LogConfig = _section("log")
+    metrics: MetricsConfig = _section("metrics")
+    debug: DebugConfig = _section("debug")
 
     _source_path: Path | None = PrivateAttr(None)
 
@@ -346,7 +370,13 @@ def _read(path: Path) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that remembers each dotted key's line and refuses duplicate keys."""
+    """SafeLoader whose mapping keys are always text (YAML 1.1 would read `on:` as True)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key_node.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep)
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, int]]:
@@ -375,7 +405,7 @@ def _key_lines(node: yaml.Node, path: Path, prefix: str = "") -> tuple[dict[str,
         key = f"{prefix}{key_node.value}"
         line = key_node.start_mark.line + 1
         if key in lines:
-            problems.append(f"{path}:{line}: {key} is set twice (also on line {lines[key]}); keep one")
+            problems.append(f"{path} line {line}: {key} is set twice (also on line {lines[key]}); keep one")
         lines[key] = line
         sub_lines, sub_problems = _key_lines(value_node, path, key + ".")
         lines.update(sub_lines)
@@ -390,18 +420,17 @@ def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
     detail = f"{problem} ({context})" if context else problem
     if mark is None:
         return f"{path}: YAML syntax error: {detail}"
-    return f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {detail}"
+    return f"{path} line {mark.line + 1}: YAML syntax error at column {mark.column + 1}: {detail}"
 
 
 def _messages(exc: ValidationError, where: str, lines: dict[str, int]) -> list[str]:
-    """One message per offending key (a union field yields several pydantic errors)."""
-    seen: dict[str, str] = {}
+    """One message per offending key (a union field yields several pydantic errors), in file order."""
+    found: dict[str, str] = {}
     for error in exc.errors():
         key, text = _describe(error)
-        line = lines.get(key)
-        prefix = f"{where}:{line}" if line else where
-        seen.setdefault(key, f"{prefix}: {text}")
-    return list(seen.values())
+        found.setdefault(key, text)
+    ordered = sorted(found, key=lambda key: lines.get(key, 1 << 30))
+    return [f"{where} line {lines[key]}: {found[key]}" if key in lines else f"{where}: {found[key]}" for key in ordered]
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
@@ -412,8 +441,23 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     key = ".".join(parts)
     if error["type"] == "missing":
         return key, f"{key} is missing; expected {description}"
-    reason = error.get("ctx", {}).get("reason", "is not allowed") if error["type"] == "edge" else "is not allowed"
-    return key, f"{key}: {_show(error['input'])} {reason}; expected {description}"
+    in_union = len(parts) < len(error["loc"])
+    return key, f"{key}: {_show(error['input'])} {_reason(error, in_union)}; expected {description}"
+
+
+def _reason(error: dict[str, Any], in_union: bool) -> str:
+    kind = error["type"]
+    if kind == "edge":
+        return error["ctx"]["reason"]
+    if in_union:
+        return "is not allowed"
+    if kind.endswith("_type") or kind == "bool_parsing":
+        return f"is {_kind(error['input'])}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return "is out of range"
+    if kind == "literal_error":
+        return "is not one of the choices"
+    return "is not allowed"
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[list[str], str]:
@@ -450,18 +494,18 @@ def _suggest(loc: tuple[Any, ...]) -> str:
 
 
 def _kind(value: Any) -> str:
-    names = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
+    if isinstance(value, bool):
+        return "true/false"
+    names = {list: "a list", dict: "a mapping", str: "text", int: "a whole number", float: "a decimal number"}
     return names.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:
-    """The value as the technician wrote it, with its YAML type when that is the problem."""
+    """The value roughly as the technician wrote it in YAML."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}" (text)'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return f"{value!r} ({_kind(value)})"
+        return f'"{value}"'
+    return repr(value)

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 # portaudio + pulseaudio: capture and the virtual microphone used in tests;
 # libsystemd-dev + pkg-config: systemd-python builds from source;
-# systemd: systemd-analyze for the unit checks.
+# systemd: systemd-analyze for the unit checks; shellcheck: the install scripts.
 APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
-              libsystemd-dev pkg-config systemd)
+              libsystemd-dev pkg-config systemd shellcheck)
 
 missing_apt() {
     local pkg

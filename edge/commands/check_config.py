@@ -1,0 +1,29 @@
+"""Validate a config file and list every problem in it (exit 0 when it is usable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge.config import EX_CONFIG, ConfigError, default_config_path, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path",
+        nargs="?",
+        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, then /etc/edge-asr/config.yaml)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    path = default_config_path(args.path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        count = len(exc.messages)
+        print("\n".join(exc.messages), file=sys.stderr)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}, not usable", file=sys.stderr)
+        return EX_CONFIG
+    print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
+    return 0

@@ -1,0 +1,110 @@
+"""systemd notifications: READY=1, STATUS=, STOPPING=1 and a progress-gated watchdog.
+
+Outside systemd (NOTIFY_SOCKET unset) every call is a cheap no-op returning False.
+A notification must never crash the daemon: if the socket vanished (systemd
+restarted, test harness gone) the error is logged once and the call returns False.
+
+The watchdog is gated on progress, not on liveness: `ProgressWatchdog` only pings
+when the pipeline called `beat()` since the previous ping, so a wedged pipeline
+(stuck accelerator call, dead capture thread) stops the pings and systemd
+restarts the service after WatchdogSec.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from systemd import daemon
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Sends sd_notify messages; every method returns whether systemd got it."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def ready(self) -> bool:
+        return self._send("READY=1")
+
+    def status(self, text: str) -> bool:
+        """One-line status shown by `systemctl status` (newlines would end the message)."""
+        return self._send("STATUS=" + " ".join(text.splitlines()))
+
+    def extend_startup(self, seconds: float) -> bool:
+        """Before READY=1: ask for `seconds` more than TimeoutStartSec (e.g. a TensorRT engine build)."""
+        return self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+    def reloading(self) -> bool:
+        """Before re-reading config on SIGHUP; call ready() when done."""
+        return self._send("RELOADING=1")
+
+    def stopping(self) -> bool:
+        return self._send("STOPPING=1")
+
+    def watchdog(self) -> bool:
+        return self._send("WATCHDOG=1")
+
+    def _send(self, state: str) -> bool:
+        try:
+            return bool(daemon.notify(state))
+        except OSError as exc:
+            if not self._warned:
+                log.warning("systemd notification failed (%s); continuing without it", exc)
+                self._warned = True
+            return False
+
+
+def watchdog_interval_s() -> float | None:
+    """WatchdogSec in seconds when systemd expects pings from this process, else None."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if pid and pid != str(os.getpid()):
+        return None
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    return int(usec) / 1_000_000
+
+
+class ProgressWatchdog:
+    """Pings the systemd watchdog at half its interval, but only after pipeline progress.
+
+    `beat()` is a single attribute store, cheap enough for every audio block.
+    With `interval_s` None (no watchdog configured) start() does nothing.
+    """
+
+    def __init__(self, notifier: Notifier, interval_s: float | None) -> None:
+        self._notifier = notifier
+        self._interval_s = interval_s
+        self._progress = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        self._progress = True
+
+    def start(self) -> None:
+        if self._interval_s is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="sd-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        period = self._interval_s / 2
+        stalled = False
+        while not self._stop.wait(period):
+            progressed, self._progress = self._progress, False
+            if progressed:
+                self._notifier.watchdog()
+            elif not stalled:
+                log.warning("no pipeline progress for %.1f s: withholding watchdog pings", period)
+            stalled = not progressed

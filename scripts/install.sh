@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Install edge-asr from this checkout as a systemd service (run as root; safe to re-run).
+#
+#   sudo scripts/install.sh [--model-from DIR] [--wheelhouse DIR] [--python PY] [--destdir DIR]
+#
+#   --model-from DIR  copy this prebuilt model directory (holding manifest.json) instead of
+#                     models/whisper-tiny.en-int8 from the checkout or running scripts/build_model.py
+#   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR
+#   --python PY       interpreter for the virtual environment (default: python3)
+#   --destdir DIR     dry run: write the files under DIR and only print the commands that would
+#                     change the system (users, venv/pip, model build, systemctl)
+#
+# Never overwrites /etc/edge-asr/config.yaml: a technician's file is kept and the new default is
+# written beside it as config.yaml.dist.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODEL_NAME="whisper-tiny.en-int8"
+PREFIX="/opt/edge-asr"
+ETC="/etc/edge-asr"
+UNIT_DIR="/etc/systemd/system"
+SERVICE="edge-asr"
+
+destdir=""
+model_from=""
+wheelhouse=""
+python="python3"
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+say() { printf 'install: %s\n' "$*"; }
+die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
+
+# Commands that change the system (or, for the venv, need the final paths) go through here.
+run() {
+    if [[ -n "$destdir" ]]; then
+        printf 'install: would run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        say "running: $*"
+        "$@"
+    fi
+}
+
+parse_args() {
+    while (( $# )); do
+        case "$1" in
+            --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
+            --model-from) model_from="${2:?--model-from needs a directory}"; shift 2 ;;
+            --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; shift 2 ;;
+            --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
+            -h|--help) usage 0 ;;
+            *) printf 'install: unknown option %s\n' "$1" >&2; usage 2 ;;
+        esac
+    done
+    if [[ -z "$destdir" ]] && (( EUID != 0 )); then
+        die "run as root (or use --destdir DIR to stage the files without touching the system)"
+    fi
+    if [[ -n "$destdir" ]]; then
+        destdir="$(cd "$destdir" && pwd)" || die "--destdir $destdir: no such directory"
+    fi
+}
+
+# systemd-python has no wheels: pip compiles it against libsystemd unless a wheelhouse provides it.
+preflight() {
+    [[ -n "$destdir" || -n "$wheelhouse" ]] && return
+    "$python" -m venv --help >/dev/null 2>&1 || die "$python has no venv module: apt-get install python3-venv"
+    if ! pkg-config --exists libsystemd 2>/dev/null; then
+        die "building systemd-python needs: apt-get install libsystemd-dev pkg-config gcc python3-dev"
+    fi
+}
+
+create_user() {
+    if ! getent group "$SERVICE" >/dev/null; then
+        run groupadd --system "$SERVICE"
+    fi
+    if ! getent passwd "$SERVICE" >/dev/null; then
+        run useradd --system --gid "$SERVICE" --groups audio --home-dir /var/lib/edge-asr \
+            --no-create-home --shell /usr/sbin/nologin --comment "edge-asr daemon" "$SERVICE"
+    else
+        run usermod --append --groups audio "$SERVICE"
+    fi
+}
+
+install_venv() {
+    local venv="$destdir$PREFIX/venv"
+    local pip_source=()
+    [[ -n "$wheelhouse" ]] && pip_source=(--no-index --find-links "$wheelhouse")
+    if [[ ! -x "$venv/bin/python" ]]; then
+        run "$python" -m venv "$venv"
+    fi
+    run "$venv/bin/pip" install --quiet "${pip_source[@]}" --upgrade "$REPO"
+    say "venv: $PREFIX/venv (edge-asr from $REPO)"
+}
+
+model_source() {
+    if [[ -n "$model_from" ]]; then
+        echo "$model_from"
+    elif [[ -f "$REPO/models/$MODEL_NAME/manifest.json" ]]; then
+        echo "$REPO/models/$MODEL_NAME"
+    fi
+}
+
+install_model() {
+    local target="$destdir$PREFIX/models"
+    local source
+    source="$(model_source)"
+    install -d -m 0755 "$target"
+    if [[ -z "$source" ]]; then
+        say "no built model in the checkout: building it with scripts/build_model.py"
+        run "$python" "$REPO/scripts/build_model.py" --out "$target" \
+            || die "model build failed: it needs the build extra (pip install '.[build]'), or pass --model-from DIR"
+        return
+    fi
+    [[ -f "$source/manifest.json" ]] || die "$source has no manifest.json: not a model directory"
+    rm -rf "$target/$MODEL_NAME.new"
+    cp -R "$source" "$target/$MODEL_NAME.new"
+    rm -rf "${target:?}/$MODEL_NAME"
+    mv "$target/$MODEL_NAME.new" "$target/$MODEL_NAME"
+    chmod -R u=rwX,go=rX "$target/$MODEL_NAME"
+    say "model $source -> $PREFIX/models/$MODEL_NAME"
+}
+
+# The repo's config.yaml with its relative model paths made absolute for the installed layout.
+installed_default_config() {
+    sed -E "s#^(  (path|rknn_model_dir): +)models/#\1$PREFIX/models/#" "$REPO/config.yaml"
+}
+
+install_config() {
+    local etc="$destdir$ETC"
+    install -d -m 0755 "$etc"
+    if [[ -e "$etc/config.yaml" ]]; then
+        installed_default_config > "$etc/config.yaml.dist"
+        chmod 0644 "$etc/config.yaml.dist"
+        say "kept your $ETC/config.yaml; the new default is $ETC/config.yaml.dist (diff them)"
+    else
+        installed_default_config > "$etc/config.yaml"
+        chmod 0640 "$etc/config.yaml"
+        run chgrp "$SERVICE" "$etc/config.yaml"
+        say "wrote $ETC/config.yaml (model.path: $PREFIX/models/$MODEL_NAME)"
+    fi
+}
+
+install_unit() {
+    install -d -m 0755 "$destdir$UNIT_DIR"
+    install -m 0644 "$REPO/systemd/$SERVICE.service" "$destdir$UNIT_DIR/$SERVICE.service"
+    install -d -m 0755 "$destdir$PREFIX/docs"
+    install -m 0644 "$REPO/docs/operations.md" "$destdir$PREFIX/docs/operations.md"
+    say "unit installed: $UNIT_DIR/$SERVICE.service"
+}
+
+enable_service() {
+    run systemctl daemon-reload
+    run systemctl enable "$SERVICE.service"
+    # An upgrade restarts a running daemon only if the kept config is still valid.
+    if run "$PREFIX/venv/bin/edge-asr" check-config "$ETC/config.yaml"; then
+        run systemctl try-restart "$SERVICE.service"
+    else
+        die "$ETC/config.yaml has problems (listed above): fix them, then: systemctl restart $SERVICE"
+    fi
+    say "enabled; start it with: systemctl start $SERVICE   (logs: journalctl -u $SERVICE -f)"
+}
+
+main() {
+    parse_args "$@"
+    [[ -n "$destdir" ]] && say "staging under $destdir"
+    preflight
+    create_user
+    install_venv
+    install_model
+    install_config
+    install_unit
+    enable_service
+    say "done"
+}
+
+main "$@"

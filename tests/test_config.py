@@ -1,0 +1,226 @@
+"""Config schema, loading and the messages a field technician sees."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.commands import check_config
+from edge.config import (
+    EX_CONFIG,
+    SYSTEM_PATH,
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    parse_config,
+    restart_needed,
+    schema_keys,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_CONFIG = REPO / "config.yaml"
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A directory holding a minimal model so model.path can be valid."""
+    model = tmp_path / "models" / "whisper-tiny.en-int8"
+    model.mkdir(parents=True)
+    (model / "manifest.json").write_text("{}")
+    return tmp_path
+
+
+def write(directory: Path, text: str) -> Path:
+    path = directory / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(directory: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(directory, text))
+    assert str(info.value) == "\n".join(info.value.messages)
+    return info.value.messages
+
+
+def test_repo_config_loads_with_all_defaults(config_dir: Path) -> None:
+    loaded = load_config(write(config_dir, REPO_CONFIG.read_text()))
+    built = parse_config({}, base_dir=config_dir)
+    assert loaded.model_dump() == built.model_dump()
+    assert loaded.model.path == (config_dir / "models" / "whisper-tiny.en-int8").resolve()
+    assert loaded.source_path == (config_dir / "config.yaml").resolve()
+    assert loaded.vad.threshold == 0.5 and loaded.publish.socket_mode_int == 0o660
+
+
+def test_repo_config_lists_every_key_with_a_comment() -> None:
+    data = yaml.safe_load(REPO_CONFIG.read_text())
+    written = [f"{section}.{key}" for section, values in data.items() for key in values]
+    assert written == schema_keys()
+    leaves = [line for line in REPO_CONFIG.read_text().splitlines() if re.match(r"^  \w+:", line)]
+    assert len(leaves) == len(schema_keys())
+    uncommented = [line for line in leaves if not re.search(r"\s#\s\S", line)]
+    assert uncommented == []
+
+
+def test_schema_matches_design_table() -> None:
+    design = (REPO / "docs" / "design.md").read_text()
+    documented = re.findall(r"^\| `(\w+\.\w+)` \|", design, flags=re.M)
+    assert documented == schema_keys()
+
+
+def test_empty_file_means_defaults(config_dir: Path) -> None:
+    assert load_config(write(config_dir, "# nothing here\n")).stream.final_beam == 5
+
+
+def test_empty_section_means_defaults(config_dir: Path) -> None:
+    assert load_config(write(config_dir, "vad:\n  # threshold: 0.9\n")).vad.threshold == 0.5
+
+
+def test_every_problem_is_reported_at_once_in_file_order(config_dir: Path) -> None:
+    messages = problems(config_dir, "vad:\n  threshold: 1.5\nstream:\n  final_beam: 0\nlog:\n  level: loud\n")
+    assert [m.split(": ", 2)[1] for m in messages] == ["vad.threshold", "stream.final_beam", "log.level"]
+    assert messages[0].endswith("config.yaml line 2: vad.threshold: 1.5 is out of range; "
+                                "expected a number from 0.05 to 0.95")
+    assert "line 6" in messages[2] and '"loud"' in messages[2] and "debug, info, warning, error" in messages[2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('audio:\n  block_ms: "20"\n', 'audio.block_ms: "20" is text; expected a whole number of ms from 5 to 200'),
+        ("audio:\n  block_ms: 20.0\n", "audio.block_ms: 20.0 is a decimal number; expected a whole number"),
+        ("inference:\n  strict: 1\n", "inference.strict: 1 is a whole number; expected true or false"),
+        ('inference:\n  strict: "true"\n', 'inference.strict: "true" is text; expected true or false'),
+        ("audio:\n  sample_rate: 4000\n", 'audio.sample_rate: 4000 is not allowed; expected "native" or'),
+        ("audio:\n  channels: mono\n", 'audio.channels: "mono" is not allowed; expected "native" or'),
+        ("inference:\n  retry_accelerator_s: 5\n", "inference.retry_accelerator_s: 5 is out of range"),
+        ("publish:\n  socket_mode: 0660\n", "publish.socket_mode: 432 is a whole number; expected an octal string"),
+        ('publish:\n  socket_mode: "0690"\n', 'publish.socket_mode: "0690" is not an octal number'),
+        ('publish:\n  socket_mode: "0400"\n', 'publish.socket_mode: "0400" is out of range'),
+        ("publish:\n  socket: run/asr.sock\n", 'publish.socket: "run/asr.sock" is a relative path; expected an absolute'),
+        ("publish:\n  socket_group: no-such-group-x\n", '"no-such-group-x" is not a group on this machine'),
+        ("publish:\n  tcp_port: 80\n", "publish.tcp_port: 80 is out of range; expected 0 (off) or"),
+        ("metrics:\n  host: localhost\n", 'metrics.host: "localhost" is not an IP address'),
+        ("metrics:\n  textfile: /var/lib/x.txt\n", "metrics.textfile: \"/var/lib/x.txt\" does not end in .prom"),
+        ("debug:\n  record_audio_dir: rec\n", 'debug.record_audio_dir: "rec" is a relative path'),
+        ("inference:\n  rknn_core_mask: 0\n", 'inference.rknn_core_mask: 0 is not one of the choices; expected one of "auto"'),
+        ("vad: 5\n", "vad: 5 is a whole number; expected a mapping of vad.* keys"),
+    ],
+)
+def test_bad_value_names_key_value_and_allowed(config_dir: Path, text: str, expected: str) -> None:
+    (message,) = problems(config_dir, text)
+    assert expected in message
+    assert " line 2: " in message or " line 1: " in message
+
+
+def test_model_path_must_hold_a_manifest(config_dir: Path) -> None:
+    (config_dir / "empty-model").mkdir()
+    (message,) = problems(config_dir, "model:\n  path: empty-model\n")
+    assert f"{(config_dir / 'empty-model').resolve()} has no manifest.json" in message
+    (message,) = problems(config_dir, "model:\n  path: missing\n")
+    assert "model.path" in message and "does not exist" in message
+
+
+def test_rknn_dir_required_only_for_rknn_backend(config_dir: Path) -> None:
+    assert load_config(write(config_dir, "inference:\n  backend: cpu\n")).inference.backend == "cpu"
+    (message,) = problems(config_dir, "inference:\n  backend: rknn\n")
+    assert "inference.rknn_model_dir" in message and "because inference.backend is rknn" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("vad:\n  min_silense_ms: 300\n", "vad.min_silense_ms is not a known key; did you mean vad.min_silence_ms?"),
+        ("vad:\n  partial_interval_ms: 300\n", "did you mean stream.partial_interval_ms?"),
+        ("stram:\n  final_beam: 3\n", "stram is not a known key; did you mean stream?"),
+        ("log:\n  zzz: 1\n", "log.zzz is not a known key; known keys here: level"),
+        ("on: 3\n", "on is not a known key; known keys here: audio, vad, stream,"),
+    ],
+)
+def test_unknown_keys_get_a_suggestion(config_dir: Path, text: str, suggestion: str) -> None:
+    (message,) = problems(config_dir, text)
+    assert suggestion in message
+
+
+def test_yaml_syntax_error_gives_line_and_column(config_dir: Path) -> None:
+    (message,) = problems(config_dir, "vad:\n  threshold: [0.5\nlog: {}\n")
+    assert "line 3: YAML syntax error at column 4" in message
+
+
+def test_duplicate_key_is_an_error(config_dir: Path) -> None:
+    (message,) = problems(config_dir, "vad:\n  threshold: 0.3\n  threshold: 0.4\n")
+    assert "line 3: vad.threshold is set twice (also on line 2)" in message
+
+
+def test_top_level_must_be_a_mapping(config_dir: Path) -> None:
+    (message,) = problems(config_dir, "- vad\n- log\n")
+    assert "top level must be a mapping of sections (audio, vad," in message and "not a list" in message
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_permission_denied_is_a_clean_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "")
+
+    def deny(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", deny)
+    with pytest.raises(ConfigError, match="permission denied"):
+        load_config(path)
+
+
+def test_config_is_read_only(config_dir: Path) -> None:
+    config = parse_config({}, base_dir=config_dir)
+    with pytest.raises(ValueError):
+        config.vad.threshold = 0.9  # type: ignore[misc]
+
+
+def test_restart_needed_lists_only_non_live_keys(config_dir: Path) -> None:
+    old = parse_config({}, base_dir=config_dir)
+    new = parse_config(
+        {"vad": {"threshold": 0.7}, "stream": {"final_beam": 2}, "log": {"level": "debug"},
+         "model": {"threads": 2}, "publish": {"queue_size": 64}},
+        base_dir=config_dir,
+    )
+    assert restart_needed(old, new) == ["model.threads", "publish.queue_size"]
+    assert restart_needed(old, old) == []
+
+
+def test_default_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGE_ASR_CONFIG", raising=False)
+    assert default_config_path(None) == SYSTEM_PATH
+    (tmp_path / "config.yaml").write_text("")
+    assert default_config_path(None) == Path("config.yaml")
+    monkeypatch.setenv("EDGE_ASR_CONFIG", "/srv/env.yaml")
+    assert default_config_path(None) == Path("/srv/env.yaml")
+    assert default_config_path("cli.yaml") == Path("cli.yaml")
+
+
+def test_check_config_ok(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(config_dir, REPO_CONFIG.read_text())
+    assert check_config.run(argparse.Namespace(path=str(path))) == 0
+    assert capsys.readouterr().out.startswith(f"{path.resolve()}: OK")
+
+
+def test_check_config_lists_problems_without_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(config_dir, "vad:\n  threshold: 2\nlog:\n  level: loud\n")
+    assert check_config.run(argparse.Namespace(path=str(path))) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert "vad.threshold" in err and "log.level" in err and "2 problems" in err
+    assert "Traceback" not in err
+
+
+def test_config_built_in_code_has_no_source(config_dir: Path) -> None:
+    assert Config.model_validate({}, context={"base_dir": config_dir}).source_path is None

@@ -1,0 +1,89 @@
+"""Metrics export: HTTP scrape on loopback and the node-exporter textfile."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge.config import MetricsConfig
+from edge.metrics import Metrics, MetricsError, start_metrics
+
+
+def free_port() -> int:
+    """An unused port in metrics.port's allowed range (the kernel's ephemeral range is above 1024)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recorded() -> Metrics:
+    metrics = Metrics()
+    metrics.record_final(latency_s=0.4, audio_s=2.0, decode_s=0.5)
+    metrics.record_final(latency_s=0.1, audio_s=1.0, decode_s=0.1)
+    metrics.record_partial()
+    metrics.record_dropped(0.25)
+    metrics.record_fallback()
+    metrics.set_subscribers(3)
+    metrics.set_backend("cpu", "CPUExecutionProvider")
+    return metrics
+
+
+EXPECTED = (
+    "edge_asr_utterances_total 2.0",
+    "edge_asr_partials_total 1.0",
+    'edge_asr_final_latency_seconds_bucket{le="0.2"} 1.0',
+    "edge_asr_final_latency_seconds_count 2.0",
+    'edge_asr_real_time_factor_bucket{le="0.1"} 1.0',
+    'edge_asr_real_time_factor_bucket{le="0.3"} 2.0',
+    "edge_asr_dropped_audio_seconds_total 0.25",
+    "edge_asr_fallbacks_total 1.0",
+    "edge_asr_subscribers 3.0",
+    'edge_asr_backend_info{detail="CPUExecutionProvider",name="cpu"} 1.0',
+)
+
+
+def test_http_endpoint_serves_metrics() -> None:
+    cfg = MetricsConfig(enabled=True, port=free_port(), host="127.0.0.1")
+    exporter = start_metrics(cfg, recorded())
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).read().decode()
+    finally:
+        exporter.stop()
+    for line in EXPECTED:
+        assert line in body.splitlines()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{cfg.port}/metrics", timeout=1)
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(MetricsError, match=f"metrics.port: cannot listen on 127.0.0.1:{port}"):
+            start_metrics(MetricsConfig(enabled=True, port=port))
+
+
+def test_textfile_is_written_and_rewritten_on_stop(tmp_path: Path) -> None:
+    target = tmp_path / "edge_asr.prom"
+    metrics = recorded()
+    exporter = start_metrics(MetricsConfig(enabled=True, port=0, textfile=target), metrics)
+    assert exporter.port is None
+    assert "edge_asr_utterances_total 2.0" in target.read_text().splitlines()
+    metrics.record_partial()
+    exporter.stop()
+    lines = target.read_text().splitlines()
+    for line in EXPECTED[2:]:
+        assert line in lines
+    assert "edge_asr_partials_total 2.0" in lines
+    assert [p.name for p in tmp_path.iterdir()] == ["edge_asr.prom"]
+
+
+def test_disabled_exports_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "edge_asr.prom"
+    exporter = start_metrics(MetricsConfig(enabled=False, port=free_port(), textfile=target), recorded())
+    exporter.stop()
+    assert exporter.port is None and not target.exists()

@@ -1,0 +1,134 @@
+"""sd_notify messages arrive on a real Unix datagram socket; the watchdog needs progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge import logs
+from edge.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """A stand-in for systemd's notify socket (short path: sun_path is 108 bytes)."""
+    directory = tempfile.mkdtemp(prefix="sdn")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2.0)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    yield sock
+    sock.close()
+    os.unlink(path)
+    os.rmdir(directory)
+
+
+def received(sock: socket.socket, timeout: float) -> list[str]:
+    """Every datagram that arrives within `timeout` seconds."""
+    sock.settimeout(timeout)
+    messages = []
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+    except TimeoutError:
+        return messages
+
+
+def test_messages_arrive(notify_socket: socket.socket) -> None:
+    notifier = Notifier()
+    assert notifier.ready() and notifier.status("listening on mic\nsecond line") and notifier.stopping()
+    assert notifier.reloading() and notifier.watchdog() and notifier.extend_startup(90.5)
+    assert received(notify_socket, 0.2) == [
+        "READY=1", "STATUS=listening on mic second line", "STOPPING=1", "RELOADING=1", "WATCHDOG=1",
+        "EXTEND_TIMEOUT_USEC=90500000",
+    ]
+
+
+def test_no_socket_is_a_quiet_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert Notifier().ready() is False
+
+
+def test_vanished_socket_does_not_raise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    notifier = Notifier()
+    with caplog.at_level(logging.WARNING):
+        assert notifier.ready() is False
+        assert notifier.watchdog() is False
+    assert len([r for r in caplog.records if "notification failed" in r.message]) == 1
+
+
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [("30000000", None, 30.0), ("30000000", "self", 30.0), ("30000000", "1", None), ("0", None, None),
+     ("junk", None, None), (None, None, None)],
+)
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None,
+                           expected: float | None) -> None:
+    for name, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", str(os.getpid()) if pid == "self" else pid)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert watchdog_interval_s() == expected
+
+
+def test_watchdog_pings_only_after_progress(notify_socket: socket.socket) -> None:
+    watchdog = ProgressWatchdog(Notifier(), interval_s=0.2)
+    watchdog.start()
+    try:
+        watchdog.beat()
+        assert received(notify_socket, 1.0) == ["WATCHDOG=1"]
+        assert received(notify_socket, 0.6) == []
+        watchdog.beat()
+        assert received(notify_socket, 1.0) == ["WATCHDOG=1"]
+    finally:
+        watchdog.stop()
+
+
+def test_watchdog_without_interval_never_starts(notify_socket: socket.socket) -> None:
+    watchdog = ProgressWatchdog(Notifier(), interval_s=None)
+    watchdog.start()
+    watchdog.beat()
+    assert received(notify_socket, 0.2) == []
+    watchdog.stop()
+
+
+def test_logging_goes_to_stderr_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    handler = logs.setup_logging("warning")
+    try:
+        assert isinstance(handler, logging.StreamHandler)
+        assert logging.getLogger().level == logging.WARNING
+        logs.set_level("debug")
+        assert logging.getLogger().level == logging.DEBUG
+        assert logs.setup_logging("info") in logging.getLogger().handlers
+        assert handler not in logging.getLogger().handlers
+    finally:
+        logging.getLogger().removeHandler(logs.setup_logging("info"))
+
+
+def test_logging_goes_to_journal_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    from systemd.journal import JournalHandler
+
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    handler = logs.setup_logging("info")
+    try:
+        assert isinstance(handler, JournalHandler)
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_bad_level_names_the_key() -> None:
+    with pytest.raises(ValueError, match="log.level: 'loud'"):
+        logs.set_level("loud")
