@@ -1,0 +1,80 @@
+"""Ask the running daemon for its status (uptime, backend, queues, subscribers).
+
+Connects to the publisher socket, sends {"type": "status"} and prints the reply as
+indented text, or as one JSON line with --format json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from edge import protocol
+from edge.commands import listen
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    listen.add_arguments(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for the reply (default: 5)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    path = listen.socket_path(args)
+    try:
+        event = request_status(path, args.timeout)
+    except listen.DaemonUnavailable as exc:
+        print(f"edge-asr status: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(event, ensure_ascii=False))
+    else:
+        print(f"edge-asr daemon at {path}")
+        print("\n".join(_pretty(event)))
+    return 0
+
+
+def request_status(path: str, timeout: float) -> dict:
+    """The daemon's status event; DaemonUnavailable if there is none or it answers an error."""
+    with listen.connect(path, timeout) as sock:
+        try:
+            sock.sendall(b'{"type":"status"}\n')
+        except OSError as exc:
+            raise listen.DaemonUnavailable(f"cannot send to {path}: {exc.strerror or exc}") from None
+        for line in listen.read_lines(sock):
+            event = _decode(line)
+            if event["type"] == "status":
+                return event
+            if event["type"] == "error":
+                raise listen.DaemonUnavailable(f"the daemon answered: {event.get('message', event)}")
+    raise listen.DaemonUnavailable("the daemon closed the connection before answering")
+
+
+def _decode(line: bytes) -> dict:
+    try:
+        return protocol.decode(line)
+    except protocol.ProtocolError as exc:
+        raise listen.DaemonUnavailable(f"unexpected reply from the daemon: {exc}") from None
+
+
+def _pretty(event: dict) -> list[str]:
+    return [line for key, value in event.items() if key != "type" for line in _field(key, value, 1)]
+
+
+def _field(key: str, value: Any, depth: int) -> list[str]:
+    """`key: value`; objects nest one level deeper, a list of objects gets one line per item."""
+    indent = "  " * depth
+    if isinstance(value, dict):
+        return [f"{indent}{key}:"] + [line for k, v in value.items() for line in _field(k, v, depth + 1)]
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        items = (", ".join(f"{k}={_scalar(v)}" for k, v in item.items()) for item in value)
+        return [f"{indent}{key}:"] + [f"{indent}  {line}" for line in items]
+    return [f"{indent}{key}: {_scalar(value)}"]
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

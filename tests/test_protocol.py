@@ -1,0 +1,144 @@
+"""Event constructors, validation, encoding and request parsing (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge import __version__, protocol
+
+
+def test_constructors_build_valid_events_that_encode_to_one_line() -> None:
+    events = [
+        protocol.hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0),
+        protocol.speech_start(utterance_id=1, start_s=1.2, audio_time_s=1.5),
+        protocol.partial(utterance_id=1, text="hel", start_s=1.2, end_s=1.9, audio_time_s=2.0),
+        protocol.final(utterance_id=1, text="hello\nthere", start_s=1.2, end_s=2.4, audio_time_s=3.0),
+        protocol.speech_end(utterance_id=1, start_s=1.2, end_s=2.4, audio_time_s=3.0),
+        protocol.status(audio_time_s=3.0, uptime_s=9.5, backend="cpu", queues={"audio": 0}),
+        protocol.error(reason="slow_subscriber", message="read faster", audio_time_s=3.0),
+    ]
+    assert [e["type"] for e in events] == list(protocol.EVENT_TYPES)
+    for event in events:
+        line = protocol.encode(event)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert protocol.decode(line) == event
+
+
+def test_hello_carries_versions() -> None:
+    event = protocol.hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0)
+    assert event["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert event["daemon_version"] == __version__
+
+
+def test_transcripts_carry_is_final() -> None:
+    common = dict(utterance_id=3, text="x", start_s=0.0, end_s=1.0, audio_time_s=1.0)
+    assert protocol.partial(**common)["is_final"] is False
+    assert protocol.final(**common)["is_final"] is True
+
+
+def test_encode_is_utf8_not_escaped() -> None:
+    line = protocol.encode(protocol.final(utterance_id=0, text="café 日本", start_s=0, end_s=1, audio_time_s=1))
+    assert "café 日本".encode() in line
+
+
+GOOD_FINAL = {"type": "final", "audio_time_s": 2.0, "utterance_id": 1, "text": "hi", "is_final": True,
+              "start_s": 0.5, "end_s": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"type": "shout"}, "unknown event type"),
+        ({"audio_time_s": -1}, "audio_time_s must be >= 0"),
+        ({"audio_time_s": float("nan")}, "finite"),
+        ({"audio_time_s": None}, "finite"),
+        ({"utterance_id": True}, "utterance_id must be an integer"),
+        ({"utterance_id": 1.5}, "utterance_id must be an integer"),
+        ({"text": 5}, "text must be a string"),
+        ({"is_final": False}, "is_final must be true"),
+        ({"end_s": 0.1}, "before start_s"),
+        ({"extra": 1}, "unknown field(s) extra"),
+    ],
+)
+def test_validate_rejects_bad_events(change: dict, needle: str) -> None:
+    with pytest.raises(protocol.ProtocolError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        protocol.encode({**GOOD_FINAL, **change})
+
+
+def test_validate_rejects_missing_field_and_non_mapping() -> None:
+    event = dict(GOOD_FINAL)
+    del event["text"]
+    with pytest.raises(protocol.ProtocolError, match="missing field text"):
+        protocol.validate(event)
+    with pytest.raises(protocol.ProtocolError, match="must be a mapping"):
+        protocol.validate(["final"])
+
+
+def test_status_fields_must_serialise() -> None:
+    with pytest.raises(protocol.ProtocolError, match="not JSON-serialisable"):
+        protocol.encode(protocol.status(audio_time_s=0.0, thing=object()))
+    with pytest.raises(protocol.ProtocolError, match="not JSON-serialisable"):
+        protocol.encode(protocol.status(audio_time_s=0.0, ratio=float("inf")))
+
+
+def test_decode_rejects_non_events() -> None:
+    with pytest.raises(protocol.ProtocolError) as bad_json:
+        protocol.decode(b"{nope\n")
+    assert bad_json.value.reason == "bad_json"
+    with pytest.raises(protocol.ProtocolError) as not_object:
+        protocol.decode(b"[1]\n")
+    assert not_object.value.reason == "not_an_object"
+
+
+def test_parse_request_accepts_status() -> None:
+    assert protocol.parse_request(b'{"type": "status"}') == "status"
+    assert protocol.parse_request(b' {"type":"status","extra":1}\r') == "status"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"status", "bad_json"),
+        (b"\xff\xfe{}", "bad_encoding"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"status"', "not_an_object"),
+        (b'{"type": "final"}', "unknown_type"),
+        (b'{"kind": "status"}', "unknown_type"),
+    ],
+)
+def test_parse_request_reasons(line: bytes, reason: str) -> None:
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse_request(line)
+    assert err.value.reason == reason
+
+
+def test_request_reader_joins_chunks_and_skips_blank_lines() -> None:
+    reader = protocol.RequestReader()
+    assert reader.feed(b'{"type":') == []
+    assert reader.feed(b' "status"}\n\n  \n{"type":"status"}\n') == ["status", "status"]
+
+
+def test_request_reader_caps_a_line_without_newline_then_recovers() -> None:
+    reader = protocol.RequestReader(max_line=64)
+    first = reader.feed(b"x" * 100)
+    assert [e.reason for e in first] == ["line_too_long"]
+    assert reader.feed(b"y" * 1000) == []  # the same over-long line: reported once, memory stays bounded
+    assert reader._pending == b""
+    assert reader.feed(b'zzz\n{"type":"status"}\n') == ["status"]
+
+
+def test_request_reader_rejects_a_complete_over_long_line() -> None:
+    reader = protocol.RequestReader(max_line=20)
+    results = reader.feed(b'{"type":"status","pad":"........"}\n{"type":"status"}\n')
+    assert [getattr(r, "reason", r) for r in results] == ["line_too_long", "status"]
+
+
+def test_request_reader_reports_bad_lines_in_place() -> None:
+    results = protocol.RequestReader().feed(b'oops\n{"type":"status"}\n')
+    assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_json"
+    assert results[1] == "status"
+
+
+def test_encode_keeps_a_transcript_with_a_lone_surrogate() -> None:
+    line = protocol.encode(protocol.final(utterance_id=0, text="ok \ud800", start_s=0, end_s=1, audio_time_s=1))
+    assert protocol.decode(line)["text"] == "ok ?"

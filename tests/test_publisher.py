@@ -1,0 +1,458 @@
+"""The socket publisher: fan-out, slow and vanishing subscribers, requests, socket files."""
+
+from __future__ import annotations
+
+import grp
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge import protocol
+from edge.publisher import Publisher, PublisherError
+
+HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000}
+
+
+@pytest.fixture
+def sock_path() -> Iterator[Path]:
+    """A socket path short enough for AF_UNIX (pytest's tmp_path can exceed 107 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="easr-", dir="/tmp"))
+    yield directory / "run" / "asr.sock"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_publisher(path: Path, status: Callable[[], dict] | None = None, **options) -> Publisher:
+    settings = dict(mode="0660", group=None, hello=HELLO, queue_size=64, max_pending_finals=256)
+    settings.update(options)
+    provider = status or (lambda: {"audio_time_s": 1.0, "uptime_s": 5.0, "backend": "cpu", "utterances": 0})
+    return Publisher(path, status_provider=provider, **settings)
+
+
+@pytest.fixture
+def publisher(sock_path: Path) -> Iterator[Publisher]:
+    pub = make_publisher(sock_path)
+    pub.start()
+    yield pub
+    pub.close(timeout=1.0)
+
+
+class Client:
+    """A test subscriber reading events line by line with a deadline."""
+
+    def __init__(self, path: Path | tuple[str, int], rcvbuf: int | None = None) -> None:
+        family = socket.AF_UNIX if isinstance(path, Path) else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(str(path) if isinstance(path, Path) else path)
+        self.sock.settimeout(5.0)
+        self._pending = b""
+
+    def line(self) -> bytes:
+        """The next complete line, b"" at EOF."""
+        while b"\n" not in self._pending:
+            data = self.sock.recv(65536)
+            if not data:
+                return b""
+            self._pending += data
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line + b"\n"
+
+    def event(self) -> dict:
+        line = self.line()
+        assert line, "connection closed while an event was expected"
+        return json.loads(line)
+
+    def events_until_eof(self) -> list[dict]:
+        events = []
+        while line := self.line():
+            events.append(json.loads(line))
+        return events
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def connect(path: Path, **options) -> Client:
+    """Connect and consume the hello, so the subscriber is registered when this returns."""
+    client = Client(path, **options)
+    assert client.event()["type"] == "hello"
+    return client
+
+
+def utterance(uid: int, partials: int, text: str = "word") -> list[dict]:
+    """speech_start, some partials, final, speech_end for one utterance."""
+    t0 = float(uid * 10)
+    events = [protocol.speech_start(utterance_id=uid, start_s=t0, audio_time_s=t0 + 0.2)]
+    events += [
+        protocol.partial(utterance_id=uid, text=f"{text} {i}", start_s=t0, end_s=t0 + i / 10, audio_time_s=t0 + i / 10)
+        for i in range(partials)
+    ]
+    events.append(protocol.final(utterance_id=uid, text=f"{text} final", start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
+    events.append(protocol.speech_end(utterance_id=uid, start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
+    return events
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_hello_on_connect(publisher: Publisher, sock_path: Path) -> None:
+    client = Client(sock_path)
+    hello = client.event()
+    assert hello == {
+        "type": "hello",
+        "audio_time_s": 1.0,
+        "protocol_version": protocol.PROTOCOL_VERSION,
+        "daemon_version": hello["daemon_version"],
+        **HELLO,
+    }
+    wait_for(lambda: publisher.subscriber_count == 1)
+    client.close()
+    wait_for(lambda: publisher.subscriber_count == 0)
+
+
+def test_hello_callable_follows_backend_changes(sock_path: Path) -> None:
+    backend = ["cuda"]
+    pub = make_publisher(sock_path, hello=lambda: {**HELLO, "backend": backend[0]})
+    pub.start()
+    try:
+        assert Client(sock_path).event()["backend"] == "cuda"
+        backend[0] = "cpu"
+        assert Client(sock_path).event()["backend"] == "cpu"
+    finally:
+        pub.close(1.0)
+
+
+def test_bad_hello_fails_at_start(sock_path: Path) -> None:
+    with pytest.raises(protocol.ProtocolError, match="hello needs model"):
+        make_publisher(sock_path, hello={"model": "x"}).start()
+    assert not sock_path.exists()
+
+
+def test_many_subscribers_receive_everything_in_order(publisher: Publisher, sock_path: Path) -> None:
+    clients = [connect(sock_path) for _ in range(5)]
+    events = [e for uid in range(1, 6) for e in utterance(uid, partials=8)]
+    for event in events:
+        publisher.publish(event)
+    for client in clients:
+        assert [client.event() for _ in events] == events
+
+
+def test_publish_rejects_invalid_events_without_disturbing_subscribers(publisher: Publisher, sock_path: Path) -> None:
+    client = connect(sock_path)
+    with pytest.raises(protocol.ProtocolError, match="missing field text"):
+        publisher.publish({"type": "final", "audio_time_s": 1.0, "utterance_id": 1})
+    good = utterance(1, partials=1)
+    for event in good:
+        publisher.publish(event)
+    assert [client.event() for _ in good] == good
+
+
+def publish_and_follow(pub: Publisher, follower: Client, events: list[dict]) -> float:
+    """Publish in chunks the follower can buffer, check it got them; return time spent in publish()."""
+    spent = 0.0
+    for start in range(0, len(events), 20):
+        chunk = events[start : start + 20]
+        started = time.perf_counter()
+        for event in chunk:
+            pub.publish(event)
+        spent += time.perf_counter() - started
+        assert [follower.event() for _ in chunk] == chunk
+    return spent
+
+
+def test_slow_subscriber_loses_partials_only_then_is_disconnected(sock_path: Path) -> None:
+    pub = make_publisher(sock_path, queue_size=8, max_pending_finals=40)
+    pub.start()
+    try:
+        slow = connect(sock_path, rcvbuf=4096)  # never reads until told to
+        fast = connect(sock_path)
+        text = "x" * 4096  # fills the slow one's socket buffers quickly
+        burst = [e for uid in range(1, 11) for e in utterance(uid, partials=20, text=text)]
+        assert publish_and_follow(pub, fast, burst) < 1.0, "publish() waited for a subscriber"
+
+        fast.send(b'{"type":"status"}\n')
+        queues = {q["id"]: q for q in fast.event()["subscriber_queues"]}
+        dropped = sorted(q["dropped_partials"] for q in queues.values())
+        assert dropped[0] == 0 and dropped[1] > 0  # only the slow one lost anything
+
+        received = [slow.event() for _ in range(len(burst) - dropped[1])]
+        assert [e for e in received if e["type"] != "partial"] == [e for e in burst if e["type"] != "partial"]
+        assert [e for e in burst if e in received] == received  # in order, nothing invented
+
+        flood = [protocol.final(utterance_id=100 + i, text=text, start_s=0, end_s=1, audio_time_s=200)
+                 for i in range(200)]
+        assert publish_and_follow(pub, fast, flood) < 1.0
+        tail = slow.events_until_eof()
+        assert tail[-1]["type"] == "error" and tail[-1]["reason"] == "slow_subscriber"
+        assert "max_pending_finals" in tail[-1]["message"]
+        assert tail[:-1] == flood[: len(tail) - 1]
+        assert pub.subscriber_count == 1
+    finally:
+        pub.close(1.0)
+
+
+def test_vanishing_subscribers_are_cleaned_up(publisher: Publisher, sock_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge.publisher")
+    survivor = connect(sock_path)
+    mid_stream = connect(sock_path)
+    half_line = connect(sock_path)
+    killed = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+         "print(s.recv(4096).decode().strip(), flush=True); time.sleep(60)", str(sock_path)],
+        stdout=subprocess.PIPE,
+    )
+    assert json.loads(killed.stdout.readline())["type"] == "hello"
+    wait_for(lambda: publisher.subscriber_count == 4)
+
+    first = utterance(1, partials=3)
+    for event in first:
+        publisher.publish(event)
+    assert mid_stream.event() == first[0]
+    mid_stream.close()
+    half_line.send(b'{"type": "sta')
+    half_line.close()
+    killed.kill()
+    killed.wait()
+    killed.stdout.close()
+
+    second = utterance(2, partials=3)
+    for event in second:
+        publisher.publish(event)
+    assert [survivor.event() for _ in first + second] == first + second
+    wait_for(lambda: publisher.subscriber_count == 1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        (b"hello daemon\n", "bad_json"),
+        (b"[1, 2, 3]\n", "not_an_object"),
+        (b'{"type": "reboot"}\n', "unknown_type"),
+        (b"\xc3\x28\n", "bad_encoding"),
+        (b"{" * 10000, "line_too_long"),
+    ],
+)
+def test_malformed_input_gets_an_error_and_the_connection_survives(
+    publisher: Publisher, sock_path: Path, garbage: bytes, reason: str
+) -> None:
+    client = connect(sock_path)
+    client.send(garbage)
+    error = client.event()
+    assert error["type"] == "error" and error["reason"] == reason and error["message"]
+    client.send(b'\n{"type": "status"}\n')
+    assert client.event()["type"] == "status"
+    event = protocol.final(utterance_id=1, text="still here", start_s=0, end_s=1, audio_time_s=2)
+    publisher.publish(event)
+    assert client.event() == event
+
+
+def test_status_request(sock_path: Path) -> None:
+    pub = make_publisher(sock_path, status=lambda: {"audio_time_s": 42.5, "uptime_s": 12.0, "backend": "cpu",
+                                                    "utterances": 3, "dropped_audio_s": 0.0})
+    pub.start()
+    try:
+        other = connect(sock_path)
+        client = connect(sock_path)
+        client.send(b'{"type": "status"}\n')
+        status = client.event()
+        assert status["type"] == "status" and status["audio_time_s"] == 42.5
+        assert status["uptime_s"] == 12.0 and status["utterances"] == 3 and status["backend"] == "cpu"
+        assert status["subscribers"] == 2
+        assert status["subscriber_id"] in {q["id"] for q in status["subscriber_queues"]}
+        assert all(set(q) == {"id", "depth", "buffered_bytes", "dropped_partials"} for q in status["subscriber_queues"])
+        other.close()
+    finally:
+        pub.close(1.0)
+
+
+def test_half_closed_client_still_gets_its_reply_and_events(publisher: Publisher, sock_path: Path) -> None:
+    client = connect(sock_path)
+    client.send(b'{"type":"status"}\n')
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.event()["type"] == "status"
+    event = protocol.speech_start(utterance_id=1, start_s=0.0, audio_time_s=0.1)
+    publisher.publish(event)
+    assert client.event() == event
+
+
+def test_failing_status_provider_gives_an_error_event(sock_path: Path) -> None:
+    def broken() -> dict:
+        raise RuntimeError("pipeline not ready")
+
+    pub = make_publisher(sock_path, status=broken)
+    pub.start()
+    try:
+        client = connect(sock_path)
+        client.send(b'{"type": "status"}\n')
+        error = client.event()
+        assert error["reason"] == "status_unavailable" and "pipeline not ready" in error["message"]
+    finally:
+        pub.close(1.0)
+
+
+def test_stale_socket_is_replaced(sock_path: Path) -> None:
+    sock_path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(sock_path))  # bound, never listening: what a killed daemon leaves
+    pub = make_publisher(sock_path)
+    pub.start()
+    try:
+        connect(sock_path).close()
+    finally:
+        pub.close(1.0)
+
+
+def test_live_socket_is_refused(publisher: Publisher, sock_path: Path) -> None:
+    with pytest.raises(PublisherError, match=f"another edge-asr is running on {sock_path}"):
+        make_publisher(sock_path).start()
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+    connect(sock_path).close()
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_non_socket_path_is_refused_and_kept(sock_path: Path, kind: str) -> None:
+    sock_path.parent.mkdir(parents=True)
+    if kind == "file":
+        sock_path.write_text("precious")
+    elif kind == "directory":
+        sock_path.mkdir()
+    else:
+        sock_path.symlink_to(sock_path.parent)
+    with pytest.raises(PublisherError, match="refusing to replace it"):
+        make_publisher(sock_path).start()
+    assert sock_path.is_symlink() if kind == "symlink" else sock_path.exists()
+    if kind == "file":
+        assert sock_path.read_text() == "precious"
+
+
+def _other_group() -> grp.struct_group:
+    """A group we may chown to: any group as root, else our own primary group."""
+    if os.geteuid() == 0:
+        return next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), grp.getgrgid(os.getgid()))
+    return grp.getgrgid(os.getgid())
+
+
+def test_socket_mode_and_group_are_applied(sock_path: Path) -> None:
+    group = _other_group()
+    pub = make_publisher(sock_path, mode="0600", group=group.gr_name)
+    pub.start()
+    try:
+        st = os.stat(sock_path)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_gid == group.gr_gid
+        assert os.listdir(sock_path.parent) == ["asr.sock"]
+    finally:
+        pub.close(1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"group": "no-such-group-edge"}, "no group named 'no-such-group-edge'"),
+        ({"mode": "rw-rw----"}, "not an octal mode"),
+        ({"mode": "1777"}, "out of range"),
+    ],
+)
+def test_bad_socket_settings_are_clear_errors(sock_path: Path, options: dict, needle: str) -> None:
+    with pytest.raises(PublisherError, match=needle):
+        make_publisher(sock_path, **options).start()
+    assert not sock_path.exists()
+
+
+def test_unusable_parent_directory_is_a_clear_error(sock_path: Path) -> None:
+    sock_path.parent.parent.joinpath("run").write_text("not a directory")
+    with pytest.raises(PublisherError, match="cannot create directory"):
+        make_publisher(sock_path).start()
+
+
+def test_close_flushes_pending_events_then_eof_and_removes_socket(sock_path: Path) -> None:
+    pub = make_publisher(sock_path)
+    pub.start()
+    clients = [connect(sock_path) for _ in range(3)]
+    events = utterance(1, partials=5) + utterance(2, partials=5)
+    for event in events:
+        pub.publish(event)
+    pub.close(timeout=2.0)
+    assert not sock_path.exists()
+    for client in clients:
+        assert client.events_until_eof() == events
+    pub.publish(events[0])  # after close: ignored, must not raise
+    assert pub.subscriber_count == 0
+
+
+def test_close_is_bounded_with_a_stuck_subscriber(sock_path: Path) -> None:
+    pub = make_publisher(sock_path, queue_size=8, max_pending_finals=10_000)
+    pub.start()
+    stuck = connect(sock_path, rcvbuf=4096)
+    for uid in range(300):
+        pub.publish(protocol.final(utterance_id=uid, text="y" * 4096, start_s=0, end_s=1, audio_time_s=1))
+    started = time.monotonic()
+    pub.close(timeout=0.5)
+    assert time.monotonic() - started < 3.0
+    assert not sock_path.exists()
+    stuck.close()
+
+
+def test_close_leaves_a_newer_daemons_socket_alone(sock_path: Path) -> None:
+    pub = make_publisher(sock_path)
+    pub.start()
+    sock_path.unlink()
+    with socket.socket(socket.AF_UNIX) as newer:
+        newer.bind(str(sock_path))
+        pub.close(1.0)
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_optional_tcp_listener(sock_path: Path) -> None:
+    port = _free_port()
+    pub = make_publisher(sock_path, tcp_host="127.0.0.1", tcp_port=port)
+    pub.start()
+    try:
+        client = Client(("127.0.0.1", port))
+        assert client.event()["type"] == "hello"
+        event = protocol.speech_start(utterance_id=1, start_s=0.0, audio_time_s=0.5)
+        pub.publish(event)
+        assert client.event() == event
+    finally:
+        pub.close(1.0)
+
+
+def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PublisherError, match=f"cannot listen on tcp 127.0.0.1:{port}"):
+            make_publisher(sock_path, tcp_port=port).start()
+    assert not sock_path.exists()
+
+
+def test_publish_before_start_is_an_error(sock_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="before start"):
+        make_publisher(sock_path).publish(protocol.speech_start(utterance_id=1, start_s=0, audio_time_s=0))
