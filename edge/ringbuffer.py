@@ -39,9 +39,14 @@ class RingBuffer:
         self._buf[: keep.shape[0] - first] = keep[first:]
         self._written = self._claimed
 
+    @property
+    def frames_written(self) -> int:
+        """Frames the producer has ever delivered (progress, also counting dropped ones)."""
+        return self._written
+
     def available(self) -> int:
         """Consumer: frames readable now (at most `capacity`)."""
-        return min(self._written - self._read, self.capacity)
+        return max(0, min(self._written - self._read, self.capacity))
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
         """Consumer: copy out up to `max_frames` of the oldest surviving frames.

@@ -1,0 +1,273 @@
+"""Microphone capture through a real PortAudio/PulseAudio path (tests/virtual_mic.py),
+plus the device-resolution rules that need no audio server."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import sounddevice as sd
+
+from edge import capture
+from edge.audiofile import load_audio
+from edge.capture import (
+    Backoff,
+    CaptureError,
+    DeviceNotFoundError,
+    InputDevice,
+    MicSource,
+    StreamFormat,
+    find_device,
+    stream_format,
+)
+from tests.conftest import EVAL_DIR
+from tests.virtual_mic import open_virtual_mic, virtual_mic  # noqa: F401  (fixture)
+
+SPEECH = EVAL_DIR / "real_en" / "speechbrain_spk1_snt1.wav"  # 2.9 s
+
+
+def audio_cfg(**overrides: object) -> SimpleNamespace:
+    values = dict(device="pulse", sample_rate="native", channels="native", block_ms=20,
+                  ring_buffer_s=5.0, stall_timeout_ms=400, reopen_backoff_max_s=1.0)  # fmt: skip
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def capture_for(source: MicSource, seconds: float) -> np.ndarray:
+    blocks = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        block = source.read(0.2)
+        if block is not None:
+            blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def wait_for_state(source: MicSource, state: str, within_s: float) -> float:
+    """Keep reading until `source` reaches `state`; returns how long it took."""
+    start = time.monotonic()
+    while source.stats()["state"] != state:
+        assert time.monotonic() - start < within_s, f"still {source.stats()['state']!r}, wanted {state!r}"
+        source.read(0.05)
+    return time.monotonic() - start
+
+
+def alignment(captured: np.ndarray, reference: np.ndarray) -> float:
+    """Pearson correlation of `reference` with `captured` at their best lag."""
+    assert captured.shape[0] > reference.shape[0], "capture shorter than the file played"
+    size = captured.shape[0] + reference.shape[0]
+    xcorr = np.fft.irfft(np.fft.rfft(captured, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(xcorr[: captured.shape[0] - reference.shape[0] + 1]))
+    return float(np.corrcoef(captured[lag : lag + reference.shape[0]], reference)[0, 1])
+
+
+def play_and_capture(mic, source: MicSource, seconds: float) -> np.ndarray:
+    mic.play(SPEECH)
+    return capture_for(source, seconds)
+
+
+@pytest.fixture
+def speech() -> np.ndarray:
+    if not SPEECH.exists():
+        pytest.skip(f"eval clip {SPEECH} not found")
+    return load_audio(SPEECH)
+
+
+def test_native_capture_hears_the_played_file(virtual_mic, speech) -> None:  # noqa: F811
+    source = MicSource(audio_cfg(device=virtual_mic.device))
+    source.start()
+    try:
+        captured = play_and_capture(virtual_mic, source, 3.8)
+        stats = source.stats()
+    finally:
+        source.close()
+    # `pulse` advertises 44.1 kHz and 32 pseudo-channels: native = 44.1 kHz, capped at 2 channels
+    assert (stats["rate"], stats["channels"]) == (44100, 2)
+    assert alignment(captured, speech) > 0.95
+    assert stats["overflows"] == 0 and stats["reopens"] == 0
+    assert stats["position_s"] == pytest.approx(captured.shape[0] / 16000)
+
+
+def test_48k_stereo_sink_is_resampled_to_16k_mono(monkeypatch, speech) -> None:
+    """PortAudio's `pulse` device cannot know the sink's format, so the config names it."""
+    with open_virtual_mic(monkeypatch, rate=48000, channels=2) as mic:
+        source = MicSource(audio_cfg(device=mic.device, sample_rate=48000, channels=2))
+        source.start()
+        try:
+            block = source.read(2.0)
+            captured = play_and_capture(mic, source, 3.8)
+            stats = source.stats()
+        finally:
+            source.close()
+    assert block.dtype == np.float32 and block.shape == (320,)
+    assert (stats["rate"], stats["channels"]) == (48000, 2)
+    assert alignment(captured, speech) > 0.95
+
+
+def test_slow_consumer_overflows_drop_oldest_and_position_tracks_wall_clock(virtual_mic) -> None:  # noqa: F811
+    source = MicSource(audio_cfg(device=virtual_mic.device, ring_buffer_s=0.3))
+    source.start()
+    started = time.monotonic()
+    try:
+        time.sleep(1.2)  # the consumer stalls: about 0.9 s must be dropped
+        capture_for(source, 0.5)
+        elapsed = time.monotonic() - started
+        stats = source.stats()
+    finally:
+        source.close()
+    assert stats["overflows"] >= 1
+    assert 0.6 < stats["dropped_s"] < 1.2
+    assert stats["position_s"] == pytest.approx(elapsed, abs=0.25)
+
+
+def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:  # noqa: F811
+    source = MicSource(audio_cfg(device=virtual_mic.device))
+    source.start()
+    try:
+        assert capture_for(source, 0.3).shape[0] > 0
+        virtual_mic.stop()
+        assert wait_for_state(source, "lost", within_s=2.0) < 1.0
+        assert source.stats()["reopens"] == 0
+        virtual_mic.start()
+        wait_for_state(source, "running", within_s=4.0)
+        captured = play_and_capture(virtual_mic, source, 3.8)
+        stats = source.stats()
+    finally:
+        source.close()
+    assert stats["reopens"] == 1 and stats["lost_s"] > 0
+    assert alignment(captured, speech) > 0.95
+
+
+def test_hung_device_is_detected_by_stall_timeout_and_reopened(virtual_mic) -> None:  # noqa: F811
+    source = MicSource(audio_cfg(device=virtual_mic.device))
+    source.start()
+    try:
+        assert capture_for(source, 0.3).shape[0] > 0
+        virtual_mic.freeze()
+        assert 0.35 < wait_for_state(source, "lost", within_s=2.0) < 1.0  # stall_timeout_ms=400
+        for _ in range(3):  # the audio left before the hang, then timeouts
+            started = time.monotonic()
+            source.read(0.1)
+            assert time.monotonic() - started < 0.5, "read() blocked on the hung device"
+        virtual_mic.thaw()
+        wait_for_state(source, "running", within_s=4.0)
+        assert capture_for(source, 0.3).shape[0] > 0
+        assert source.stats()["reopens"] == 1
+    finally:
+        source.close()
+
+
+def test_absent_device_can_be_waited_for(monkeypatch) -> None:
+    with open_virtual_mic(monkeypatch) as mic:
+        mic.stop()
+        source = MicSource(audio_cfg(device=mic.device), wait_for_device=True)
+        source.start()
+        try:
+            assert source.read(0.2) is None
+            assert source.stats()["state"] == "waiting"
+            mic.start()
+            wait_for_state(source, "running", within_s=4.0)
+            assert source.read(1.0) is not None
+            assert source.stats()["reopens"] == 0
+        finally:
+            source.close()
+
+
+def test_missing_device_message_lists_the_available_ones(virtual_mic) -> None:  # noqa: F811
+    source = MicSource(audio_cfg(device="usb-mic-that-is-not-there"))
+    expected = r"'usb-mic-that-is-not-there': no such input device; available input devices: .*'pulse' \(44100 Hz"
+    with pytest.raises(DeviceNotFoundError, match=expected):
+        source.start()
+
+
+class FakeStream:
+    """Stands in for `sd.InputStream` so a test can drive the callback itself."""
+
+    def __init__(self, *, callback, finished_callback, **_: object) -> None:
+        self.callback, self.finished_callback = callback, finished_callback
+        self.active = False
+
+    def start(self) -> None:
+        self.active = True
+
+    def close(self) -> None:
+        self.active = False
+
+
+def fake_stream_source(monkeypatch) -> tuple[MicSource, list[FakeStream]]:
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(capture, "rescan_devices", lambda: None)
+    monkeypatch.setattr(capture, "list_input_devices", lambda: DEVICES)
+    monkeypatch.setattr(capture.sd, "InputStream", lambda **kw: streams.append(FakeStream(**kw)) or streams[-1])
+    source = MicSource(audio_cfg(device="pnp", sample_rate=16000))
+    source.start()
+    return source, streams
+
+
+def test_portaudio_overflow_flags_are_counted_and_audio_kept(monkeypatch) -> None:
+    source, streams = fake_stream_source(monkeypatch)
+    frames = np.full((320, 1), 0.25, np.float32)
+    streams[0].callback(frames, 320, None, sd.CallbackFlags(sd._lib.paInputOverflow))
+    streams[0].callback(frames, 320, None, sd.CallbackFlags())
+    assert source.read(0.1).tolist() == [0.25] * 320
+    assert source.stats()["input_overflows"] == 1
+
+
+def test_finished_stream_is_reopened_and_no_audio_is_lost_across_it(monkeypatch) -> None:
+    source, streams = fake_stream_source(monkeypatch)
+    streams[0].callback(np.full((480, 1), 0.5, np.float32), 480, None, sd.CallbackFlags())
+    streams[0].finished_callback()
+    assert source.read(0.1).shape == (320,)
+    assert source.stats()["state"] == "lost"
+    deadline = time.monotonic() + 2.0
+    while len(streams) < 2:  # the first retry comes after 0.5 s
+        assert source.read(0.05) is None and time.monotonic() < deadline
+    streams[1].callback(np.full((160, 1), 0.75, np.float32), 160, None, sd.CallbackFlags())
+    assert source.read(0.1).tolist() == [0.5] * 160 + [0.75] * 160
+    assert source.stats()["reopens"] == 1
+
+
+DEVICES = [
+    InputDevice(0, "HDA Intel PCH: ALC3246 Analog (hw:0,0)", 44100, 2, "ALSA", False),
+    InputDevice(3, "USB PnP Sound Device: Audio (hw:1,0)", 48000, 1, "ALSA", False),
+    InputDevice(5, "USB Audio Array (hw:2,0)", 16000, 6, "ALSA", False),
+    InputDevice(7, "default", 44100, 32, "ALSA", True),
+]
+
+
+@pytest.mark.parametrize(
+    "spec, index",
+    [("default", 7), (3, 3), ("pnp", 3), ("Array", 5), ("hw:0,0", 0)],
+)
+def test_find_device(spec: str | int, index: int) -> None:
+    assert find_device(spec, DEVICES).index == index
+
+
+def test_find_device_rejects_ambiguous_and_absent() -> None:
+    with pytest.raises(CaptureError, match=r"matches several input devices \(3 'USB PnP.*5 'USB Audio.*give its index"):
+        find_device("usb", DEVICES)
+    with pytest.raises(DeviceNotFoundError, match="audio.device 9: no such input device"):
+        find_device(9, DEVICES)
+    with pytest.raises(DeviceNotFoundError, match="'default': no such input device; no input devices at all"):
+        find_device("default", [])
+
+
+def test_stream_format_native_and_overrides() -> None:
+    usb_array, alsa_default = DEVICES[2], DEVICES[3]
+    assert stream_format(usb_array, "native", "native") == StreamFormat(16000, 2)
+    assert stream_format(alsa_default, "native", "native") == StreamFormat(44100, 2)
+    assert stream_format(DEVICES[1], "native", "native") == StreamFormat(48000, 1)
+    assert stream_format(usb_array, 48000, 6) == StreamFormat(48000, 6)
+    with pytest.raises(CaptureError, match="audio.channels is 8 but 'USB Audio Array.*only 6 input channels"):
+        stream_format(usb_array, "native", 8)
+    with pytest.raises(CaptureError, match="audio.sample_rate must be 'native' or a positive whole number, got 'auto'"):
+        stream_format(usb_array, "auto", "native")
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(3.0)
+    assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
