@@ -14,8 +14,9 @@ positions sliced to T, learned decoder positions sliced at the cache length.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -48,8 +49,8 @@ class Dims:
 
 
 def _count_layers(weights: Weights, stack: str) -> int:
-    layers = {name.split("/")[1] for name in weights if name.startswith(f"{stack}/layer_")}
-    return len(layers)
+    pattern = re.compile(rf"{stack}/layer_(\d+)/")
+    return len({match.group(1) for match in map(pattern.match, weights) if match})
 
 
 def dims_from_weights(weights: Weights) -> Dims:
@@ -97,7 +98,7 @@ class GraphBuilder:
         if array.dtype.kind == "f":
             array = array.astype(np.float32)
         unique = self._unique(name)
-        self.initializers[unique] = numpy_helper.from_array(np.ascontiguousarray(array), unique)
+        self.initializers[unique] = numpy_helper.from_array(np.array(array, order="C"), unique)
         return unique
 
     def op(self, op_type: str, inputs: list[str], prefix: str, *, outputs: int = 1, **attrs) -> str | list[str]:
@@ -191,7 +192,7 @@ def fused_projection(g: GraphBuilder, prefix: str, x: str, w: Weights, parts: in
 
 def ffn(g: GraphBuilder, prefix: str, x: str, w: Weights) -> str:
     """Pre-LN feed-forward sub-block with its residual."""
-    h = layer_norm(g, f"{prefix}/layer_norm", x, w[f"{prefix}/layer_norm/gamma"], w[f"{prefix}/layer_norm/beta"])
+    h = _pre_norm(g, prefix, x, w)
     h = linear(g, f"{prefix}/linear_0", h, w[f"{prefix}/linear_0/weight"], w[f"{prefix}/linear_0/bias"])
     h = gelu(g, f"{prefix}/gelu", h)
     h = linear(g, f"{prefix}/linear_1", h, w[f"{prefix}/linear_1/weight"], w[f"{prefix}/linear_1/bias"])
@@ -250,12 +251,12 @@ def cross_kv(g: GraphBuilder, prefix: str, x: str, w: Weights, dims: Dims) -> tu
     weight = np.concatenate([_f32(w[f"{n}/weight"]) for n in names])
     bias = np.concatenate([_f32(w[f"{n}/bias"]) for n in names])
     y = linear(g, prefix, x, weight, bias)  # [1, T, L*2*H*D], per layer K then V
-    split_shape = g.const(f"{prefix}/split_shape", np.array([0, layers, 2, heads, -1], np.int64))
-    y = g.op("Reshape", [g.op("Squeeze", [y, g.const(f"{prefix}/axis0", np.array([0], np.int64))], prefix), split_shape], prefix)
-    y = g.op("Transpose", [y], prefix, perm=[2, 1, 3, 0, 4])  # [2, L, H, T, D]
-    k, v = g.op("Split", [y], prefix, outputs=2, axis=0)  # each [1, L, H, T, D]
-    swap = [1, 0, 2, 3, 4]
-    return g.op("Transpose", [k], prefix, perm=swap), g.op("Transpose", [v], prefix, perm=swap)
+    split_shape = g.const(f"{prefix}/split_shape", np.array([0, 0, layers, 2, heads, -1], np.int64))
+    y = g.op("Reshape", [y, split_shape], prefix)  # [1, T, L, 2, H, D]
+    y = g.op("Transpose", [y], prefix, perm=[3, 2, 0, 4, 1, 5])  # [2, L, 1, H, T, D]
+    k, v = g.op("Split", [y], prefix, outputs=2, axis=0)
+    axis0 = g.const(f"{prefix}/axis0", np.array([0], np.int64))
+    return g.op("Squeeze", [k, axis0], prefix), g.op("Squeeze", [v, axis0], prefix)
 
 
 def build_encoder(weights: Weights, dims: Dims, *, linear_as_conv: bool = False) -> onnx.ModelProto:
@@ -386,7 +387,3 @@ def _decoder_outputs(dims: Dims) -> list[onnx.ValueInfoProto]:
         helper.make_tensor_value_info("new_self_k", TensorProto.FLOAT, cache),
         helper.make_tensor_value_info("new_self_v", TensorProto.FLOAT, cache),
     ]
-
-
-GraphFactory = Callable[..., onnx.ModelProto]
-GRAPHS: dict[str, GraphFactory] = {"encoder.onnx": build_encoder, "decoder.onnx": build_decoder}
