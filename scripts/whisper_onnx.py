@@ -293,7 +293,7 @@ def causal_mask(g: GraphBuilder, prefix: str, past: str, new: str) -> str:
     return g.op("Where", [blocked, neg, none], prefix)
 
 
-def _layer_slice(g: GraphBuilder, prefix: str, stacked: str, index: int) -> str:
+def layer_slice(g: GraphBuilder, prefix: str, stacked: str, index: int) -> str:
     """stacked[index] of a per-layer tensor [L, ...]."""
     return g.op("Gather", [stacked, g.const(f"{prefix}/index", np.array(index, np.int64))], prefix, axis=0)
 
@@ -337,7 +337,7 @@ def logits_last(g: GraphBuilder, prefix: str, x: str, embedding: np.ndarray) -> 
     return g.op("MatMul", [last, g.const(f"{prefix}/weight_t", _f32(embedding).T)], prefix)
 
 
-def _stack_layers(g: GraphBuilder, prefix: str, tensors: list[str], output: str) -> None:
+def stack_layers(g: GraphBuilder, prefix: str, tensors: list[str], output: str) -> None:
     axis0 = g.const(f"{prefix}/axis0", np.array([0], np.int64))
     expanded = [g.op("Unsqueeze", [t, axis0], prefix) for t in tensors]
     g.nodes.append(helper.make_node("Concat", expanded, [output], name=output, axis=0))
@@ -354,15 +354,15 @@ def build_decoder(weights: Weights, dims: Dims, *, linear_as_conv: bool = False)
     new_k, new_v = [], []
     for i in range(dims.n_text_layer):
         prefix = f"decoder/layer_{i}"
-        cache = (_layer_slice(g, prefix, "self_k", i), _layer_slice(g, prefix, "self_v", i))
-        cross = (_layer_slice(g, prefix, "cross_k", i), _layer_slice(g, prefix, "cross_v", i))
+        cache = (layer_slice(g, prefix, "self_k", i), layer_slice(g, prefix, "self_v", i))
+        cross = (layer_slice(g, prefix, "cross_k", i), layer_slice(g, prefix, "cross_v", i))
         x, k_all, v_all = decoder_block(g, prefix, x, weights, dims, cache, cross, mask)
         new_k.append(k_all)
         new_v.append(v_all)
     x = layer_norm(g, "decoder/layer_norm", x, weights["decoder/layer_norm/gamma"], weights["decoder/layer_norm/beta"])
     g.nodes.append(helper.make_node("Identity", [logits_last(g, "decoder/projection", x, weights["decoder/projection/weight"])], ["logits"], name="logits"))
-    _stack_layers(g, "decoder/new_self_k", new_k, "new_self_k")
-    _stack_layers(g, "decoder/new_self_v", new_v, "new_self_v")
+    stack_layers(g, "decoder/new_self_k", new_k, "new_self_k")
+    stack_layers(g, "decoder/new_self_v", new_v, "new_self_v")
     return g.model("whisper_decoder", _decoder_inputs(dims), _decoder_outputs(dims))
 
 

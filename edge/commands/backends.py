@@ -1,0 +1,80 @@
+"""List the inference backends, which one this box would use, and why.
+
+Selection is done for real (the model is loaded on the chosen backend), so
+`selected` is what `edge-asr run` would get, not a guess from what is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.backends.select import BackendStartError, Probe, detect_board, select_backend, survey
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def load(config_arg: str | None) -> Any:
+    """The config file if there is one, else the defaults (relative paths against the current directory)."""
+    from edge.config import default_config_path, load_config, parse_config
+
+    path = default_config_path(config_arg)
+    if config_arg or path.is_file():
+        return load_config(path)
+    return parse_config({}, base_dir=Path.cwd())
+
+
+def report(cfg: Any, probe: Probe | None = None) -> dict[str, Any]:
+    """Every backend with available/selected/reason, plus the board and what was chosen."""
+    probe = probe or Probe()
+    error = None
+    try:
+        selection = select_backend(cfg, probe)
+        candidates, warnings, selected = selection.candidates, selection.warnings, selection.name
+    except BackendStartError as exc:
+        candidates, warnings, selected, error = survey(cfg, probe), [], None, str(exc)
+    board = detect_board(probe)
+    return {
+        "board": {"kind": board.kind, "soc": board.soc},
+        "onnxruntime_providers": list(probe.ort_providers()),
+        "configured": cfg.inference.backend,
+        "selected": selected,
+        "backends": [c.as_dict() for c in candidates],
+        "warnings": warnings,
+        "error": error,
+    }
+
+
+def render_text(data: dict[str, Any]) -> str:
+    rows = [("backend", "available", "selected", "reason")]
+    rows += [(b["name"], _yes(b["available"]), _yes(b["selected"]), b["reason"]) for b in data["backends"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    lines.append(f"configured: {data['configured']}; selected: {data['selected'] or 'none'}")
+    lines += [f"warning: {w}" for w in data["warnings"]]
+    if data["error"]:
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"edge-asr backends: {exc}", file=sys.stderr)
+        return 2
+    data = report(cfg)
+    print(json.dumps(data, indent=1) if args.format == "json" else render_text(data))
+    return 0 if data["selected"] else 1

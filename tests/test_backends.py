@@ -1,0 +1,231 @@
+"""Backend detection, selection with reasons, strict mode, and `edge-asr backends`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.backends.base import BackendError
+from edge.backends.ort import provider_chain, tensorrt_profiles
+from edge.backends.select import (
+    BackendStartError,
+    Probe,
+    accelerator_model_dir,
+    detect_board,
+    open_backend,
+    open_recognizer,
+    select_backend,
+    survey,
+)
+from edge.cli import main
+from edge.config import parse_config
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_ONLY = ("CPUExecutionProvider",)
+
+
+def make_config(model_dir: Path, tmp_path: Path, **inference: object):
+    return parse_config({"model": {"path": str(model_dir)}, "inference": inference}, base_dir=tmp_path)
+
+
+def jetson_root(tmp_path: Path) -> Path:
+    root = tmp_path / "jetson"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.0\n")
+    return root
+
+
+def rk3588_root(tmp_path: Path, *, runtime: bool = True) -> Path:
+    root = tmp_path / "rk3588"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/compatible").write_bytes(b"radxa,rock-5b\0rockchip,rk3588\0")
+    if runtime:
+        (root / "usr/lib").mkdir(parents=True)
+        (root / "usr/lib/librknnrt.so").write_bytes(b"\x7fELF...librknnrt version: 2.3.2 (429f97ae6b@2025-04-09T09:09:27)\0")
+    return root
+
+
+def rknn_models(tmp_path: Path, *, complete: bool = True) -> Path:
+    directory = tmp_path / "rknn-models"
+    directory.mkdir()
+    (directory / "rknn_manifest.json").write_text(json.dumps({"encoder_frames": [500, 1000]}))
+    stems = ["encoder_500", "decoder_500", "encoder_1000", "decoder_1000"]
+    for stem in stems if complete else stems[:2]:
+        (directory / f"{stem}.rknn").write_bytes(b"")
+    return directory
+
+
+def by_name(candidates) -> dict:
+    return {c.name: c for c in candidates}
+
+
+def test_this_box_selects_cpu_and_says_why_not_the_others(tmp_path: Path, int8_model_dir: Path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {int8_model_dir}\n")
+    assert main(["backends", "--format", "json", "--config", str(config)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in data["backends"]}
+    assert list(rows) == ["tensorrt", "cuda", "rknn", "cpu"]
+    assert data["selected"] == "cpu" and rows["cpu"]["selected"]
+    for name in ("tensorrt", "cuda", "rknn"):
+        assert not rows[name]["available"] and not rows[name]["selected"]
+        assert rows[name]["reason"]
+    assert "TensorrtExecutionProvider" in rows["tensorrt"]["reason"]
+    assert "Rockchip" in rows["rknn"]["reason"]
+
+
+def test_text_format_has_one_line_per_backend(tmp_path: Path, int8_model_dir: Path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {int8_model_dir}\n")
+    assert main(["backends", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:5]] == ["tensorrt", "cuda", "rknn", "cpu"]
+    assert lines[4].split()[1:3] == ["yes", "yes"]
+
+
+def test_simulated_jetson(tmp_path: Path, int8_model_dir: Path) -> None:
+    probe = Probe(root=jetson_root(tmp_path), providers=GPU_PROVIDERS, rknnlite=False)
+    assert detect_board(probe).kind == "jetson"
+    rows = by_name(survey(make_config(int8_model_dir, tmp_path), probe))
+    assert rows["tensorrt"].available and rows["cuda"].available and rows["cpu"].available
+    assert not rows["rknn"].available and "Jetson" in rows["rknn"].reason
+
+
+def test_jetson_from_device_tree_without_runtime_hints_at_the_wheel(tmp_path: Path, int8_model_dir: Path) -> None:
+    root = tmp_path / "orin"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/compatible").write_bytes(b"nvidia,p3768-0000+p3767-0005\0nvidia,tegra234\0")
+    probe = Probe(root=root, providers=CPU_ONLY, rknnlite=False)
+    assert detect_board(probe).soc == "tegra234"
+    rows = by_name(survey(make_config(int8_model_dir, tmp_path), probe))
+    assert not rows["cuda"].available and "onnxruntime-gpu" in rows["cuda"].reason
+
+
+def test_simulated_rk3588(tmp_path: Path, int8_model_dir: Path) -> None:
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
+    board = detect_board(probe)
+    assert (board.kind, board.soc) == ("rockchip", "rk3588")
+    cfg = make_config(int8_model_dir, tmp_path, rknn_model_dir=str(rknn_models(tmp_path)))
+    rows = by_name(survey(cfg, probe))
+    assert rows["rknn"].available, rows["rknn"].reason
+    assert "librknnrt 2.3.2" in rows["rknn"].reason
+    assert not rows["tensorrt"].available and not rows["cuda"].available
+
+
+@pytest.mark.parametrize(
+    ("runtime", "rknnlite", "complete", "reason"),
+    [
+        (False, True, True, "librknnrt.so is missing"),
+        (True, False, True, "rknn-toolkit-lite2"),
+        (True, True, False, "lacks encoder_1000.rknn, decoder_1000.rknn"),
+    ],
+)
+def test_rk3588_missing_pieces_are_named(tmp_path: Path, int8_model_dir: Path, runtime: bool, rknnlite: bool,
+                                         complete: bool, reason: str) -> None:
+    probe = Probe(root=rk3588_root(tmp_path, runtime=runtime), providers=CPU_ONLY, rknnlite=rknnlite)
+    cfg = make_config(int8_model_dir, tmp_path, rknn_model_dir=str(rknn_models(tmp_path, complete=complete)))
+    row = by_name(survey(cfg, probe))["rknn"]
+    assert not row.available and reason in row.reason
+
+
+def test_rk3588_without_converted_models(tmp_path: Path, int8_model_dir: Path) -> None:
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
+    row = by_name(survey(make_config(int8_model_dir, tmp_path, rknn_model_dir=str(tmp_path)), probe))["rknn"]
+    assert not row.available and "check_rknn.sh" in row.reason
+
+
+def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_model_dir: Path) -> None:
+    tried = []
+
+    def opener(name: str, cfg):
+        tried.append(name)
+        if name == "tensorrt":
+            raise RuntimeError("TensorRT engine build failed:\nout of memory")
+        return open_backend("cpu", cfg) if name == "cpu" else _Named(name)
+
+    probe = Probe(root=jetson_root(tmp_path), providers=GPU_PROVIDERS, rknnlite=False)
+    selection = select_backend(make_config(int8_model_dir, tmp_path), probe, opener)
+    rows = by_name(selection.candidates)
+    assert tried == ["tensorrt", "cuda"] and selection.name == "cuda"
+    assert rows["tensorrt"].reason == "failed to start: TensorRT engine build failed: out of memory"
+    assert "not used (cuda selected)" in rows["cpu"].reason
+    assert selection.warnings == ["tensorrt failed to start: TensorRT engine build failed: out of memory; trying the next backend"]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_silent_onnxruntime_cpu_fallback_is_detected(tmp_path: Path, int8_model_dir: Path) -> None:
+    """onnxruntime here has no CUDA: asked for it, it warns and runs on CPU; selection must notice."""
+    probe = Probe(root=tmp_path, providers=("CUDAExecutionProvider", "CPUExecutionProvider"), rknnlite=False)
+    selection = select_backend(make_config(int8_model_dir, tmp_path, backend="cuda"), probe)
+    assert selection.name == "cpu"
+    assert "did not start CUDAExecutionProvider" in by_name(selection.candidates)["cuda"].reason
+
+
+def test_configured_cuda_falls_back_to_cpu_with_a_status(tmp_path: Path, int8_model_dir: Path) -> None:
+    messages: list[str] = []
+    recognizer = open_recognizer(make_config(int8_model_dir, tmp_path, backend="cuda"), messages.append)
+    assert recognizer.backend_name == "cpu"
+    assert len(messages) == 1
+    assert messages[0].startswith("inference.backend is cuda but it cannot run: onnxruntime has no CUDAExecutionProvider")
+    assert messages[0].endswith("running on CPU")
+
+
+def test_strict_makes_a_missing_accelerator_a_startup_error(tmp_path: Path, int8_model_dir: Path) -> None:
+    cfg = make_config(int8_model_dir, tmp_path, backend="cuda", strict=True)
+    with pytest.raises(BackendStartError, match=r"inference.backend is cuda but it cannot run: .*inference.strict is true"):
+        open_recognizer(cfg, lambda message: None)
+
+
+def test_strict_auto_refuses_an_accelerator_that_fails_to_start(tmp_path: Path, int8_model_dir: Path) -> None:
+    def opener(name: str, cfg):
+        raise BackendError("NPU runtime did not start")
+
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
+    cfg = make_config(int8_model_dir, tmp_path, strict=True, rknn_model_dir=str(rknn_models(tmp_path)))
+    with pytest.raises(BackendStartError, match="rknn failed to start: NPU runtime did not start"):
+        select_backend(cfg, probe, opener)
+
+
+def test_tensorrt_provider_chain(fp32_model_dir: Path, tmp_path: Path) -> None:
+    dims = json.loads((fp32_model_dir / "manifest.json").read_text())["dims"]
+    encoder, decoder = tensorrt_profiles(dims)
+    chain = provider_chain("tensorrt", tensorrt_cache_dir=tmp_path, tensorrt_fp16=False, profile=decoder)
+    assert [p if isinstance(p, str) else p[0] for p in chain] == list(GPU_PROVIDERS)
+    options = chain[0][1]
+    assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == str(tmp_path)
+    assert options["trt_fp16_enable"] is False
+    assert encoder["trt_profile_max_shapes"] == "mel:1x80x3000"
+    assert "self_k:4x10x6x448x64" in options["trt_profile_max_shapes"]
+    assert "self_k:4x1x6x0x64" in options["trt_profile_min_shapes"]
+
+
+def test_accelerators_use_the_fp32_graphs(int8_model_dir: Path, fp32_model_dir: Path) -> None:
+    assert accelerator_model_dir(int8_model_dir) == fp32_model_dir
+    assert accelerator_model_dir(fp32_model_dir) == fp32_model_dir
+
+
+class _Named:
+    """A stand-in accelerator backend (only its name matters for selection)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["cuda", "tensorrt"])
+def test_gpu_backend_runs_on_its_provider_and_transcribes_like_cpu(name: str, tmp_path: Path, int8_model_dir: Path,
+                                                                   fp32_model_dir: Path, eval_dir: Path) -> None:
+    """Opt-in (-m gpu, needs onnxruntime-gpu and a GPU); never run by us: this box has no GPU."""
+    from edge.audiofile import load_audio
+    from edge.recognizer import Recognizer
+    from edge.tokenizer import Tokenizer
+
+    cfg = make_config(int8_model_dir, tmp_path, backend=name, strict=True, tensorrt_cache_dir=str(tmp_path / "trt"))
+    selection = select_backend(cfg)
+    assert selection.name == name
+    audio = load_audio(eval_dir / "real_en" / "jfk.wav")
+    tokenizer = Tokenizer.from_dir(fp32_model_dir)
+    expected = Recognizer(open_backend("cpu", make_config(fp32_model_dir, tmp_path)), tokenizer).transcribe(audio).text
+    assert Recognizer(selection.backend, tokenizer).transcribe(audio).text == expected

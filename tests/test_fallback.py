@@ -1,0 +1,169 @@
+"""An accelerator that fails mid-run: the same audio comes back transcribed on CPU, nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.audiofile import load_audio
+from edge.backends.base import BackendError, CrossKV, SelfKV
+from edge.backends.fallback import FallbackRecognizer
+from edge.backends.ort import OrtWhisperBackend
+from edge.backends.select import Probe, open_backend, open_recognizer
+from edge.config import parse_config
+from edge.recognizer import Recognizer
+from edge.tokenizer import Tokenizer
+
+CLIPS = ("ljspeech_LJ050-0131.wav", "ljspeech_LJ002-0020.wav")
+
+
+class FlakyBackend:
+    """A real CPU backend posing as an accelerator that breaks (or hangs) on a chosen decoder step."""
+
+    def __init__(self, inner: OrtWhisperBackend) -> None:
+        self.name = "fake-npu"
+        self.inner = inner
+        self.fail_at_step: int | None = None
+        self.hang = threading.Event()
+        self.hanging = False
+        self.steps = 0
+
+    def encode(self, mel: np.ndarray) -> CrossKV:
+        return self.inner.encode(mel)
+
+    def empty_cache(self, batch: int) -> SelfKV:
+        return self.inner.empty_cache(batch)
+
+    def decode(self, tokens: np.ndarray, cache: SelfKV, cross: CrossKV) -> tuple[np.ndarray, SelfKV]:
+        self.steps += 1
+        if self.fail_at_step is not None and self.steps >= self.fail_at_step:
+            if self.hanging:
+                self.hang.wait(30)
+            else:
+                raise BackendError("NPU returned an error")
+        return self.inner.decode(tokens, cache, cross)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def tokenizer(int8_model_dir: Path) -> Tokenizer:
+    return Tokenizer.from_dir(int8_model_dir)
+
+
+@pytest.fixture(scope="module")
+def cpu(int8_model_dir: Path, tokenizer: Tokenizer) -> Recognizer:
+    return Recognizer(OrtWhisperBackend(int8_model_dir), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def audio(eval_dir: Path) -> list[np.ndarray]:
+    return [load_audio(eval_dir / "real_en" / clip) for clip in CLIPS]
+
+
+@pytest.fixture(scope="module")
+def expected(cpu: Recognizer, audio: list[np.ndarray]) -> list[str]:
+    return [cpu.transcribe(a, beam_size=1).text for a in audio]
+
+
+@pytest.fixture
+def flaky(int8_model_dir: Path) -> FlakyBackend:
+    backend = FlakyBackend(OrtWhisperBackend(int8_model_dir))
+    yield backend
+    backend.hang.set()  # let a hung worker thread finish
+
+
+def wrap(flaky: FlakyBackend, tokenizer: Tokenizer, cpu: Recognizer, messages: list[str], **options) -> FallbackRecognizer:
+    options.setdefault("timeout_ms", 10000)
+    built = []
+
+    def make_cpu() -> Recognizer:
+        built.append(True)
+        return cpu
+
+    wrapper = FallbackRecognizer(Recognizer(flaky, tokenizer), make_cpu, messages.append, **options)
+    wrapper.cpu_built = built
+    return wrapper
+
+
+def test_healthy_accelerator_never_loads_the_cpu_model(flaky, tokenizer, cpu, audio, expected) -> None:
+    messages: list[str] = []
+    wrapper = wrap(flaky, tokenizer, cpu, messages)
+    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert wrapper.backend_name == "fake-npu" and messages == [] and wrapper.cpu_built == []
+
+
+@pytest.mark.parametrize("hanging", [False, True], ids=["raises", "hangs"])
+def test_failure_mid_run_returns_the_cpu_transcript_of_the_same_audio(flaky, tokenizer, cpu, audio, expected, hanging) -> None:
+    messages: list[str] = []
+    wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=300 if hanging else 10000)
+    flaky.fail_at_step, flaky.hanging = 3, hanging
+    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert wrapper.backend_name == "cpu"
+    assert len(messages) == 1
+    reason = "AcceleratorTimeout: no result within 300 ms" if hanging else "BackendError: NPU returned an error"
+    assert messages[0].startswith(f"accelerator fake-npu failed ({reason}); the utterance is recognised on CPU")
+    steps = flaky.steps
+    assert wrapper.transcribe(audio[1], beam_size=1).text == expected[1]
+    assert flaky.steps == steps, "a later call went to the failed accelerator"
+    assert len(messages) == 1 and wrapper.cpu_built == [True]
+
+
+def test_retry_returns_to_the_accelerator_after_retry_accelerator_s(flaky, tokenizer, cpu, audio, expected) -> None:
+    messages: list[str] = []
+    clock = Clock()
+    wrapper = wrap(flaky, tokenizer, cpu, messages, retry_accelerator_s=60, clock=clock)
+    flaky.fail_at_step = 1
+    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert messages[-1].endswith("retrying fake-npu in 60 s")
+    flaky.fail_at_step, steps = None, flaky.steps
+    clock.now += 59
+    wrapper.transcribe(audio[1], beam_size=1)
+    assert flaky.steps == steps and wrapper.backend_name == "cpu"
+    clock.now += 1
+    assert wrapper.transcribe(audio[1], beam_size=1).text == expected[1]
+    assert flaky.steps > steps and wrapper.backend_name == "fake-npu"
+    assert messages[-1] == "accelerator fake-npu is working again; back from CPU to fake-npu"
+    assert len(messages) == 2
+
+
+def test_no_retry_while_a_hung_call_is_still_running(flaky, tokenizer, cpu, audio) -> None:
+    messages: list[str] = []
+    clock = Clock()
+    wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=200, retry_accelerator_s=10, clock=clock)
+    flaky.fail_at_step, flaky.hanging = 1, True
+    wrapper.transcribe(audio[1], beam_size=1)
+    clock.now += 100
+    steps = flaky.steps
+    wrapper.transcribe(audio[1], beam_size=1)
+    assert flaky.steps == steps and len(messages) == 1
+
+
+def test_open_recognizer_wraps_an_accelerator(tmp_path: Path, int8_model_dir: Path, audio, expected) -> None:
+    """End to end through selection: a Jetson whose CUDA backend dies on its first call."""
+    def opener(name: str, cfg):
+        backend = open_backend("cpu", cfg)
+        if name == "cpu":
+            return backend
+        flaky = FlakyBackend(backend)
+        flaky.name, flaky.fail_at_step = name, 1
+        return flaky
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text("# R36\n")
+    cfg = parse_config({"model": {"path": str(int8_model_dir)}}, base_dir=tmp_path)
+    probe = Probe(root=tmp_path, providers=("CUDAExecutionProvider", "CPUExecutionProvider"), rknnlite=False)
+    messages: list[str] = []
+    recognizer = open_recognizer(cfg, messages.append, probe, opener)
+    assert recognizer.backend_name == "cuda"
+    assert recognizer.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert recognizer.backend_name == "cpu" and len(messages) == 1

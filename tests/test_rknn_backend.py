@@ -1,0 +1,122 @@
+"""RKNN static-shape adaptation on x86: the static ONNX exports run by onnxruntime stand in for RKNNLite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge.audiofile import load_audio
+from edge.backends.base import BackendError
+from edge.backends.ort import OrtWhisperBackend
+from edge.backends.rknn import RknnWhisperBackend, missing_files
+from edge.recognizer import Recognizer
+from edge.tokenizer import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import rknn_export  # noqa: E402
+
+BATCH, SLOTS = 5, 224
+
+
+class OrtStaticModel:
+    """Same inputs/outputs as RKNNLite.inference, on the same static graph the .rknn is converted from."""
+
+    def __init__(self, path: Path) -> None:
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.calls = 0
+
+    def inference(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        return self.session.run(None, {i.name: x for i, x in zip(self.session.get_inputs(), inputs)})
+
+    def release(self) -> None:
+        """Nothing to free."""
+
+
+@pytest.fixture(scope="module")
+def static_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rknn-static")
+    weights, dims = rknn_export.load_weights()
+    rknn_export.write_graphs(weights, dims, out, [5, 10], BATCH, SLOTS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def opened(static_dir: Path) -> dict[str, OrtStaticModel]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def rknn_backend(static_dir: Path, fp32_model_dir: Path, opened: dict) -> RknnWhisperBackend:
+    def opener(stem: str) -> OrtStaticModel:
+        opened[stem] = OrtStaticModel(static_dir / f"{stem}.onnx")
+        return opened[stem]
+
+    return RknnWhisperBackend(static_dir, fp32_model_dir, opener=opener)
+
+
+@pytest.fixture(scope="module")
+def cpu_backend(fp32_model_dir: Path) -> OrtWhisperBackend:
+    return OrtWhisperBackend(fp32_model_dir)
+
+
+def test_manifest_lists_the_files_a_board_needs(static_dir: Path) -> None:
+    assert missing_files(static_dir, ".onnx") == []
+    assert missing_files(static_dir) == ["encoder_500.rknn", "decoder_500.rknn", "encoder_1000.rknn", "decoder_1000.rknn"]
+
+
+def test_mel_is_padded_to_the_smallest_bucket(rknn_backend: RknnWhisperBackend, opened: dict) -> None:
+    mel = np.random.default_rng(0).uniform(-1, 1, (80, 620)).astype(np.float32)
+    cross = rknn_backend.encode(mel)
+    assert cross.k.shape == (4, 1, 6, 500, 64)
+    assert "encoder_1000" in opened and "encoder_500" not in opened
+    with pytest.raises(BackendError, match="largest RKNN bucket"):
+        rknn_backend.encode(np.zeros((80, 1002), np.float32))
+
+
+def test_decoder_steps_match_the_dynamic_decoder(rknn_backend: RknnWhisperBackend, cpu_backend: OrtWhisperBackend) -> None:
+    """7 hypotheses (split 5 + 2), a 3-token prompt then one more step: same logits and cache as the CPU graph."""
+    mel = np.random.default_rng(1).uniform(-1, 1, (80, 500)).astype(np.float32)
+    cross = cpu_backend.encode(mel)
+    prompt = np.tile(np.array([[50257, 50362, 440]], np.int64), (7, 1))
+    prompt[:, 2] += np.arange(7)
+    expected, expected_cache = cpu_backend.decode(prompt, cpu_backend.empty_cache(7), cross)
+    logits, cache = rknn_backend.decode(prompt, rknn_backend.empty_cache(7), cross)
+    np.testing.assert_allclose(logits, expected, atol=2e-3)
+    assert cache.length == 3
+    np.testing.assert_allclose(cache.k, expected_cache.k, atol=1e-4)
+    step = expected.argmax(axis=1)[:, None]
+    expected, _ = cpu_backend.decode(step, expected_cache, cross)
+    logits, cache = rknn_backend.decode(step, cache, cross)
+    np.testing.assert_allclose(logits, expected, atol=2e-3)
+    assert cache.length == 4
+
+
+def test_mask_shows_used_slots_and_the_new_token(rknn_backend: RknnWhisperBackend) -> None:
+    mask = rknn_backend.mask(3)[0, 0]
+    assert mask.shape == (SLOTS + 1,)
+    assert (mask[:3] == 0).all() and mask[SLOTS] == 0
+    assert (mask[3:SLOTS] < -1e8).all()
+
+
+def test_full_cache_is_a_backend_error(rknn_backend: RknnWhisperBackend, cpu_backend: OrtWhisperBackend) -> None:
+    cross = rknn_backend.encode(np.zeros((80, 200), np.float32))
+    shape = (4, 1, 6, SLOTS, 64)
+    full = type(rknn_backend.empty_cache(1))(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+    with pytest.raises(BackendError, match="cache full"):
+        rknn_backend.decode(np.array([[440]], np.int64), full, cross)
+
+
+@pytest.mark.parametrize("clip", ["ljspeech_LJ050-0131.wav", "ljspeech_LJ002-0020.wav"])
+def test_transcripts_match_the_cpu_backend(clip: str, rknn_backend: RknnWhisperBackend,
+                                           cpu_backend: OrtWhisperBackend, eval_dir: Path, fp32_model_dir: Path) -> None:
+    tokenizer = Tokenizer.from_dir(fp32_model_dir)
+    audio = load_audio(eval_dir / "real_en" / clip)
+    expected = Recognizer(cpu_backend, tokenizer).transcribe(audio, beam_size=5).text
+    got = Recognizer(rknn_backend, tokenizer)
+    assert got.backend_name == "rknn"
+    assert got.transcribe(audio, beam_size=5).text == expected
