@@ -1,0 +1,95 @@
+"""Run the recognition daemon: audio -> VAD -> streaming recognizer -> socket subscribers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edge.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
+from edge.logs import setup_logging
+from edge.sources import PACES
+
+log = logging.getLogger("edge.run")
+
+EX_STARTUP = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)",
+    )
+    parser.add_argument(
+        "--source", default="mic", metavar="mic|file:PATH", help="audio source (default: mic, the configured device)"
+    )
+    parser.add_argument(
+        "--pace", choices=PACES, default="realtime", help="file sources: realtime (like a microphone) or fast"
+    )
+    parser.add_argument(
+        "--exit-at-end", action="store_true", help="file sources: exit 0 once the file ended and its last final is out"
+    )
+    parser.add_argument("--socket", metavar="PATH", help="publish on this socket instead of publish.socket")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = default_config_path(args.config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        count = len(exc.messages)
+        print("\n".join(exc.messages), file=sys.stderr)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}, not usable", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(cfg.log.level)
+    return _serve(cfg, path, args)
+
+
+def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
+    """Load the model, open the source, run; start-up problems are one log line, not a traceback."""
+    # Heavy imports only once the config is known to be usable.
+    from edge.audiofile import AudioFileError
+    from edge.backends.base import BackendError
+    from edge.backends.select import BackendStartError, open_recognizer
+    from edge.daemon import Daemon, StatusRelay
+    from edge.metrics import MetricsError
+    from edge.publisher import PublisherError
+    from edge.recognizer import ModelError
+    from edge.sources import SourceError, open_source
+    from edge.tokenizer import TokenizerError
+
+    startup_errors = (
+        AudioFileError, BackendError, BackendStartError, MetricsError, ModelError, PublisherError, SourceError,
+        TokenizerError, OSError,
+    )  # fmt: skip
+    relay = StatusRelay()
+    try:
+        recognizer = open_recognizer(cfg, relay)
+        source = open_source(args.source, cfg.audio, args.pace, wait_for_device=True)
+        daemon = Daemon(
+            cfg,
+            path,
+            recognizer,
+            source,
+            exit_at_end=args.exit_at_end,
+            socket_path=Path(args.socket) if args.socket else None,
+            status_relay=relay,
+        )
+        code = daemon.run()
+    except startup_errors as exc:
+        log.error("cannot start: %s", exc)
+        return EX_STARTUP
+    if daemon.decoding:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Leave without interpreter teardown: tearing down under a running onnxruntime call aborts the process."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,329 @@
+"""The `edge-asr run` daemon: source -> VAD/endpointer -> streaming recognizer -> publisher.
+
+The main thread reads audio and feeds the streaming session (cheap work only);
+decoding runs on the session's worker thread and the publisher has its own.
+Signals only set flags that the main loop acts on between blocks, so SIGHUP
+and SIGTERM never interrupt a half-processed block.
+
+systemd: READY=1 once the model is loaded *and* the first audio block arrived;
+WATCHDOG=1 only while blocks keep being processed and no decode is wedged;
+STATUS= follows the daemon's state. Outside systemd all of that is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge import protocol
+from edge.config import Config, ConfigError, load_config, restart_needed
+from edge.endpointer import EndpointSettings
+from edge.logs import set_level
+from edge.metrics import Metrics, start_metrics
+from edge.publisher import Publisher
+from edge.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+from edge.sources import SAMPLE_RATE, AudioSource
+from edge.streaming import StreamingSession, StreamSettings, UtteranceEvent
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.1  # how long the main loop may wait for audio before handling signals
+SHUTDOWN_DRAIN_S = 1.4  # of the 2 s allowed for SIGTERM: finishing the last final
+SHUTDOWN_CLOSE_S = 0.3  # then flushing it to subscribers
+SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
+DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
+LIVE_SECTIONS = ("vad", "stream", "log")
+
+
+class StatusRelay:
+    """`on_status` for open_recognizer(): holds messages until the daemon can publish them."""
+
+    def __init__(self) -> None:
+        self._pending: list[str] = []
+        self._target: Callable[[str], None] | None = None
+
+    def __call__(self, message: str) -> None:
+        if self._target is None:
+            self._pending.append(message)
+        else:
+            self._target(message)
+
+    def attach(self, target: Callable[[str], None]) -> None:
+        """Deliver the held messages and forward later ones."""
+        self._target = target
+        for message in self._pending:
+            target(message)
+        self._pending.clear()
+
+
+class Daemon:
+    """One run of the pipeline; `run()` returns the process exit status."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Path,
+        recognizer: Any,
+        source: AudioSource,
+        *,
+        exit_at_end: bool = False,
+        socket_path: Path | None = None,
+        status_relay: StatusRelay | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._config_path = config_path
+        self._recognizer = recognizer
+        self._source = source
+        self._exit_at_end = exit_at_end
+        self._socket_path = socket_path or cfg.publish.socket
+        self._status_relay = status_relay
+        self._started = time.monotonic()
+        self._state = "starting"
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._notifier = Notifier()
+        self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
+        self._metrics = Metrics()
+        self._backend = self._backend_name()
+        self._metrics.set_backend(self._backend)
+        self._session = StreamingSession(
+            recognizer,
+            EndpointSettings.from_config(cfg.vad),
+            StreamSettings.from_config(cfg.stream),
+            emit=self._on_utterance_event,
+            on_error=lambda message: self._publish_error("recognition_failed", message),
+        )
+        self._publisher = Publisher(
+            self._socket_path,
+            cfg.publish.socket_mode,
+            cfg.publish.socket_group,
+            hello=self._hello,
+            status_provider=self.status,
+            queue_size=cfg.publish.queue_size,
+            max_pending_finals=cfg.publish.max_pending_finals,
+            tcp_host=cfg.publish.tcp_host,
+            tcp_port=cfg.publish.tcp_port,
+        )
+        self._source_state: tuple[Any, Any] | None = None
+        self._dropped_s = 0.0
+        self._status_line = ""
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or the end of a file with exit_at_end)."""
+        self._install_signal_handlers()
+        self._publisher.start()
+        try:
+            if self._status_relay is not None:
+                self._status_relay.attach(self.on_backend_status)
+            exporter = start_metrics(self._cfg.metrics, self._metrics)
+            try:
+                self._source.start()
+                self._set_state("waiting for audio")
+                self._watchdog.start()
+                self._loop()
+            finally:
+                exporter.stop()
+        finally:
+            self._shutdown()
+        return 0
+
+    @property
+    def decoding(self) -> bool:
+        """A decode is still running (it overran the shutdown deadline)."""
+        return self._session.decoding
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the caller drives request_stop / request_reload
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            block = self._source.read(READ_TIMEOUT_S)
+            if block is not None and block.size:
+                self._session.feed(block)
+                self._on_progress()
+            elif self._source.ended:
+                if self._at_end():
+                    return
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + SOURCE_CHECK_S
+                self._check_source()
+
+    def _on_progress(self) -> None:
+        if self._state in ("starting", "waiting for audio"):
+            self._notifier.ready()
+            self._set_state("listening")
+        if self._session.decode_busy_s() < DECODE_STALL_S:
+            self._watchdog.beat()
+
+    def _at_end(self) -> bool:
+        """The file source has delivered everything: flush, then exit or idle."""
+        if self._state != "file ended":
+            self._session.finish()
+            self._set_state("file ended")
+        if self._exit_at_end:
+            while not self._session.drain(READ_TIMEOUT_S):
+                if self._stop.is_set():
+                    return True  # SIGTERM while draining: _shutdown() has the deadline
+            return True
+        self._watchdog.beat()  # idle by design, not stalled
+        self._stop.wait(READ_TIMEOUT_S)
+        return False
+
+    def _shutdown(self) -> None:
+        """Publish the final in progress, close subscribers, remove the socket (within ~2 s)."""
+        self._notifier.stopping()
+        self._set_state("stopping")
+        self._session.finish(quick=True)
+        if not self._session.drain(SHUTDOWN_DRAIN_S):
+            log.warning("shutdown: a final was not decoded within %.1f s; publishing its partial", SHUTDOWN_DRAIN_S)
+            self._session.give_up()
+        self._publisher.close(SHUTDOWN_CLOSE_S)
+        self._session.close(0.1)
+        self._source.close()
+        self._watchdog.stop()
+        log.info("stopped after %.1f s of audio", self._session.position_s)
+
+    # --- configuration ------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: apply vad.*, stream.*, log.level live; report the rest as needing a restart."""
+        self._notifier.reloading()
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            for message in exc.messages:
+                log.error("reload: %s", message)
+            log.error("reload: %s is not usable; keeping the running settings", self._config_path)
+            self._publish_error("config_invalid", "; ".join(exc.messages))
+            self._publish_status("reload failed: config invalid, old settings kept")
+        else:
+            self._apply(new)
+        if self._state not in ("starting", "waiting for audio"):
+            self._notifier.ready()
+
+    def _apply(self, new: Config) -> None:
+        pending = restart_needed(self._cfg, new)
+        self._cfg = self._cfg.model_copy(update={name: getattr(new, name) for name in LIVE_SECTIONS})
+        self._session.update_settings(EndpointSettings.from_config(new.vad), StreamSettings.from_config(new.stream))
+        set_level(new.log.level)
+        if pending:
+            log.warning("reload: %s changed but needs a restart; keeping the old value(s)", ", ".join(pending))
+            self._publish_status("reloaded; needs restart for " + ", ".join(pending), needs_restart=pending)
+        else:
+            log.info("reload: configuration applied")
+            self._publish_status("reloaded")
+
+    # --- events -------------------------------------------------------------------
+
+    def _hello(self) -> dict:
+        return {
+            "model": Path(self._cfg.model.path).name,
+            "backend": self._backend_name(),
+            "sample_rate": SAMPLE_RATE,
+        }
+
+    def status(self) -> dict:
+        """The daemon's state (thread-safe snapshot; also answers subscribers' status requests)."""
+        source = self._source.stats()
+        return {
+            "audio_time_s": self._session.position_s,
+            "state": self._state,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "backend": self._backend_name(),
+            "dropped_audio_s": float(source.get("dropped_s", 0.0) or 0.0),
+            "source": source,
+            **self._session.stats(),
+        }
+
+    def on_backend_status(self, message: str) -> None:
+        """Backend selection / fallback news: a log line and a `status` event."""
+        log.warning("%s", message)
+        backend = self._backend_name()
+        if backend == "cpu" and self._backend != "cpu":
+            self._metrics.record_fallback()
+        self._backend = backend
+        self._metrics.set_backend(backend, message)
+        self._publish_status(message)
+
+    def _backend_name(self) -> str:
+        return str(getattr(self._recognizer, "backend_name", "cpu"))
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self._update_status_line()
+
+    def _update_status_line(self) -> None:
+        """STATUS= for `systemctl status`, sent only when it changes."""
+        source = self._source_state[0] if self._source_state else "starting"
+        line = f"{self._state}; audio {source}; {self._session.utterances} utterances; backend {self._backend}"
+        if line != self._status_line:
+            self._status_line = line
+            self._notifier.status(line)
+
+    def _publish(self, event_factory: Callable[..., dict], **fields: Any) -> None:
+        try:
+            self._publisher.publish(event_factory(audio_time_s=self._session.position_s, **fields))
+        except RuntimeError:
+            log.debug("publisher not running; %s dropped", event_factory.__name__)
+
+    def _publish_status(self, message: str, **extra: Any) -> None:
+        fields = {key: value for key, value in self.status().items() if key != "audio_time_s"}
+        self._publish(protocol.status, **fields, message=message, **extra)
+
+    def _publish_error(self, reason: str, message: str) -> None:
+        self._publish(protocol.error, reason=reason, message=message)
+
+    def _on_utterance_event(self, event: UtteranceEvent) -> None:
+        """Called by the session (either thread) for every utterance event."""
+        ids = {"utterance_id": event.utterance_id, "start_s": round(event.start_s, 3)}
+        if event.kind == "speech_start":
+            self._publish(protocol.speech_start, **ids)
+        elif event.kind == "speech_end":
+            self._publish(protocol.speech_end, **ids, end_s=round(event.end_s, 3))
+        else:
+            constructor = protocol.final if event.kind == "final" else protocol.partial
+            self._publish(constructor, **ids, end_s=round(event.end_s, 3), text=event.text)
+            self._record(event)
+
+    def _record(self, event: UtteranceEvent) -> None:
+        if event.kind == "partial":
+            self._metrics.record_partial()
+            return
+        latency = max(self._session.position_s - event.end_s, 0.0)
+        self._metrics.record_final(latency, event.end_s - event.start_s, event.decode_s)
+        log.info("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
+
+    def _check_source(self) -> None:
+        """A lost or reopened device is a notable change: status event and log line."""
+        stats = self._source.stats()
+        state = (stats.get("state"), stats.get("reopens"))
+        if self._source_state is not None and state != self._source_state:
+            log.warning("audio source %s: %s (reopens %s)", stats.get("device"), *state)
+            self._publish_status(f"audio source {state[0]}")
+        self._source_state = state
+        self._update_status_line()
+        dropped = float(stats.get("dropped_s") or 0.0)
+        self._metrics.record_dropped(dropped - self._dropped_s)
+        self._metrics.set_subscribers(self._publisher.subscriber_count)
+        self._dropped_s = dropped

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Latency / CPU / memory / accuracy benchmark of `edge-asr run` on longform_en (not a test).
+
+Runs the daemon at real-time pace on each file (a file source, or `--via-mic`
+through the PulseAudio virtual microphone), subscribes to its socket, and uses
+the manifest's `segments` to measure:
+
+- onset latency: segment start -> first non-empty partial (or final) of it;
+- final latency: segment end -> the final covering it
+  (segment start/end trimmed to where the audio is audible: the clips carry their own lead-in and tail);
+- CPU (process CPU time / wall time, in % of one core) while speaking and
+  while silent (a separate run on nonspeech/silence_10s.wav);
+- peak RSS (VmHWM);
+- WER of the finals next to the offline recognizer (`edge-asr transcribe`) on the same audio.
+
+Prints a markdown table. Run it on a quiet machine: `.venv/bin/python scripts/bench_latency.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import yaml
+from whisper_normalizer.english import EnglishTextNormalizer
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = REPO.parent / "shared" / "eval"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SAMPLE_EVERY_S = 0.05
+AFTER_SPEECH_S = 1.0  # decoding the final still counts as "speaking"
+ENERGY_RANGE_DB = 35.0
+_normalize = EnglishTextNormalizer()
+
+
+@dataclass
+class Run:
+    """What one daemon run produced."""
+
+    events: list[dict] = field(default_factory=list)  # each with `_at` (monotonic receive time)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, CPU seconds)
+    peak_rss_mib: float = 0.0
+    connected_at: float = 0.0  # the socket appears once the model is loaded
+    played_at: float | None = None  # virtual microphone: when playback of the file began
+
+    def stream_start(self) -> float:
+        """Wall time of the file's first sample.
+
+        File source: the least-delayed event bounds it from above. Microphone: the
+        capture runs before playback, so the playback start is the origin.
+        """
+        if self.played_at is not None:
+            return self.played_at
+        return min(e["_at"] - e["audio_time_s"] for e in self.events if e["type"] != "hello")
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)  # gone once a zombie
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def _subscribe(path: Path, run: Run, timeout: float = 120.0) -> threading.Thread:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"daemon socket {path} never appeared")
+        time.sleep(0.005)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    run.connected_at = time.monotonic()
+
+    def read() -> None:
+        with sock, sock.makefile("rb") as lines:
+            for line in lines:
+                run.events.append({**json.loads(line), "_at": time.monotonic()})
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _sample(process: subprocess.Popen, run: Run) -> None:
+    while process.poll() is None:
+        cpu, rss = _proc_cpu_s(process.pid), _peak_rss_mib(process.pid)
+        if cpu is not None:
+            run.cpu.append((time.monotonic(), cpu))
+        if rss is not None:
+            run.peak_rss_mib = max(run.peak_rss_mib, rss)
+        time.sleep(SAMPLE_EVERY_S)
+
+
+def run_daemon(audio: Path, work: Path, overrides: dict, mic: object | None) -> Run:
+    """One real-time daemon run on `audio`; returns the events and resource samples."""
+    config = {
+        "model": {"path": str(REPO / "models" / "whisper-tiny.en-int8")},
+        "publish": {"socket": str(work / "asr.sock")},
+    }
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        config.setdefault(section, {})[key] = value
+    if mic is not None:
+        config.setdefault("audio", {})["device"] = mic.device
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    from_file = ["--source", f"file:{audio}", "--pace", "realtime", "--exit-at-end"]
+    source = ["--source", "mic"] if mic is not None else from_file
+    env = {**os.environ, **(mic.env if mic is not None else {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(work / "config.yaml"), *source],
+        cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run = Run()
+    sampler = threading.Thread(target=_sample, args=(process, run), daemon=True)
+    sampler.start()
+    reader = _subscribe(work / "asr.sock", run)
+    if mic is not None:
+        time.sleep(1.0)  # capture running
+        run.played_at = time.monotonic()
+        mic.play(audio, wait=True)
+        time.sleep(2.0)  # the last final
+        process.send_signal(signal.SIGTERM)
+    _, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"daemon failed ({process.returncode}):\n{err[-3000:]}")
+    reader.join(5)
+    sampler.join(1)
+    return run
+
+
+def _cpu_percent(run: Run, t0: float, inside: list[tuple[float, float]]) -> float:
+    """CPU % of one core over the sample intervals whose audio time lies inside the given spans."""
+    busy = wall = 0.0
+    for (t_a, c_a), (t_b, c_b) in zip(run.cpu, run.cpu[1:]):
+        middle = (t_a + t_b) / 2 - t0
+        if any(lo <= middle < hi for lo, hi in inside):
+            busy += c_b - c_a
+            wall += t_b - t_a
+    return 100 * busy / wall if wall else float("nan")
+
+
+def audible_segments(path: Path, segments: list[dict]) -> list[dict]:
+    """Trim each manifest segment to where its audio is audible (the clips carry their own lead-in/tail).
+
+    Audible = a 10 ms frame within ENERGY_RANGE_DB of the segment's loudest frame.
+    """
+    import soundfile
+
+    audio, rate = soundfile.read(path, dtype="float32")
+    frame = rate // 100
+    out = []
+    for seg in segments:
+        piece = audio[int(seg["start"] * rate) : int(seg["end"] * rate)]
+        rms = np.sqrt(np.mean(piece[: piece.size // frame * frame].reshape(-1, frame) ** 2, axis=1)) + 1e-10
+        loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -ENERGY_RANGE_DB)
+        out.append({**seg, "start": seg["start"] + loud[0] / 100, "end": seg["start"] + (loud[-1] + 1) / 100})
+    return out
+
+
+def onset_latencies(run: Run, segments: list[dict]) -> list[float]:
+    t0 = run.stream_start()
+    texts = [e for e in run.events if e["type"] in ("partial", "final") and e["text"].strip()]
+    out = []
+    for seg in segments:
+        first = next((e for e in texts if e["end_s"] > seg["start"] and e["_at"] >= t0 + seg["start"]), None)
+        if first is not None:
+            out.append(first["_at"] - (t0 + seg["start"]))
+    return out
+
+
+def final_latencies(run: Run, segments: list[dict]) -> list[float]:
+    t0 = run.stream_start()
+    out = []
+    for seg in segments:
+        covering = [f for f in run.of("final") if f["start_s"] < seg["end"] and f["end_s"] >= seg["end"] - 0.5]
+        if covering:
+            last = max(covering, key=lambda f: f["end_s"])
+            out.append(last["_at"] - (t0 + seg["end"]))
+    return out
+
+
+def speaking_cpu(run: Run, segments: list[dict]) -> float:
+    spans = [(s["start"], s["end"] + AFTER_SPEECH_S) for s in segments]
+    return _cpu_percent(run, run.stream_start(), spans)
+
+
+def silent_cpu(run: Run) -> float:
+    """Steady silence: from half a second after start-up (the model is loaded before the socket exists)."""
+    return _cpu_percent(run, run.connected_at, [(0.5, float("inf"))])
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(_normalize(reference), _normalize(hypothesis))
+
+
+def offline_text(path: Path) -> str:
+    from edge.audiofile import load_audio
+    from edge.recognizer import Recognizer
+
+    recognizer = Recognizer.from_dir(REPO / "models" / "whisper-tiny.en-int8")
+    return recognizer.transcribe_long(load_audio(path), beam_size=5).text
+
+
+def _p(values: list[float], q: float) -> str:
+    return f"{1000 * float(np.percentile(values, q)):.0f}" if values else "-"
+
+
+@contextlib.contextmanager
+def _maybe_mic(enabled: bool) -> Iterator[object | None]:
+    if not enabled:
+        yield None
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.virtual_mic import VirtualMic
+
+    with tempfile.TemporaryDirectory(prefix="bench-vmic-") as root:
+        mic = VirtualMic(Path(root))
+        mic.start()
+        try:
+            yield mic
+        finally:
+            mic.stop()
+
+
+def _overrides(pairs: list[str]) -> dict:
+    return {key: yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="longform_en file names (default: all)")
+    parser.add_argument("--via-mic", action="store_true", help="play the files into the PulseAudio virtual microphone")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. vad.min_silence_ms=250"
+    )
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline WER reference (faster)")
+    args = parser.parse_args()
+    manifest = (EVAL / "longform_en" / "manifest.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in manifest if line.strip()]
+    rows = [r for r in rows if not args.files or r["audio"] in args.files]
+    overrides = _overrides(args.set)
+    onsets, finals, speaking, rss, refs, hyps, offline = [], [], [], [], [], [], []
+    print("| file | onset p50/p95 ms | final p50/p95 ms | CPU speaking % | peak RSS MiB | WER finals | WER offline |")
+    print("|---|---|---|---|---|---|---|")
+    with _maybe_mic(args.via_mic) as mic:
+        for row in rows:
+            path = EVAL / "longform_en" / row["audio"]
+            with tempfile.TemporaryDirectory(prefix="bench-") as work:
+                run = run_daemon(path, Path(work), overrides, mic)
+            segments = audible_segments(path, row["segments"])
+            on, fin = onset_latencies(run, segments), final_latencies(run, segments)
+            text = " ".join(f["text"] for f in run.of("final"))
+            reference = "" if args.no_offline else offline_text(path)
+            onsets += on
+            finals += fin
+            speaking.append(speaking_cpu(run, segments))
+            rss.append(run.peak_rss_mib)
+            refs.append(row["text"])
+            hyps.append(text)
+            offline.append(reference)
+            offline_wer = "-" if args.no_offline else f"{100 * wer(row['text'], reference):.1f}"
+            print(
+                f"| {row['audio']} | {_p(on, 50)}/{_p(on, 95)} | {_p(fin, 50)}/{_p(fin, 95)} "
+                f"| {speaking[-1]:.0f} | {run.peak_rss_mib:.0f} | {100 * wer(row['text'], text):.1f} | {offline_wer} |",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            quiet = run_daemon(EVAL / "nonspeech" / "silence_10s.wav", Path(work), overrides, mic)
+    all_wer = 100 * wer(" ".join(refs), " ".join(hyps))
+    all_offline = "-" if args.no_offline else f"{100 * wer(' '.join(refs), ' '.join(offline)):.1f}"
+    print(
+        f"| **all** ({len(finals)} utterances) | {_p(onsets, 50)}/{_p(onsets, 95)} | {_p(finals, 50)}/{_p(finals, 95)} "
+        f"| {np.mean(speaking):.0f} | {max(rss):.0f} | {all_wer:.1f} | {all_offline} |"
+    )
+    print(f"\nCPU while silent (silence_10s.wav): {silent_cpu(quiet):.1f} % of one core; "
+          f"text from silence: {[e['text'] for e in quiet.events if e.get('text')] or 'none'}")
+    print(f"settings: {overrides or 'config defaults'}{'; via virtual microphone' if mic else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

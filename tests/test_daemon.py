@@ -1,0 +1,288 @@
+"""`edge-asr run` as a real process: socket subscribers, signals, systemd notifications.
+
+Also the shared helpers for driving the daemon (tests/test_mic_e2e.py uses them).
+File sources run at fast pace wherever timing does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import yaml
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from edge import protocol
+from tests.conftest import REPO, load_manifest
+
+_normalize = EnglishTextNormalizer()
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER after Whisper's English normalisation (case, punctuation, numbers)."""
+    return jiwer.wer(" ".join(_normalize(r) for r in references), " ".join(_normalize(h) for h in hypotheses))
+
+
+def write_config(directory: Path, model_dir: Path, **sections: dict) -> Path:
+    """A config file publishing on `directory`/asr.sock; `sections` override defaults."""
+    data = {"model": {"path": str(model_dir)}, "publish": {"socket": str(directory / "asr.sock")}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start_daemon(config: Path, source: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "edge", "run", "--config", str(config), "--source", source, *extra]
+    return subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+class Subscriber:
+    """A real socket client: collects every event line on a background thread.
+
+    Construction returns once the daemon's `hello` arrived, i.e. once the
+    publisher has registered this subscriber.
+    """
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._sock.connect(str(path))
+                break
+            except OSError:
+                self._sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+        self.events: list[dict] = []
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for(lambda e: e["type"] == "hello", timeout)  # registered: later events will reach us
+
+    def _read(self) -> None:
+        with self._sock.makefile("rb") as lines:
+            for line in lines:
+                event = protocol.decode(line)
+                protocol.validate(event)
+                with self._cond:
+                    self.events.append({**event, "_received": time.monotonic()})
+                    self._cond.notify_all()
+        self.closed.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, match: Callable[[dict], bool], timeout: float, after: int = 0) -> dict:
+        """The first event from index `after` on (seen so far or arriving within `timeout`) that matches."""
+        with self._cond:
+            found = self._cond.wait_for(lambda: next((e for e in self.events[after:] if match(e)), None), timeout)
+        assert found, f"no matching event within {timeout} s; got {self.events}"
+        return found
+
+    def request_status(self) -> None:
+        self._sock.sendall(b'{"type": "status"}\n')
+
+    def of(self, kind: str) -> list[dict]:
+        with self._cond:
+            return [e for e in self.events if e["type"] == kind]
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"daemon did not exit within {timeout} s:\n{err[-3000:]}")
+    return process.returncode, err
+
+
+@pytest.fixture(scope="module")
+def offline(int8_model_dir) -> Callable[[Path], str]:
+    """What the offline recognizer (`edge-asr transcribe`) makes of a whole file."""
+    from edge.audiofile import load_audio
+    from edge.recognizer import Recognizer
+
+    recognizer = Recognizer.from_dir(int8_model_dir)
+    return lambda path: recognizer.transcribe_long(load_audio(path), beam_size=5).text
+
+
+def test_file_source_finals_match_the_offline_recognizer(tmp_path, int8_model_dir, eval_dir, offline) -> None:
+    row = load_manifest("longform_en")[0]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "fast", "--exit-at-end")
+    subscriber = Subscriber(tmp_path / "asr.sock")  # connects long before the first final is decoded
+    code, err = finish(daemon, 180)
+    assert code == 0, err
+    assert subscriber.closed.wait(5)
+    assert not (tmp_path / "asr.sock").exists()
+    finals = subscriber.of("final")
+    ids = [f["utterance_id"] for f in finals]
+    assert ids == sorted(set(ids)) and len(finals) >= len(row["segments"])
+    assert all(f["text"] for f in finals)
+    streaming_wer = wer([row["text"]], [f["text"] for f in finals])
+    offline_wer = wer([row["text"]], [offline(row["path"])])
+    assert streaming_wer <= offline_wer + 0.03, (streaming_wer, offline_wer, [f["text"] for f in finals])
+
+
+def test_invalid_config_at_start_fails_like_check_config(tmp_path, int8_model_dir) -> None:
+    config = write_config(tmp_path, int8_model_dir, vad={"threshold": 2.0, "min_silence_ms": "long"})
+    code, err = finish(start_daemon(config, "mic"), 60)
+    check = subprocess.run(
+        [sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO, capture_output=True, text=True
+    )
+    assert code != 0 and code == check.returncode
+    assert err == check.stderr
+    assert "Traceback" not in err and "vad.threshold" in err
+
+
+def test_sighup_reloads_live_settings_and_keeps_subscribers(tmp_path, int8_model_dir, eval_dir) -> None:
+    audio = next(r for r in load_manifest("nonspeech") if r["audio"].startswith("silence"))["path"]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{audio}", "--pace", "fast")  # idles after the file: keeps serving
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    try:
+        write_config(tmp_path, int8_model_dir, vad={"threshold": 0.6}, model={"threads": 1})
+        daemon.send_signal(signal.SIGHUP)
+        reloaded = subscriber.wait_for(lambda e: e["type"] == "status" and "reload" in e.get("message", ""), 10)
+        assert reloaded["needs_restart"] == ["model.threads"]
+
+        config.write_text("vad:\n  threshold: nine\n")
+        daemon.send_signal(signal.SIGHUP)
+        error = subscriber.wait_for(lambda e: e["type"] == "error", 10)
+        assert error["reason"] == "config_invalid" and "vad.threshold" in error["message"]
+        subscriber.wait_for(lambda e: e["type"] == "status" and "old settings kept" in e.get("message", ""), 10)
+
+        subscriber.request_status()  # the same connection still works after both reloads
+        subscriber.wait_for(lambda e: e["type"] == "status" and "subscriber_id" in e, 10)
+        assert not subscriber.closed.is_set()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon, 10)
+    assert code == 0, err
+    assert "vad.threshold" in err  # the invalid file's message was logged
+
+
+def test_sigterm_mid_utterance_publishes_its_final_and_exits_within_2s(tmp_path, int8_model_dir, eval_dir) -> None:
+    row = load_manifest("longform_en")[0]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "realtime")
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    partial = subscriber.wait_for(lambda e: e["type"] == "partial" and len(e["text"].split()) >= 3, 30)
+    sent = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    code, err = finish(daemon, 10)
+    elapsed = time.monotonic() - sent
+    assert code == 0, err
+    assert elapsed <= 2.0, elapsed
+    assert subscriber.closed.wait(2)
+    finals = [e for e in subscriber.of("final") if e["utterance_id"] == partial["utterance_id"]]
+    assert finals and finals[0]["text"], err[-2000:]
+    assert not (tmp_path / "asr.sock").exists()
+
+
+def _notify_socket(tmp_path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.2)
+    return sock
+
+
+def _messages(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(arrival time, line) of every notification within `seconds`."""
+    found, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(4096).decode()
+        except socket.timeout:
+            continue
+        found += [(time.monotonic(), line) for line in data.splitlines()]
+    return found
+
+
+def test_systemd_notifications(tmp_path, int8_model_dir, eval_dir) -> None:
+    row = load_manifest("longform_en")[0]
+    notify = _notify_socket(tmp_path)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    daemon = start_daemon(write_config(tmp_path, int8_model_dir), f"file:{row['path']}", "--pace", "realtime", env=env)
+    try:
+        lines = [line for _, line in _messages(notify, 8)]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon, 10)
+        notify.close()
+    assert code == 0, err
+    assert "READY=1" in lines
+    assert lines.count("WATCHDOG=1") >= 3
+    assert any(line.startswith("STATUS=") for line in lines)
+    assert lines.index("READY=1") > 0 and lines[0].startswith("STATUS=")  # READY only after start-up
+
+
+class _StallingSource:
+    """Delivers `seconds` of silence, then nothing (a dead capture thread)."""
+
+    ended = False
+
+    def __init__(self, seconds: float) -> None:
+        self._blocks = int(seconds * 50)
+
+    def start(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> np.ndarray | None:
+        if self._blocks <= 0:
+            time.sleep(timeout)
+            return None
+        self._blocks -= 1
+        time.sleep(0.02)
+        return np.zeros(320, dtype=np.float32)
+
+    def stats(self) -> dict:
+        return {"device": "stalling", "state": "running", "dropped_s": 0.0, "reopens": 0}
+
+    def close(self) -> None:
+        pass
+
+
+def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch) -> None:
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.recognizer import Recognizer
+
+    notify = _notify_socket(tmp_path)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = Daemon(load_config(config), config, Recognizer.from_dir(int8_model_dir), _StallingSource(1.5))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        began = time.monotonic()
+        messages = _messages(notify, 3.5)
+    finally:
+        daemon.request_stop()
+        runner.join(5)
+        notify.close()
+    pings = [at - began for at, line in messages if line == "WATCHDOG=1"]
+    assert len(pings) >= 3 and min(pings) < 1.0
+    assert max(pings) < 2.0  # nothing after the source stopped delivering (1.5 s) plus one period

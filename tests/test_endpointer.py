@@ -1,0 +1,103 @@
+"""Endpointer on synthetic VAD probabilities: start/end timing, hysteresis, pause/resume, forced splits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edge.endpointer import Boundary, Endpointer, EndpointSettings
+from edge.vad import SAMPLE_RATE, WINDOW
+
+MS_PER_WINDOW = WINDOW * 1000 / SAMPLE_RATE  # 32 ms
+
+
+def windows(ms: float) -> int:
+    return round(ms / MS_PER_WINDOW)
+
+
+def run(probs: list[float], settings: EndpointSettings, flush: bool = False) -> list[Boundary]:
+    endpointer = Endpointer(settings)
+    out = [b for p in probs for b in endpointer.update(p)]
+    return out + (endpointer.flush() if flush else [])
+
+
+def ends(boundaries: list[Boundary]) -> list[Boundary]:
+    return [b for b in boundaries if b.kind == "end"]
+
+
+SETTINGS = EndpointSettings(threshold=0.5, min_silence_ms=320, speech_pad_ms=96, min_speech_ms=96, max_utterance_s=20)
+
+
+def test_silence_and_blips_start_nothing() -> None:
+    probs = [0.1] * 50 + [0.9, 0.9] + [0.1] * 50  # 64 ms blip < min_speech_ms
+    assert run(probs, SETTINGS, flush=True) == []
+
+
+def test_one_utterance_is_padded_and_ends_after_min_silence() -> None:
+    probs = [0.1] * 20 + [0.9] * 30 + [0.1] * 30
+    out = run(probs, SETTINGS)
+    assert [b.kind for b in out] == ["start", "pause", "end"]
+    pad = 96 * SAMPLE_RATE // 1000
+    assert out[0].start == 20 * WINDOW - pad
+    assert out[1].end == 51 * WINDOW  # the pause is announced at the end of the first silent window
+    assert out[2].start == out[0].start and out[2].end == 50 * WINDOW + pad
+
+
+def test_hysteresis_keeps_speech_through_middling_probabilities() -> None:
+    probs = [0.9] * 10 + [0.4] * 40 + [0.9] * 5 + [0.1] * 20
+    out = run(probs, SETTINGS)
+    assert [b.kind for b in out] == ["start", "pause", "end"]
+    assert out[-1].end == 55 * WINDOW + 96 * SAMPLE_RATE // 1000
+
+
+def test_short_pause_resumes_the_same_utterance() -> None:
+    probs = [0.9] * 10 + [0.1] * windows(200) + [0.9] * 10 + [0.1] * 20
+    out = run(probs, SETTINGS)
+    assert [b.kind for b in out] == ["start", "pause", "resume", "pause", "end"]
+
+
+def test_utterances_never_overlap_even_with_large_padding() -> None:
+    settings = replace(SETTINGS, min_silence_ms=100, speech_pad_ms=500, min_speech_ms=0)
+    probs = ([0.9] * 10 + [0.1] * 6) * 3
+    done = ends(run(probs, settings, flush=True))
+    assert len(done) == 3
+    for before, after in zip(done, done[1:]):
+        assert after.start >= before.end
+
+
+def test_long_speech_is_split_at_the_quietest_recent_window() -> None:
+    settings = EndpointSettings(threshold=0.5, min_silence_ms=500, speech_pad_ms=0, min_speech_ms=0, max_utterance_s=2)
+    probs = [0.9] * 100
+    probs[50] = 0.55  # quietest window in the 3 s before the 2 s limit
+    out = run(probs, settings, flush=True)
+    done = ends(out)
+    assert done[0].forced and done[0].end == 50 * WINDOW
+    starts = [b for b in out if b.kind == "start"]
+    assert starts[1].start == 50 * WINDOW and starts[1].forced
+
+
+def test_split_pieces_cover_the_speech_exactly_once() -> None:
+    settings = EndpointSettings(threshold=0.5, min_silence_ms=300, speech_pad_ms=0, min_speech_ms=0, max_utterance_s=2)
+    probs = [0.1] * 10 + [0.6 + 0.3 * ((i * 7) % 11) / 10 for i in range(400)] + [0.1] * 20
+    done = ends(run(probs, settings))
+    assert len(done) >= 5
+    assert done[0].start == 10 * WINDOW and done[-1].end == 410 * WINDOW
+    for before, after in zip(done, done[1:]):
+        assert after.start == before.end  # contiguous: no sample lost, none duplicated
+    assert all(b.end - b.start <= 2 * SAMPLE_RATE for b in done)
+
+
+def test_flush_ends_the_utterance_in_progress() -> None:
+    out = run([0.9] * 20, SETTINGS, flush=True)
+    assert [b.kind for b in out] == ["start", "end"]
+    assert out[-1].end == 20 * WINDOW
+
+
+def test_settings_can_change_between_windows() -> None:
+    endpointer = Endpointer(SETTINGS)
+    for p in [0.9] * 10:
+        endpointer.update(p)
+    endpointer.settings = replace(SETTINGS, threshold=0.95, min_silence_ms=64, speech_pad_ms=0)
+    out = [b for p in [0.9] * 3 for b in endpointer.update(p)]  # between the new threshold and its floor: still speech
+    assert not ends(out)
+    out = [b for p in [0.5] * 3 for b in endpointer.update(p)]
+    assert ends(out)

@@ -1,0 +1,161 @@
+"""Streaming session with the real int8 model: stable partials, silence, forced splits, the worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edge.audiofile import load_audio
+from edge.endpointer import EndpointSettings
+from edge.recognizer import Recognizer
+from edge.streaming import PartialStabilizer, StreamingSession, StreamSettings, UtteranceEvent
+from edge.vad import SAMPLE_RATE
+from tests.conftest import load_manifest
+from tests.test_daemon import wer
+
+BLOCK = 320  # 20 ms, like the sources
+
+
+@pytest.fixture(scope="module")
+def recognizer(int8_model_dir) -> Recognizer:
+    return Recognizer.from_dir(int8_model_dir)
+
+
+class Collector:
+    """Records what a session emits (from either thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[UtteranceEvent] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: UtteranceEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, kind: str) -> list[UtteranceEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+
+def stream(recognizer, audio: np.ndarray, endpoint: EndpointSettings, speed: float | None = None) -> Collector:
+    """Feed `audio` in 20 ms blocks (at `speed` x real time, or as fast as possible), then drain."""
+    out = Collector()
+    session = StreamingSession(recognizer, endpoint, StreamSettings.from_config(), out.emit, out.errors.append)
+    began = time.monotonic()
+    try:
+        for i in range(0, audio.size, BLOCK):
+            session.feed(audio[i : i + BLOCK])
+            if speed:
+                time.sleep(max(0.0, began + (i + BLOCK) / SAMPLE_RATE / speed - time.monotonic()))
+        session.finish()
+        assert session.drain(60)
+    finally:
+        session.close()
+    assert out.errors == []
+    return out
+
+
+# --- the stabilizer alone ---------------------------------------------------------------
+
+
+def test_words_become_stable_when_two_hypotheses_agree() -> None:
+    stabilizer = PartialStabilizer()
+    assert stabilizer.update("the cat") == ("", "the cat")
+    assert stabilizer.update("the cat sat") == ("the cat", "sat")
+    assert stabilizer.update("the cat sat on") == ("the cat sat", "on")
+
+
+def test_stable_words_survive_a_hypothesis_that_revises_them() -> None:
+    stabilizer = PartialStabilizer()
+    stabilizer.update("nor of the circumstances")
+    stable, _ = stabilizer.update("nor of the circumstances which")
+    assert stable == "nor of the circumstances"
+    stable, tail = stabilizer.update("Nor of a circumstance which led")  # revision of stable words
+    assert stable.startswith("nor of the circumstances")
+    assert tail.split()[-1] == "led" and "circumstance" not in tail
+
+
+def test_agreement_ignores_case_and_punctuation() -> None:
+    stabilizer = PartialStabilizer()
+    stabilizer.update("What joy.")
+    assert stabilizer.update("what joy there")[0] == "what joy"
+
+
+# --- the session with the model ----------------------------------------------------------
+
+
+def test_nonspeech_produces_no_text(recognizer, eval_dir) -> None:
+    for row in load_manifest("nonspeech"):
+        out = stream(recognizer, load_audio(row["path"]), EndpointSettings.from_config())
+        assert [e.text for e in out.events if e.text] == [], row["audio"]
+
+
+def test_partials_keep_their_stable_prefix_and_finals_follow(recognizer, eval_dir) -> None:
+    audio = load_audio(load_manifest("longform_en")[0]["path"])[: 17 * SAMPLE_RATE]
+    out = stream(recognizer, audio, EndpointSettings.from_config(), speed=2.0)
+    partials = out.of("partial")
+    assert len(partials) >= 3
+    previous: dict[int, list[str]] = {}
+    for event in partials:
+        stable = event.stable.split()
+        assert stable[: len(previous.get(event.utterance_id, []))] == previous.get(event.utterance_id, [])
+        assert event.text.split()[: len(stable)] == stable
+        previous[event.utterance_id] = stable
+    assert any(previous.values())
+    finals = out.of("final")
+    ended = {e.utterance_id for e in out.of("speech_end")}
+    assert finals and {f.utterance_id for f in finals} <= ended
+    for final in finals:  # nothing of an utterance is published after its final
+        later = out.events[out.events.index(final) + 1 :]
+        assert all(e.utterance_id != final.utterance_id for e in later if e.kind == "partial")
+
+
+def test_forced_splits_lose_and_duplicate_no_words(recognizer, eval_dir) -> None:
+    row = next(r for r in load_manifest("real_en") if r["audio"].startswith("librispeech"))
+    audio = load_audio(row["path"])
+    # Long min_silence: only max_utterance_s may end an utterance inside this 11.7 s sentence.
+    endpoint = replace(EndpointSettings.from_config(), min_silence_ms=3000, max_utterance_s=4.0)
+    out = stream(recognizer, audio, endpoint)
+    ends = out.of("speech_end")
+    assert len(ends) >= 3
+    for before, after in zip(ends, ends[1:]):
+        assert after.start_s == pytest.approx(before.end_s)  # contiguous: every sample in exactly one
+    hypothesis = " ".join(f.text for f in out.of("final"))
+    whole = recognizer.transcribe(audio, beam_size=5).text
+    assert wer([row["text"]], [hypothesis]) <= wer([row["text"]], [whole]) + 0.06
+    assert abs(len(hypothesis.split()) - len(row["text"].split())) <= 2
+
+
+class _SlowFinals:
+    """Partials are instant, finals take `final_s`: a decode that overruns a shutdown deadline."""
+
+    def __init__(self, final_s: float) -> None:
+        self.final_s = final_s
+
+    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False) -> object:
+        if not partial:
+            time.sleep(self.final_s)
+        return type("T", (), {"text": "slow final" if not partial else "quick partial"})()
+
+
+def test_give_up_publishes_the_newest_partial_as_the_final(eval_dir) -> None:
+    audio = load_audio(load_manifest("longform_en")[0]["path"])[: int(1.9 * SAMPLE_RATE)]  # ends mid-speech
+    out = Collector()
+    endpoint, stream_settings = EndpointSettings.from_config(), StreamSettings.from_config()
+    session = StreamingSession(_SlowFinals(1.0), endpoint, stream_settings, out.emit, out.errors.append)
+    try:
+        for i in range(0, audio.size, BLOCK):
+            session.feed(audio[i : i + BLOCK])
+            time.sleep(0.002)  # let the worker publish a partial
+        session.finish(quick=True)
+        assert not session.drain(0.1)
+        session.give_up()
+        assert [e.text for e in out.of("final")] == ["quick partial"]
+        assert session.drain(5)  # the late decode is discarded, not published twice
+        assert [e.text for e in out.of("final")] == ["quick partial"]
+    finally:
+        session.close()
