@@ -57,8 +57,15 @@ def provider_chain(kind: str, *, tensorrt_cache_dir: Path | None = None, tensorr
 
 
 def session_options(threads: int) -> ort.SessionOptions:
-    """Sequential execution: on a 2-core box inter-op threads only add contention."""
+    """Sequential execution: on a 2-core box inter-op threads only add contention.
+
+    The CPU memory arena is off: it keeps the peak of every shape ever seen
+    (about 80 MiB more RSS after one long beam search) for no measurable speed-up;
+    memory patterns likewise pre-plan for shapes that change at every decoder step.
+    """
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = max(0, threads)

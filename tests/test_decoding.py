@@ -1,0 +1,232 @@
+"""Decoding logic on a scripted backend whose next-token distribution depends on the cached history.
+
+The fake keeps each hypothesis's token history in its self-attention cache,
+so a beam search that reorders the cache wrongly produces wrong text.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from edge.backends.base import CrossKV, SelfKV
+from edge.decoding import (
+    DecodeOptions,
+    Decoder,
+    LogitRules,
+    compression_ratio,
+    has_loop,
+    top_k,
+    without_loop,
+)
+from edge.tokenizer import Tokenizer
+
+LETTERS = "abcdefghij"
+N_STAMPS = 101  # <|0.00|> .. <|2.00|>
+EOT, SOT, SOT_PREV, NO_SPEECH, NO_TS, TS0 = 10, 11, 12, 13, 14, 15
+A, B, C, D, E, F, G, H, I, J = range(10)
+
+Policy = Callable[[list[int]], dict[int, float]]
+
+
+def make_tokenizer() -> Tokenizer:
+    specials = ["<|endoftext|>", "<|startoftranscript|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    stamps = [f"<|{i * 0.02:.2f}|>" for i in range(N_STAMPS)]
+    return Tokenizer.from_vocabulary((*LETTERS, *specials, *stamps), {"suppress_ids": [J], "suppress_ids_begin": [EOT]})
+
+
+class ScriptedBackend:
+    """Logits from `policy(history)`: {token: probability}; everything else gets ~0."""
+
+    name = "scripted"
+
+    def __init__(self, policy: Policy, vocab: int) -> None:
+        self.policy = policy
+        self.vocab = vocab
+        self.calls: list[np.ndarray] = []
+
+    def encode(self, mel: np.ndarray) -> CrossKV:
+        return CrossKV(np.zeros((1, 1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1, 1), np.float32))
+
+    def empty_cache(self, batch: int) -> SelfKV:
+        return SelfKV(np.zeros((1, batch, 1, 0, 1), np.float32), np.zeros((1, batch, 1, 0, 1), np.float32))
+
+    def decode(self, tokens: np.ndarray, cache: SelfKV, cross: CrossKV) -> tuple[np.ndarray, SelfKV]:
+        self.calls.append(tokens.copy())
+        history = np.concatenate([cache.k[0, :, 0, :, 0], tokens.astype(np.float32)], axis=1)
+        logits = np.full((len(tokens), self.vocab), -30.0, np.float32)
+        for row, seq in enumerate(history.astype(int).tolist()):
+            for token, prob in self.policy(seq).items():
+                logits[row, token] = np.log(prob)
+        stored = history[None, :, None, :, None]
+        return logits, SelfKV(stored, stored.copy())
+
+
+def after_prefix(seq: list[int]) -> list[int]:
+    """The sampled tokens: everything after <|notimestamps|> (or SOT with timestamps)."""
+    marker = NO_TS if NO_TS in seq else SOT
+    return seq[seq.index(marker) + 1 :]
+
+
+def run(policy: Policy, fallback: bool = False, **options) -> tuple:
+    backend = ScriptedBackend(policy, make_tokenizer().vocab_size)
+    decoder = Decoder(backend, make_tokenizer())
+    cross = backend.encode(np.zeros((80, 2), np.float32))
+    opts = DecodeOptions(**options)
+    result = decoder.decode_with_fallback(cross, opts) if fallback else decoder.decode(cross, opts)
+    return result, backend
+
+
+def garden_path(seq: list[int]) -> dict[int, float]:
+    """Greedy takes `a` (0.55) into a flat continuation; beam finds `b f` (0.45 * 0.95)."""
+    sampled = after_prefix(seq)
+    if not sampled:
+        return {A: 0.55, B: 0.45}
+    if sampled == [A]:
+        return {C: 0.3, D: 0.3, E: 0.4}
+    if sampled[-1] == B:
+        return {F: 0.95, G: 0.05}
+    if sampled[-1] == F:
+        # depends on a token two steps back: only a correctly reordered cache knows it
+        return {EOT: 1.0} if B in sampled else {G: 1.0}
+    return {EOT: 1.0}
+
+
+def test_greedy_takes_the_locally_best_token():
+    result, _ = run(garden_path, beam_size=1)
+    assert result.text == "ae"
+    assert result.sum_logprob == pytest.approx(np.log(0.55) + np.log(0.4), abs=1e-3)
+    assert result.avg_logprob == pytest.approx(result.sum_logprob / 3)
+
+
+def test_beam_search_finds_the_better_sequence_in_batched_calls():
+    result, backend = run(garden_path, beam_size=3)
+    assert result.text == "bf"
+    steps = backend.calls[2:]  # after the two prefill calls
+    assert max(len(call) for call in steps) > 1, "beam hypotheses must share one decoder call"
+    assert len(steps) <= 4
+
+
+def test_prefill_puts_sot_last_and_reads_no_speech_there():
+    def policy(seq):
+        if seq[-1] == SOT:
+            return {NO_SPEECH: 0.7, A: 0.3}
+        return {A: 0.9, EOT: 0.1} if not after_prefix(seq) else {EOT: 1.0}
+
+    result, backend = run(policy, beam_size=1, prompt=(B, C))
+    assert backend.calls[0].tolist() == [[SOT_PREV, B, C, SOT]]
+    assert backend.calls[1].tolist() == [[NO_TS]]
+    assert result.no_speech_prob == pytest.approx(0.7, abs=1e-3)
+    assert result.text == "a"
+
+
+def test_blank_suppressed_at_start_and_suppress_ids_always():
+    def policy(seq):
+        return {EOT: 0.6, J: 0.3, A: 0.1} if not after_prefix(seq) else {J: 0.9, EOT: 0.1}
+
+    result, _ = run(policy, beam_size=1)
+    assert result.text == "a"
+
+
+def test_loop_guard_stops_early_and_keeps_one_copy():
+    cycle = {A: B, B: C, C: A}
+
+    def policy(seq):
+        sampled = after_prefix(seq)
+        return {A: 0.99, EOT: 0.01} if not sampled else {cycle[sampled[-1]]: 0.99, EOT: 0.01}
+
+    result, backend = run(policy, beam_size=1, max_tokens=200)
+    assert result.looped
+    assert result.text == "abc"
+    assert len(backend.calls) < 30
+
+
+def test_token_cap_is_hard():
+    result, _ = run(lambda seq: {A: 0.9, EOT: 0.1}, beam_size=1, max_tokens=8)
+    assert result.tokens == (A,) * 8
+
+
+def loop_or_stop(seq: list[int]) -> dict[int, float]:
+    """`a` (0.6) leads into an endless `a a a ...`; `b` (0.4) ends cleanly."""
+    sampled = after_prefix(seq)
+    if not sampled:
+        return {A: 0.6, B: 0.4}
+    return {A: 0.999, EOT: 0.001} if sampled[-1] == A else {EOT: 1.0}
+
+
+def test_fallback_escapes_a_loop_reproducibly():
+    first, backend = run(loop_or_stop, fallback=True, beam_size=1)
+    again, _ = run(loop_or_stop, fallback=True, beam_size=1)
+    assert first.text == "b" and not first.looped
+    assert first.temperature > 0.0
+    assert (again.text, again.temperature) == (first.text, first.temperature)
+    assert sum(1 for call in backend.calls if call.tolist() == [[SOT]]) == 1, "prefix decoded once"
+
+
+def test_no_fallback_for_confident_text():
+    result, _ = run(garden_path, fallback=True, beam_size=1)
+    assert result.temperature == 0.0 and result.text == "ae"
+
+
+def _rules(**options) -> LogitRules:
+    return LogitRules(make_tokenizer(), DecodeOptions(timestamps=True, **options))
+
+
+def _allowed(rules: LogitRules, seq: list[int]) -> set[int]:
+    """Tokens still possible after the rules; text is made likely so that only the grammar decides."""
+    logits = np.zeros((1, make_tokenizer().vocab_size), np.float32)
+    logits[0, :TS0] = 10.0
+    return set(np.flatnonzero(np.isfinite(rules.apply(logits, [seq])[0])).tolist())
+
+
+def test_timestamps_first_token_is_an_early_timestamp():
+    assert _allowed(_rules(max_initial_timestamp=1.0), []) == set(range(TS0, TS0 + 51))
+
+
+def test_timestamps_come_in_pairs_and_never_go_back():
+    rules = _rules()
+    text_and_eot = set(range(EOT + 1)) - {J}
+    assert _allowed(rules, [TS0 + 10, A]) == (text_and_eot | set(range(TS0 + 11, TS0 + N_STAMPS)))
+    assert _allowed(rules, [TS0 + 10, A, TS0 + 30]) == {EOT} | set(range(TS0 + 30, TS0 + N_STAMPS))
+    assert _allowed(rules, [TS0 + 10, A, TS0 + 30, TS0 + 30]) == text_and_eot
+
+
+def test_no_timestamp_past_the_audio():
+    assert max(_allowed(_rules(max_timestamp=1.5), [TS0, A])) == TS0 + 75
+
+
+def test_timestamp_wins_when_timestamps_together_outweigh_text():
+    rules = _rules()
+    logits = np.full((1, make_tokenizer().vocab_size), -5.0, np.float32)
+    logits[0, A] = 0.0  # best single token, but 101 timestamps at -3 outweigh it together
+    logits[0, TS0:] = -3.0
+    logprobs = rules.apply(logits, [[TS0, B]])
+    assert np.all(np.isneginf(logprobs[0, :TS0]))
+
+
+@pytest.mark.parametrize(
+    "tokens, looped",
+    [([1, 2, 3] * 6, True), ([7] * 16, True), ([7] * 15, False), ([1, 2, 3, 4] * 3, False), (list(range(40)), False)],
+)
+def test_has_loop(tokens, looped):
+    assert has_loop(tokens) is looped
+
+
+def test_without_loop_keeps_prefix_and_one_copy():
+    assert without_loop([5, 6, *([1, 2, 3] * 6), 1], eot=10) == [5, 6, 1, 2, 3]
+    assert without_loop([4, 5, 6], eot=10) == [4, 5, 6]
+
+
+def test_compression_ratio_flags_repetition():
+    assert compression_ratio("") == 0.0
+    assert compression_ratio("the quick brown fox jumps over the lazy dog") < 1.5
+    assert compression_ratio("thank you. " * 30) > 2.4
+
+
+def test_top_k_matches_a_full_sort():
+    scores = np.random.default_rng(0).standard_normal((4, 1000))
+    scores[:, :10] = -np.inf
+    expected = np.argsort(-scores, axis=-1)[:, :6]
+    np.testing.assert_array_equal(top_k(scores, 6), expected)

