@@ -26,6 +26,7 @@ from edge.endpointer import EndpointSettings
 from edge.logs import set_level
 from edge.metrics import Metrics, start_metrics
 from edge.publisher import Publisher
+from edge.recorder import UtteranceRecorder
 from edge.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 from edge.sources import SAMPLE_RATE, AudioSource
 from edge.streaming import StreamingSession, StreamSettings, UtteranceEvent
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1  # how long the main loop may wait for audio before handling signals
 SHUTDOWN_DRAIN_S = 1.4  # of the 2 s allowed for SIGTERM: finishing the last final
 SHUTDOWN_CLOSE_S = 0.3  # then flushing it to subscribers
+RECONNECTING_STATES = ("lost", "waiting")  # the capture layer is reopening its device, with backoff
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
 DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
 LIVE_SECTIONS = ("vad", "stream", "log")
@@ -91,12 +93,15 @@ class Daemon:
         self._metrics = Metrics()
         self._backend = self._backend_name()
         self._metrics.set_backend(self._backend)
+        record_dir = cfg.debug.record_audio_dir
+        self._recorder = UtteranceRecorder(record_dir) if record_dir else None
         self._session = StreamingSession(
             recognizer,
             EndpointSettings.from_config(cfg.vad),
             StreamSettings.from_config(cfg.stream),
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
+            record=self._recorder.save if self._recorder else None,
         )
         self._publisher = Publisher(
             self._socket_path,
@@ -165,6 +170,8 @@ class Daemon:
             elif self._source.ended:
                 if self._at_end():
                     return
+            elif self._source.stats().get("state") in RECONNECTING_STATES:
+                self._watchdog.beat()  # no audio by design: a restart would only drop the subscribers
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SOURCE_CHECK_S
                 self._check_source()
@@ -201,6 +208,8 @@ class Daemon:
         self._publisher.close(SHUTDOWN_CLOSE_S)
         self._session.close(0.1)
         self._source.close()
+        if self._recorder is not None:
+            self._recorder.close()
         self._watchdog.stop()
         log.info("stopped after %.1f s of audio", self._session.position_s)
 
@@ -301,12 +310,15 @@ class Daemon:
             self._publish(protocol.speech_start, **ids)
         elif event.kind == "speech_end":
             self._publish(protocol.speech_end, **ids, end_s=round(event.end_s, 3))
+        elif event.kind == "partial":
+            self._publish(protocol.partial, **ids, end_s=round(event.end_s, 3), text=event.text, stable_text=event.stable)
+            self._account(event)
         else:
-            constructor = protocol.final if event.kind == "final" else protocol.partial
-            self._publish(constructor, **ids, end_s=round(event.end_s, 3), text=event.text)
-            self._record(event)
+            self._publish(protocol.final, **ids, end_s=round(event.end_s, 3), text=event.text)
+            self._account(event)
 
-    def _record(self, event: UtteranceEvent) -> None:
+    def _account(self, event: UtteranceEvent) -> None:
+        """Metrics and the journal line of a partial or final."""
         if event.kind == "partial":
             self._metrics.record_partial()
             return

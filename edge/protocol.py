@@ -79,7 +79,7 @@ _FIELDS: dict[str, dict[str, Check] | None] = {
         "sample_rate": _count,
     },
     "speech_start": {"utterance_id": _count, "start_s": _seconds},
-    "partial": _TRANSCRIPT,
+    "partial": {**_TRANSCRIPT, "stable_text": _text},
     "final": _TRANSCRIPT,
     "speech_end": {"utterance_id": _count, "start_s": _seconds, "end_s": _seconds},
     "status": None,
@@ -167,7 +167,9 @@ def speech_start(*, utterance_id: int, start_s: float, audio_time_s: float) -> d
     return _event("speech_start", audio_time_s, utterance_id=utterance_id, start_s=start_s)
 
 
-def _transcript(kind: str, utterance_id: int, text: str, start_s: float, end_s: float, audio_time_s: float) -> dict:
+def _transcript(
+    kind: str, utterance_id: int, text: str, start_s: float, end_s: float, audio_time_s: float, **extra: Any
+) -> dict:
     return _event(
         kind,
         audio_time_s,
@@ -176,12 +178,19 @@ def _transcript(kind: str, utterance_id: int, text: str, start_s: float, end_s: 
         is_final=kind == "final",
         start_s=start_s,
         end_s=end_s,
+        **extra,
     )
 
 
-def partial(*, utterance_id: int, text: str, start_s: float, end_s: float, audio_time_s: float) -> dict:
-    """Provisional text of an utterance still in progress; may be dropped for slow readers."""
-    return _transcript("partial", utterance_id, text, start_s, end_s, audio_time_s)
+def partial(
+    *, utterance_id: int, text: str, stable_text: str, start_s: float, end_s: float, audio_time_s: float
+) -> dict:
+    """Provisional text of an utterance still in progress; may be dropped for slow readers.
+
+    `stable_text` is the prefix of `text` that no later partial of the utterance changes:
+    a caption can show it as settled and only redraw the rest.
+    """
+    return _transcript("partial", utterance_id, text, start_s, end_s, audio_time_s, stable_text=stable_text)
 
 
 def final(*, utterance_id: int, text: str, start_s: float, end_s: float, audio_time_s: float) -> dict:

@@ -9,6 +9,7 @@ windows that end in a pause and are padded the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,8 +129,14 @@ class Recognizer:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False) -> Transcript:
-        """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials)."""
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt: Sequence[int] = ()
+    ) -> Transcript:
+        """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials).
+
+        `prompt`: text tokens said just before (Whisper's previous-text context), which
+        keeps a short utterance cut off at a pause consistent with what preceded it.
+        """
         audio = _checked(audio)
         if len(audio) > N_SAMPLES:
             return self.transcribe_long(audio, beam_size=1 if partial else beam_size)
@@ -137,7 +144,9 @@ class Recognizer:
             return _empty(1.0)
         cross = self.backend.encode(self._window(self._mel(audio), 0, len(audio) // HOP_LENGTH))
         seconds = len(audio) / SAMPLE_RATE
-        options = DecodeOptions(beam_size=1 if partial else beam_size, max_tokens=token_budget(seconds))
+        options = DecodeOptions(
+            beam_size=1 if partial else beam_size, max_tokens=token_budget(seconds), prompt=tuple(prompt)
+        )
         if partial:
             result = self.decoder.decode(cross, options)
         else:

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -38,13 +38,16 @@ log = logging.getLogger(__name__)
 FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
 HISTORY_KEEP_S = 3.0  # audio kept before a speech start (padding and onset detection)
 LONGEST_UTTERANCE_S = 28.0  # the largest vad.max_utterance_s a reload may set
+CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
 _WORD_KEY = re.compile(r"[^\w']+")
 
 EventKind = Literal["speech_start", "partial", "final", "speech_end"]
 
 
 class Recognizer(Protocol):
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False) -> object: ...
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt: Sequence[int] = ()
+    ) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class _Job:
     cancelled: bool = False
     confirmed: bool = False
     text: str | None = None
+    tokens: tuple[int, ...] = ()
     decode_s: float = 0.0
     fallback_text: str = ""  # the newest partial, published instead if shutdown cannot wait for the decode
 
@@ -231,6 +235,21 @@ class _Worker:
 
 
 @dataclass
+class _Context:
+    """The last published final: Whisper's previous-text prompt for the next utterance.
+
+    Pauses split sentences into short utterances; without the words said just
+    before, a fragment like "ask not ..." is misheard far more often.
+    """
+
+    tokens: tuple[int, ...] = ()
+    end: int = 0  # stream position where that final ended
+
+    def prompt_for(self, start: int) -> tuple[int, ...]:
+        return self.tokens if start - self.end <= CONTEXT_MAX_GAP_S * SAMPLE_RATE else ()
+
+
+@dataclass
 class _Utterance:
     utterance_id: int
     start: int
@@ -252,8 +271,11 @@ class StreamingSession:
         emit: Callable[[UtteranceEvent], None],
         on_error: Callable[[str], None],
         vad: SileroVad | None = None,
+        record: Callable[[int, float, np.ndarray], None] | None = None,
     ) -> None:
+        """`record(utterance_id, start_s, audio)` receives each final's audio (debug recording)."""
         self._recognizer = recognizer
+        self._record = record
         self._stream = stream
         self._emit = emit
         self._on_error = on_error
@@ -264,6 +286,7 @@ class StreamingSession:
         self._utterance: _Utterance | None = None
         self._voiced = False  # the newest VAD window is above the threshold
         self._unpublished: list[_Job] = []  # confirmed finals still being decoded, in utterance order
+        self._context = _Context()
         self._next_id = 1
         self.utterances = 0
         self._worker = _Worker(self._run_job)
@@ -401,19 +424,24 @@ class StreamingSession:
     def _run_job(self, job: _Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
         began = time.monotonic()
+        with self._lock:
+            prompt = self._context.prompt_for(job.start)
         try:
-            transcript = self._recognizer.transcribe(job.audio, beam_size=job.beam, partial=job.kind == "partial")
+            transcript = self._recognizer.transcribe(
+                job.audio, beam_size=job.beam, partial=job.kind == "partial", prompt=prompt
+            )
             text = str(getattr(transcript, "text", "")).strip()
+            tokens = tuple(getattr(transcript, "tokens", ()))
         except Exception as exc:  # a failed decode must not kill the worker thread
             log.exception("recognition failed (utterance %d)", job.utterance_id)
             if job.kind == "final" and not job.cancelled:
                 self._on_error(f"recognition failed for utterance {job.utterance_id}: {exc}")
-            text = ""
+            text, tokens = "", ()
         with self._lock:
             if job.kind == "partial":
                 self._publish_partial(job, text)
             elif not job.cancelled:
-                job.text, job.decode_s = text, time.monotonic() - began
+                job.text, job.tokens, job.decode_s = text, tokens, time.monotonic() - began
                 if job.confirmed:
                     self._publish_final(job)
 
@@ -434,6 +462,9 @@ class StreamingSession:
     def _publish_final(self, job: _Job) -> None:
         """Empty finals are not published: the utterance then has speech_start/speech_end only."""
         self._unpublished.remove(job)
+        if self._record is not None:
+            self._record(job.utterance_id, job.start / SAMPLE_RATE, job.audio)
         if job.text:
+            self._context = _Context(job.tokens, job.end)
             start_s, end_s = job.start / SAMPLE_RATE, job.end / SAMPLE_RATE
             self._emit(UtteranceEvent("final", job.utterance_id, start_s, end_s, job.text, job.text, job.decode_s))

@@ -238,12 +238,14 @@ def test_systemd_notifications(tmp_path, int8_model_dir, eval_dir) -> None:
 
 
 class _StallingSource:
-    """Delivers `seconds` of silence, then nothing (a dead capture thread)."""
+    """Delivers `seconds` of silence, then nothing, while reporting `state_after`
+    ("running": a dead capture thread; "lost": a device being reopened)."""
 
     ended = False
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, state_after: str = "running") -> None:
         self._blocks = int(seconds * 50)
+        self._state_after = state_after
 
     def start(self) -> None:
         pass
@@ -257,13 +259,15 @@ class _StallingSource:
         return np.zeros(320, dtype=np.float32)
 
     def stats(self) -> dict:
-        return {"device": "stalling", "state": "running", "dropped_s": 0.0, "reopens": 0}
+        state = "running" if self._blocks > 0 else self._state_after
+        return {"device": "stalling", "state": state, "dropped_s": 0.0, "reopens": 0}
 
     def close(self) -> None:
         pass
 
 
-def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch) -> None:
+def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source: _StallingSource) -> list[float]:
+    """Seconds (from start) of each WATCHDOG=1 a daemon on `source` sends within 3.5 s."""
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.recognizer import Recognizer
@@ -272,8 +276,8 @@ def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, 
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    config = write_config(tmp_path, int8_model_dir)
-    daemon = Daemon(load_config(config), config, Recognizer.from_dir(int8_model_dir), _StallingSource(1.5))
+    config = write_config(tmp_path, model_dir)
+    daemon = Daemon(load_config(config), config, Recognizer.from_dir(model_dir), source)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
@@ -283,6 +287,34 @@ def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, 
         daemon.request_stop()
         runner.join(5)
         notify.close()
-    pings = [at - began for at, line in messages if line == "WATCHDOG=1"]
+    return [at - began for at, line in messages if line == "WATCHDOG=1"]
+
+
+def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch) -> None:
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5))
     assert len(pings) >= 3 and min(pings) < 1.0
     assert max(pings) < 2.0  # nothing after the source stopped delivering (1.5 s) plus one period
+
+
+def test_watchdog_keeps_pinging_while_the_device_is_reopened(tmp_path, int8_model_dir, monkeypatch) -> None:
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after="lost"))
+    assert max(pings) > 3.0  # the reconnecting capture layer is progress: systemd must not restart it
+
+
+def test_debug_recording_writes_one_wav_per_utterance(tmp_path, int8_model_dir, eval_dir) -> None:
+    import soundfile
+
+    row = next(r for r in load_manifest("real_en") if r["audio"] == "jfk.wav")
+    recordings = tmp_path / "recordings"
+    config = write_config(tmp_path, int8_model_dir, debug={"record_audio_dir": str(recordings)})
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "fast", "--exit-at-end")
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    code, err = finish(daemon, 120)
+    assert code == 0, err
+    assert subscriber.closed.wait(5)
+    files = sorted(recordings.glob("*.wav"))
+    assert len(files) == len(subscriber.of("speech_end")) >= 1
+    infos = [soundfile.info(f) for f in files]
+    assert all(i.samplerate == 16000 and i.channels == 1 and i.frames > 0 for i in infos)
+    assert sum(i.duration for i in infos) <= row["duration_s"]
+    assert "record_audio_dir is set" in err

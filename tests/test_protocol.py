@@ -11,7 +11,7 @@ def test_constructors_build_valid_events_that_encode_to_one_line() -> None:
     events = [
         protocol.hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0),
         protocol.speech_start(utterance_id=1, start_s=1.2, audio_time_s=1.5),
-        protocol.partial(utterance_id=1, text="hel", start_s=1.2, end_s=1.9, audio_time_s=2.0),
+        protocol.partial(utterance_id=1, text="hel", stable_text="", start_s=1.2, end_s=1.9, audio_time_s=2.0),
         protocol.final(utterance_id=1, text="hello\nthere", start_s=1.2, end_s=2.4, audio_time_s=3.0),
         protocol.speech_end(utterance_id=1, start_s=1.2, end_s=2.4, audio_time_s=3.0),
         protocol.status(audio_time_s=3.0, uptime_s=9.5, backend="cpu", queues={"audio": 0}),
@@ -32,8 +32,16 @@ def test_hello_carries_versions() -> None:
 
 def test_transcripts_carry_is_final() -> None:
     common = dict(utterance_id=3, text="x", start_s=0.0, end_s=1.0, audio_time_s=1.0)
-    assert protocol.partial(**common)["is_final"] is False
+    assert protocol.partial(**common, stable_text="")["is_final"] is False
     assert protocol.final(**common)["is_final"] is True
+
+
+def test_partials_require_their_stable_prefix() -> None:
+    event = protocol.partial(utterance_id=3, text="turn on the", stable_text="turn on", start_s=0, end_s=1, audio_time_s=1)
+    assert event["stable_text"] == "turn on"
+    del event["stable_text"]
+    with pytest.raises(protocol.ProtocolError, match="stable_text"):
+        protocol.validate(event)
 
 
 def test_encode_is_utf8_not_escaped() -> None:

@@ -99,7 +99,7 @@ def utterance(uid: int, partials: int, text: str = "word") -> list[dict]:
     t0 = float(uid * 10)
     events = [protocol.speech_start(utterance_id=uid, start_s=t0, audio_time_s=t0 + 0.2)]
     events += [
-        protocol.partial(utterance_id=uid, text=f"{text} {i}", start_s=t0, end_s=t0 + i / 10, audio_time_s=t0 + i / 10)
+        protocol.partial(utterance_id=uid, text=f"{text} {i}", stable_text=text, start_s=t0, end_s=t0 + i / 10, audio_time_s=t0 + i / 10)
         for i in range(partials)
     ]
     events.append(protocol.final(utterance_id=uid, text=f"{text} final", start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))

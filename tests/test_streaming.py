@@ -136,7 +136,7 @@ class _SlowFinals:
     def __init__(self, final_s: float) -> None:
         self.final_s = final_s
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False) -> object:
+    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt=()) -> object:
         if not partial:
             time.sleep(self.final_s)
         return type("T", (), {"text": "slow final" if not partial else "quick partial"})()
@@ -159,3 +159,27 @@ def test_give_up_publishes_the_newest_partial_as_the_final(eval_dir) -> None:
         assert [e.text for e in out.of("final")] == ["quick partial"]
     finally:
         session.close()
+
+
+class _PromptLog:
+    """Answers every final with the tokens (len(audio),) and logs the prompt each final got."""
+
+    def __init__(self) -> None:
+        self.final_prompts: list[tuple[int, ...]] = []
+
+    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt=()) -> object:
+        if not partial:
+            self.final_prompts.append(tuple(prompt))
+        return type("T", (), {"text": "words", "tokens": (len(audio),)})()
+
+
+def test_a_recent_final_is_the_next_utterances_prompt_and_a_stale_one_is_not(eval_dir) -> None:
+    speech = load_audio(next(r for r in load_manifest("real_en") if r["audio"] == "ljspeech_LJ002-0020.wav")["path"])
+    silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([speech, silence, speech, *[silence] * 12, speech, silence])
+    recognizer = _PromptLog()
+    stream(recognizer, audio, EndpointSettings.from_config())
+    first, second, third = recognizer.final_prompts
+    assert first == ()
+    assert len(second) == 1 and second[0] > SAMPLE_RATE // 2  # the first final's tokens: 1 s pause < 10 s
+    assert third == ()  # 12 s of silence: the context is stale

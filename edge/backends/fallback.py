@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -89,8 +90,10 @@ class FallbackRecognizer:
             self._cpu = self._make_cpu()
         return self._cpu
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False) -> Any:
-        return self._call("transcribe", audio, beam_size=beam_size, partial=partial)
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt: Sequence[int] = ()
+    ) -> Any:
+        return self._call("transcribe", audio, beam_size=beam_size, partial=partial, prompt=prompt)
 
     def transcribe_long(self, audio: np.ndarray, *, beam_size: int = 5) -> Any:
         return self._call("transcribe_long", audio, beam_size=beam_size)
