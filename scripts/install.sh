@@ -27,20 +27,9 @@ wheelhouse=""
 python="python3"
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-say() { printf 'install: %s\n' "$*"; }
-die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
-
-# Commands that change the system (or, for the venv, need the final paths) go through here.
-run() {
-    if [[ -n "$destdir" ]]; then
-        printf 'install: would run:'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        say "running: $*"
-        "$@"
-    fi
-}
+PROG=install
+# shellcheck source=scripts/service-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-common.sh"
 
 parse_args() {
     while (( $# )); do

@@ -20,19 +20,9 @@ destdir=""
 purge=0
 
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-say() { printf 'uninstall: %s\n' "$*"; }
-die() { printf 'uninstall: error: %s\n' "$*" >&2; exit 1; }
-
-run() {
-    if [[ -n "$destdir" ]]; then
-        printf 'uninstall: would run:'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        say "running: $*"
-        "$@"
-    fi
-}
+PROG=uninstall
+# shellcheck source=scripts/service-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-common.sh"
 
 parse_args() {
     while (( $# )); do

@@ -93,12 +93,14 @@ def script(name: str, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("name", ["install.sh", "uninstall.sh"])
+@pytest.mark.parametrize("name", ["install.sh", "uninstall.sh", "service-common.sh"])
 def test_scripts_are_valid_bash(name: str) -> None:
     assert subprocess.run(["bash", "-n", str(SCRIPTS / name)], capture_output=True).returncode == 0
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", str(SCRIPTS / name)], capture_output=True, text=True)
+    result = subprocess.run(  # -x from the repo root: follow `source scripts/service-common.sh`
+        ["shellcheck", "-x", str(SCRIPTS / name)], capture_output=True, text=True, cwd=SCRIPTS.parent
+    )
     assert result.returncode == 0, result.stdout
 
 

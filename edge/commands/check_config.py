@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from edge.config import EX_CONFIG, ConfigError, default_config_path, load_config
+from edge.config import ConfigError, default_config_path, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +20,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        count = len(exc.messages)
-        print("\n".join(exc.messages), file=sys.stderr)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''}, not usable", file=sys.stderr)
-        return EX_CONFIG
+        return exc.report(path)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
     return 0

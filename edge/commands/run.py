@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
+from edge.config import Config, ConfigError, default_config_path, load_config
 from edge.logs import setup_logging
 from edge.sources import PACES
 
@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        count = len(exc.messages)
-        print("\n".join(exc.messages), file=sys.stderr)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''}, not usable", file=sys.stderr)
-        return EX_CONFIG
+        return exc.report(path)
     setup_logging(cfg.log.level)
     return _serve(cfg, path, args)
 

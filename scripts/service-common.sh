@@ -1,0 +1,18 @@
+# Shared by install.sh and uninstall.sh (sourced, not run): messages and the dry-run wrapper.
+# The caller sets PROG (message prefix) and destdir (non-empty: --destdir dry run).
+# shellcheck shell=bash
+
+say() { printf '%s: %s\n' "$PROG" "$*"; }
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+
+# Commands that change the system (or, for the venv, need the final paths) go through here.
+run() {
+    if [[ -n "$destdir" ]]; then
+        printf '%s: would run:' "$PROG"
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        say "running: $*"
+        "$@"
+    fi
+}
