@@ -324,7 +324,8 @@ class Daemon:
             return
         latency = max(self._session.position_s - event.end_s, 0.0)
         self._metrics.record_final(latency, event.end_s - event.start_s, event.decode_s)
-        log.info("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
+        # transcripts are what people said: only in the journal when a technician asks for debug
+        log.debug("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
 
     def _check_source(self) -> None:
         """A lost or reopened device is a notable change: status event and log line."""
