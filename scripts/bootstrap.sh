@@ -40,7 +40,7 @@ install_python_env() {
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     # silero-vad ships the VAD .onnx but declares torch; the runtime needs only the file.
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps 'silero-vad==6.2.3'
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps 'silero-vad==6.2.3'  # and scripts/install.sh
     rm -f .venv/.edge-asr-*
     touch "$stamp"
 }

@@ -20,6 +20,7 @@ PREFIX="/opt/edge-asr"
 ETC="/etc/edge-asr"
 UNIT_DIR="/etc/systemd/system"
 SERVICE="edge-asr"
+SILERO_VAD="silero-vad==6.2.3"  # keep in step with scripts/bootstrap.sh
 
 destdir=""
 model_from=""
@@ -79,6 +80,8 @@ install_venv() {
         run "$python" -m venv "$venv"
     fi
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" --upgrade "$REPO"
+    # The VAD model ships in silero-vad, which declares torch: only its .onnx file is used.
+    run "$venv/bin/pip" install --quiet "${pip_source[@]}" --no-deps "$SILERO_VAD"
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge.config import Config, ConfigError, default_config_path, load_config
 from edge.logs import setup_logging
+from edge.memory import limit_heap_growth
 from edge.sources import PACES
 
 log = logging.getLogger("edge.run")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return exc.report(path)
     setup_logging(cfg.log.level)
+    limit_heap_growth()
     return _serve(cfg, path, args)
 
 

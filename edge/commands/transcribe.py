@@ -8,8 +8,6 @@ cannot be loaded is exit status 2.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import sys
 import time
@@ -17,16 +15,11 @@ from pathlib import Path
 
 import edge
 from edge.audiofile import SAMPLE_RATE, AudioFileError, load_audio
+from edge.memory import limit_heap_growth
 
 DEFAULT_MODEL = Path(edge.__file__).resolve().parents[1] / "models" / "whisper-tiny.en-int8"
 EXIT_FILE_ERRORS = 1
 EXIT_MODEL_ERROR = 2
-# glibc mallopt() parameters and values: one malloc arena instead of one per
-# thread, and blocks >= 1 MiB mapped and unmapped directly, so the encoder's big
-# short-lived buffers go back to the OS instead of staying in per-thread heaps.
-# Over the eval sets (onnxruntime arena off) peak RSS fell from 271 to 232 MiB.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-_HEAP_SETTINGS = ((_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, 1 << 20), (_M_MMAP_THRESHOLD, 1 << 20))
 
 
 def _positive(value: str) -> int:
@@ -49,16 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=_positive, default=5, help="beam size (default: 5; 1 = greedy)")
     parser.add_argument("--threads", type=_threads, default=0, help="CPU threads (default: 0 = all cores)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
-
-
-def limit_heap_growth() -> None:
-    """Keep freed inference buffers from inflating RSS (glibc only; a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        return
-    for param, value in _HEAP_SETTINGS:
-        libc.mallopt(param, value)
 
 
 def _emit(args: argparse.Namespace, name: str, text: str, duration_s: float, elapsed_s: float) -> None:
