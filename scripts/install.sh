@@ -6,7 +6,8 @@
 #   --model-from DIR  copy this prebuilt model directory (holding manifest.json) instead of
 #                     models/whisper-tiny.en-int8 from the checkout or running scripts/build_model.py
 #   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR
-#   --python PY       interpreter for the virtual environment (default: python3)
+#   --python PY       interpreter for the virtual environment (default: /usr/bin/python3, the
+#                     distribution's: one under a user's home is unreadable to the service user)
 #   --destdir DIR     dry run: write the files under DIR and only print the commands that would
 #                     change the system (users, venv/pip, model build, systemctl)
 #
@@ -25,7 +26,8 @@ SILERO_VAD="silero-vad==6.2.3"  # keep in step with scripts/bootstrap.sh
 destdir=""
 model_from=""
 wheelhouse=""
-python="python3"
+python="/usr/bin/python3"
+[[ -x "$python" ]] || python="python3"
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 PROG=install
@@ -78,6 +80,9 @@ install_venv() {
     [[ -n "$wheelhouse" ]] && pip_source=(--no-index --find-links "$wheelhouse")
     if [[ ! -x "$venv/bin/python" ]]; then
         run "$python" -m venv "$venv"
+    fi
+    if [[ -z "$destdir" ]] && ! runuser -u "$SERVICE" -- "$venv/bin/python" -c pass 2>/dev/null; then
+        die "user $SERVICE cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")): remove $PREFIX/venv and re-run with --python /usr/bin/python3"
     fi
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" --upgrade "$REPO"
     # The VAD model ships in silero-vad, which declares torch: only its .onnx file is used.
@@ -142,6 +147,10 @@ install_unit() {
 }
 
 enable_service() {
+    if [[ -z "$destdir" ]] && ! systemd_running; then
+        say "systemd is not running here: the unit is installed but not enabled"
+        return
+    fi
     run systemctl daemon-reload
     run systemctl enable "$SERVICE.service"
     # An upgrade restarts a running daemon only if the kept config is still valid.

@@ -16,3 +16,6 @@ run() {
         "$@"
     fi
 }
+
+# sd_booted(): true when systemd is PID 1 (false in containers and chroots).
+systemd_running() { [[ -d /run/systemd/system ]]; }

@@ -70,7 +70,9 @@ main() {
     parse_args "$@"
     stop_service
     remove "$UNIT" "$PREFIX"
-    run systemctl daemon-reload
+    if [[ -n "$destdir" ]] || systemd_running; then
+        run systemctl daemon-reload
+    fi
     if (( purge )); then
         remove "$ETC" /var/lib/edge-asr /var/cache/edge-asr
         remove_user
