@@ -47,22 +47,23 @@ def test_real_eval_clip_loads(eval_dir):
     assert len(audio) == 11 * SAMPLE_RATE
 
 
-def _truncated_wav(tmp_path: Path) -> Path:
-    whole = tmp_path / "whole.wav"
-    sf.write(whole, _tone(SAMPLE_RATE, 1.0), SAMPLE_RATE)
-    data = whole.read_bytes()
-    cut = tmp_path / "cut.wav"
+def _cut_in_half(path: Path) -> Path:
+    """The first half of a written file: what a full disk or an interrupted copy leaves."""
+    cut = path.with_name("cut" + path.suffix)
+    data = path.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     return cut
+
+
+def _truncated_wav(tmp_path: Path) -> Path:
+    sf.write(tmp_path / "whole.wav", _tone(SAMPLE_RATE, 1.0), SAMPLE_RATE)
+    return _cut_in_half(tmp_path / "whole.wav")
 
 
 def _truncated_flac(tmp_path: Path) -> Path:
-    whole = tmp_path / "whole.flac"
-    sf.write(whole, np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE * 2), SAMPLE_RATE, format="FLAC")
-    data = whole.read_bytes()
-    cut = tmp_path / "cut.flac"
-    cut.write_bytes(data[: len(data) // 2])
-    return cut
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE * 2)
+    sf.write(tmp_path / "whole.flac", noise, SAMPLE_RATE, format="FLAC")
+    return _cut_in_half(tmp_path / "whole.flac")
 
 
 def _text_file(tmp_path: Path) -> Path:
