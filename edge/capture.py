@@ -37,6 +37,9 @@ TARGET_RATE = 16000
 NATIVE_CHANNELS_CAP = 2
 FIRST_RETRY_S = 0.5
 CLOSE_WAIT_S = 2.0
+# A lost stream still closing after this long (a frozen sound server) blocks every
+# reopen: the source reports "stuck", and the daemon lets systemd's watchdog restart it.
+STUCK_AFTER_S = 30.0
 
 
 class CaptureError(SourceError):
@@ -242,6 +245,7 @@ class MicSource:
         self._backoff = Backoff(audio_cfg.reopen_backoff_max_s)
         self._open: _OpenStream | None = None
         self._closer: threading.Thread | None = None
+        self._closing_since = 0.0
         self._chunk = 0  # device frames pulled per step: about one block
         self._pending = np.zeros(0, np.float32)
         self._state = "idle"
@@ -292,7 +296,7 @@ class MicSource:
         current = self._open  # snapshot: stats() may run on another thread
         return {
             "device": self._device_name,
-            "state": self._state,
+            "state": self._reported_state(),
             "rate": current.format.rate if current else None,
             "channels": current.format.channels if current else None,
             "overflows": self._closed_overruns + (current.ring.overruns if current else 0),
@@ -311,6 +315,12 @@ class MicSource:
             if self._closer.is_alive():
                 log.warning("audio device '%s' did not close in %.0f s; abandoning it", self._device_name, CLOSE_WAIT_S)
         self._state = "closed"
+
+    def _reported_state(self) -> str:
+        closing = self._open is None and self._closer is not None and self._closer.is_alive()
+        if closing and time.monotonic() - self._closing_since > STUCK_AFTER_S:
+            return "stuck"
+        return self._state
 
     def _dropped_s(self, current: _OpenStream | None) -> float:
         return self._closed_dropped_s + (current.dropped_s if current else 0.0)
@@ -366,6 +376,7 @@ class MicSource:
         self._closed_overruns += gone.ring.overruns
         self._closed_input_overflows += gone.input_overflows
         self._closer = gone.close_in_background()
+        self._closing_since = time.monotonic()
         self._open = None
 
     def _schedule_retry(self, state: str) -> float:

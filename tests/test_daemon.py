@@ -239,7 +239,7 @@ def test_systemd_notifications(tmp_path, int8_model_dir, eval_dir) -> None:
 
 class _StallingSource:
     """Delivers `seconds` of silence, then nothing, while reporting `state_after`
-    ("running": a dead capture thread; "lost": a device being reopened)."""
+    ("running": a dead capture thread; "lost": a device being reopened; "stuck": one that cannot close)."""
 
     ended = False
 
@@ -290,8 +290,9 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source: _StallingSou
     return [at - began for at, line in messages if line == "WATCHDOG=1"]
 
 
-def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch) -> None:
-    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5))
+@pytest.mark.parametrize("state_after", ["running", "stuck"])  # a dead capture thread; a device that cannot close
+def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch, state_after) -> None:
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after))
     assert len(pings) >= 3 and min(pings) < 1.0
     assert max(pings) < 2.0  # nothing after the source stopped delivering (1.5 s) plus one period
 
