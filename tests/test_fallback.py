@@ -167,3 +167,37 @@ def test_open_recognizer_wraps_an_accelerator(tmp_path: Path, int8_model_dir: Pa
     assert recognizer.backend_name == "cuda"
     assert recognizer.transcribe(audio[0], beam_size=1).text == expected[0]
     assert recognizer.backend_name == "cpu" and len(messages) == 1
+
+
+def test_daemon_publishes_the_final_and_a_status_when_the_accelerator_fails(
+    tmp_path: Path, int8_model_dir: Path, tokenizer: Tokenizer, cpu: Recognizer, flaky: FlakyBackend, eval_dir: Path
+) -> None:
+    """The issue's end-to-end case: a subscriber sees a status event, and no utterance is lost."""
+    from edge.config import load_config
+    from edge.daemon import Daemon, StatusRelay
+    from edge.sources import open_source
+    from tests.test_daemon import Subscriber, wer, write_config
+
+    relay = StatusRelay()
+    flaky.fail_at_step = 3  # inside the first decode of the first utterance
+    recognizer = FallbackRecognizer(Recognizer(flaky, tokenizer), lambda: cpu, relay, timeout_ms=10000)
+    config = write_config(tmp_path, int8_model_dir)
+    cfg = load_config(config)
+    clip = eval_dir / "real_en" / "jfk.wav"
+    source = open_source(f"file:{clip}", cfg.audio, "fast")
+    daemon = Daemon(cfg, config, recognizer, source, exit_at_end=True, status_relay=relay)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        subscriber = Subscriber(tmp_path / "asr.sock")
+        assert subscriber.closed.wait(120), "the daemon did not finish the file"
+    finally:
+        daemon.request_stop()
+        runner.join(10)
+    statuses = [e for e in subscriber.of("status") if "fake-npu" in e.get("message", "")]
+    assert statuses and "cpu" in statuses[0]["message"].lower()
+    finals = subscriber.of("final")
+    ended = {e["utterance_id"] for e in subscriber.of("speech_end")}
+    assert {f["utterance_id"] for f in finals} == ended  # every utterance got its final
+    reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    assert wer([reference], [f["text"] for f in finals]) < 0.1
