@@ -236,6 +236,7 @@ class MicSource:
     """
 
     ended = False  # a microphone never runs out
+    can_wait = False  # audio not read in time is lost
 
     def __init__(self, audio_cfg: Any, *, wait_for_device: bool = False) -> None:
         self._cfg = audio_cfg

@@ -37,6 +37,8 @@ READ_TIMEOUT_S = 0.1  # how long the main loop may wait for audio before handlin
 SHUTDOWN_DRAIN_S = 1.4  # of the 2 s allowed for SIGTERM: finishing the last final
 SHUTDOWN_CLOSE_S = 0.3  # then flushing it to subscribers
 RECONNECTING_STATES = ("lost", "waiting")  # the capture layer is reopening its device, with backoff
+FAST_PACE_BACKLOG = 2  # finals queued before a source that can wait is read again
+BACKLOG_POLL_S = 0.005
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
 DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
 LIVE_SECTIONS = ("vad", "stream", "log")
@@ -163,6 +165,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
+            if self._source.can_wait and self._session.pending_finals >= FAST_PACE_BACKLOG:
+                self._stop.wait(BACKLOG_POLL_S)  # "as fast as the pipeline goes": recognition sets the pace
+                continue
             block = self._source.read(READ_TIMEOUT_S)
             if block is not None and block.size:
                 self._session.feed(block)

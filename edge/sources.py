@@ -26,6 +26,7 @@ class SourceError(Exception):
 
 class AudioSource(Protocol):
     ended: bool  # a file source has delivered everything
+    can_wait: bool  # reading late loses nothing (a file at fast pace): the reader may set the pace
 
     def start(self) -> None: ...
 
@@ -51,6 +52,7 @@ class FileSource:
         self.path = Path(path)
         self.pace = pace
         self.ended = False
+        self.can_wait = pace == "fast"
         self._audio = load_audio(self.path)  # raises AudioFileError with a clear message
         self._block = max(1, round(SAMPLE_RATE * block_ms / 1000))
         self._next = 0  # first sample not yet delivered

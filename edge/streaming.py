@@ -303,6 +303,10 @@ class StreamingSession:
             "partials_skipped": self._worker.partials_skipped,
         }
 
+    @property
+    def pending_finals(self) -> int:
+        return self._worker.pending_finals
+
     def decode_busy_s(self) -> float:
         """Seconds the current decode has run; a watchdog uses it to spot a wedged backend."""
         return self._worker.busy_s()

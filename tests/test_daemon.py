@@ -143,6 +143,23 @@ def test_file_source_finals_match_the_offline_recognizer(tmp_path, int8_model_di
     assert streaming_wer <= offline_wer + 0.03, (streaming_wer, offline_wer, [f["text"] for f in finals])
 
 
+def test_fast_pace_is_set_by_recognition_not_by_reading(tmp_path, int8_model_dir, eval_dir) -> None:
+    """--pace fast reads no further ahead than a couple of queued finals: memory stays flat."""
+    from edge.daemon import FAST_PACE_BACKLOG
+
+    row = load_manifest("longform_en")[1]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "fast", "--exit-at-end")
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    while not subscriber.closed.wait(0.05):
+        subscriber.request_status()
+    code, err = finish(daemon, 60)
+    assert code == 0, err
+    backlog = [e["pending_finals"] for e in subscriber.of("status") if "pending_finals" in e]
+    assert len(backlog) > 10 and max(backlog) <= FAST_PACE_BACKLOG + 1
+    assert len(subscriber.of("final")) >= len(row["segments"])
+
+
 def test_invalid_config_at_start_fails_like_check_config(tmp_path, int8_model_dir) -> None:
     config = write_config(tmp_path, int8_model_dir, vad={"threshold": 2.0, "min_silence_ms": "long"})
     code, err = finish(start_daemon(config, "mic"), 60)
@@ -242,6 +259,7 @@ class _StallingSource:
     ("running": a dead capture thread; "lost": a device being reopened; "stuck": one that cannot close)."""
 
     ended = False
+    can_wait = False
 
     def __init__(self, seconds: float, state_after: str = "running") -> None:
         self._blocks = int(seconds * 50)
