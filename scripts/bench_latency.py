@@ -211,9 +211,13 @@ def speaking_cpu(run: Run, segments: list[dict]) -> float:
     return _cpu_percent(run, run.stream_start(), spans)
 
 
+SILENCE_S = 10.0  # nonspeech/silence_10s.wav
+
+
 def silent_cpu(run: Run) -> float:
-    """Steady silence: from half a second after start-up (the model is loaded before the socket exists)."""
-    return _cpu_percent(run, run.connected_at, [(0.5, float("inf"))])
+    """Steady silence: a second after start-up until half a second before the file ends,
+    so neither start-up nor the end-of-file flush and exit count as listening to silence."""
+    return _cpu_percent(run, run.connected_at, [(1.0, SILENCE_S - 0.5)])
 
 
 def wer(reference: str, hypothesis: str) -> float:
