@@ -238,11 +238,6 @@ class PublishConfig(Section):
                 raise _problem("is not a group on this machine") from None
         return value
 
-    @property
-    def socket_mode_int(self) -> int:
-        """The permission bits for os.chmod."""
-        return int(self.socket_mode, 8)
-
 
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field(

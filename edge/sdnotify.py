@@ -34,10 +34,6 @@ class Notifier:
         """One-line status shown by `systemctl status` (newlines would end the message)."""
         return self._send("STATUS=" + " ".join(text.splitlines()))
 
-    def extend_startup(self, seconds: float) -> bool:
-        """Before READY=1: ask for `seconds` more than TimeoutStartSec (e.g. a TensorRT engine build)."""
-        return self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
     def reloading(self) -> bool:
         """Before re-reading config on SIGHUP; call ready() when done."""
         return self._send("RELOADING=1")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.virtual_mic"]  # the `virtual_mic` fixture: a PulseAudio null-sink microphone
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO.parent / "shared" / "eval"
@@ -43,3 +48,21 @@ def int8_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def fp32_model_dir() -> Path:
     return _built_model("whisper-tiny.en-fp32")
+
+
+@pytest.fixture(scope="module")
+def offline(int8_model_dir) -> Callable[[Path], str]:
+    """What the offline recognizer (`edge-asr transcribe`) makes of a whole file."""
+    from edge.audiofile import load_audio
+    from edge.recognizer import Recognizer
+
+    recognizer = Recognizer.from_dir(int8_model_dir)
+    return lambda path: recognizer.transcribe_long(load_audio(path), beam_size=5).text
+
+
+@pytest.fixture
+def sock_path() -> Iterator[Path]:
+    """A socket path short enough for AF_UNIX (pytest's tmp_path can exceed 107 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="easr-", dir="/tmp"))
+    yield directory / "run" / "asr.sock"
+    shutil.rmtree(directory, ignore_errors=True)

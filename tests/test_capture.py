@@ -23,7 +23,7 @@ from edge.capture import (
     stream_format,
 )
 from tests.conftest import EVAL_DIR
-from tests.virtual_mic import open_virtual_mic, virtual_mic  # noqa: F401  (fixture)
+from tests.virtual_mic import open_virtual_mic
 
 SPEECH = EVAL_DIR / "real_en" / "speechbrain_spk1_snt1.wav"  # 2.9 s
 
@@ -75,7 +75,7 @@ def speech() -> np.ndarray:
     return load_audio(SPEECH)
 
 
-def test_native_capture_hears_the_played_file(virtual_mic, speech) -> None:  # noqa: F811
+def test_native_capture_hears_the_played_file(virtual_mic, speech) -> None:
     source = MicSource(audio_cfg(device=virtual_mic.device))
     source.start()
     try:
@@ -106,7 +106,7 @@ def test_48k_stereo_sink_is_resampled_to_16k_mono(monkeypatch, speech) -> None:
     assert alignment(captured, speech) > 0.95
 
 
-def test_slow_consumer_overflows_drop_oldest_and_position_tracks_wall_clock(virtual_mic) -> None:  # noqa: F811
+def test_slow_consumer_overflows_drop_oldest_and_position_tracks_wall_clock(virtual_mic) -> None:
     source = MicSource(audio_cfg(device=virtual_mic.device, ring_buffer_s=0.3))
     source.start()
     started = time.monotonic()
@@ -122,7 +122,7 @@ def test_slow_consumer_overflows_drop_oldest_and_position_tracks_wall_clock(virt
     assert stats["position_s"] == pytest.approx(elapsed, abs=0.25)
 
 
-def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:  # noqa: F811
+def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:
     source = MicSource(audio_cfg(device=virtual_mic.device))
     source.start()
     try:
@@ -140,7 +140,7 @@ def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:  # n
     assert alignment(captured, speech) > 0.95
 
 
-def test_hung_device_is_detected_by_stall_timeout_and_reopened(virtual_mic, monkeypatch) -> None:  # noqa: F811
+def test_hung_device_is_detected_by_stall_timeout_and_reopened(virtual_mic, monkeypatch) -> None:
     monkeypatch.setattr(capture, "STUCK_AFTER_S", 0.5)
     source = MicSource(audio_cfg(device=virtual_mic.device))
     source.start()
@@ -177,7 +177,7 @@ def test_absent_device_can_be_waited_for(monkeypatch) -> None:
             source.close()
 
 
-def test_missing_device_message_lists_the_available_ones(virtual_mic) -> None:  # noqa: F811
+def test_missing_device_message_lists_the_available_ones(virtual_mic) -> None:
     source = MicSource(audio_cfg(device="usb-mic-that-is-not-there"))
     expected = r"'usb-mic-that-is-not-there': no such input device; available input devices: .*'pulse' \(44100 Hz"
     with pytest.raises(DeviceNotFoundError, match=expected):

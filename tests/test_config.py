@@ -54,7 +54,7 @@ def test_repo_config_loads_with_all_defaults(config_dir: Path) -> None:
     assert loaded.model_dump() == built.model_dump()
     assert loaded.model.path == (config_dir / "models" / "whisper-tiny.en-int8").resolve()
     assert loaded.source_path == (config_dir / "config.yaml").resolve()
-    assert loaded.vad.threshold == 0.5 and loaded.publish.socket_mode_int == 0o660
+    assert loaded.vad.threshold == 0.5 and loaded.publish.socket_mode == "0660"
 
 
 def test_repo_config_lists_every_key_with_a_comment() -> None:

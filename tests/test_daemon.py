@@ -115,16 +115,6 @@ def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
     return process.returncode, err
 
 
-@pytest.fixture(scope="module")
-def offline(int8_model_dir) -> Callable[[Path], str]:
-    """What the offline recognizer (`edge-asr transcribe`) makes of a whole file."""
-    from edge.audiofile import load_audio
-    from edge.recognizer import Recognizer
-
-    recognizer = Recognizer.from_dir(int8_model_dir)
-    return lambda path: recognizer.transcribe_long(load_audio(path), beam_size=5).text
-
-
 def test_file_source_finals_match_the_offline_recognizer(tmp_path, int8_model_dir, eval_dir, offline) -> None:
     row = load_manifest("longform_en")[0]
     config = write_config(tmp_path, int8_model_dir)

@@ -12,7 +12,6 @@ from edge import capture
 from edge.capture import InputDevice
 from edge.cli import main
 from tests.conftest import REPO
-from tests.virtual_mic import virtual_mic  # noqa: F401  (fixture)
 
 FAKE = [
     InputDevice(0, "HDA Intel PCH: ALC3246 Analog (hw:0,0)", 44100, 2, "ALSA", False),
@@ -44,7 +43,7 @@ def test_no_devices_is_one_clear_line_and_success(monkeypatch, capsys) -> None:
     assert capsys.readouterr().out == "No audio input devices found (PortAudio lists none).\n"
 
 
-def test_lists_the_virtual_microphone(virtual_mic) -> None:  # noqa: F811
+def test_lists_the_virtual_microphone(virtual_mic) -> None:
     done = subprocess.run([sys.executable, "-m", "edge", "devices", "--format", "json"],
                           cwd=REPO, capture_output=True, text=True, timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stderr

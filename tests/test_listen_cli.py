@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge import cli, protocol
 from edge.commands import listen
-from tests.test_publisher import make_publisher, sock_path, utterance  # noqa: F401  (sock_path is a fixture)
+from tests.test_publisher import make_publisher, utterance
 
 REPO = Path(__file__).resolve().parents[1]
 

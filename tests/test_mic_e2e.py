@@ -11,8 +11,7 @@ import signal
 import time
 
 from tests.conftest import load_manifest
-from tests.test_daemon import Subscriber, finish, offline, start_daemon, wer, write_config  # noqa: F401 (fixture)
-from tests.virtual_mic import virtual_mic  # noqa: F401  (fixture)
+from tests.test_daemon import Subscriber, finish, start_daemon, wer, write_config
 
 
 def _listening(subscriber: Subscriber, timeout: float) -> float:
@@ -29,7 +28,7 @@ def _listening(subscriber: Subscriber, timeout: float) -> float:
 
 
 def test_microphone_finals_match_the_offline_recognizer(
-    tmp_path, int8_model_dir, eval_dir, virtual_mic, offline  # noqa: F811
+    tmp_path, int8_model_dir, eval_dir, virtual_mic, offline
 ) -> None:
     row = load_manifest("longform_en")[0]
     config = write_config(tmp_path, int8_model_dir, audio={"device": virtual_mic.device})

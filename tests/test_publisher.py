@@ -6,12 +6,10 @@ import grp
 import json
 import logging
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,14 +20,6 @@ from edge import protocol
 from edge.publisher import Publisher, PublisherError
 
 HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000}
-
-
-@pytest.fixture
-def sock_path() -> Iterator[Path]:
-    """A socket path short enough for AF_UNIX (pytest's tmp_path can exceed 107 bytes)."""
-    directory = Path(tempfile.mkdtemp(prefix="easr-", dir="/tmp"))
-    yield directory / "run" / "asr.sock"
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def make_publisher(path: Path, status: Callable[[], dict] | None = None, **options) -> Publisher:

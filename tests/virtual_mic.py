@@ -1,7 +1,7 @@
 """A real microphone path without hardware: a private PulseAudio server whose
 null sink `vmic` is heard through its monitor source.
 
-Use the fixture: `from tests.virtual_mic import virtual_mic`, then in a test
+Use the fixture `virtual_mic` (registered in tests/conftest.py); in a test
 open `sounddevice`/`MicSource` on `virtual_mic.device` and feed it with
 `virtual_mic.play(path)` (paplay, real-time paced). For another sink format
 use `open_virtual_mic(monkeypatch, rate=48000, channels=2)` as a context
