@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--source", default=default_source(), help="mic or file:PATH (default: a sample file)")
     parser.add_argument("--pace", choices=("realtime", "fast"), default="fast")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped either way, the daemon goes too
     edge_asr = Path(sys.executable).with_name("edge-asr")
     with tempfile.TemporaryDirectory(prefix="edge-asr-demo-") as tmp:
         sock = Path(tmp) / "asr.sock"
