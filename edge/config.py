@@ -36,7 +36,9 @@ from pydantic_core import PydanticCustomError
 
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
-LIVE_PREFIXES = ("vad.", "stream.", "log.level")
+LIVE_SECTIONS = ("vad", "stream", "log")  # applied on SIGHUP; every other change needs a restart
+MAX_BEAM = 10  # stream.final_beam's upper bound (TensorRT shape profiles are sized for it)
+MAX_UTTERANCE_S = 28  # vad.max_utterance_s's upper bound: one utterance always fits one 30 s Whisper window
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
 
 
@@ -145,12 +147,12 @@ class VadConfig(Section):
     min_silence_ms: int = _whole(300, 50, 5000, "ms")
     speech_pad_ms: int = _whole(200, 0, 2000, "ms")
     min_speech_ms: int = _whole(150, 0, 5000, "ms")
-    max_utterance_s: float = _number(20, 2, 28, "seconds")
+    max_utterance_s: float = _number(20, 2, MAX_UTTERANCE_S, "seconds")
 
 
 class StreamConfig(Section):
     partial_interval_ms: int = _whole(500, 100, 5000, "ms")
-    final_beam: int = _whole(5, 1, 10)
+    final_beam: int = _whole(5, 1, MAX_BEAM)
 
 
 class ModelConfig(Section):
@@ -324,10 +326,22 @@ def default_config_path(cli_value: str | os.PathLike[str] | None = None) -> Path
     return local if local.is_file() else SYSTEM_PATH
 
 
+def load_for_command(cli_value: str | os.PathLike[str] | None, *, defaults_if_absent: bool = False) -> Config:
+    """The config every command uses: the file `default_config_path` finds, validated; ConfigError otherwise.
+
+    `defaults_if_absent` (diagnostic commands): with no --config and no file at
+    the usual places, the documented defaults, relative to the current directory.
+    """
+    path = default_config_path(cli_value)
+    if defaults_if_absent and not cli_value and not path.is_file():
+        return parse_config({}, base_dir=Path.cwd())
+    return load_config(path)
+
+
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Dotted keys that changed but only take effect after a restart."""
     before, after = dict(_flatten(old)), dict(_flatten(new))
-    return [key for key in after if after[key] != before.get(key) and not key.startswith(LIVE_PREFIXES)]
+    return [key for key in after if after[key] != before.get(key) and key.split(".")[0] not in LIVE_SECTIONS]
 
 
 def _flatten(config: Config) -> Iterator[tuple[str, Any]]:

@@ -20,28 +20,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge import protocol
-from edge.config import Config, ConfigError, load_config, restart_needed
-from edge.endpointer import EndpointSettings
-from edge.logs import set_level
-from edge.metrics import Metrics, start_metrics
-from edge.publisher import Publisher
-from edge.recorder import UtteranceRecorder
-from edge.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
-from edge.sources import SAMPLE_RATE, AudioSource
-from edge.streaming import StreamingSession, StreamSettings, UtteranceEvent
+from edge.asr.base import Recognizer
+from edge.audio.base import SAMPLE_RATE, AudioSource
+from edge.audio.recorder import UtteranceRecorder
+from edge.config import LIVE_SECTIONS, Config, ConfigError, load_config, restart_needed
+from edge.publish.protocol import Error, Event, Final, Partial, Status, UtteranceEvent
+from edge.publish.server import Publisher
+from edge.service.logs import set_level
+from edge.service.metrics import Metrics, start_metrics
+from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+from edge.stream.session import StreamingSession, StreamSettings
+from edge.vad.endpointer import EndpointSettings
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.1  # how long the main loop may wait for audio before handling signals
 SHUTDOWN_DRAIN_S = 1.4  # of the 2 s allowed for SIGTERM: finishing the last final
 SHUTDOWN_CLOSE_S = 0.3  # then flushing it to subscribers
-RECONNECTING_STATES = ("lost", "waiting")  # the capture layer is reopening its device, with backoff
 FAST_PACE_BACKLOG = 2  # finals queued before a source that can wait is read again
 BACKLOG_POLL_S = 0.005
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
 DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
-LIVE_SECTIONS = ("vad", "stream", "log")
 
 
 class StatusRelay:
@@ -72,7 +71,7 @@ class Daemon:
         self,
         cfg: Config,
         config_path: Path,
-        recognizer: Any,
+        recognizer: Recognizer,
         source: AudioSource,
         *,
         exit_at_end: bool = False,
@@ -84,7 +83,6 @@ class Daemon:
         self._recognizer = recognizer
         self._source = source
         self._exit_at_end = exit_at_end
-        self._socket_path = socket_path or cfg.publish.socket
         self._status_relay = status_relay
         self._started = time.monotonic()
         self._state = "starting"
@@ -93,30 +91,12 @@ class Daemon:
         self._notifier = Notifier()
         self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
         self._metrics = Metrics()
-        self._backend = self._backend_name()
+        self._backend = recognizer.backend_name
         self._metrics.set_backend(self._backend)
-        record_dir = cfg.debug.record_audio_dir
-        self._recorder = UtteranceRecorder(record_dir) if record_dir else None
-        self._session = StreamingSession(
-            recognizer,
-            EndpointSettings.from_config(cfg.vad),
-            StreamSettings.from_config(cfg.stream),
-            emit=self._on_utterance_event,
-            on_error=lambda message: self._publish_error("recognition_failed", message),
-            record=self._recorder.save if self._recorder else None,
-        )
-        self._publisher = Publisher(
-            self._socket_path,
-            cfg.publish.socket_mode,
-            cfg.publish.socket_group,
-            hello=self._hello,
-            status_provider=self.status,
-            queue_size=cfg.publish.queue_size,
-            max_pending_finals=cfg.publish.max_pending_finals,
-            tcp_host=cfg.publish.tcp_host,
-            tcp_port=cfg.publish.tcp_port,
-        )
-        self._source_state: tuple[Any, Any] | None = None
+        self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
+        self._session = self._make_session(cfg)
+        self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path)
+        self._source_state: tuple[str, int] | None = None
         self._dropped_s = 0.0
         self._status_line = ""
 
@@ -175,7 +155,7 @@ class Daemon:
             elif self._source.ended:
                 if self._at_end():
                     return
-            elif self._source.stats().get("state") in RECONNECTING_STATES:
+            elif self._source.stats().reconnecting:
                 self._watchdog.beat()  # no audio by design: a restart would only drop the subscribers
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SOURCE_CHECK_S
@@ -236,6 +216,16 @@ class Daemon:
         if self._state not in ("starting", "waiting for audio"):
             self._notifier.ready()
 
+    def _make_session(self, cfg: Config) -> StreamingSession:
+        return StreamingSession(
+            self._recognizer,
+            EndpointSettings.from_config(cfg.vad),
+            StreamSettings.from_config(cfg.stream),
+            emit=self._on_utterance_event,
+            on_error=lambda message: self._publish_error("recognition_failed", message),
+            record=self._recorder.save if self._recorder else None,
+        )
+
     def _apply(self, new: Config) -> None:
         pending = restart_needed(self._cfg, new)
         self._cfg = self._cfg.model_copy(update={name: getattr(new, name) for name in LIVE_SECTIONS})
@@ -250,38 +240,31 @@ class Daemon:
 
     # --- events -------------------------------------------------------------------
 
-    def _hello(self) -> dict:
-        return {
-            "model": Path(self._cfg.model.path).name,
-            "backend": self._backend_name(),
-            "sample_rate": SAMPLE_RATE,
-        }
+    def _hello(self) -> dict[str, Any]:
+        return {"model": Path(self._cfg.model.path).name, "backend": self._recognizer.backend_name, "sample_rate": SAMPLE_RATE}
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The daemon's state (thread-safe snapshot; also answers subscribers' status requests)."""
         source = self._source.stats()
         return {
             "audio_time_s": self._session.position_s,
             "state": self._state,
             "uptime_s": round(time.monotonic() - self._started, 3),
-            "backend": self._backend_name(),
-            "dropped_audio_s": float(source.get("dropped_s", 0.0) or 0.0),
-            "source": source,
+            "backend": self._recognizer.backend_name,
+            "dropped_audio_s": float(source.dropped_s),
+            "source": source.as_dict(),
             **self._session.stats(),
         }
 
     def on_backend_status(self, message: str) -> None:
         """Backend selection / fallback news: a log line and a `status` event."""
         log.warning("%s", message)
-        backend = self._backend_name()
+        backend = self._recognizer.backend_name
         if backend == "cpu" and self._backend != "cpu":
             self._metrics.record_fallback()
         self._backend = backend
         self._metrics.set_backend(backend, message)
         self._publish_status(message)
-
-    def _backend_name(self) -> str:
-        return str(getattr(self._recognizer, "backend_name", "cpu"))
 
     def _set_state(self, state: str) -> None:
         self._state = state
@@ -295,53 +278,41 @@ class Daemon:
             self._status_line = line
             self._notifier.status(line)
 
-    def _publish(self, event_factory: Callable[..., dict], **fields: Any) -> None:
+    def _publish(self, event: Event) -> None:
         try:
-            self._publisher.publish(event_factory(audio_time_s=self._session.position_s, **fields))
+            self._publisher.publish(event)
         except RuntimeError:
-            log.debug("publisher not running; %s dropped", event_factory.__name__)
+            log.debug("publisher not running; %s dropped", event.TYPE)
 
     def _publish_status(self, message: str, **extra: Any) -> None:
-        fields = {key: value for key, value in self.status().items() if key != "audio_time_s"}
-        self._publish(protocol.status, **fields, message=message, **extra)
+        fields = self.status()
+        audio_time_s = fields.pop("audio_time_s")
+        self._publish(Status(audio_time_s=audio_time_s, fields={**fields, "message": message, **extra}))
 
     def _publish_error(self, reason: str, message: str) -> None:
-        self._publish(protocol.error, reason=reason, message=message)
+        self._publish(Error(audio_time_s=self._session.position_s, reason=reason, message=message))
 
     def _on_utterance_event(self, event: UtteranceEvent) -> None:
-        """Called by the session (either thread) for every utterance event."""
-        ids = {"utterance_id": event.utterance_id, "start_s": round(event.start_s, 3)}
-        if event.kind == "speech_start":
-            self._publish(protocol.speech_start, **ids)
-        elif event.kind == "speech_end":
-            self._publish(protocol.speech_end, **ids, end_s=round(event.end_s, 3))
-        elif event.kind == "partial":
-            self._publish(protocol.partial, **ids, end_s=round(event.end_s, 3), text=event.text, stable_text=event.stable)
-            self._account(event)
-        else:
-            self._publish(protocol.final, **ids, end_s=round(event.end_s, 3), text=event.text)
-            self._account(event)
-
-    def _account(self, event: UtteranceEvent) -> None:
-        """Metrics and the journal line of a partial or final."""
-        if event.kind == "partial":
+        """Called by the session (either thread) for every utterance event: publish it, then account for it."""
+        self._publish(event)
+        if isinstance(event, Partial):
             self._metrics.record_partial()
-            return
-        latency = max(self._session.position_s - event.end_s, 0.0)
-        self._metrics.record_final(latency, event.end_s - event.start_s, event.decode_s)
-        # transcripts are what people said: only in the journal when a technician asks for debug
-        log.debug("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
+        elif isinstance(event, Final):
+            latency = max(event.audio_time_s - event.end_s, 0.0)
+            self._metrics.record_final(latency, event.end_s - event.start_s, event.decode_s)
+            # transcripts are what people said: only in the journal when a technician asks for debug
+            log.debug("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
 
     def _check_source(self) -> None:
         """A lost or reopened device is a notable change: status event and log line."""
         stats = self._source.stats()
-        state = (stats.get("state"), stats.get("reopens"))
+        state = (stats.state, stats.reopens)
         if self._source_state is not None and state != self._source_state:
-            log.warning("audio source %s: %s (reopens %s)", stats.get("device"), *state)
+            log.warning("audio source %s: %s (reopens %s)", stats.device, *state)
             self._publish_status(f"audio source {state[0]}")
         self._source_state = state
         self._update_status_line()
-        dropped = float(stats.get("dropped_s") or 0.0)
+        dropped = float(stats.dropped_s)
         self._metrics.record_dropped(dropped - self._dropped_s)
         self._metrics.set_subscribers(self._publisher.subscriber_count)
         self._dropped_s = dropped

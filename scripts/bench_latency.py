@@ -225,8 +225,8 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def offline_text(path: Path) -> str:
-    from edge.audiofile import load_audio
-    from edge.recognizer import Recognizer
+    from edge.audio.audiofile import load_audio
+    from edge.asr.whisper.recognizer import Recognizer
 
     recognizer = Recognizer.from_dir(REPO / "models" / "whisper-tiny.en-int8")
     return recognizer.transcribe_long(load_audio(path), beam_size=5).text

@@ -27,8 +27,8 @@ from whisper_normalizer.english import EnglishTextNormalizer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.audiofile import load_audio  # noqa: E402
-from edge.recognizer import Recognizer  # noqa: E402
+from edge.audio.audiofile import load_audio  # noqa: E402
+from edge.asr.load import load_recognizer  # noqa: E402
 
 ENGLISH_SETS = ("real_en", "real_meeting", "tts_piper_en", "tts_espeak_en", "longform_en", "nonspeech")
 DEFAULT_EVAL_DIR = REPO.parent / "shared" / "eval"
@@ -77,7 +77,7 @@ def run_theirs(model, audio: np.ndarray, beam: int) -> str:
 
 
 def run_ours(recognizer: Recognizer, audio: np.ndarray, beam: int) -> str:
-    return recognizer.transcribe(audio, beam_size=beam).text
+    return recognizer.transcribe(audio, options=recognizer.options(beam_size=beam)).text
 
 
 def score_set(name: str, files: list[tuple[Path, str]], recognizer: Recognizer, reference, beam: int) -> SetScore:

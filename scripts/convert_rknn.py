@@ -12,7 +12,7 @@ onnxruntime on the same static graphs:
     K/V are saved for tests/test_rknn_sim.py, which decodes them on CPU with
     our decoder into transcripts;
   - decoder: logits cosine and arg-max agreement over teacher-forced steps,
-    driven through edge.backends.rknn (the host-side cache/mask logic).
+    driven through edge.asr.whisper.rknn (the host-side cache/mask logic).
 The simulator only runs a model built in the same process (init_runtime()
 without a target), so conversion and check share one process.
 
@@ -38,8 +38,9 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.backends.base import CrossKV  # noqa: E402
-from edge.backends.rknn import MANIFEST, RknnWhisperBackend  # noqa: E402
+from edge.asr.whisper.graph import CrossKV  # noqa: E402
+from edge.accel.rknn import MANIFEST  # noqa: E402
+from edge.asr.whisper.rknn import RknnWhisperBackend  # noqa: E402
 
 PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
 DECODER_STEPS = 8

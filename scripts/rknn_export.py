@@ -168,8 +168,8 @@ def pad_mel(mel: np.ndarray, frames: int) -> np.ndarray:
 
 def speech_mels(sets: tuple[str, ...], limit: int, max_frames: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Log-mels (as the recognizer computes them) of up to `limit` eval utterances with text."""
-    from edge.audiofile import load_audio
-    from edge.features import log_mel
+    from edge.audio.audiofile import load_audio
+    from edge.asr.whisper.features import log_mel
 
     mels = []
     for set_name in sets:

@@ -6,7 +6,7 @@ exporters (scripts/rknn_export.py: static shapes, 1x1 Conv projections) can
 assemble variants from the same pieces. Weight names follow CTranslate2's
 Whisper spec (`encoder/layer_0/self_attention/linear_0/weight`, ...).
 
-Graph I/O is the contract in edge/backends/base.py. Numerics follow Whisper:
+Graph I/O is the contract in edge/asr/whisper/graph.py. Numerics follow Whisper:
 pre-LN blocks, exact (erf) GELU, attention scale dh^-0.5 (folded into the
 query projection, so cross_k is the plain key projection), sinusoidal encoder
 positions sliced to T, learned decoder positions sliced at the cache length.

@@ -53,8 +53,8 @@ def fp32_model_dir() -> Path:
 @pytest.fixture(scope="module")
 def offline(int8_model_dir) -> Callable[[Path], str]:
     """What the offline recognizer (`edge-asr transcribe`) makes of a whole file."""
-    from edge.audiofile import load_audio
-    from edge.recognizer import Recognizer
+    from edge.audio.audiofile import load_audio
+    from edge.asr.whisper.recognizer import Recognizer
 
     recognizer = Recognizer.from_dir(int8_model_dir)
     return lambda path: recognizer.transcribe_long(load_audio(path), beam_size=5).text

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audiofile import SAMPLE_RATE, AudioFileError, load_audio
+from edge.audio.audiofile import AudioFileError, load_audio
+from edge.audio.base import SAMPLE_RATE
 
 
 def _tone(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:

@@ -7,20 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.backends.base import BackendError
-from edge.backends.ort import provider_chain, tensorrt_profiles
-from edge.backends.select import (
-    BackendStartError,
-    Probe,
-    accelerator_model_dir,
-    detect_board,
-    open_backend,
-    open_recognizer,
-    select_backend,
-    survey,
-)
+from edge.accel.board import Probe, detect_board
+from edge.accel.ort import provider_chain
+from edge.accel.select import BackendStartError, select_backend, survey
+from edge.asr.load import open_recognizer
+from edge.asr.whisper import family as whisper
+from edge.asr.whisper.family import accelerator_model_dir
+from edge.asr.whisper.ort import tensorrt_profiles
 from edge.cli import main
 from edge.config import parse_config
+from edge.errors import BackendError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 CPU_ONLY = ("CPUExecutionProvider",)
@@ -143,10 +139,10 @@ def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_
         tried.append(name)
         if name == "tensorrt":
             raise RuntimeError("TensorRT engine build failed:\nout of memory")
-        return open_backend("cpu", cfg) if name == "cpu" else _Named(name)
+        return whisper.open("cpu", cfg) if name == "cpu" else _Named(name)
 
     probe = Probe(root=jetson_root(tmp_path), providers=GPU_PROVIDERS, rknnlite=False)
-    selection = select_backend(make_config(int8_model_dir, tmp_path), probe, opener)
+    selection = select_backend(make_config(int8_model_dir, tmp_path), opener, probe)
     rows = by_name(selection.candidates)
     assert tried == ["tensorrt", "cuda"] and selection.name == "cuda"
     assert rows["tensorrt"].reason == "failed to start: TensorRT engine build failed: out of memory"
@@ -158,7 +154,7 @@ def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_
 def test_silent_onnxruntime_cpu_fallback_is_detected(tmp_path: Path, int8_model_dir: Path) -> None:
     """onnxruntime here has no CUDA: asked for it, it warns and runs on CPU; selection must notice."""
     probe = Probe(root=tmp_path, providers=("CUDAExecutionProvider", "CPUExecutionProvider"), rknnlite=False)
-    selection = select_backend(make_config(int8_model_dir, tmp_path, backend="cuda"), probe)
+    selection = select_backend(make_config(int8_model_dir, tmp_path, backend="cuda"), whisper.open, probe)
     assert selection.name == "cpu"
     assert "did not start CUDAExecutionProvider" in by_name(selection.candidates)["cuda"].reason
 
@@ -185,7 +181,7 @@ def test_strict_auto_refuses_an_accelerator_that_fails_to_start(tmp_path: Path, 
     probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
     cfg = make_config(int8_model_dir, tmp_path, strict=True, rknn_model_dir=str(rknn_models(tmp_path)))
     with pytest.raises(BackendStartError, match="rknn failed to start: NPU runtime did not start"):
-        select_backend(cfg, probe, opener)
+        select_backend(cfg, opener, probe)
 
 
 def test_tensorrt_provider_chain(fp32_model_dir: Path, tmp_path: Path) -> None:
@@ -207,10 +203,10 @@ def test_accelerators_use_the_fp32_graphs(int8_model_dir: Path, fp32_model_dir: 
 
 
 class _Named:
-    """A stand-in accelerator backend (only its name matters for selection)."""
+    """A stand-in accelerator recognizer (selection only records that it opened)."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.backend_name = name
 
 
 @pytest.mark.gpu
@@ -218,14 +214,11 @@ class _Named:
 def test_gpu_backend_runs_on_its_provider_and_transcribes_like_cpu(name: str, tmp_path: Path, int8_model_dir: Path,
                                                                    fp32_model_dir: Path, eval_dir: Path) -> None:
     """Opt-in (-m gpu, needs onnxruntime-gpu and a GPU); never run by us: this box has no GPU."""
-    from edge.audiofile import load_audio
-    from edge.recognizer import Recognizer
-    from edge.tokenizer import Tokenizer
+    from edge.audio.audiofile import load_audio
 
     cfg = make_config(int8_model_dir, tmp_path, backend=name, strict=True, tensorrt_cache_dir=str(tmp_path / "trt"))
-    selection = select_backend(cfg)
+    selection = select_backend(cfg, whisper.open)
     assert selection.name == name
     audio = load_audio(eval_dir / "real_en" / "jfk.wav")
-    tokenizer = Tokenizer.from_dir(fp32_model_dir)
-    expected = Recognizer(open_backend("cpu", make_config(fp32_model_dir, tmp_path)), tokenizer).transcribe(audio).text
-    assert Recognizer(selection.backend, tokenizer).transcribe(audio).text == expected
+    expected = whisper.open("cpu", make_config(fp32_model_dir, tmp_path)).transcribe(audio).text
+    assert selection.opened.transcribe(audio).text == expected

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sounddevice as sd
 
-from edge import capture
-from edge.audiofile import load_audio
-from edge.capture import (
+from edge.audio import mic as capture
+from edge.audio.audiofile import load_audio
+from edge.audio.mic import (
     Backoff,
     CaptureError,
     DeviceNotFoundError,
@@ -48,8 +48,8 @@ def capture_for(source: MicSource, seconds: float) -> np.ndarray:
 def wait_for_state(source: MicSource, state: str, within_s: float) -> float:
     """Keep reading until `source` reaches `state`; returns how long it took."""
     start = time.monotonic()
-    while source.stats()["state"] != state:
-        assert time.monotonic() - start < within_s, f"still {source.stats()['state']!r}, wanted {state!r}"
+    while source.stats().state != state:
+        assert time.monotonic() - start < within_s, f"still {source.stats().state!r}, wanted {state!r}"
         source.read(0.05)
     return time.monotonic() - start
 
@@ -84,10 +84,10 @@ def test_native_capture_hears_the_played_file(virtual_mic, speech) -> None:
     finally:
         source.close()
     # `pulse` advertises 44.1 kHz and 32 pseudo-channels: native = 44.1 kHz, capped at 2 channels
-    assert (stats["rate"], stats["channels"]) == (44100, 2)
+    assert (stats.rate, stats.channels) == (44100, 2)
     assert alignment(captured, speech) > 0.95
-    assert stats["overflows"] == 0 and stats["reopens"] == 0
-    assert stats["position_s"] == pytest.approx(captured.shape[0] / 16000)
+    assert stats.overflows == 0 and stats.reopens == 0
+    assert stats.position_s == pytest.approx(captured.shape[0] / 16000)
 
 
 def test_48k_stereo_sink_is_resampled_to_16k_mono(monkeypatch, speech) -> None:
@@ -102,7 +102,7 @@ def test_48k_stereo_sink_is_resampled_to_16k_mono(monkeypatch, speech) -> None:
         finally:
             source.close()
     assert block.dtype == np.float32 and block.shape == (320,)
-    assert (stats["rate"], stats["channels"]) == (48000, 2)
+    assert (stats.rate, stats.channels) == (48000, 2)
     assert alignment(captured, speech) > 0.95
 
 
@@ -117,9 +117,9 @@ def test_slow_consumer_overflows_drop_oldest_and_position_tracks_wall_clock(virt
         stats = source.stats()
     finally:
         source.close()
-    assert stats["overflows"] >= 1
-    assert 0.6 < stats["dropped_s"] < 1.2
-    assert stats["position_s"] == pytest.approx(elapsed, abs=0.25)
+    assert stats.overflows >= 1
+    assert 0.6 < stats.dropped_s < 1.2
+    assert stats.position_s == pytest.approx(elapsed, abs=0.25)
 
 
 def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:
@@ -129,14 +129,14 @@ def test_lost_device_is_detected_and_reopened(virtual_mic, speech) -> None:
         assert capture_for(source, 0.3).shape[0] > 0
         virtual_mic.stop()
         assert wait_for_state(source, "lost", within_s=2.0) < 1.0
-        assert source.stats()["reopens"] == 0
+        assert source.stats().reopens == 0
         virtual_mic.start()
         wait_for_state(source, "running", within_s=4.0)
         captured = play_and_capture(virtual_mic, source, 3.8)
         stats = source.stats()
     finally:
         source.close()
-    assert stats["reopens"] == 1 and stats["lost_s"] > 0
+    assert stats.reopens == 1 and stats.lost_s > 0
     assert alignment(captured, speech) > 0.95
 
 
@@ -156,7 +156,7 @@ def test_hung_device_is_detected_by_stall_timeout_and_reopened(virtual_mic, monk
         virtual_mic.thaw()
         wait_for_state(source, "running", within_s=4.0)
         assert capture_for(source, 0.3).shape[0] > 0
-        assert source.stats()["reopens"] == 1
+        assert source.stats().reopens == 1
     finally:
         source.close()
 
@@ -168,11 +168,11 @@ def test_absent_device_can_be_waited_for(monkeypatch) -> None:
         source.start()
         try:
             assert source.read(0.2) is None
-            assert source.stats()["state"] == "waiting"
+            assert source.stats().state == "waiting"
             mic.start()
             wait_for_state(source, "running", within_s=4.0)
             assert source.read(1.0) is not None
-            assert source.stats()["reopens"] == 0
+            assert source.stats().reopens == 0
         finally:
             source.close()
 
@@ -214,7 +214,7 @@ def test_portaudio_overflow_flags_are_counted_and_audio_kept(monkeypatch) -> Non
     streams[0].callback(frames, 320, None, sd.CallbackFlags(sd._lib.paInputOverflow))
     streams[0].callback(frames, 320, None, sd.CallbackFlags())
     assert source.read(0.1).tolist() == [0.25] * 320
-    assert source.stats()["input_overflows"] == 1
+    assert source.stats().input_overflows == 1
 
 
 def test_finished_stream_is_reopened_and_no_audio_is_lost_across_it(monkeypatch) -> None:
@@ -222,13 +222,13 @@ def test_finished_stream_is_reopened_and_no_audio_is_lost_across_it(monkeypatch)
     streams[0].callback(np.full((480, 1), 0.5, np.float32), 480, None, sd.CallbackFlags())
     streams[0].finished_callback()
     assert source.read(0.1).shape == (320,)
-    assert source.stats()["state"] == "lost"
+    assert source.stats().state == "lost"
     deadline = time.monotonic() + 2.0
     while len(streams) < 2:  # the first retry comes after 0.5 s
         assert source.read(0.05) is None and time.monotonic() < deadline
     streams[1].callback(np.full((160, 1), 0.75, np.float32), 160, None, sd.CallbackFlags())
     assert source.read(0.1).tolist() == [0.5] * 160 + [0.75] * 160
-    assert source.stats()["reopens"] == 1
+    assert source.stats().reopens == 1
 
 
 DEVICES = [

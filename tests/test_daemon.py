@@ -22,7 +22,8 @@ import pytest
 import yaml
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from edge import protocol
+from edge.audio.base import SourceStats
+from edge.publish import protocol
 from tests.conftest import REPO, load_manifest
 
 _normalize = EnglishTextNormalizer()
@@ -266,9 +267,8 @@ class _StallingSource:
         time.sleep(0.02)
         return np.zeros(320, dtype=np.float32)
 
-    def stats(self) -> dict:
-        state = "running" if self._blocks > 0 else self._state_after
-        return {"device": "stalling", "state": state, "dropped_s": 0.0, "reopens": 0}
+    def stats(self) -> SourceStats:
+        return SourceStats("stalling", "running" if self._blocks > 0 else self._state_after)
 
     def close(self) -> None:
         pass
@@ -278,7 +278,7 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source: _StallingSou
     """Seconds (from start) of each WATCHDOG=1 a daemon on `source` sends within 3.5 s."""
     from edge.config import load_config
     from edge.daemon import Daemon
-    from edge.recognizer import Recognizer
+    from edge.asr.whisper.recognizer import Recognizer
 
     notify = _notify_socket(tmp_path)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))

@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from edge.backends.base import CrossKV, SelfKV
-from edge.decoding import (
+from edge.asr.whisper.graph import CrossKV, SelfKV
+from edge.asr.whisper.decoding import (
     DecodeOptions,
     Decoder,
     LogitRules,
@@ -21,7 +21,7 @@ from edge.decoding import (
     top_k,
     without_loop,
 )
-from edge.tokenizer import Tokenizer
+from edge.asr.whisper.tokenizer import Tokenizer
 
 LETTERS = "abcdefghij"
 N_STAMPS = 101  # <|0.00|> .. <|2.00|>

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from edge import capture
-from edge.capture import InputDevice
+from edge.audio import mic as capture
+from edge.audio.mic import InputDevice
 from edge.cli import main
 from tests.conftest import REPO
 

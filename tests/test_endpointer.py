@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edge.endpointer import Boundary, Endpointer, EndpointSettings
-from edge.vad import SAMPLE_RATE, WINDOW
+from edge.vad.endpointer import Boundary, Endpointer, EndpointSettings
+from edge.audio.base import SAMPLE_RATE
+from edge.vad.silero import WINDOW
 
 MS_PER_WINDOW = WINDOW * 1000 / SAMPLE_RATE  # 32 ms
 

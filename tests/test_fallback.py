@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audiofile import load_audio
-from edge.backends.base import BackendError, CrossKV, SelfKV
-from edge.backends.fallback import FallbackRecognizer
-from edge.backends.ort import OrtWhisperBackend
-from edge.backends.select import Probe, open_backend, open_recognizer
+from edge.audio.audiofile import load_audio
+from edge.asr.whisper.graph import CrossKV, SelfKV
+from edge.errors import BackendError
+from edge.asr.fallback import FallbackRecognizer
+from edge.asr.whisper.ort import OrtWhisperBackend
+from edge.accel.board import Probe
+from edge.asr.load import open_recognizer
+from edge.asr.whisper.family import open_backend
 from edge.config import parse_config
-from edge.recognizer import Recognizer
-from edge.tokenizer import Tokenizer
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
+from edge.asr.whisper.tokenizer import Tokenizer
 
 CLIPS = ("ljspeech_LJ050-0131.wav", "ljspeech_LJ002-0020.wav")
 
@@ -72,7 +75,7 @@ def audio(eval_dir: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def expected(cpu: Recognizer, audio: list[np.ndarray]) -> list[str]:
-    return [cpu.transcribe(a, beam_size=1).text for a in audio]
+    return [cpu.transcribe(a, options=WhisperOptions(beam_size=1)).text for a in audio]
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ def wrap(flaky: FlakyBackend, tokenizer: Tokenizer, cpu: Recognizer, messages: l
 def test_healthy_accelerator_never_loads_the_cpu_model(flaky, tokenizer, cpu, audio, expected) -> None:
     messages: list[str] = []
     wrapper = wrap(flaky, tokenizer, cpu, messages)
-    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1)).text == expected[0]
     assert wrapper.backend_name == "fake-npu" and messages == [] and wrapper.cpu_built == []
 
 
@@ -107,13 +110,13 @@ def test_failure_mid_run_returns_the_cpu_transcript_of_the_same_audio(flaky, tok
     messages: list[str] = []
     wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=300 if hanging else 10000)
     flaky.fail_at_step, flaky.hanging = 3, hanging
-    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1)).text == expected[0]
     assert wrapper.backend_name == "cpu"
     assert len(messages) == 1
     reason = "AcceleratorTimeout: no result within 300 ms" if hanging else "BackendError: NPU returned an error"
     assert messages[0].startswith(f"accelerator fake-npu failed ({reason}); the utterance is recognised on CPU")
     steps = flaky.steps
-    assert wrapper.transcribe(audio[1], beam_size=1).text == expected[1]
+    assert wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1)).text == expected[1]
     assert flaky.steps == steps, "a later call went to the failed accelerator"
     assert len(messages) == 1 and wrapper.cpu_built == [True]
 
@@ -123,14 +126,14 @@ def test_retry_returns_to_the_accelerator_after_retry_accelerator_s(flaky, token
     clock = Clock()
     wrapper = wrap(flaky, tokenizer, cpu, messages, retry_accelerator_s=60, clock=clock)
     flaky.fail_at_step = 1
-    assert wrapper.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1)).text == expected[0]
     assert messages[-1].endswith("retrying fake-npu in 60 s")
     flaky.fail_at_step, steps = None, flaky.steps
     clock.now += 59
-    wrapper.transcribe(audio[1], beam_size=1)
+    wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1))
     assert flaky.steps == steps and wrapper.backend_name == "cpu"
     clock.now += 1
-    assert wrapper.transcribe(audio[1], beam_size=1).text == expected[1]
+    assert wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1)).text == expected[1]
     assert flaky.steps > steps and wrapper.backend_name == "fake-npu"
     assert messages[-1] == "accelerator fake-npu is working again; back from CPU to fake-npu"
     assert len(messages) == 2
@@ -141,10 +144,10 @@ def test_no_retry_while_a_hung_call_is_still_running(flaky, tokenizer, cpu, audi
     clock = Clock()
     wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=200, retry_accelerator_s=10, clock=clock)
     flaky.fail_at_step, flaky.hanging = 1, True
-    wrapper.transcribe(audio[1], beam_size=1)
+    wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1))
     clock.now += 100
     steps = flaky.steps
-    wrapper.transcribe(audio[1], beam_size=1)
+    wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1))
     assert flaky.steps == steps and len(messages) == 1
 
 
@@ -153,10 +156,10 @@ def test_open_recognizer_wraps_an_accelerator(tmp_path: Path, int8_model_dir: Pa
     def opener(name: str, cfg):
         backend = open_backend("cpu", cfg)
         if name == "cpu":
-            return backend
+            return Recognizer(backend, Tokenizer.from_dir(int8_model_dir))
         flaky = FlakyBackend(backend)
         flaky.name, flaky.fail_at_step = name, 1
-        return flaky
+        return Recognizer(flaky, Tokenizer.from_dir(int8_model_dir))
 
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/nv_tegra_release").write_text("# R36\n")
@@ -165,7 +168,7 @@ def test_open_recognizer_wraps_an_accelerator(tmp_path: Path, int8_model_dir: Pa
     messages: list[str] = []
     recognizer = open_recognizer(cfg, messages.append, probe, opener)
     assert recognizer.backend_name == "cuda"
-    assert recognizer.transcribe(audio[0], beam_size=1).text == expected[0]
+    assert recognizer.transcribe(audio[0], options=WhisperOptions(beam_size=1)).text == expected[0]
     assert recognizer.backend_name == "cpu" and len(messages) == 1
 
 
@@ -175,7 +178,7 @@ def test_daemon_publishes_the_final_and_a_status_when_the_accelerator_fails(
     """The issue's end-to-end case: a subscriber sees a status event, and no utterance is lost."""
     from edge.config import load_config
     from edge.daemon import Daemon, StatusRelay
-    from edge.sources import open_source
+    from edge.audio import open_source
     from tests.test_daemon import Subscriber, wer, write_config
 
     relay = StatusRelay()

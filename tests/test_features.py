@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from edge.audiofile import load_audio
-from edge.features import (
+from edge.audio.audiofile import load_audio
+from edge.asr.whisper.features import (
     N_FRAMES,
     N_MELS,
     encoder_window,

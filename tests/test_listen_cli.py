@@ -10,9 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
-from edge import cli, protocol
+from edge import cli
+from edge.publish import protocol
 from edge.commands import listen
-from tests.test_publisher import make_publisher, utterance
+from edge.publish import client
+from tests.test_publisher import make_publisher, utterance, wire
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +41,7 @@ def test_listen_on_a_stale_socket_says_refused(capsys, sock_path: Path) -> None:
 
 def test_permission_denied_message() -> None:
     # Root bypasses socket permissions, so the mapping is checked directly.
-    message = listen._connect_failure("/run/edge-asr/asr.sock", PermissionError(13, "Permission denied"))
+    message = client._connect_failure("/run/edge-asr/asr.sock", PermissionError(13, "Permission denied"))
     assert message == "permission denied on /run/edge-asr/asr.sock (join the socket's group or use sudo)"
 
 
@@ -55,7 +57,7 @@ def test_listen_prints_events_as_they_come_and_exits_0_on_close(sock_path: Path)
         events = utterance(1, partials=2, text="héllo")
         for event in events[:2]:
             pub.publish(event)
-        assert [json.loads(proc.stdout.readline()) for _ in range(2)] == events[:2]  # flushed per line
+        assert [json.loads(proc.stdout.readline()) for _ in range(2)] == wire(events[:2])  # flushed per line
         for event in events[2:]:
             pub.publish(event)
         pub.close(2.0)
@@ -63,7 +65,7 @@ def test_listen_prints_events_as_they_come_and_exits_0_on_close(sock_path: Path)
     finally:
         proc.kill()
         pub.close(1.0)
-    assert [json.loads(line) for line in out.splitlines()] == events[2:]
+    assert [json.loads(line) for line in out.splitlines()] == wire(events[2:])
     assert proc.returncode == 0 and err == b""
 
 

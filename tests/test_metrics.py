@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import MetricsConfig
-from edge.metrics import Metrics, MetricsError, start_metrics
+from edge.service.metrics import Metrics, MetricsError, start_metrics
 
 
 def free_port() -> int:

@@ -2,50 +2,81 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from edge import __version__, protocol
+from edge import __version__
+from edge.publish import protocol
 
 
-def test_constructors_build_valid_events_that_encode_to_one_line() -> None:
-    events = [
-        protocol.hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0),
-        protocol.speech_start(utterance_id=1, start_s=1.2, audio_time_s=1.5),
-        protocol.partial(utterance_id=1, text="hel", stable_text="", start_s=1.2, end_s=1.9, audio_time_s=2.0),
-        protocol.final(utterance_id=1, text="hello\nthere", start_s=1.2, end_s=2.4, audio_time_s=3.0),
-        protocol.speech_end(utterance_id=1, start_s=1.2, end_s=2.4, audio_time_s=3.0),
-        protocol.status(audio_time_s=3.0, uptime_s=9.5, backend="cpu", queues={"audio": 0}),
-        protocol.error(reason="slow_subscriber", message="read faster", audio_time_s=3.0),
+GOLDEN = Path(__file__).parent / "data" / "golden_events.jsonl"
+
+
+def test_every_event_type_encodes_byte_for_byte_as_before() -> None:
+    """tests/data/golden_events.jsonl was written by the dict builders the typed events replaced."""
+    lines = GOLDEN.read_bytes().splitlines(keepends=True)
+    events = [protocol.Event.from_dict(json.loads(line)) for line in lines]
+    assert {type(e).TYPE for e in events} == set(protocol.EVENT_TYPES)
+    assert [e.encode() for e in events] == lines
+    built = [
+        protocol.Hello(model="whisper-tiny.en-int8", backend="cpu", sample_rate=16000, audio_time_s=0.0),
+        protocol.SpeechStart(utterance_id=1, start_s=0.512, audio_time_s=0.8),
+        protocol.Partial(utterance_id=1, text="hello wor", stable_text="hello", start_s=0.512, end_s=1.5, audio_time_s=1.5),
     ]
-    assert [e["type"] for e in events] == list(protocol.EVENT_TYPES)
+    assert [e.encode() for e in built] == lines[:3]
+
+
+def test_events_round_trip_and_encode_to_one_line() -> None:
+    events = [
+        protocol.Hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0),
+        protocol.SpeechStart(utterance_id=1, start_s=1.2, audio_time_s=1.5),
+        protocol.Partial(utterance_id=1, text="hel", stable_text="", start_s=1.2, end_s=1.9, audio_time_s=2.0),
+        protocol.Final(utterance_id=1, text="hello\nthere", start_s=1.2, end_s=2.4, audio_time_s=3.0, decode_s=0.3),
+        protocol.SpeechEnd(utterance_id=1, start_s=1.2, end_s=2.4, audio_time_s=3.0),
+        protocol.Status(audio_time_s=3.0, fields={"uptime_s": 9.5, "backend": "cpu", "queues": {"audio": 0}}),
+        protocol.Error(reason="slow_subscriber", message="read faster", audio_time_s=3.0),
+    ]
+    assert [e.TYPE for e in events] == list(protocol.EVENT_TYPES)
     for event in events:
-        line = protocol.encode(event)
+        line = event.encode()
         assert line.endswith(b"\n") and line.count(b"\n") == 1
-        assert protocol.decode(line) == event
+        assert protocol.Event.from_dict(protocol.decode(line)) == event
+
+
+def test_daemon_only_fields_stay_off_the_wire() -> None:
+    final = protocol.Final(utterance_id=1, text="x", start_s=0, end_s=1, audio_time_s=1, decode_s=0.7)
+    assert "decode_s" not in final.to_dict()
 
 
 def test_hello_carries_versions() -> None:
-    event = protocol.hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0)
+    event = protocol.Hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0).to_dict()
     assert event["protocol_version"] == protocol.PROTOCOL_VERSION
     assert event["daemon_version"] == __version__
 
 
 def test_transcripts_carry_is_final() -> None:
     common = dict(utterance_id=3, text="x", start_s=0.0, end_s=1.0, audio_time_s=1.0)
-    assert protocol.partial(**common, stable_text="")["is_final"] is False
-    assert protocol.final(**common)["is_final"] is True
+    assert protocol.Partial(**common, stable_text="").to_dict()["is_final"] is False
+    assert protocol.Final(**common).to_dict()["is_final"] is True
 
 
 def test_partials_require_their_stable_prefix() -> None:
-    event = protocol.partial(utterance_id=3, text="turn on the", stable_text="turn on", start_s=0, end_s=1, audio_time_s=1)
+    event = protocol.Partial(utterance_id=3, text="turn on the", stable_text="turn on", start_s=0, end_s=1, audio_time_s=1).to_dict()
     assert event["stable_text"] == "turn on"
     del event["stable_text"]
     with pytest.raises(protocol.ProtocolError, match="stable_text"):
         protocol.validate(event)
 
 
+def test_names_must_not_be_empty() -> None:
+    with pytest.raises(protocol.ProtocolError, match="hello.model must not be empty"):
+        protocol.Hello(model="", backend="cpu", sample_rate=16000, audio_time_s=0.0).encode()
+
+
 def test_encode_is_utf8_not_escaped() -> None:
-    line = protocol.encode(protocol.final(utterance_id=0, text="café 日本", start_s=0, end_s=1, audio_time_s=1))
+    line = protocol.Final(utterance_id=0, text="café 日本", start_s=0, end_s=1, audio_time_s=1).encode()
     assert "café 日本".encode() in line
 
 
@@ -84,9 +115,9 @@ def test_validate_rejects_missing_field_and_non_mapping() -> None:
 
 def test_status_fields_must_serialise() -> None:
     with pytest.raises(protocol.ProtocolError, match="not JSON-serialisable"):
-        protocol.encode(protocol.status(audio_time_s=0.0, thing=object()))
+        protocol.Status(audio_time_s=0.0, fields={"thing": object()}).encode()
     with pytest.raises(protocol.ProtocolError, match="not JSON-serialisable"):
-        protocol.encode(protocol.status(audio_time_s=0.0, ratio=float("inf")))
+        protocol.Status(audio_time_s=0.0, fields={"ratio": float("inf")}).encode()
 
 
 def test_decode_rejects_non_events() -> None:
@@ -148,5 +179,5 @@ def test_request_reader_reports_bad_lines_in_place() -> None:
 
 
 def test_encode_keeps_a_transcript_with_a_lone_surrogate() -> None:
-    line = protocol.encode(protocol.final(utterance_id=0, text="ok \ud800", start_s=0, end_s=1, audio_time_s=1))
+    line = protocol.Final(utterance_id=0, text="ok \ud800", start_s=0, end_s=1, audio_time_s=1).encode()
     assert protocol.decode(line)["text"] == "ok ?"

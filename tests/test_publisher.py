@@ -16,17 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from edge import protocol
-from edge.publisher import Publisher, PublisherError
+from edge.publish import protocol
+from edge.config import PublishConfig
+from edge.publish.server import Publisher, PublisherError
 
 HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000}
 
 
-def make_publisher(path: Path, status: Callable[[], dict] | None = None, **options) -> Publisher:
-    settings = dict(mode="0660", group=None, hello=HELLO, queue_size=64, max_pending_finals=256)
+def make_publisher(path: Path, status: Callable[[], dict] | None = None, hello=HELLO, **options) -> Publisher:
+    """`options` are publish.* keys; unvalidated, so that the publisher's own checks are what is tested."""
+    settings = dict(socket=path, socket_mode="0660", socket_group=None, queue_size=64, max_pending_finals=256,
+                    tcp_host="127.0.0.1", tcp_port=0)
     settings.update(options)
     provider = status or (lambda: {"audio_time_s": 1.0, "uptime_s": 5.0, "backend": "cpu", "utterances": 0})
-    return Publisher(path, status_provider=provider, **settings)
+    return Publisher(PublishConfig.model_construct(**settings), hello=hello, status_provider=provider)
 
 
 @pytest.fixture
@@ -84,17 +87,22 @@ def connect(path: Path, **options) -> Client:
     return client
 
 
-def utterance(uid: int, partials: int, text: str = "word") -> list[dict]:
+def utterance(uid: int, partials: int, text: str = "word") -> list[protocol.Event]:
     """speech_start, some partials, final, speech_end for one utterance."""
     t0 = float(uid * 10)
-    events = [protocol.speech_start(utterance_id=uid, start_s=t0, audio_time_s=t0 + 0.2)]
+    events = [protocol.SpeechStart(utterance_id=uid, start_s=t0, audio_time_s=t0 + 0.2)]
     events += [
-        protocol.partial(utterance_id=uid, text=f"{text} {i}", stable_text=text, start_s=t0, end_s=t0 + i / 10, audio_time_s=t0 + i / 10)
+        protocol.Partial(utterance_id=uid, text=f"{text} {i}", stable_text=text, start_s=t0, end_s=t0 + i / 10, audio_time_s=t0 + i / 10)
         for i in range(partials)
     ]
-    events.append(protocol.final(utterance_id=uid, text=f"{text} final", start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
-    events.append(protocol.speech_end(utterance_id=uid, start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
+    events.append(protocol.Final(utterance_id=uid, text=f"{text} final", start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
+    events.append(protocol.SpeechEnd(utterance_id=uid, start_s=t0, end_s=t0 + 5, audio_time_s=t0 + 6))
     return events
+
+
+def wire(events: list[protocol.Event]) -> list[dict]:
+    """The events as a subscriber decodes them."""
+    return [event.to_dict() for event in events]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -143,20 +151,20 @@ def test_many_subscribers_receive_everything_in_order(publisher: Publisher, sock
     for event in events:
         publisher.publish(event)
     for client in clients:
-        assert [client.event() for _ in events] == events
+        assert [client.event() for _ in events] == wire(events)
 
 
 def test_publish_rejects_invalid_events_without_disturbing_subscribers(publisher: Publisher, sock_path: Path) -> None:
     client = connect(sock_path)
-    with pytest.raises(protocol.ProtocolError, match="missing field text"):
-        publisher.publish({"type": "final", "audio_time_s": 1.0, "utterance_id": 1})
+    with pytest.raises(protocol.ProtocolError, match="end_s 0.5 is before start_s 1.0"):
+        publisher.publish(protocol.Final(audio_time_s=1.0, utterance_id=1, text="x", start_s=1.0, end_s=0.5))
     good = utterance(1, partials=1)
     for event in good:
         publisher.publish(event)
-    assert [client.event() for _ in good] == good
+    assert [client.event() for _ in good] == wire(good)
 
 
-def publish_and_follow(pub: Publisher, follower: Client, events: list[dict]) -> float:
+def publish_and_follow(pub: Publisher, follower: Client, events: list[protocol.Event]) -> float:
     """Publish in chunks the follower can buffer, check it got them; return time spent in publish()."""
     spent = 0.0
     for start in range(0, len(events), 20):
@@ -165,7 +173,7 @@ def publish_and_follow(pub: Publisher, follower: Client, events: list[dict]) -> 
         for event in chunk:
             pub.publish(event)
         spent += time.perf_counter() - started
-        assert [follower.event() for _ in chunk] == chunk
+        assert [follower.event() for _ in chunk] == wire(chunk)
     return spent
 
 
@@ -185,23 +193,23 @@ def test_slow_subscriber_loses_partials_only_then_is_disconnected(sock_path: Pat
         assert dropped[0] == 0 and dropped[1] > 0  # only the slow one lost anything
 
         received = [slow.event() for _ in range(len(burst) - dropped[1])]
-        assert [e for e in received if e["type"] != "partial"] == [e for e in burst if e["type"] != "partial"]
-        assert [e for e in burst if e in received] == received  # in order, nothing invented
+        assert [e for e in received if e["type"] != "partial"] == [e for e in wire(burst) if e["type"] != "partial"]
+        assert [e for e in wire(burst) if e in received] == received  # in order, nothing invented
 
-        flood = [protocol.final(utterance_id=100 + i, text=text, start_s=0, end_s=1, audio_time_s=200)
+        flood = [protocol.Final(utterance_id=100 + i, text=text, start_s=0, end_s=1, audio_time_s=200)
                  for i in range(200)]
         assert publish_and_follow(pub, fast, flood) < 1.0
         tail = slow.events_until_eof()
         assert tail[-1]["type"] == "error" and tail[-1]["reason"] == "slow_subscriber"
         assert "max_pending_finals" in tail[-1]["message"]
-        assert tail[:-1] == flood[: len(tail) - 1]
+        assert tail[:-1] == wire(flood[: len(tail) - 1])
         assert pub.subscriber_count == 1
     finally:
         pub.close(1.0)
 
 
 def test_vanishing_subscribers_are_cleaned_up(publisher: Publisher, sock_path: Path, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="edge.publisher")
+    caplog.set_level(logging.DEBUG, logger="edge.publish.server")
     survivor = connect(sock_path)
     mid_stream = connect(sock_path)
     half_line = connect(sock_path)
@@ -217,7 +225,7 @@ def test_vanishing_subscribers_are_cleaned_up(publisher: Publisher, sock_path: P
     first = utterance(1, partials=3)
     for event in first:
         publisher.publish(event)
-    assert mid_stream.event() == first[0]
+    assert mid_stream.event() == first[0].to_dict()
     mid_stream.close()
     half_line.send(b'{"type": "sta')
     half_line.close()
@@ -228,7 +236,7 @@ def test_vanishing_subscribers_are_cleaned_up(publisher: Publisher, sock_path: P
     second = utterance(2, partials=3)
     for event in second:
         publisher.publish(event)
-    assert [survivor.event() for _ in first + second] == first + second
+    assert [survivor.event() for _ in first + second] == wire(first + second)
     wait_for(lambda: publisher.subscriber_count == 1)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -252,9 +260,9 @@ def test_malformed_input_gets_an_error_and_the_connection_survives(
     assert error["type"] == "error" and error["reason"] == reason and error["message"]
     client.send(b'\n{"type": "status"}\n')
     assert client.event()["type"] == "status"
-    event = protocol.final(utterance_id=1, text="still here", start_s=0, end_s=1, audio_time_s=2)
+    event = protocol.Final(utterance_id=1, text="still here", start_s=0, end_s=1, audio_time_s=2)
     publisher.publish(event)
-    assert client.event() == event
+    assert client.event() == event.to_dict()
 
 
 def test_status_request(sock_path: Path) -> None:
@@ -281,9 +289,9 @@ def test_half_closed_client_still_gets_its_reply_and_events(publisher: Publisher
     client.send(b'{"type":"status"}\n')
     client.sock.shutdown(socket.SHUT_WR)
     assert client.event()["type"] == "status"
-    event = protocol.speech_start(utterance_id=1, start_s=0.0, audio_time_s=0.1)
+    event = protocol.SpeechStart(utterance_id=1, start_s=0.0, audio_time_s=0.1)
     publisher.publish(event)
-    assert client.event() == event
+    assert client.event() == event.to_dict()
 
 
 def test_failing_status_provider_gives_an_error_event(sock_path: Path) -> None:
@@ -345,7 +353,7 @@ def _other_group() -> grp.struct_group:
 
 def test_socket_mode_and_group_are_applied(sock_path: Path) -> None:
     group = _other_group()
-    pub = make_publisher(sock_path, mode="0600", group=group.gr_name)
+    pub = make_publisher(sock_path, socket_mode="0600", socket_group=group.gr_name)
     pub.start()
     try:
         st = os.stat(sock_path)
@@ -358,9 +366,9 @@ def test_socket_mode_and_group_are_applied(sock_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"group": "no-such-group-edge"}, "no group named 'no-such-group-edge'"),
-        ({"mode": "rw-rw----"}, "not an octal mode"),
-        ({"mode": "1777"}, "out of range"),
+        ({"socket_group": "no-such-group-edge"}, "no group named 'no-such-group-edge'"),
+        ({"socket_mode": "rw-rw----"}, "not an octal mode"),
+        ({"socket_mode": "1777"}, "out of range"),
     ],
 )
 def test_bad_socket_settings_are_clear_errors(sock_path: Path, options: dict, needle: str) -> None:
@@ -385,7 +393,7 @@ def test_close_flushes_pending_events_then_eof_and_removes_socket(sock_path: Pat
     pub.close(timeout=2.0)
     assert not sock_path.exists()
     for client in clients:
-        assert client.events_until_eof() == events
+        assert client.events_until_eof() == wire(events)
     pub.publish(events[0])  # after close: ignored, must not raise
     assert pub.subscriber_count == 0
 
@@ -395,7 +403,7 @@ def test_close_is_bounded_with_a_stuck_subscriber(sock_path: Path) -> None:
     pub.start()
     stuck = connect(sock_path, rcvbuf=4096)
     for uid in range(300):
-        pub.publish(protocol.final(utterance_id=uid, text="y" * 4096, start_s=0, end_s=1, audio_time_s=1))
+        pub.publish(protocol.Final(utterance_id=uid, text="y" * 4096, start_s=0, end_s=1, audio_time_s=1))
     started = time.monotonic()
     pub.close(timeout=0.5)
     assert time.monotonic() - started < 3.0
@@ -426,9 +434,9 @@ def test_optional_tcp_listener(sock_path: Path) -> None:
     try:
         client = Client(("127.0.0.1", port))
         assert client.event()["type"] == "hello"
-        event = protocol.speech_start(utterance_id=1, start_s=0.0, audio_time_s=0.5)
+        event = protocol.SpeechStart(utterance_id=1, start_s=0.0, audio_time_s=0.5)
         pub.publish(event)
-        assert client.event() == event
+        assert client.event() == event.to_dict()
     finally:
         pub.close(1.0)
 
@@ -445,4 +453,4 @@ def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
 
 def test_publish_before_start_is_an_error(sock_path: Path) -> None:
     with pytest.raises(RuntimeError, match="before start"):
-        make_publisher(sock_path).publish(protocol.speech_start(utterance_id=1, start_s=0, audio_time_s=0))
+        make_publisher(sock_path).publish(protocol.SpeechStart(utterance_id=1, start_s=0, audio_time_s=0))

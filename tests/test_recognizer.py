@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from edge.audiofile import load_audio
-from edge.decoding import DecodeOptions
-from edge.recognizer import ModelError, Recognizer, token_budget
+from edge.audio.audiofile import load_audio
+from edge.asr.whisper.decoding import DecodeOptions
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions, token_budget
+from edge.errors import ModelError
 from tests.conftest import load_manifest
 
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -82,7 +83,7 @@ def test_short_window_is_as_accurate_as_faster_whispers_30s_window(fp32, speech)
             audio, beam_size=1, temperature=0.0, without_timestamps=True, condition_on_previous_text=False
         )
         theirs.append("".join(s.text for s in segments))
-    ours = [fp32.transcribe(audio, beam_size=1, partial=True).text for _, _, audio in clips]
+    ours = [fp32.transcribe(audio, options=WhisperOptions(beam_size=1), partial=True).text for _, _, audio in clips]
     refs = [ref for _, ref, _ in clips]
     assert _wer(refs, ours) <= _wer(refs, theirs) + 0.02
 

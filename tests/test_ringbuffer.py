@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from edge.ringbuffer import RingBuffer
+from edge.audio.ringbuffer import RingBuffer
 
 
 def ramp(start: int, count: int, channels: int = 1) -> np.ndarray:

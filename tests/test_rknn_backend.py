@@ -9,12 +9,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge.audiofile import load_audio
-from edge.backends.base import BackendError
-from edge.backends.ort import OrtWhisperBackend
-from edge.backends.rknn import RknnWhisperBackend, missing_files
-from edge.recognizer import Recognizer
-from edge.tokenizer import Tokenizer
+from edge.audio.audiofile import load_audio
+from edge.errors import BackendError
+from edge.asr.whisper.ort import OrtWhisperBackend
+from edge.accel.rknn import missing_files
+from edge.asr.whisper.rknn import RknnWhisperBackend
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
+from edge.asr.whisper.tokenizer import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import rknn_export  # noqa: E402
@@ -116,7 +117,7 @@ def test_transcripts_match_the_cpu_backend(clip: str, rknn_backend: RknnWhisperB
                                            cpu_backend: OrtWhisperBackend, eval_dir: Path, fp32_model_dir: Path) -> None:
     tokenizer = Tokenizer.from_dir(fp32_model_dir)
     audio = load_audio(eval_dir / "real_en" / clip)
-    expected = Recognizer(cpu_backend, tokenizer).transcribe(audio, beam_size=5).text
+    expected = Recognizer(cpu_backend, tokenizer).transcribe(audio, options=WhisperOptions(beam_size=5)).text
     got = Recognizer(rknn_backend, tokenizer)
     assert got.backend_name == "rknn"
-    assert got.transcribe(audio, beam_size=5).text == expected
+    assert got.transcribe(audio, options=WhisperOptions(beam_size=5)).text == expected

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from edge.audiofile import load_audio
-from edge.backends.base import CrossKV, SelfKV
-from edge.backends.ort import OrtWhisperBackend
-from edge.recognizer import Recognizer
-from edge.tokenizer import Tokenizer
+from edge.audio.audiofile import load_audio
+from edge.asr.whisper.graph import CrossKV, SelfKV
+from edge.asr.whisper.ort import OrtWhisperBackend
+from edge.asr.whisper.recognizer import Recognizer
+from edge.asr.whisper.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.rknn
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import logs
-from edge.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+from edge.service import logs
+from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 
 
 @pytest.fixture

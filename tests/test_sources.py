@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audiofile import AudioFileError
-from edge.sources import FileSource, SourceError, open_source
+from edge.audio.audiofile import AudioFileError
+from edge.audio import open_source
+from edge.audio.base import SourceError
+from edge.audio.file import FileSource
 
 CFG = SimpleNamespace(device="default", sample_rate="native", channels="native", block_ms=20,
                       ring_buffer_s=30.0, stall_timeout_ms=2000, reopen_backoff_max_s=30.0)  # fmt: skip
@@ -46,7 +48,7 @@ def test_fast_delivers_every_sample_in_block_sized_pieces(tone) -> None:
     assert [b.shape[0] for b in blocks] == [320] * 75 + [160]
     np.testing.assert_array_equal(np.concatenate(blocks), samples)
     assert source.ended and source.read(0.1) is None
-    assert source.stats()["state"] == "ended"
+    assert source.stats().state == "ended"
     assert source.position_s == pytest.approx(1.51)
 
 
@@ -80,7 +82,7 @@ def test_read_before_start_is_an_error(tone) -> None:
 
 
 def test_open_source_dispatches_on_spec(tone) -> None:
-    from edge.capture import MicSource
+    from edge.audio.mic import MicSource
 
     source = open_source(f"file:{tone[0]}", CFG, "fast")
     assert isinstance(source, FileSource) and source.pace == "fast"

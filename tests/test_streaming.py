@@ -9,11 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edge.audiofile import load_audio
-from edge.endpointer import EndpointSettings
-from edge.recognizer import Recognizer
-from edge.streaming import PartialStabilizer, StreamingSession, StreamSettings, UtteranceEvent
-from edge.vad import SAMPLE_RATE
+from edge.audio.audiofile import load_audio
+from edge.vad.endpointer import EndpointSettings
+from edge.asr.base import Transcript
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
+from edge.publish.protocol import UtteranceEvent
+from edge.stream.session import StreamingSession, StreamSettings
+from edge.stream.stabilizer import PartialStabilizer
+from edge.audio.base import SAMPLE_RATE
 from tests.conftest import load_manifest
 from tests.test_daemon import wer
 
@@ -38,7 +41,7 @@ class Collector:
             self.events.append(event)
 
     def of(self, kind: str) -> list[UtteranceEvent]:
-        return [e for e in self.events if e.kind == kind]
+        return [e for e in self.events if e.TYPE == kind]
 
 
 def stream(recognizer, audio: np.ndarray, endpoint: EndpointSettings, speed: float | None = None) -> Collector:
@@ -101,7 +104,7 @@ def test_partials_keep_their_stable_prefix_and_finals_follow(recognizer, eval_di
     assert len(partials) >= 3
     previous: dict[int, list[str]] = {}
     for event in partials:
-        stable = event.stable.split()
+        stable = event.stable_text.split()
         assert stable[: len(previous.get(event.utterance_id, []))] == previous.get(event.utterance_id, [])
         assert event.text.split()[: len(stable)] == stable
         previous[event.utterance_id] = stable
@@ -111,7 +114,7 @@ def test_partials_keep_their_stable_prefix_and_finals_follow(recognizer, eval_di
     assert finals and {f.utterance_id for f in finals} <= ended
     for final in finals:  # nothing of an utterance is published after its final
         later = out.events[out.events.index(final) + 1 :]
-        assert all(e.utterance_id != final.utterance_id for e in later if e.kind == "partial")
+        assert all(e.utterance_id != final.utterance_id for e in later if e.TYPE == "partial")
 
 
 def test_forced_splits_lose_and_duplicate_no_words(recognizer, eval_dir) -> None:
@@ -125,21 +128,34 @@ def test_forced_splits_lose_and_duplicate_no_words(recognizer, eval_dir) -> None
     for before, after in zip(ends, ends[1:]):
         assert after.start_s == pytest.approx(before.end_s)  # contiguous: every sample in exactly one
     hypothesis = " ".join(f.text for f in out.of("final"))
-    whole = recognizer.transcribe(audio, beam_size=5).text
+    whole = recognizer.transcribe(audio, options=WhisperOptions(beam_size=5)).text
     assert wer([row["text"]], [hypothesis]) <= wer([row["text"]], [whole]) + 0.06
     assert abs(len(hypothesis.split()) - len(row["text"].split())) <= 2
 
 
-class _SlowFinals:
+class _Scripted:
+    """A stand-in `Recognizer` whose answers the test scripts (`answer`)."""
+
+    backend_name = "cpu"
+
+    def options(self, *, beam_size: int = 5) -> int:
+        return beam_size
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None) -> Transcript:
+        text, tokens = self.answer(audio, partial, tuple(context))
+        return Transcript(text, tokens, 0.0, 0.0, 1.0, ())
+
+
+class _SlowFinals(_Scripted):
     """Partials are instant, finals take `final_s`: a decode that overruns a shutdown deadline."""
 
     def __init__(self, final_s: float) -> None:
         self.final_s = final_s
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt=()) -> object:
+    def answer(self, audio: np.ndarray, partial: bool, context: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
         if not partial:
             time.sleep(self.final_s)
-        return type("T", (), {"text": "slow final" if not partial else "quick partial"})()
+        return ("slow final" if not partial else "quick partial"), ()
 
 
 def test_give_up_publishes_the_newest_partial_as_the_final(eval_dir) -> None:
@@ -161,16 +177,16 @@ def test_give_up_publishes_the_newest_partial_as_the_final(eval_dir) -> None:
         session.close()
 
 
-class _PromptLog:
-    """Answers every final with the tokens (len(audio),) and logs the prompt each final got."""
+class _PromptLog(_Scripted):
+    """Answers every final with the tokens (len(audio),) and logs the context each final got."""
 
     def __init__(self) -> None:
         self.final_prompts: list[tuple[int, ...]] = []
 
-    def transcribe(self, audio: np.ndarray, *, beam_size: int = 5, partial: bool = False, prompt=()) -> object:
+    def answer(self, audio: np.ndarray, partial: bool, context: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
         if not partial:
-            self.final_prompts.append(tuple(prompt))
-        return type("T", (), {"text": "words", "tokens": (len(audio),)})()
+            self.final_prompts.append(context)
+        return "words", (len(audio),)
 
 
 def test_a_recent_final_is_the_next_utterances_prompt_and_a_stale_one_is_not(eval_dir) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tokenizers
 
-from edge.tokenizer import Tokenizer, TokenizerError
+from edge.asr.whisper.tokenizer import Tokenizer, TokenizerError
 
 SENTENCES = [
     " And so my fellow Americans, ask not what your country can do for you.",

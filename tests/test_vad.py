@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.audiofile import load_audio
-from edge.vad import SAMPLE_RATE, WINDOW, SileroVad
+from edge.audio.audiofile import load_audio
+from edge.audio.base import SAMPLE_RATE
+from edge.vad.silero import WINDOW, SileroVad
 from tests.conftest import load_manifest
 
 

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.backends.select import BackendStartError, Probe, detect_board, select_backend, survey
+from edge.accel.board import Probe, detect_board
+from edge.accel.select import select_backend, survey
+from edge.config import Config, ConfigError, load_for_command
+from edge.errors import StartupError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,24 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def load(config_arg: str | None) -> Any:
-    """The config file if there is one, else the defaults (relative paths against the current directory)."""
-    from edge.config import default_config_path, load_config, parse_config
+def report(cfg: Config, probe: Probe | None = None) -> dict[str, Any]:
+    """Every backend with available/selected/reason, plus the board and what was chosen.
 
-    path = default_config_path(config_arg)
-    if config_arg or path.is_file():
-        return load_config(path)
-    return parse_config({}, base_dir=Path.cwd())
+    Choosing really opens the model on each candidate, as `run` would.
+    """
+    from edge.asr.load import family_of
 
-
-def report(cfg: Any, probe: Probe | None = None) -> dict[str, Any]:
-    """Every backend with available/selected/reason, plus the board and what was chosen."""
     probe = probe or Probe()
     error = None
     try:
-        selection = select_backend(cfg, probe)
+        selection = select_backend(cfg, family_of(Path(cfg.model.path)).open, probe)
         candidates, warnings, selected = selection.candidates, selection.warnings, selection.name
-    except BackendStartError as exc:
+    except StartupError as exc:
         candidates, warnings, selected, error = survey(cfg, probe), [], None, str(exc)
     board = detect_board(probe)
     return {
@@ -68,10 +66,8 @@ def _yes(flag: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError
-
     try:
-        cfg = load(args.config)
+        cfg = load_for_command(args.config, defaults_if_absent=True)
     except ConfigError as exc:
         print(f"edge-asr backends: {exc}", file=sys.stderr)
         return 2

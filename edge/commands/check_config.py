@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.config import ConfigError, default_config_path, load_config
+from edge.config import ConfigError, default_config_path, load_for_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,10 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = default_config_path(args.path)
     try:
-        config = load_config(path)
+        config = load_for_command(args.path)
     except ConfigError as exc:
-        return exc.report(path)
+        return exc.report(default_config_path(args.path))
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
     return 0

@@ -8,8 +8,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # importing edge.capture loads PortAudio: only inside run()
-    from edge.capture import InputDevice
+if TYPE_CHECKING:  # importing edge.audio.mic loads PortAudio: only inside run()
+    from edge.audio.mic import InputDevice
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def _table(devices: list[InputDevice]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from edge.capture import list_input_devices
+        from edge.audio.mic import list_input_devices
     except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
         print(f"edge-asr devices: PortAudio is not available ({exc}); install libportaudio2", file=sys.stderr)
         return 1

@@ -1,22 +1,18 @@
 """Print the daemon's events as JSON lines until it disconnects.
 
-Also home of the small client helpers that `edge-asr status` shares: finding the
-socket path and connecting with one-line error messages.
+The connection options and socket lookup are shared with `edge-asr status`;
+the client itself is edge/publish/client.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-from collections.abc import Iterator
 
-from edge import protocol
-
-
-class DaemonUnavailable(Exception):
-    """No daemon to talk to, or it went away badly; the message is one line for the user."""
+from edge.config import ConfigError, load_for_command
+from edge.publish import protocol
+from edge.publish.client import DaemonUnavailable, connect, read_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,50 +34,9 @@ def socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return args.socket
     try:
-        from edge.config import default_config_path, load_config
-
-        return str(load_config(default_config_path(args.config)).publish.socket)
-    except Exception:
+        return str(load_for_command(args.config).publish.socket)
+    except ConfigError:
         return protocol.DEFAULT_SOCKET
-
-
-def connect(path: str, timeout: float | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise DaemonUnavailable(_connect_failure(path, exc)) from None
-    return sock
-
-
-def _connect_failure(path: str, exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"no edge-asr daemon at {path} (socket not found; is the daemon running?)"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"no edge-asr daemon at {path} (connection refused: stale socket)"
-    if isinstance(exc, PermissionError):
-        return f"permission denied on {path} (join the socket's group or use sudo)"
-    return f"cannot connect to {path}: {exc.strerror or exc}"
-
-
-def read_lines(sock: socket.socket) -> Iterator[bytes]:
-    """Complete event lines until a clean close; raises DaemonUnavailable on a broken one."""
-    pending = b""
-    while True:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            raise DaemonUnavailable("the daemon did not answer in time") from None
-        except OSError as exc:
-            raise DaemonUnavailable(f"connection to the daemon broke: {exc.strerror or exc}") from None
-        if not data:
-            if pending:
-                raise DaemonUnavailable("the daemon closed the connection in the middle of an event")
-            return
-        *lines, pending = (pending + data).split(b"\n")
-        yield from (line + b"\n" for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:

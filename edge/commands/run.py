@@ -8,10 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from edge.config import Config, ConfigError, default_config_path, load_config
-from edge.logs import setup_logging
-from edge.memory import limit_heap_growth
-from edge.sources import PACES
+from edge.audio.base import PACES
+from edge.config import Config, ConfigError, default_config_path, load_for_command
+from edge.errors import StartupError, one_line
+from edge.service.logs import setup_logging
+from edge.service.memory import limit_heap_growth
 
 log = logging.getLogger("edge.run")
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     path = default_config_path(args.config)
     try:
-        cfg = load_config(path)
+        cfg = load_for_command(args.config)
     except ConfigError as exc:
         return exc.report(path)
     setup_logging(cfg.log.level)
@@ -50,20 +51,10 @@ def run(args: argparse.Namespace) -> int:
 def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
     """Load the model, open the source, run; start-up problems are one log line, not a traceback."""
     # Heavy imports only once the config is known to be usable.
-    from edge.audiofile import AudioFileError
-    from edge.backends.base import BackendError
-    from edge.backends.select import BackendStartError, open_recognizer
+    from edge.asr.load import open_recognizer
+    from edge.audio import open_source
     from edge.daemon import Daemon, StatusRelay
-    from edge.metrics import MetricsError
-    from edge.publisher import PublisherError
-    from edge.recognizer import ModelError
-    from edge.sources import SourceError, open_source
-    from edge.tokenizer import TokenizerError
 
-    startup_errors = (
-        AudioFileError, BackendError, BackendStartError, MetricsError, ModelError, PublisherError, SourceError,
-        TokenizerError, OSError,
-    )  # fmt: skip
     relay = StatusRelay()
     try:
         recognizer = open_recognizer(cfg, relay)
@@ -78,8 +69,8 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
             status_relay=relay,
         )
         code = daemon.run()
-    except startup_errors as exc:
-        log.error("cannot start: %s", exc)
+    except (StartupError, OSError) as exc:
+        log.error("cannot start: %s", one_line(exc, limit=1000))
         return EX_STARTUP
     if daemon.decoding:
         _exit_now(code)

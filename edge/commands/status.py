@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
-from edge import protocol
 from edge.commands import listen
+from edge.publish.client import DaemonUnavailable, request_status
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     path = listen.socket_path(args)
     try:
         event = request_status(path, args.timeout)
-    except listen.DaemonUnavailable as exc:
+    except DaemonUnavailable as exc:
         print(f"edge-asr status: {exc}", file=sys.stderr)
         return 1
     if args.format == "json":
@@ -36,29 +36,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"edge-asr daemon at {path}")
         print("\n".join(_pretty(event)))
     return 0
-
-
-def request_status(path: str, timeout: float) -> dict:
-    """The daemon's status event; DaemonUnavailable if there is none or it answers an error."""
-    with listen.connect(path, timeout) as sock:
-        try:
-            sock.sendall(b'{"type":"status"}\n')
-        except OSError as exc:
-            raise listen.DaemonUnavailable(f"cannot send to {path}: {exc.strerror or exc}") from None
-        for line in listen.read_lines(sock):
-            event = _decode(line)
-            if event["type"] == "status":
-                return event
-            if event["type"] == "error":
-                raise listen.DaemonUnavailable(f"the daemon answered: {event.get('message', event)}")
-    raise listen.DaemonUnavailable("the daemon closed the connection before answering")
-
-
-def _decode(line: bytes) -> dict:
-    try:
-        return protocol.decode(line)
-    except protocol.ProtocolError as exc:
-        raise listen.DaemonUnavailable(f"unexpected reply from the daemon: {exc}") from None
 
 
 def _pretty(event: dict) -> list[str]:

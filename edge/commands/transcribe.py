@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import edge
-from edge.audiofile import SAMPLE_RATE, AudioFileError, load_audio
-from edge.memory import limit_heap_growth
+from edge.audio.audiofile import AudioFileError, load_audio
+from edge.audio.base import SAMPLE_RATE
+from edge.errors import ModelError
+from edge.service.memory import limit_heap_growth
 
 DEFAULT_MODEL = Path(edge.__file__).resolve().parents[1] / "models" / "whisper-tiny.en-int8"
 EXIT_FILE_ERRORS = 1
@@ -55,11 +57,11 @@ def _emit(args: argparse.Namespace, name: str, text: str, duration_s: float, ela
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.recognizer import ModelError, Recognizer
+    from edge.asr.load import load_recognizer
 
     limit_heap_growth()
     try:
-        recognizer = Recognizer.from_dir(args.model, threads=args.threads)
+        recognizer = load_recognizer(args.model, threads=args.threads)
     except ModelError as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR
@@ -72,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"edge-asr transcribe: {exc}", file=sys.stderr)
             failed += 1
             continue
-        transcript = recognizer.transcribe(audio, beam_size=args.beam)
+        transcript = recognizer.transcribe(audio, options=recognizer.options(beam_size=args.beam))
         _emit(args, name, transcript.text, len(audio) / SAMPLE_RATE, time.perf_counter() - start)
     return EXIT_FILE_ERRORS if failed else 0

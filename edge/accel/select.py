@@ -1,0 +1,143 @@
+"""Which runtime runs the model: `auto` selection over the board's accelerators, with reasons.
+
+Opening VERIFIES the choice: onnxruntime silently runs on CPU when a provider
+cannot start, so the model family's opener raises when a session did not get
+the provider it was asked for, and the next candidate is tried.
+
+VAD (edge/vad/) always stays on CPU: one Silero window costs about 0.1 ms
+there, less than a single host-to-accelerator copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+from edge.accel import rknn
+from edge.accel.board import RKNN_SOCS, Board, Probe, detect_board
+from edge.accel.ort import CUDA, TENSORRT
+from edge.config import Config
+from edge.errors import BackendError, StartupError, one_line
+
+T = TypeVar("T")
+Opener = Callable[[str, Config], T]  # backend name, config -> something running on that backend
+
+
+class BackendStartError(StartupError):
+    """No usable backend under `inference.strict` (or none at all); str() is the whole message."""
+
+
+@dataclass
+class Candidate:
+    """One row of `edge-asr backends`."""
+
+    name: str
+    available: bool
+    reason: str
+    selected: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
+
+
+def _ort_candidate(name: str, provider: str, providers: tuple[str, ...], board: Board) -> Candidate:
+    if provider in providers:
+        return Candidate(name, True, f"onnxruntime has {provider}")
+    hint = " (Jetson: install NVIDIA's onnxruntime-gpu wheel for JetPack)" if board.kind == "jetson" else ""
+    return Candidate(name, False, f"onnxruntime has no {provider} (it has {', '.join(providers) or 'none'}){hint}")
+
+
+def _rknn_candidate(cfg: Config, probe: Probe, board: Board) -> Candidate:
+    if board.kind != "rockchip":
+        return Candidate("rknn", False, f"no Rockchip NPU ({board.describe()})")
+    if board.soc not in RKNN_SOCS:
+        return Candidate("rknn", False, f"{board.soc} has no NPU supported by RKNN (supported: {', '.join(RKNN_SOCS)})")
+    if not probe.has_rknnlite():
+        return Candidate("rknn", False, "rknn-toolkit-lite2 (module rknnlite) is not installed")
+    runtime = probe.root / rknn.LIBRKNNRT
+    if not runtime.exists():
+        return Candidate("rknn", False, f"/{rknn.LIBRKNNRT} is missing (install the RKNPU2 runtime)")
+    model_dir = Path(cfg.inference.rknn_model_dir)
+    try:
+        missing = rknn.missing_files(model_dir)
+    except BackendError as exc:
+        return Candidate("rknn", False, f"{exc} (convert the model with scripts/check_rknn.sh)")
+    if missing:
+        return Candidate("rknn", False, f"{model_dir} lacks {', '.join(missing)}")
+    return Candidate("rknn", True, f"{board.soc} NPU, librknnrt {rknn.runtime_version(runtime)}, rknnlite, .rknn models in {model_dir}")
+
+
+def survey(cfg: Config, probe: Probe | None = None) -> list[Candidate]:
+    """Every backend with whether this box could run it and why (not why not)."""
+    probe = probe or Probe()
+    board = detect_board(probe)
+    providers = probe.ort_providers()
+    return [
+        _ort_candidate("tensorrt", TENSORRT, providers, board),
+        _ort_candidate("cuda", CUDA, providers, board),
+        _rknn_candidate(cfg, probe, board),
+        Candidate("cpu", True, "onnxruntime CPU is always available"),
+    ]
+
+
+@dataclass
+class Selection(Generic[T]):
+    """The outcome of choosing: what the opener started, on which backend, and every candidate's final reason."""
+
+    opened: T
+    name: str
+    candidates: list[Candidate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -> Selection[T]:
+    """Try the configured backend (or, for `auto`, each available one best first); CPU last.
+
+    A wanted accelerator that is missing or fails to start raises BackendStartError
+    under `inference.strict`; otherwise it becomes a warning and CPU runs.
+    """
+    candidates = survey(cfg, probe)
+    wanted = cfg.inference.backend
+    order = [c for c in candidates if c.available] if wanted == "auto" else [c for c in candidates if c.name in (wanted, "cpu")]
+    warnings: list[str] = []
+    for candidate in order:
+        if candidate.name == "cpu" and wanted not in ("auto", "cpu"):
+            _refuse_or_warn(cfg, wanted, candidates, warnings)
+        if not candidate.available:
+            continue
+        try:
+            opened = opener(candidate.name, cfg)
+        except Exception as exc:  # noqa: BLE001 - any start-up failure means: try the next backend
+            candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}"
+            _started_badly(cfg, candidate, warnings)
+            continue
+        candidate.selected = True
+        _mark_skipped(candidates, candidate)
+        return Selection(opened, candidate.name, candidates, warnings)
+    raise BackendStartError("no inference backend could start: " + "; ".join(f"{c.name}: {c.reason}" for c in candidates))
+
+
+def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> None:
+    """A detected accelerator that does not start is worth a warning (`auto`) or an error (`strict`)."""
+    if candidate.name == "cpu":
+        return
+    if cfg.inference.strict:
+        raise BackendStartError(f"{candidate.name} {candidate.reason} (inference.strict is true: no CPU fallback)")
+    if cfg.inference.backend == "auto":
+        warnings.append(f"{candidate.name} {candidate.reason}; trying the next backend")
+
+
+def _refuse_or_warn(cfg: Config, wanted: str, candidates: list[Candidate], warnings: list[str]) -> None:
+    reason = next(c.reason for c in candidates if c.name == wanted)
+    message = f"inference.backend is {wanted} but it cannot run: {reason}"
+    if cfg.inference.strict:
+        raise BackendStartError(message + " (inference.strict is true, so edge-asr will not fall back to CPU)")
+    warnings.append(message + "; running on CPU")
+
+
+def _mark_skipped(candidates: list[Candidate], chosen: Candidate) -> None:
+    """Available backends that were not chosen say so."""
+    for candidate in candidates:
+        if candidate.available and not candidate.selected:
+            candidate.reason = f"{candidate.reason}; not used ({chosen.name} selected)"

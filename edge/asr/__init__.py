@@ -1,0 +1,1 @@
+"""Speech recognition: the model-family seam (Recognizer, Transcript, load_recognizer) and the CPU fallback."""

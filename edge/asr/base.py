@@ -1,0 +1,76 @@
+"""The model-family seam: what every recognizer takes and gives, whatever model runs behind it.
+
+A family (Whisper today) is one subpackage of `edge.asr` with a `family`
+module that satisfies `Family`; a model directory names its family in
+`manifest.json`, and `edge.asr.load` picks it from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from edge.config import Config
+
+Segment = tuple[float, float, str]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the recognizer heard; `tokens` are the model's text tokens (no specials, no timestamps).
+
+    `tokens` let the next call use this text as context without re-tokenizing it.
+    """
+
+    text: str
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    segments: tuple[Segment, ...]
+
+    @classmethod
+    def empty(cls, no_speech_prob: float = 1.0) -> "Transcript":
+        return cls("", (), 0.0, no_speech_prob, 0.0, ())
+
+
+class Recognizer(Protocol):
+    """16 kHz mono float32 audio in, a `Transcript` out, on whatever backend the family opened."""
+
+    @property
+    def backend_name(self) -> str:
+        """The runtime in use now: tensorrt, cuda, rknn or cpu (it changes when an accelerator fails)."""
+        ...
+
+    def options(self, *, beam_size: int = 5) -> object:
+        """The family's own options object for the product-level settings (stream.final_beam, --beam).
+
+        A family without a beam search ignores `beam_size`.
+        """
+        ...
+
+    def transcribe(
+        self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (), options: object | None = None
+    ) -> Transcript:
+        """Up to 30 s of audio (longer is the family's long-form mode).
+
+        `partial`: cheap and fast (live partials). `context`: the tokens of what
+        was said just before, to keep a short utterance consistent with it.
+        `options`: from `options()`; None means the family's defaults.
+        """
+        ...
+
+
+class Family(Protocol):
+    """One model family: how to open its recognizer on the CPU or on one accelerator."""
+
+    def load(self, model_dir: Path, threads: int = 0) -> Recognizer:
+        """A CPU recognizer; any problem with the directory is a `ModelError`."""
+        ...
+
+    def open(self, backend: str, cfg: Config) -> Recognizer:
+        """A recognizer on `backend` (tensorrt, cuda, rknn, cpu), proven to run there; raises otherwise."""
+        ...

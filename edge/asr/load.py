@@ -1,0 +1,71 @@
+"""Open the recognizer a model directory asks for: its family from the manifest, the best backend, a CPU safety net."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from edge.accel.board import Probe
+from edge.accel.select import select_backend
+from edge.asr.base import Family, Recognizer
+from edge.asr.fallback import FallbackRecognizer, StatusCallback
+from edge.asr.whisper import family as whisper
+from edge.config import Config
+from edge.errors import ModelError
+
+FAMILIES: dict[str, Family] = {"whisper": whisper}
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    """The model directory's manifest.json; a `ModelError` names what is wrong with it."""
+    path = Path(model_dir) / "manifest.json"
+    if not Path(model_dir).is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist (build it with scripts/build_model.py)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a valid model manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path} is not a valid model manifest (not a JSON object)")
+    return manifest
+
+
+def family_of(model_dir: Path) -> Family:
+    """The family named by the manifest (`family`; manifests from before the field are Whisper)."""
+    name = read_manifest(model_dir).get("family", "whisper")
+    if name not in FAMILIES:
+        known = ", ".join(sorted(FAMILIES))
+        raise ModelError(f"{Path(model_dir) / 'manifest.json'}: unknown model family {name!r} (this edge-asr knows {known})")
+    return FAMILIES[name]
+
+
+def load_recognizer(model_dir: Path | str, threads: int = 0) -> Recognizer:
+    """A CPU recognizer for any built model directory (offline transcription, benchmarks)."""
+    return family_of(Path(model_dir)).load(Path(model_dir), threads)
+
+
+def open_recognizer(
+    cfg: Config,
+    on_status: StatusCallback,
+    probe: Probe | None = None,
+    opener: Callable[[str, Config], Recognizer] | None = None,
+) -> Recognizer:
+    """A recognizer on the best backend; accelerators get the CPU safety net.
+
+    `opener(backend, cfg)` defaults to the model family's own; tests pass one
+    that pretends to be an accelerator.
+    """
+    open_on = opener or family_of(Path(cfg.model.path)).open
+    selection = select_backend(cfg, open_on, probe)
+    for warning in selection.warnings:
+        on_status(warning)
+    if selection.name == "cpu":
+        return selection.opened
+    return FallbackRecognizer(
+        selection.opened,
+        lambda: open_on("cpu", cfg),
+        on_status,
+        timeout_ms=cfg.inference.timeout_ms,
+        retry_accelerator_s=cfg.inference.retry_accelerator_s,
+    )

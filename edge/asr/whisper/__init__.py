@@ -1,0 +1,1 @@
+"""The Whisper family: log-mel features, tokenizer, decoding, and its graphs on onnxruntime or RKNN."""

@@ -1,0 +1,66 @@
+"""The Whisper family behind the `Family` seam: open its graphs on the CPU, onnxruntime GPUs or the RKNN NPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.accel.ort import REQUIRED_PROVIDER, provider_chain
+from edge.asr.whisper.features import N_MELS
+from edge.asr.whisper.graph import WhisperBackend
+from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
+from edge.asr.whisper.recognizer import Recognizer
+from edge.asr.whisper.rknn import RknnWhisperBackend
+from edge.asr.whisper.tokenizer import Tokenizer
+from edge.config import Config
+from edge.errors import BackendError
+
+
+def load(model_dir: Path, threads: int = 0) -> Recognizer:
+    """A CPU recognizer; any problem with the directory is a `ModelError`."""
+    return Recognizer.from_dir(model_dir, threads=threads)
+
+
+def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family protocol's name
+    """A recognizer whose graphs run on `backend`, proven to (see `open_backend`)."""
+    return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(Path(cfg.model.path)))
+
+
+def accelerator_model_dir(model_path: Path) -> Path:
+    """GPUs run the fp32 graphs: the int8 ones use dynamic quantization ops TensorRT cannot take."""
+    manifest = json.loads((Path(model_path) / "manifest.json").read_text())
+    if manifest.get("precision") != "int8":
+        return Path(model_path)
+    sibling = Path(model_path).with_name(Path(model_path).name.replace("-int8", "-fp32"))
+    return sibling if (sibling / "manifest.json").is_file() else Path(model_path)
+
+
+def open_backend(name: str, cfg: Config) -> WhisperBackend:
+    """Start the graphs on one backend and prove they run where they were asked to."""
+    if name == "rknn":
+        backend = RknnWhisperBackend(cfg.inference.rknn_model_dir, cfg.model.path, core_mask=cfg.inference.rknn_core_mask)
+        backend.encode(np.zeros((N_MELS, 2), np.float32))  # loads the NPU runtime now, not mid-utterance
+        return backend
+    return _open_ort(name, cfg)
+
+
+def _open_ort(name: str, cfg: Config) -> OrtWhisperBackend:
+    model_dir = Path(cfg.model.path) if name == "cpu" else accelerator_model_dir(cfg.model.path)
+    encoder_profile = decoder_profile = None
+    if name == "tensorrt":
+        Path(cfg.inference.tensorrt_cache_dir).mkdir(parents=True, exist_ok=True)
+        dims = json.loads((model_dir / "manifest.json").read_text())["dims"]
+        encoder_profile, decoder_profile = tensorrt_profiles(dims)
+    chain = {"tensorrt_cache_dir": Path(cfg.inference.tensorrt_cache_dir), "tensorrt_fp16": cfg.inference.tensorrt_fp16}
+    backend = OrtWhisperBackend(
+        model_dir,
+        name=name,
+        providers=provider_chain(name, profile=encoder_profile, **chain),
+        decoder_providers=provider_chain(name, profile=decoder_profile, **chain),
+        threads=cfg.model.threads,
+    )
+    if not backend.runs_on(REQUIRED_PROVIDER[name]):
+        raise BackendError(f"onnxruntime did not start {REQUIRED_PROVIDER[name]} (running on {', '.join(backend.active_providers)})")
+    return backend

@@ -1,0 +1,85 @@
+"""The Whisper graphs on onnxruntime: CPU, and CUDA / TensorRT where the build has them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.accel.ort import CPU, ProviderSpec, session_options, tensorrt_profile
+from edge.asr.whisper.graph import CrossKV, SelfKV
+from edge.config import MAX_BEAM
+
+class OrtWhisperBackend:
+    """Whisper encoder + decoder as two onnxruntime sessions."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str = "cpu",
+        providers: Sequence[ProviderSpec] = (CPU,),
+        threads: int = 0,
+        decoder_providers: Sequence[ProviderSpec] | None = None,
+    ) -> None:
+        self.name = name
+        self.model_dir = Path(model_dir)
+        dims = json.loads((self.model_dir / "manifest.json").read_text())["dims"]
+        self._layers = int(dims["n_text_layer"])
+        self._heads = int(dims["n_text_head"])
+        self._head_dim = int(dims["n_text_state"]) // self._heads
+        options = session_options(threads)
+        self.encoder = ort.InferenceSession(
+            str(self.model_dir / "encoder.onnx"), options, providers=list(providers)
+        )
+        self.decoder = ort.InferenceSession(
+            str(self.model_dir / "decoder.onnx"), options, providers=list(decoder_providers or providers)
+        )
+
+    @property
+    def active_providers(self) -> list[str]:
+        """What really runs: onnxruntime silently drops providers it lacks."""
+        return self.encoder.get_providers()
+
+    def runs_on(self, provider: str) -> bool:
+        """True when both sessions really got `provider` (not a silent CPU fallback)."""
+        return provider in self.encoder.get_providers() and provider in self.decoder.get_providers()
+
+    def encode(self, mel: np.ndarray) -> CrossKV:
+        k, v = self.encoder.run(None, {"mel": mel[None].astype(np.float32, copy=False)})
+        return CrossKV(k, v)
+
+    def empty_cache(self, batch: int) -> SelfKV:
+        shape = (self._layers, batch, self._heads, 0, self._head_dim)
+        return SelfKV(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+
+    def decode(self, tokens: np.ndarray, cache: SelfKV, cross: CrossKV) -> tuple[np.ndarray, SelfKV]:
+        logits, k, v = self.decoder.run(
+            None,
+            {
+                "tokens": tokens.astype(np.int64, copy=False),
+                "self_k": cache.k,
+                "self_v": cache.v,
+                "cross_k": cross.k,
+                "cross_v": cross.v,
+            },
+        )
+        return logits, SelfKV(k, v)
+
+
+def tensorrt_profiles(dims: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+    """(encoder, decoder) shape ranges: mel up to 30 s, cache up to n_text_ctx, up to MAX_BEAM hypotheses."""
+    layers, heads = dims["n_text_layer"], dims["n_text_head"]
+    head_dim, ctx, audio = dims["n_text_state"] // heads, dims["n_text_ctx"], dims["n_audio_ctx"]
+    mels = dims["n_mels"]
+    encoder = {"mel": ([1, mels, 2], [1, mels, audio], [1, mels, 2 * audio])}
+    decoder = {
+        "tokens": ([1, 1], [5, 1], [MAX_BEAM, ctx]),
+        "self_k": ([layers, 1, heads, 0, head_dim], [layers, 5, heads, 64, head_dim], [layers, MAX_BEAM, heads, ctx, head_dim]),
+        "cross_k": ([layers, 1, heads, 1, head_dim], [layers, 1, heads, audio // 2, head_dim], [layers, 1, heads, audio, head_dim]),
+    }
+    decoder["self_v"], decoder["cross_v"] = decoder["self_k"], decoder["cross_k"]
+    return tensorrt_profile(encoder), tensorrt_profile(decoder)

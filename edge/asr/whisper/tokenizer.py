@@ -1,0 +1,109 @@
+"""Token ids <-> text for Whisper's byte-level BPE vocabulary, plus its special tokens.
+
+Only decoding is needed at run time (the decoder produces ids); the
+vocabulary file holds one token per line, line number = id, written in
+GPT-2's printable byte alphabet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from edge.errors import ModelError
+
+
+class TokenizerError(ModelError):
+    """The model directory's vocabulary or config is missing or malformed."""
+
+
+@lru_cache(maxsize=1)
+def unicode_to_byte() -> dict[str, int]:
+    """GPT-2's byte -> printable character map, inverted.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 bytes are
+    shifted to code points 256.. in byte order.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in set(printable)]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + i): b for i, b in enumerate(shifted)})
+    return table
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Vocabulary and the special ids the decoder needs."""
+
+    tokens: tuple[str, ...]
+    eot: int
+    sot: int
+    sot_prev: int
+    no_speech: int
+    no_timestamps: int
+    timestamp_begin: int
+    sot_sequence: tuple[int, ...]
+    suppress_ids: tuple[int, ...]
+    suppress_ids_begin: tuple[int, ...]
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> "Tokenizer":
+        """Read vocabulary.txt and config.json of a model directory."""
+        model_dir = Path(model_dir)
+        try:
+            tokens = tuple((model_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n"))
+            config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TokenizerError(f"{model_dir}: cannot read the vocabulary/config ({exc})") from None
+        if tokens and tokens[-1] == "":
+            tokens = tokens[:-1]
+        return cls.from_vocabulary(tokens, config)
+
+    @classmethod
+    def from_vocabulary(cls, tokens: tuple[str, ...], config: dict) -> "Tokenizer":
+        """Find the special tokens by name so that any Whisper vocabulary works."""
+        index = {token: i for i, token in enumerate(tokens)}
+
+        def special(name: str) -> int:
+            if name not in index:
+                raise TokenizerError(f"vocabulary has no {name} token")
+            return index[name]
+
+        no_speech_name = "<|nospeech|>" if "<|nospeech|>" in index else "<|nocaptions|>"
+        sot = special("<|startoftranscript|>")
+        multilingual = "<|en|>" in index and index["<|en|>"] == sot + 1 and len(tokens) >= 51865
+        sot_sequence = (sot, special("<|en|>"), special("<|transcribe|>")) if multilingual else (sot,)
+        return cls(
+            tokens=tuple(tokens),
+            eot=special("<|endoftext|>"),
+            sot=sot,
+            sot_prev=special("<|startofprev|>"),
+            no_speech=special(no_speech_name),
+            no_timestamps=special("<|notimestamps|>"),
+            timestamp_begin=special("<|0.00|>"),
+            sot_sequence=sot_sequence,
+            suppress_ids=tuple(int(i) for i in config.get("suppress_ids", ())),
+            suppress_ids_begin=tuple(int(i) for i in config.get("suppress_ids_begin", ())),
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def is_text(self, token: int) -> bool:
+        return 0 <= token < self.eot
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of the ordinary tokens in `ids`; special and timestamp tokens are skipped."""
+        table = unicode_to_byte()
+        data = bytearray()
+        for token in ids:
+            if self.is_text(token):
+                data.extend(table[ch] for ch in self.tokens[token])
+        return data.decode("utf-8", errors="replace")
+
+    def timestamp_seconds(self, token: int) -> float:
+        """Time of a timestamp token (Whisper's 20 ms steps)."""
+        return (token - self.timestamp_begin) * 0.02

@@ -1,1 +1,0 @@
-"""Inference backends: where the Whisper encoder/decoder graphs run."""

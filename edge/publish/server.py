@@ -1,0 +1,580 @@
+"""Unix-socket (and optional TCP) server that fans events out to any number of subscribers.
+
+One dedicated thread runs an asyncio loop that owns every socket. `publish()` validates
+and encodes on the caller's thread and hands the bytes over with `call_soon_threadsafe`,
+so the audio path never waits for a subscriber. Each subscriber has its own bounded
+queue: partials are dropped (oldest first) when it falls behind, everything else is kept
+up to `max_pending_finals`, after which that subscriber alone is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import grp
+import logging
+import os
+import select
+import socket
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.config import PublishConfig
+from edge.errors import StartupError
+from edge.publish import protocol
+
+log = logging.getLogger(__name__)
+
+HelloSource = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+StatusProvider = Callable[[], Mapping[str, Any]]
+
+_READ_CHUNK = 65536
+# Bytes a subscriber's transport may buffer before events wait in its droppable queue.
+_HIGH_WATER = 64 * 1024
+_LIVE_CHECK_TIMEOUT_S = 1.0
+_START_TIMEOUT_S = 10.0
+# How long an evicted subscriber may take to read its final `error` line before it is cut.
+_EVICT_GRACE_S = 5.0
+
+
+class PublisherError(StartupError):
+    """The publisher cannot start; the message is meant for a technician."""
+
+
+class _Queue:
+    """A subscriber's pending lines: partials droppable, everything else kept up to a cap.
+
+    Partials and kept events live in two deques tagged with a sequence number so that
+    dropping the oldest partial is O(1) while delivery stays in publish order.
+    """
+
+    def __init__(self, size: int, max_kept: int) -> None:
+        self._size = size
+        self._max_kept = max_kept
+        self._partials: deque[tuple[int, bytes]] = deque()
+        self._kept: deque[tuple[int, bytes]] = deque()
+        self._seq = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._partials) + len(self._kept)
+
+    def push(self, line: bytes, droppable: bool) -> bool:
+        """Queue a line; False means the kept-event cap is exceeded (evict the subscriber)."""
+        self._seq += 1
+        if len(self) >= self._size:
+            if self._partials:
+                self._partials.popleft()
+                self.dropped += 1
+            elif droppable:
+                self.dropped += 1
+                return True
+        if droppable:
+            self._partials.append((self._seq, line))
+            return True
+        if len(self._kept) >= self._max_kept:
+            return False
+        self._kept.append((self._seq, line))
+        return True
+
+    def pop(self) -> bytes | None:
+        if not self._partials and not self._kept:
+            return None
+        if not self._kept or (self._partials and self._partials[0][0] < self._kept[0][0]):
+            return self._partials.popleft()[1]
+        return self._kept.popleft()[1]
+
+    def clear(self) -> None:
+        self._partials.clear()
+        self._kept.clear()
+
+
+class _Subscriber:
+    def __init__(self, sub_id: int, writer: asyncio.StreamWriter, queue: _Queue) -> None:
+        self.id = sub_id
+        self.writer = writer
+        self.queue = queue
+        self.wakeup = asyncio.Event()
+        self.pump: asyncio.Task | None = None
+
+    def stats(self) -> dict:
+        """Queue depth in events, plus bytes already handed to the socket but not yet sent."""
+        return {
+            "id": self.id,
+            "depth": len(self.queue),
+            "buffered_bytes": self.writer.transport.get_write_buffer_size(),
+            "dropped_partials": self.queue.dropped,
+        }
+
+
+class Publisher:
+    """Serves events to subscribers; see docs/protocol.md for the wire format.
+
+    `hello` holds the fields of protocol.Hello other than audio_time_s (model, backend,
+    sample_rate, optionally daemon_version), or is a callable returning them so that a
+    backend change shows in later hellos. `status_provider()` is called on the publisher
+    thread (so it must be thread-safe and quick) for status requests and for the current
+    `audio_time_s` of events the publisher itself emits (hello, error).
+    """
+
+    def __init__(
+        self,
+        cfg: PublishConfig,
+        hello: HelloSource,
+        status_provider: StatusProvider,
+        socket_path: str | os.PathLike | None = None,
+    ) -> None:
+        """`socket_path` overrides `cfg.socket` (`edge-asr run --socket`)."""
+        self._path = Path(socket_path or cfg.socket)
+        self._mode = _parse_mode(cfg.socket_mode)
+        self._group = cfg.socket_group
+        self._hello = hello
+        self._status_provider = status_provider
+        self._queue_size = cfg.queue_size
+        self._max_pending = cfg.max_pending_finals
+        self._tcp = (cfg.tcp_host, cfg.tcp_port) if cfg.tcp_port > 0 else None
+        self._subscribers: dict[int, _Subscriber] = {}
+        self._lingering: dict[asyncio.WriteTransport, asyncio.Task] = {}  # evicted, still flushing
+        self._next_id = 1
+        self._audio_time_s = 0.0
+        self._socket_id: tuple[int, int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._closed = False
+        self._draining = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def start(self) -> None:
+        """Bind the sockets and start serving; raises PublisherError with a clear message."""
+        if self._thread is not None:
+            raise PublisherError("publisher already started")
+        self._hello_event().encode()  # a bad hello fails here, at start-up, not per subscriber
+        listeners = [self._bind_unix()]
+        try:
+            if self._tcp is not None:
+                listeners.append(_bind_tcp(*self._tcp))
+            self._start_thread(listeners)
+        except BaseException:
+            for sock in listeners:
+                sock.close()
+            self._remove_socket_file()
+            raise
+        log.info("publishing events on %s%s", self._path, f" and tcp {self._tcp[0]}:{self._tcp[1]}" if self._tcp else "")
+
+    def publish(self, event: protocol.Event) -> None:
+        """Queue `event` for every subscriber without blocking; raises ProtocolError if invalid.
+
+        Events published after close() are discarded: shutdown races must not crash the
+        pipeline thread.
+        """
+        line = event.encode()
+        if self._loop is None:
+            raise RuntimeError("Publisher.publish() called before start()")
+        self._audio_time_s = max(self._audio_time_s, float(event.audio_time_s))
+        if self._closed:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._fan_out, line, event.TYPE in protocol.DROPPABLE_TYPES)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call: same as after close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush queued events to live subscribers (up to `timeout` s), disconnect them, remove the socket."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), self._loop)
+        try:
+            future.result(timeout + 5.0)
+        except concurrent.futures.TimeoutError:
+            log.warning("publisher shutdown overran %.1f s; stopping anyway", timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5.0)
+            self._remove_socket_file()
+
+    # --- sockets -------------------------------------------------------------------
+
+    def _bind_unix(self) -> socket.socket:
+        """Bind under a temporary name, set mode/group, then hard-link into place.
+
+        The link is atomic and fails if the path appeared meanwhile, so the socket is never
+        reachable with the wrong permissions and nothing at the final path is overwritten.
+        """
+        path = self._path
+        _make_parent(path)
+        _clear_stale(path)
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _remove_socket(temp)
+            sock.bind(str(temp))
+            try:
+                os.chmod(temp, self._mode)
+                if self._group:
+                    _give_to_group(temp, self._group, path)
+                os.link(temp, path)
+            finally:
+                os.unlink(temp)
+            sock.listen(128)
+        except FileExistsError:
+            sock.close()
+            raise PublisherError(f"another edge-asr is running on {path}") from None
+        except OSError as exc:
+            sock.close()
+            raise PublisherError(f"cannot create socket {path}: {exc.strerror or exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+        st = os.stat(path)
+        self._socket_id = (st.st_dev, st.st_ino)
+        return sock
+
+    def _remove_socket_file(self) -> None:
+        """Unlink our socket, but not one a newer daemon has put at the same path."""
+        if self._socket_id is None:
+            return
+        try:
+            st = os.lstat(self._path)
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove %s: %s", self._path, exc)
+        self._socket_id = None
+
+    # --- event loop thread -----------------------------------------------------------
+
+    def _start_thread(self, listeners: list[socket.socket]) -> None:
+        self._loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(listeners, ready), name="edge-asr-publisher", daemon=True
+        )
+        self._thread.start()
+        try:
+            ready.result(_START_TIMEOUT_S)
+        except BaseException:
+            self._closed = True
+            with contextlib.suppress(RuntimeError):  # the failed thread may have closed the loop already
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5.0)
+            raise
+
+    def _run(self, listeners: list[socket.socket], ready: concurrent.futures.Future) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open_servers(listeners))
+        except BaseException as exc:  # reported to start(), which raises it on its thread
+            ready.set_exception(exc)
+        else:
+            ready.set_result(None)
+            loop.run_forever()
+        finally:
+            _cancel_remaining(loop)
+            loop.close()
+
+    async def _open_servers(self, listeners: list[socket.socket]) -> None:
+        for sock in listeners:
+            if sock.family == socket.AF_UNIX:
+                server = await asyncio.start_unix_server(self._serve, sock=sock)
+            else:
+                server = await asyncio.start_server(self._serve, sock=sock)
+            self._servers.append(server)
+
+    def _fan_out(self, line: bytes, droppable: bool) -> None:
+        for sub in list(self._subscribers.values()):
+            self._offer(sub, line, droppable)
+
+    def _offer(self, sub: _Subscriber, line: bytes, droppable: bool) -> None:
+        """Write straight to the socket while it keeps up, queue (and maybe drop) once it does not.
+
+        Queueing only when the transport is backed up means a burst of publishes that
+        the loop handles in one go cannot cost a healthy subscriber any partials.
+        """
+        transport = sub.writer.transport
+        if not sub.queue and not transport.is_closing() and transport.get_write_buffer_size() < _HIGH_WATER:
+            transport.write(line)
+            return
+        if sub.queue.push(line, droppable):
+            sub.wakeup.set()
+            return
+        self._evict(
+            sub,
+            f"more than {self._max_pending} events were waiting for this subscriber "
+            f"(publish.max_pending_finals); disconnecting it. Read events faster.",
+        )
+
+    # --- one connection ----------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._draining:
+            writer.close()
+            return
+        try:
+            sub = self._register(writer)
+        except Exception:  # e.g. a hello callable that raised: lose this client, not the server
+            log.exception("cannot greet a new subscriber")
+            writer.transport.abort()
+            return
+        try:
+            await self._read_requests(sub, reader)
+        except OSError as exc:
+            log.debug("subscriber %d: read failed: %s", sub.id, exc)
+            self._drop(sub)
+        else:
+            if not writer.transport.is_closing() and _peer_hung_up(writer):
+                self._drop(sub)
+        # A half-closed client may still be reading: stay until the pump ends.
+        assert sub.pump is not None
+        await asyncio.wait([sub.pump])
+
+    def _register(self, writer: asyncio.StreamWriter) -> _Subscriber:
+        writer.transport.set_write_buffer_limits(high=_HIGH_WATER)
+        sub = _Subscriber(self._next_id, writer, _Queue(self._queue_size, self._max_pending))
+        self._next_id += 1
+        self._subscribers[sub.id] = sub
+        self._send_own(sub, self._hello_event())
+        sub.pump = asyncio.create_task(self._pump(sub))
+        log.debug("subscriber %d connected (%d now)", sub.id, len(self._subscribers))
+        return sub
+
+    async def _read_requests(self, sub: _Subscriber, reader: asyncio.StreamReader) -> None:
+        requests = protocol.RequestReader()
+        while data := await reader.read(_READ_CHUNK):
+            for request in requests.feed(data):
+                if sub.id in self._subscribers:
+                    self._send_own(sub, self._answer(sub, request))
+
+    def _answer(self, sub: _Subscriber, request: str | protocol.ProtocolError) -> protocol.Event:
+        if isinstance(request, protocol.ProtocolError):
+            return self._error_event(request.reason, str(request))
+        try:
+            return self._status_event(sub)
+        except Exception as exc:  # the daemon's callback must not take the publisher down
+            log.warning("status request failed: %s", exc)
+            return self._error_event("status_unavailable", f"status is unavailable: {exc}")
+
+    def _send_own(self, sub: _Subscriber, event: protocol.Event) -> None:
+        self._offer(sub, event.encode(), droppable=False)
+
+    async def _pump(self, sub: _Subscriber) -> None:
+        """Move queued lines to the socket as it drains; on shutdown, close it cleanly."""
+        writer = sub.writer
+        try:
+            while True:
+                await writer.drain()  # lines leave the queue only when the socket has room
+                line = sub.queue.pop()
+                if line is not None:
+                    writer.write(line)
+                elif self._draining:
+                    break
+                else:
+                    sub.wakeup.clear()
+                    await sub.wakeup.wait()
+            writer.close()
+            await writer.wait_closed()
+        except OSError as exc:
+            log.debug("subscriber %d went away: %s", sub.id, exc)
+            writer.transport.abort()
+        finally:
+            if self._subscribers.pop(sub.id, None) is not None:
+                log.debug("subscriber %d disconnected (dropped %d partials)", sub.id, sub.queue.dropped)
+
+    def _drop(self, sub: _Subscriber) -> None:
+        """Forget a subscriber at once (it is gone or shutdown ran out of time)."""
+        self._subscribers.pop(sub.id, None)
+        if sub.pump is not None:
+            sub.pump.cancel()
+        sub.writer.transport.abort()
+
+    def _evict(self, sub: _Subscriber, message: str) -> None:
+        """Disconnect a subscriber that fell too far behind, telling it why if it ever reads."""
+        log.warning("subscriber %d too slow (dropped %d partials): %s", sub.id, sub.queue.dropped, message)
+        self._subscribers.pop(sub.id, None)
+        sub.queue.clear()
+        if sub.pump is not None:
+            sub.pump.cancel()
+        transport = sub.writer.transport
+        transport.write(self._error_event("slow_subscriber", message).encode())
+        self._lingering[transport] = asyncio.create_task(self._linger(transport))
+
+    async def _linger(self, transport: asyncio.WriteTransport) -> None:
+        """Give an evicted subscriber a few seconds to read what it has, then cut it off.
+
+        The transport is aborted rather than closed: abort is safe whether or not the
+        buffer has flushed, and for a Unix socket what the kernel holds stays readable.
+        """
+        deadline = time.monotonic() + _EVICT_GRACE_S
+        while transport.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._lingering.pop(transport, None)
+        transport.abort()
+
+    async def _shutdown(self, timeout: float) -> None:
+        self._draining = True
+        for server in self._servers:
+            server.close()
+        self._remove_socket_file()
+        subs = list(self._subscribers.values())
+        for sub in subs:
+            sub.wakeup.set()
+        pumps = [sub.pump for sub in subs if sub.pump is not None]
+        if pumps:
+            await asyncio.wait(pumps, timeout=timeout)
+        for sub in list(self._subscribers.values()):
+            log.warning("subscriber %d did not drain within %.1f s; cutting it off", sub.id, timeout)
+            self._drop(sub)
+        for transport in self._lingering:
+            transport.abort()
+        await asyncio.sleep(0)
+
+    # --- events the publisher makes itself ---------------------------------------------
+
+    def _audio_time_now(self) -> float:
+        """The daemon's current stream position, or the newest one seen in published events."""
+        try:
+            value = self._status_provider().get("audio_time_s")
+        except Exception:  # a broken provider must not prevent hello / error events
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self._audio_time_s = max(self._audio_time_s, float(value))
+        return self._audio_time_s
+
+    def _hello_event(self) -> protocol.Hello:
+        fields = self._hello() if callable(self._hello) else self._hello
+        try:
+            return protocol.Hello(audio_time_s=self._audio_time_now(), **fields)
+        except TypeError as exc:
+            raise protocol.ProtocolError(
+                f"hello needs model, backend, sample_rate (and optionally daemon_version): {exc}"
+            ) from None
+
+    def _error_event(self, reason: str, message: str) -> protocol.Error:
+        return protocol.Error(reason=reason, message=message, audio_time_s=self._audio_time_now())
+
+    def _status_event(self, requester: _Subscriber) -> protocol.Status:
+        fields = dict(self._status_provider())
+        audio_time_s = fields.pop("audio_time_s", self._audio_time_s)
+        fields.update(
+            subscribers=len(self._subscribers),
+            subscriber_id=requester.id,
+            subscriber_queues=[sub.stats() for sub in self._subscribers.values()],
+        )
+        return protocol.Status(audio_time_s=audio_time_s, fields=fields)
+
+
+def _parse_mode(mode: str | int) -> int:
+    try:
+        value = int(mode, 8) if isinstance(mode, str) else int(mode)
+    except ValueError:
+        raise PublisherError(f'publish.socket_mode {mode!r} is not an octal mode like "0660"') from None
+    if not 0 <= value <= 0o777:
+        raise PublisherError(f"publish.socket_mode {mode!r} is out of range 0000-0777")
+    return value
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublisherError(f"cannot create directory {path.parent} for the socket: {exc.strerror or exc}") from None
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket left by a dead daemon; refuse a live one or anything that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+        raise PublisherError(f"{path} exists and is {kind}; refusing to replace it (remove it or change publish.socket)")
+    if _accepts_connections(path):
+        raise PublisherError(f"another edge-asr is running on {path}")
+    try:
+        _remove_socket(path)
+    except OSError as exc:
+        raise PublisherError(f"cannot remove stale socket {path}: {exc.strerror or exc}") from None
+    log.info("removed stale socket %s", path)
+
+
+def _accepts_connections(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(_LIVE_CHECK_TIMEOUT_S)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except socket.timeout:
+            return True  # a full accept backlog is still a live server
+        except OSError as exc:
+            raise PublisherError(f"cannot tell whether {path} is in use: {exc.strerror or exc}") from None
+    return True
+
+
+def _remove_socket(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _group_id(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PublisherError(f"publish.socket_group: there is no group named {group!r}") from None
+
+
+def _give_to_group(path: Path, group: str, shown: Path) -> None:
+    try:
+        os.chown(path, -1, _group_id(group))
+    except PermissionError:
+        raise PublisherError(
+            f"cannot give socket {shown} to group {group!r}: the daemon's user must be a member of it"
+        ) from None
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise PublisherError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _peer_hung_up(writer: asyncio.StreamWriter) -> bool:
+    """After read EOF: True if the peer closed entirely, False if it only half-closed.
+
+    `echo '{"type":"status"}' | socat - UNIX-CONNECT:...` shuts down its sending side
+    but still reads the reply, so EOF alone must not end the subscription.
+    """
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

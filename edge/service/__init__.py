@@ -1,0 +1,1 @@
+"""Running as a service: logging, systemd notification and watchdog, metrics, memory tuning."""

@@ -1,0 +1,138 @@
+"""Prometheus metrics: always recorded (cheap), exported only when metrics.enabled.
+
+The registry is our own, not prometheus_client's global one, so tests and a
+reload never see duplicate-registration errors, and only our series are exported.
+Export is an HTTP endpoint on metrics.host:metrics.port (port 0 = none) and/or a
+node-exporter textfile rewritten atomically (temp file + rename) every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server, write_to_textfile
+
+from edge.errors import StartupError
+
+if TYPE_CHECKING:
+    from edge.config import MetricsConfig
+
+log = logging.getLogger(__name__)
+
+TEXTFILE_INTERVAL_S = 10.0
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class MetricsError(StartupError):
+    """The metrics endpoint could not be started (e.g. metrics.port in use)."""
+
+
+class Metrics:
+    """Every series edge-asr exports, in one private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._utterances = Counter("edge_asr_utterances", "Final transcripts published", registry=reg)
+        self._partials = Counter("edge_asr_partials", "Partial transcripts published", registry=reg)
+        self._latency = Histogram(
+            "edge_asr_final_latency_seconds", "End of speech to final transcript published",
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self._rtf = Histogram(
+            "edge_asr_real_time_factor", "Decode time divided by utterance audio duration",
+            buckets=RTF_BUCKETS, registry=reg,
+        )
+        self._dropped = Counter("edge_asr_dropped_audio_seconds", "Captured audio lost (overflow, stall)", registry=reg)
+        self._fallbacks = Counter("edge_asr_fallbacks", "Accelerator calls re-run on CPU", registry=reg)
+        self._subscribers = Gauge("edge_asr_subscribers", "Connected result subscribers", registry=reg)
+        self._backend = Info("edge_asr_backend", "Inference backend in use", registry=reg)
+
+    def record_final(self, latency_s: float, audio_s: float, decode_s: float) -> None:
+        """One final transcript: end-of-speech -> publish latency and real-time factor."""
+        self._utterances.inc()
+        self._latency.observe(latency_s)
+        if audio_s > 0:
+            self._rtf.observe(decode_s / audio_s)
+
+    def record_partial(self) -> None:
+        self._partials.inc()
+
+    def record_dropped(self, seconds: float) -> None:
+        if seconds > 0:
+            self._dropped.inc(seconds)
+
+    def record_fallback(self) -> None:
+        self._fallbacks.inc()
+
+    def set_subscribers(self, count: int) -> None:
+        self._subscribers.set(count)
+
+    def set_backend(self, name: str, detail: str = "") -> None:
+        """name: e.g. "cpu", "tensorrt"; detail: e.g. the provider list or "fallback: <reason>"."""
+        self._backend.info({"name": name, "detail": detail})
+
+
+class MetricsExporter:
+    """Whatever start_metrics started; stop() is always safe to call."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.port: int | None = None
+        self._server = None
+        self._server_thread: threading.Thread | None = None
+        self._textfile: str | None = None
+        self._writer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def serve_http(self, host: str, port: int) -> None:
+        try:
+            self._server, self._server_thread = start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as exc:
+            raise MetricsError(f"metrics.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.port = self._server.server_port
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    def write_textfile(self, path: str) -> None:
+        self._textfile = path
+        self._write()
+        self._writer = threading.Thread(target=self._write_loop, name="metrics-textfile", daemon=True)
+        self._writer.start()
+
+    def stop(self) -> None:
+        """Shut the HTTP server, write the textfile one last time."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server_thread.join()
+            self._server = None
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+            self._write()
+
+    def _write_loop(self) -> None:
+        while not self._stop.wait(TEXTFILE_INTERVAL_S):
+            self._write()
+
+    def _write(self) -> None:
+        try:
+            write_to_textfile(self._textfile, self.metrics.registry)
+        except OSError as exc:
+            log.warning("metrics.textfile: cannot write %s: %s", self._textfile, exc)
+
+
+def start_metrics(cfg: MetricsConfig, metrics: Metrics | None = None) -> MetricsExporter:
+    """Export `metrics` as cfg says (nothing when disabled); raises MetricsError if the port is taken."""
+    exporter = MetricsExporter(metrics or Metrics())
+    if not cfg.enabled:
+        return exporter
+    if cfg.port:
+        exporter.serve_http(cfg.host, cfg.port)
+    if cfg.textfile is not None:
+        exporter.write_textfile(str(cfg.textfile))
+    return exporter

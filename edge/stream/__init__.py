@@ -1,0 +1,1 @@
+"""Streaming: VAD-gated utterances, stable partials and finals decoded on one worker thread."""

@@ -1,0 +1,325 @@
+"""Streaming recognition: VAD-gated utterances, stable partials, one beam-search final.
+
+`StreamingSession.feed()` runs on the audio-reading thread and only does cheap
+work (VAD, endpointing, copying audio); every decode runs on one worker thread.
+Finals are queued and never skipped; a partial waits in a single slot, so when
+recognition lags only the newest partial is decoded. During silence nothing is
+submitted at all.
+
+The final is started speculatively when the endpointer announces a pause, and
+published only once the silence reaches `vad.min_silence_ms` (or discarded if
+speech resumes): most of the beam search overlaps the silence wait.
+
+Per utterance the order is: speech_start, partials, speech_end (as soon as the
+endpoint is decided), then the final. An utterance whose final text is empty
+gets no final event at all, so no subscriber ever sees an empty transcript.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from edge.asr.base import Recognizer
+from edge.audio.base import SAMPLE_RATE
+from edge.config import MAX_UTTERANCE_S, StreamConfig
+from edge.publish.protocol import Final, Partial, SpeechEnd, SpeechStart, UtteranceEvent
+from edge.stream.stabilizer import PartialStabilizer
+from edge.stream.worker import Job, Worker
+from edge.vad.endpointer import Boundary, Endpointer, EndpointSettings
+from edge.vad.silero import SileroVad
+
+log = logging.getLogger(__name__)
+
+FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
+HISTORY_KEEP_S = 3.0  # audio kept before a speech start (padding and onset detection)
+CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
+@dataclass(frozen=True)
+class StreamSettings:
+    """The live-reloadable `stream.*` keys."""
+
+    partial_interval_ms: int
+    final_beam: int
+
+    @classmethod
+    def from_config(cls, stream_cfg: StreamConfig | None = None) -> "StreamSettings":
+        """From a `stream` config section; None gives the documented defaults."""
+        stream_cfg = stream_cfg or StreamConfig()
+        return cls(int(stream_cfg.partial_interval_ms), int(stream_cfg.final_beam))
+
+
+class _AudioHistory:
+    """The stream's recent samples, addressable by absolute sample position."""
+
+    def __init__(self, capacity_s: float) -> None:
+        self._buffer = np.zeros(int(capacity_s * SAMPLE_RATE), dtype=np.float32)
+        self._base = 0  # absolute position of _buffer[0]
+        self._length = 0
+
+    @property
+    def end(self) -> int:
+        return self._base + self._length
+
+    def append(self, block: np.ndarray, keep_from: int) -> None:
+        """Add samples, discarding those before `keep_from` (or the oldest) when full."""
+        if self._length + block.size > self._buffer.size:
+            self._discard_before(max(keep_from, self.end + block.size - self._buffer.size))
+        self._buffer[self._length : self._length + block.size] = block
+        self._length += block.size
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        lo, hi = max(start - self._base, 0), max(min(end - self._base, self._length), 0)
+        return self._buffer[lo:hi].copy()
+
+    def _discard_before(self, position: int) -> None:
+        drop = min(max(position - self._base, 0), self._length)
+        self._buffer[: self._length - drop] = self._buffer[drop : self._length]
+        self._base += drop
+        self._length -= drop
+
+
+@dataclass
+class _Context:
+    """The last published final: Whisper's previous-text prompt for the next utterance.
+
+    Pauses split sentences into short utterances; without the words said just
+    before, a fragment like "ask not ..." is misheard far more often.
+    """
+
+    tokens: tuple[int, ...] = ()
+    end: int = 0  # stream position where that final ended
+
+    def prompt_for(self, start: int) -> tuple[int, ...]:
+        return self.tokens if start - self.end <= CONTEXT_MAX_GAP_S * SAMPLE_RATE else ()
+
+
+@dataclass
+class _Utterance:
+    utterance_id: int
+    start: int
+    stabilizer: PartialStabilizer = field(default_factory=PartialStabilizer)
+    last_partial_at: int | None = None  # stream position of the last partial request
+    has_text: bool = False
+    last_text: str = ""
+    speculative: Job | None = None
+
+
+class StreamingSession:
+    """Audio blocks in, utterance events out (through `emit`, from either thread)."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        endpoint: EndpointSettings,
+        stream: StreamSettings,
+        emit: Callable[[UtteranceEvent], None],
+        on_error: Callable[[str], None],
+        vad: SileroVad | None = None,
+        record: Callable[[int, float, np.ndarray], None] | None = None,
+    ) -> None:
+        """`record(utterance_id, start_s, audio)` receives each final's audio (debug recording)."""
+        self._recognizer = recognizer
+        self._record = record
+        self._stream = stream
+        self._emit = emit
+        self._on_error = on_error
+        self._vad = vad or SileroVad()
+        self._endpointer = Endpointer(endpoint)
+        self._history = _AudioHistory(MAX_UTTERANCE_S + 2 * HISTORY_KEEP_S)
+        self._lock = threading.RLock()
+        self._utterance: _Utterance | None = None
+        self._voiced = False  # the newest VAD window is above the threshold
+        self._unpublished: list[Job] = []  # confirmed finals still being decoded, in utterance order
+        self._context = _Context()
+        self._next_id = 1
+        self.utterances = 0
+        self._worker = Worker(self._run_job)
+
+    @property
+    def position_s(self) -> float:
+        """Stream time of the newest audio received."""
+        return self._history.end / SAMPLE_RATE
+
+    def stats(self) -> dict:
+        return {
+            "utterances": self.utterances,
+            "pending_finals": self._worker.pending_finals,
+            "partials_skipped": self._worker.partials_skipped,
+        }
+
+    @property
+    def pending_finals(self) -> int:
+        return self._worker.pending_finals
+
+    def decode_busy_s(self) -> float:
+        """Seconds the current decode has run; a watchdog uses it to spot a wedged backend."""
+        return self._worker.busy_s()
+
+    def update_settings(self, endpoint: EndpointSettings, stream: StreamSettings) -> None:
+        """Apply reloaded `vad.*` / `stream.*` values from the next window on."""
+        with self._lock:
+            self._endpointer.settings = endpoint
+            self._stream = stream
+
+    def feed(self, block: np.ndarray) -> None:
+        """Called for every audio block, in order; never waits for recognition."""
+        with self._lock:
+            lookback = self._history.end - int(HISTORY_KEEP_S * SAMPLE_RATE)
+            keep_from = self._utterance.start if self._utterance else lookback
+            self._history.append(block, keep_from)
+            for probability in self._vad.feed(block):
+                self._voiced = probability >= self._endpointer.settings.threshold
+                for boundary in self._endpointer.update(probability):
+                    self._on_boundary(boundary)
+            self._maybe_request_partial()
+
+    def finish(self, quick: bool = False) -> None:
+        """End any utterance in progress now; its final is queued.
+
+        `quick` (shutdown, which has a deadline): decode that final greedily.
+        """
+        with self._lock:
+            if quick:
+                self._stream = replace(self._stream, final_beam=1)
+            for boundary in self._endpointer.flush():
+                self._on_boundary(boundary)
+
+    def drain(self, timeout: float | None) -> bool:
+        """Wait until every queued final has been decoded and emitted."""
+        return self._worker.wait_idle(timeout)
+
+    def give_up(self) -> None:
+        """Shutdown deadline: publish each final still being decoded with its newest partial's text."""
+        with self._lock:
+            for job in list(self._unpublished):
+                job.cancelled = True
+                job.text = job.fallback_text
+                self._publish_final(job)
+
+    @property
+    def decoding(self) -> bool:
+        return self._worker.busy_s() > 0
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._worker.stop(timeout)
+
+    def _on_boundary(self, boundary: Boundary) -> None:
+        if boundary.kind == "start":
+            self._begin(boundary.start)
+        elif boundary.kind == "pause":
+            self._speculate(boundary.start, boundary.end)
+        elif boundary.kind == "resume":
+            self._cancel_speculation()
+        else:
+            self._end(boundary.start, boundary.end)
+
+    def _begin(self, start: int) -> None:
+        self._utterance = _Utterance(self._next_id, start)
+        self._next_id += 1
+        self.utterances += 1
+        self._emit(SpeechStart(audio_time_s=self.position_s, utterance_id=self._utterance.utterance_id, start_s=_s(start)))
+
+    def _final_job(self, utterance_id: int, start: int, end: int) -> Job:
+        audio = self._history.slice(start, end)
+        return Job("final", utterance_id, start, end, audio, options=self._recognizer.options(beam_size=self._stream.final_beam))
+
+    def _speculate(self, start: int, end: int) -> None:
+        """Decode the final now, in case the pause turns out to be the end."""
+        assert self._utterance is not None
+        self._cancel_speculation()
+        self._utterance.speculative = self._final_job(self._utterance.utterance_id, start, end)
+        self._worker.submit(self._utterance.speculative)
+
+    def _cancel_speculation(self) -> None:
+        if self._utterance and self._utterance.speculative:
+            self._utterance.speculative.cancelled = True
+            self._utterance.speculative = None
+
+    def _end(self, start: int, end: int) -> None:
+        utterance = self._utterance
+        assert utterance is not None
+        self._utterance = None
+        self._emit(SpeechEnd(audio_time_s=self.position_s, utterance_id=utterance.utterance_id, start_s=_s(start), end_s=_s(end)))
+        job = utterance.speculative
+        if job is None or job.end > end:  # a forced split inside the pause: decode exactly [start, end)
+            if job is not None:
+                job.cancelled = True
+            job = self._final_job(utterance.utterance_id, start, end)
+            self._worker.submit(job)
+        job.end = end  # the speculative decode stopped at the first silent window; the utterance owns the padding
+        job.confirmed = True
+        job.fallback_text = utterance.last_text
+        self._unpublished.append(job)
+        if job.text is not None:
+            self._publish_final(job)
+
+    def _maybe_request_partial(self) -> None:
+        utterance = self._utterance
+        # Not at a dip in the speech either: the final may be due next and must not queue behind a partial.
+        if utterance is None or not self._voiced or utterance.speculative is not None or self._worker.partial_pending:
+            return
+        now = self._history.end
+        step_ms = self._stream.partial_interval_ms if utterance.has_text else min(
+            FIRST_PARTIAL_STEP_MS, self._stream.partial_interval_ms
+        )
+        if utterance.last_partial_at is not None and now - utterance.last_partial_at < step_ms * SAMPLE_RATE // 1000:
+            return
+        utterance.last_partial_at = now
+        audio = self._history.slice(utterance.start, now)
+        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio))
+
+    def _run_job(self, job: Job) -> None:
+        """Worker thread: decode, then hand the text over under the session lock."""
+        began = time.monotonic()
+        with self._lock:
+            context = self._context.prompt_for(job.start)
+        try:
+            transcript = self._recognizer.transcribe(
+                job.audio, partial=job.kind == "partial", context=context, options=job.options
+            )
+            text, tokens = transcript.text.strip(), transcript.tokens
+        except Exception as exc:  # a failed decode must not kill the worker thread
+            log.exception("recognition failed (utterance %d)", job.utterance_id)
+            if job.kind == "final" and not job.cancelled:
+                self._on_error(f"recognition failed for utterance {job.utterance_id}: {exc}")
+            text, tokens = "", ()
+        with self._lock:
+            if job.kind == "partial":
+                self._publish_partial(job, text)
+            elif not job.cancelled:
+                job.text, job.tokens, job.decode_s = text, tokens, time.monotonic() - began
+                if job.confirmed:
+                    self._publish_final(job)
+
+    def _publish_partial(self, job: Job, text: str) -> None:
+        utterance = self._utterance
+        if utterance is None or utterance.utterance_id != job.utterance_id or utterance.speculative or not text:
+            return
+        stable, tail = utterance.stabilizer.update(text)
+        shown = f"{stable} {tail}".strip()
+        utterance.has_text = True
+        if shown == utterance.last_text:
+            return
+        utterance.last_text = shown
+        self._emit(Partial(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=shown, stable_text=stable,
+                           start_s=_s(job.start), end_s=_s(job.end)))
+
+    def _publish_final(self, job: Job) -> None:
+        """Empty finals are not published: the utterance then has speech_start/speech_end only."""
+        self._unpublished.remove(job)
+        if self._record is not None:
+            self._record(job.utterance_id, job.start / SAMPLE_RATE, job.audio)
+        if job.text:
+            self._context = _Context(job.tokens, job.end)
+            self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=job.text,
+                             start_s=_s(job.start), end_s=_s(job.end), decode_s=job.decode_s))
+
+
+def _s(position: int) -> float:
+    """A stream position in seconds, as events carry it (millisecond precision)."""
+    return round(position / SAMPLE_RATE, 3)
