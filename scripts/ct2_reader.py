@@ -42,7 +42,7 @@ class Ct2Model:
 class _Cursor:
     """Sequential little-endian reads over a bytes buffer, with bounds checks."""
 
-    def __init__(self, data: bytes, path: Path) -> None:
+    def __init__(self, data: bytes | bytearray, path: Path) -> None:
         self.data = data
         self.pos = 0
         self.path = path
@@ -92,7 +92,12 @@ def _read_variable(cur: _Cursor) -> tuple[str, np.ndarray]:
 def read_ct2(path: Path) -> Ct2Model:
     """Parse the whole file; tied weights appear under both names."""
     path = Path(path)
-    cur = _Cursor(path.read_bytes(), path)
+    return parse_ct2(path.read_bytes(), path)
+
+
+def parse_ct2(data: bytes | bytearray, path: Path) -> Ct2Model:
+    """Parse a model.bin already in memory (e.g. reassembled from parts); `path` names it in errors."""
+    cur = _Cursor(data, path)
     version = cur.u32()
     if version not in SUPPORTED_VERSIONS:
         raise Ct2FormatError(f"{path}: CTranslate2 format version {version} (supported: {SUPPORTED_VERSIONS})")
