@@ -34,9 +34,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from edge.languages import AUTO, LanguageError, check_language
+
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_SECTIONS = ("vad", "stream", "log")  # applied on SIGHUP; every other change needs a restart
+LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
 MAX_BEAM = 10  # stream.final_beam's upper bound (TensorRT shape profiles are sized for it)
 MAX_UTTERANCE_S = 28  # vad.max_utterance_s's upper bound: one utterance always fits one 30 s Whisper window
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
@@ -162,6 +165,7 @@ class ModelConfig(Section):
         validate_default=True,
     )
     threads: int = _whole(0, 0, 64)
+    language: str = Field(AUTO, description="auto, or a language code of the model (zh, en, ...)")
 
     @field_validator("path")
     @classmethod
@@ -172,6 +176,19 @@ class ModelConfig(Section):
         if not (path / "manifest.json").is_file():
             raise _problem(f"-> {path} has no manifest.json")
         return path
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str, info: ValidationInfo) -> str:
+        """Checked against the model's manifest; an unusable model.path is reported on its own."""
+        if "path" not in info.data:
+            return value
+        try:
+            return check_language(value, info.data["path"])
+        except LanguageError as exc:
+            raise _problem(exc.reason) from None
+        except (OSError, ValueError):
+            return value  # an unreadable manifest: the model load reports it
 
 
 class InferenceConfig(Section):
@@ -341,7 +358,9 @@ def load_for_command(cli_value: str | os.PathLike[str] | None, *, defaults_if_ab
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Dotted keys that changed but only take effect after a restart."""
     before, after = dict(_flatten(old)), dict(_flatten(new))
-    return [key for key in after if after[key] != before.get(key) and key.split(".")[0] not in LIVE_SECTIONS]
+    live = LIVE_KEYS if after.get("model.path") == before.get("model.path") else ()
+    return [key for key in after
+            if after[key] != before.get(key) and key.split(".")[0] not in LIVE_SECTIONS and key not in live]
 
 
 def _flatten(config: Config) -> Iterator[tuple[str, Any]]:

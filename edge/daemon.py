@@ -220,7 +220,7 @@ class Daemon:
         return StreamingSession(
             self._recognizer,
             EndpointSettings.from_config(cfg.vad),
-            StreamSettings.from_config(cfg.stream),
+            StreamSettings.from_config(cfg.stream, cfg.model.language),
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
             record=self._recorder.save if self._recorder else None,
@@ -228,8 +228,12 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         pending = restart_needed(self._cfg, new)
-        self._cfg = self._cfg.model_copy(update={name: getattr(new, name) for name in LIVE_SECTIONS})
-        self._session.update_settings(EndpointSettings.from_config(new.vad), StreamSettings.from_config(new.stream))
+        live = {name: getattr(new, name) for name in LIVE_SECTIONS}
+        if "model.language" not in pending:
+            live["model"] = self._cfg.model.model_copy(update={"language": new.model.language})
+        self._cfg = self._cfg.model_copy(update=live)
+        stream = StreamSettings.from_config(new.stream, self._cfg.model.language)
+        self._session.update_settings(EndpointSettings.from_config(new.vad), stream)
         set_level(new.log.level)
         if pending:
             log.warning("reload: %s changed but needs a restart; keeping the old value(s)", ", ".join(pending))
@@ -251,6 +255,8 @@ class Daemon:
             "state": self._state,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "backend": self._recognizer.backend_name,
+            "model": Path(self._cfg.model.path).name,
+            "language": self._cfg.model.language,
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),
             **self._session.stats(),

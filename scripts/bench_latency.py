@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Latency / CPU / memory / accuracy benchmark of `edge-asr run` on longform_en (not a test).
+"""Latency / CPU / memory / accuracy benchmark of `edge-asr run` on long-form speech (not a test).
 
 Runs the daemon at real-time pace on each file (a file source, or `--via-mic`
 through the PulseAudio virtual microphone), subscribes to its socket, and uses
@@ -11,9 +11,14 @@ the manifest's `segments` to measure:
 - CPU (process CPU time / wall time, in % of one core) while speaking and
   while silent (a separate run on nonspeech/silence_10s.wav);
 - peak RSS (VmHWM);
-- WER of the finals next to the offline recognizer (`edge-asr transcribe`) on the same audio.
+- WER (English) or CER (Mandarin) of the finals next to the offline recognizer
+  (`edge-asr transcribe`) on the same audio.
 
-Prints a markdown table. Run it on a quiet machine: `.venv/bin/python scripts/bench_latency.py`.
+Prints a markdown table. Run it on a quiet machine:
+
+    .venv/bin/python scripts/bench_latency.py                       # longform_en, tiny.en
+    .venv/bin/python scripts/bench_latency.py --eval-set longform_zh --model models/whisper-base-int8 \
+        --set model.language=zh
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import yaml
-from whisper_normalizer.english import EnglishTextNormalizer
+
+from scoring import error_rate, metric_name
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / "shared" / "eval"
@@ -44,7 +49,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY_S = 0.05
 AFTER_SPEECH_S = 1.0  # decoding the final still counts as "speaking"
 ENERGY_RANGE_DB = 35.0
-_normalize = EnglishTextNormalizer()
+DEFAULT_MODEL = REPO / "models" / "whisper-tiny.en-int8"
 
 
 @dataclass
@@ -118,10 +123,10 @@ def _sample(process: subprocess.Popen, run: Run) -> None:
         time.sleep(SAMPLE_EVERY_S)
 
 
-def run_daemon(audio: Path, work: Path, overrides: dict, mic: object | None) -> Run:
+def run_daemon(audio: Path, work: Path, model: Path, overrides: dict, mic: object | None) -> Run:
     """One real-time daemon run on `audio`; returns the events and resource samples."""
     config = {
-        "model": {"path": str(REPO / "models" / "whisper-tiny.en-int8")},
+        "model": {"path": str(model)},
         "publish": {"socket": str(work / "asr.sock")},
     }
     for dotted, value in overrides.items():
@@ -220,16 +225,18 @@ def silent_cpu(run: Run) -> float:
     return _cpu_percent(run, run.connected_at, [(1.0, SILENCE_S - 0.5)])
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    return jiwer.wer(_normalize(reference), _normalize(hypothesis))
-
-
-def offline_text(path: Path) -> str:
+def offline_text(path: Path, model: Path, language: str) -> str:
+    """What `edge-asr transcribe --language` makes of the whole file."""
+    from edge.asr.load import load_recognizer
     from edge.audio.audiofile import load_audio
-    from edge.asr.whisper.recognizer import Recognizer
 
-    recognizer = Recognizer.from_dir(REPO / "models" / "whisper-tiny.en-int8")
-    return recognizer.transcribe_long(load_audio(path), beam_size=5).text
+    recognizer = load_recognizer(model)
+    return recognizer.transcribe(load_audio(path), options=recognizer.options(beam_size=5, language=language)).text
+
+
+def _rate(eval_set: str, refs: list[str], hyps: list[str]) -> str:
+    rate = error_rate(eval_set, refs, hyps)
+    return "-" if rate is None else f"{100 * rate:.1f}"
 
 
 def _p(values: list[float], q: float) -> str:
@@ -259,29 +266,35 @@ def _overrides(pairs: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", help="longform_en file names (default: all)")
+    parser.add_argument("files", nargs="*", help="file names of the eval set (default: all)")
+    parser.add_argument("--eval-set", default="longform_en", choices=("longform_en", "longform_zh"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--via-mic", action="store_true", help="play the files into the PulseAudio virtual microphone")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. vad.min_silence_ms=250"
     )
     parser.add_argument("--no-offline", action="store_true", help="skip the offline WER reference (faster)")
     args = parser.parse_args()
-    manifest = (EVAL / "longform_en" / "manifest.jsonl").read_text().splitlines()
+    manifest = (EVAL / args.eval_set / "manifest.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in manifest if line.strip()]
     rows = [r for r in rows if not args.files or r["audio"] in args.files]
     overrides = _overrides(args.set)
+    language = overrides.get("model.language", "auto")
+    metric = metric_name(args.eval_set)
     onsets, finals, speaking, rss, refs, hyps, offline = [], [], [], [], [], [], []
-    print("| file | onset p50/p95 ms | final p50/p95 ms | CPU speaking % | peak RSS MiB | WER finals | WER offline |")
+    print(f"model {args.model.name}, {args.eval_set}")
+    print(f"| file | onset p50/p95 ms | final p50/p95 ms | CPU speaking % | peak RSS MiB | {metric} finals "
+          f"| {metric} offline |")
     print("|---|---|---|---|---|---|---|")
     with _maybe_mic(args.via_mic) as mic:
         for row in rows:
-            path = EVAL / "longform_en" / row["audio"]
+            path = EVAL / args.eval_set / row["audio"]
             with tempfile.TemporaryDirectory(prefix="bench-") as work:
-                run = run_daemon(path, Path(work), overrides, mic)
+                run = run_daemon(path, Path(work), args.model, overrides, mic)
             segments = audible_segments(path, row["segments"])
             on, fin = onset_latencies(run, segments), final_latencies(run, segments)
             text = " ".join(f["text"] for f in run.of("final"))
-            reference = "" if args.no_offline else offline_text(path)
+            reference = "" if args.no_offline else offline_text(path, args.model, language)
             onsets += on
             finals += fin
             speaking.append(speaking_cpu(run, segments))
@@ -289,19 +302,19 @@ def main() -> int:
             refs.append(row["text"])
             hyps.append(text)
             offline.append(reference)
-            offline_wer = "-" if args.no_offline else f"{100 * wer(row['text'], reference):.1f}"
+            offline_rate = "-" if args.no_offline else _rate(args.eval_set, [row["text"]], [reference])
             print(
-                f"| {row['audio']} | {_p(on, 50)}/{_p(on, 95)} | {_p(fin, 50)}/{_p(fin, 95)} "
-                f"| {speaking[-1]:.0f} | {run.peak_rss_mib:.0f} | {100 * wer(row['text'], text):.1f} | {offline_wer} |",
+                f"| {row['audio']} | {_p(on, 50)}/{_p(on, 95)} | {_p(fin, 50)}/{_p(fin, 95)} | {speaking[-1]:.0f} "
+                f"| {run.peak_rss_mib:.0f} | {_rate(args.eval_set, [row['text']], [text])} | {offline_rate} |",
                 flush=True,
             )
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            quiet = run_daemon(EVAL / "nonspeech" / "silence_10s.wav", Path(work), overrides, mic)
-    all_wer = 100 * wer(" ".join(refs), " ".join(hyps))
-    all_offline = "-" if args.no_offline else f"{100 * wer(' '.join(refs), ' '.join(offline)):.1f}"
+            quiet = run_daemon(EVAL / "nonspeech" / "silence_10s.wav", Path(work), args.model, overrides, mic)
+    all_wer = _rate(args.eval_set, [" ".join(refs)], [" ".join(hyps)])
+    all_offline = "-" if args.no_offline else _rate(args.eval_set, [" ".join(refs)], [" ".join(offline)])
     print(
         f"| **all** ({len(finals)} utterances) | {_p(onsets, 50)}/{_p(onsets, 95)} | {_p(finals, 50)}/{_p(finals, 95)} "
-        f"| {np.mean(speaking):.0f} | {max(rss):.0f} | {all_wer:.1f} | {all_offline} |"
+        f"| {np.mean(speaking):.0f} | {max(rss):.0f} | {all_wer} | {all_offline} |"
     )
     print(f"\nCPU while silent (silence_10s.wav): {silent_cpu(quiet):.1f} % of one core; "
           f"text from silence: {[e['text'] for e in quiet.events if e.get('text')] or 'none'}")

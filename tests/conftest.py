@@ -57,7 +57,7 @@ def offline(int8_model_dir) -> Callable[[Path], str]:
     from edge.asr.whisper.recognizer import Recognizer
 
     recognizer = Recognizer.from_dir(int8_model_dir)
-    return lambda path: recognizer.transcribe_long(load_audio(path), beam_size=5).text
+    return lambda path: recognizer.transcribe_long(load_audio(path), options=recognizer.options(beam_size=5)).text
 
 
 @pytest.fixture

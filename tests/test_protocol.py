@@ -81,7 +81,7 @@ def test_encode_is_utf8_not_escaped() -> None:
 
 
 GOOD_FINAL = {"type": "final", "audio_time_s": 2.0, "utterance_id": 1, "text": "hi", "is_final": True,
-              "start_s": 0.5, "end_s": 1.5}
+              "start_s": 0.5, "end_s": 1.5, "language": "en"}
 
 
 @pytest.mark.parametrize(

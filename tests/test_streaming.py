@@ -68,8 +68,8 @@ def stream(recognizer, audio: np.ndarray, endpoint: EndpointSettings, speed: flo
 def test_words_become_stable_when_two_hypotheses_agree() -> None:
     stabilizer = PartialStabilizer()
     assert stabilizer.update("the cat") == ("", "the cat")
-    assert stabilizer.update("the cat sat") == ("the cat", "sat")
-    assert stabilizer.update("the cat sat on") == ("the cat sat", "on")
+    assert stabilizer.update("the cat sat") == ("the cat", "the cat sat")
+    assert stabilizer.update("the cat sat on") == ("the cat sat", "the cat sat on")
 
 
 def test_stable_words_survive_a_hypothesis_that_revises_them() -> None:
@@ -77,15 +77,32 @@ def test_stable_words_survive_a_hypothesis_that_revises_them() -> None:
     stabilizer.update("nor of the circumstances")
     stable, _ = stabilizer.update("nor of the circumstances which")
     assert stable == "nor of the circumstances"
-    stable, tail = stabilizer.update("Nor of a circumstance which led")  # revision of stable words
+    stable, shown = stabilizer.update("Nor of a circumstance which led")  # revision of stable words
     assert stable.startswith("nor of the circumstances")
-    assert tail.split()[-1] == "led" and "circumstance" not in tail
+    tail = shown[len(stable):]
+    assert shown.startswith(stable) and tail.split()[-1] == "led" and "circumstance" not in tail
 
 
 def test_agreement_ignores_case_and_punctuation() -> None:
     stabilizer = PartialStabilizer()
     stabilizer.update("What joy.")
     assert stabilizer.update("what joy there")[0] == "what joy"
+
+
+def test_chinese_agrees_character_by_character_and_keeps_its_spacing() -> None:
+    stabilizer = PartialStabilizer()
+    stabilizer.update("我们用")
+    assert stabilizer.update("我们用 Kubernetes 部") == ("我们用", "我们用 Kubernetes 部")
+    stable, shown = stabilizer.update("我们用 Kubernetes 部署了")
+    assert stable == "我们用 Kubernetes 部" and shown == "我们用 Kubernetes 部署了"
+
+
+def test_a_chinese_revision_keeps_the_stable_prefix() -> None:
+    stabilizer = PartialStabilizer()
+    stabilizer.update("甚至出现交易")
+    stabilizer.update("甚至出现交易几乎")
+    stable, shown = stabilizer.update("甚至出现交易几乎停滞的情况")
+    assert stable == "甚至出现交易几乎" and shown == "甚至出现交易几乎停滞的情况"
 
 
 # --- the session with the model ----------------------------------------------------------
@@ -137,8 +154,9 @@ class _Scripted:
     """A stand-in `Recognizer` whose answers the test scripts (`answer`)."""
 
     backend_name = "cpu"
+    languages = ("en",)
 
-    def options(self, *, beam_size: int = 5) -> int:
+    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> int:
         return beam_size
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None) -> Transcript:

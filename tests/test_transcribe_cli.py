@@ -36,7 +36,7 @@ def test_jsonl_one_line_per_file_and_bad_file_reported(capsys, clips, int8_model
     code, out, err = _run(capsys, "--format", "jsonl", "--threads", "2", str(clips[0]), str(bad), str(clips[1]))
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in records] == [str(clips[0]), str(clips[1])]
-    assert all(set(r) == {"file", "text", "duration_s", "elapsed_s"} for r in records)
+    assert all(set(r) == {"file", "text", "duration_s", "elapsed_s", "language"} for r in records)
     assert "ask not what your country can do for you" in records[0]["text"]
     assert records[0]["duration_s"] == 11.0 and 0 < records[0]["elapsed_s"] < 60
     assert records[1]["text"] == ""

@@ -31,10 +31,11 @@ class Transcript:
     no_speech_prob: float
     compression_ratio: float
     segments: tuple[Segment, ...]
+    language: str = ""  # ISO 639-1 code, as the model's language tokens name it
 
     @classmethod
-    def empty(cls, no_speech_prob: float = 1.0) -> "Transcript":
-        return cls("", (), 0.0, no_speech_prob, 0.0, ())
+    def empty(cls, no_speech_prob: float = 1.0, language: str = "") -> "Transcript":
+        return cls("", (), 0.0, no_speech_prob, 0.0, (), language)
 
 
 class Recognizer(Protocol):
@@ -45,10 +46,18 @@ class Recognizer(Protocol):
         """The runtime in use now: tensorrt, cuda, rknn or cpu (it changes when an accelerator fails)."""
         ...
 
-    def options(self, *, beam_size: int = 5) -> object:
-        """The family's own options object for the product-level settings (stream.final_beam, --beam).
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Language codes the model knows (the manifest's `languages`)."""
+        ...
 
-        A family without a beam search ignores `beam_size`.
+    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> object:
+        """The family's own options object for the product-level settings.
+
+        `beam_size`: stream.final_beam / --beam (a family without a beam search ignores it).
+        `language`: model.language / --language, `auto` or one of `languages`.
+        `prompt`: text said before the audio, as a style hint (e.g. punctuated Chinese).
+        Raises ValueError for a language the model does not know.
         """
         ...
 

@@ -92,8 +92,12 @@ class FallbackRecognizer:
             self._cpu = self._make_cpu()
         return self._cpu
 
-    def options(self, *, beam_size: int = 5) -> object:
-        return self.primary.options(beam_size=beam_size)
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.primary.languages
+
+    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> object:
+        return self.primary.options(beam_size=beam_size, language=language, prompt=prompt)
 
     def transcribe(
         self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (), options: object | None = None

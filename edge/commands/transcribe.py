@@ -15,6 +15,7 @@ from pathlib import Path
 
 import edge
 from edge.audio.audiofile import AudioFileError, load_audio
+from edge.asr.base import Transcript
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
 from edge.service.memory import limit_heap_growth
@@ -44,11 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=_positive, default=5, help="beam size (default: 5; 1 = greedy)")
     parser.add_argument("--threads", type=_threads, default=0, help="CPU threads (default: 0 = all cores)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
+    parser.add_argument("--language", default="auto", metavar="CODE",
+                        help="language spoken, a code the model knows (zh, en, ...), or auto (default: detect)")
+    parser.add_argument("--prompt", default="", metavar="TEXT", help="text said before the audio: a style hint")
 
 
-def _emit(args: argparse.Namespace, name: str, text: str, duration_s: float, elapsed_s: float) -> None:
+def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float) -> None:
+    text = transcript.text
     if args.format == "jsonl":
-        record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3)}
+        record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3),
+                  "language": transcript.language}
         print(json.dumps(record, ensure_ascii=False), flush=True)
     elif len(args.files) > 1:
         print(f"{name}: {text}", flush=True)
@@ -58,11 +64,14 @@ def _emit(args: argparse.Namespace, name: str, text: str, duration_s: float, ela
 
 def run(args: argparse.Namespace) -> int:
     from edge.asr.load import load_recognizer
+    from edge.languages import LanguageError, check_language
 
     limit_heap_growth()
     try:
         recognizer = load_recognizer(args.model, threads=args.threads)
-    except ModelError as exc:
+        options = recognizer.options(beam_size=args.beam, language=check_language(args.language, args.model),
+                                     prompt=args.prompt)
+    except (ModelError, LanguageError) as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR
     failed = 0
@@ -74,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"edge-asr transcribe: {exc}", file=sys.stderr)
             failed += 1
             continue
-        transcript = recognizer.transcribe(audio, options=recognizer.options(beam_size=args.beam))
-        _emit(args, name, transcript.text, len(audio) / SAMPLE_RATE, time.perf_counter() - start)
+        transcript = recognizer.transcribe(audio, options=options)
+        _emit(args, name, transcript, len(audio) / SAMPLE_RATE, time.perf_counter() - start)
     return EXIT_FILE_ERRORS if failed else 0

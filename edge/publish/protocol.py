@@ -221,6 +221,7 @@ class Final(_Transcript):
 
     TYPE: ClassVar[str] = "final"
     is_final: bool = field(default=True, init=False)
+    language: str = ""  # the language the model heard (ISO 639-1 code); added in protocol 1 as an extra field
     decode_s: float = _local(0.0)
 
 

@@ -39,18 +39,21 @@ log = logging.getLogger(__name__)
 FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
 HISTORY_KEEP_S = 3.0  # audio kept before a speech start (padding and onset detection)
 CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
+
+
 @dataclass(frozen=True)
 class StreamSettings:
-    """The live-reloadable `stream.*` keys."""
+    """The live-reloadable `stream.*` keys, and `model.language`."""
 
     partial_interval_ms: int
     final_beam: int
+    language: str = "auto"
 
     @classmethod
-    def from_config(cls, stream_cfg: StreamConfig | None = None) -> "StreamSettings":
-        """From a `stream` config section; None gives the documented defaults."""
+    def from_config(cls, stream_cfg: StreamConfig | None = None, language: str = "auto") -> "StreamSettings":
+        """From a `stream` config section (None: the documented defaults) and model.language."""
         stream_cfg = stream_cfg or StreamConfig()
-        return cls(int(stream_cfg.partial_interval_ms), int(stream_cfg.final_beam))
+        return cls(int(stream_cfg.partial_interval_ms), int(stream_cfg.final_beam), language)
 
 
 class _AudioHistory:
@@ -126,6 +129,7 @@ class StreamingSession:
         self._recognizer = recognizer
         self._record = record
         self._stream = stream
+        self._options = self._recognizer_options(stream)
         self._emit = emit
         self._on_error = on_error
         self._vad = vad or SileroVad()
@@ -160,11 +164,19 @@ class StreamingSession:
         """Seconds the current decode has run; a watchdog uses it to spot a wedged backend."""
         return self._worker.busy_s()
 
+    def _recognizer_options(self, stream: StreamSettings) -> dict[str, object]:
+        """The recognizer's options for partials and finals, made once per settings change."""
+        return {
+            "partial": self._recognizer.options(beam_size=1, language=stream.language),
+            "final": self._recognizer.options(beam_size=stream.final_beam, language=stream.language),
+        }
+
     def update_settings(self, endpoint: EndpointSettings, stream: StreamSettings) -> None:
         """Apply reloaded `vad.*` / `stream.*` values from the next window on."""
         with self._lock:
             self._endpointer.settings = endpoint
             self._stream = stream
+            self._options = self._recognizer_options(stream)
 
     def feed(self, block: np.ndarray) -> None:
         """Called for every audio block, in order; never waits for recognition."""
@@ -186,6 +198,7 @@ class StreamingSession:
         with self._lock:
             if quick:
                 self._stream = replace(self._stream, final_beam=1)
+                self._options = self._recognizer_options(self._stream)
             for boundary in self._endpointer.flush():
                 self._on_boundary(boundary)
 
@@ -226,7 +239,7 @@ class StreamingSession:
 
     def _final_job(self, utterance_id: int, start: int, end: int) -> Job:
         audio = self._history.slice(start, end)
-        return Job("final", utterance_id, start, end, audio, options=self._recognizer.options(beam_size=self._stream.final_beam))
+        return Job("final", utterance_id, start, end, audio, options=self._options["final"])
 
     def _speculate(self, start: int, end: int) -> None:
         """Decode the final now, in case the pause turns out to be the end."""
@@ -271,7 +284,7 @@ class StreamingSession:
             return
         utterance.last_partial_at = now
         audio = self._history.slice(utterance.start, now)
-        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio))
+        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=self._options["partial"]))
 
     def _run_job(self, job: Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
@@ -282,17 +295,17 @@ class StreamingSession:
             transcript = self._recognizer.transcribe(
                 job.audio, partial=job.kind == "partial", context=context, options=job.options
             )
-            text, tokens = transcript.text.strip(), transcript.tokens
+            text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
         except Exception as exc:  # a failed decode must not kill the worker thread
             log.exception("recognition failed (utterance %d)", job.utterance_id)
             if job.kind == "final" and not job.cancelled:
                 self._on_error(f"recognition failed for utterance {job.utterance_id}: {exc}")
-            text, tokens = "", ()
+            text, tokens, language = "", (), ""
         with self._lock:
             if job.kind == "partial":
                 self._publish_partial(job, text)
             elif not job.cancelled:
-                job.text, job.tokens, job.decode_s = text, tokens, time.monotonic() - began
+                job.text, job.tokens, job.language, job.decode_s = text, tokens, language, time.monotonic() - began
                 if job.confirmed:
                     self._publish_final(job)
 
@@ -300,8 +313,7 @@ class StreamingSession:
         utterance = self._utterance
         if utterance is None or utterance.utterance_id != job.utterance_id or utterance.speculative or not text:
             return
-        stable, tail = utterance.stabilizer.update(text)
-        shown = f"{stable} {tail}".strip()
+        stable, shown = utterance.stabilizer.update(text)
         utterance.has_text = True
         if shown == utterance.last_text:
             return
@@ -317,7 +329,7 @@ class StreamingSession:
         if job.text:
             self._context = _Context(job.tokens, job.end)
             self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=job.text,
-                             start_s=_s(job.start), end_s=_s(job.end), decode_s=job.decode_s))
+                             start_s=_s(job.start), end_s=_s(job.end), language=job.language, decode_s=job.decode_s))
 
 
 def _s(position: int) -> float:

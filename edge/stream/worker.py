@@ -21,11 +21,12 @@ class Job:
     start: int
     end: int
     audio: np.ndarray
-    options: object | None = None  # the recognizer family's options (a final's beam width); None for partials
+    options: object | None = None  # the recognizer family's options (beam width, language)
     cancelled: bool = False
     confirmed: bool = False
     text: str | None = None
     tokens: tuple[int, ...] = ()
+    language: str = ""
     decode_s: float = 0.0
     fallback_text: str = ""  # the newest partial, published instead if shutdown cannot wait for the decode
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edge.asr.base import Segment, Transcript
+from edge.asr.text import tidy
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import MAX_SAMPLE_TOKENS, DecodeOptions, DecodeResult, Decoder, compression_ratio
 from edge.asr.whisper.features import (
@@ -55,9 +56,16 @@ PROMPT_RESET_TEMPERATURE = 0.5
 
 @dataclass(frozen=True)
 class WhisperOptions:
-    """Whisper's own options: the beam width of a full decode (partials are always greedy)."""
+    """Whisper's own options.
+
+    `beam_size`: the beam of a full decode (partials are always greedy).
+    `language`: a code of the model's, or None to detect it per call (per file in long-form).
+    `prompt`: text tokens given as "said before" ahead of any context (Whisper's initial prompt).
+    """
 
     beam_size: int = 5
+    language: str | None = None
+    prompt: tuple[int, ...] = ()
 
 
 def token_budget(seconds: float) -> int:
@@ -119,8 +127,18 @@ class Recognizer:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def options(self, *, beam_size: int = 5) -> WhisperOptions:
-        return WhisperOptions(beam_size=beam_size)
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.tokenizer.languages
+
+    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> WhisperOptions:
+        if language != "auto" and language not in self.languages:
+            raise ValueError(f"language {language!r} is not one this model knows ({', '.join(self.languages)})")
+        return WhisperOptions(
+            beam_size=beam_size,
+            language=None if language == "auto" else language,
+            prompt=self.tokenizer.encode(prompt) if prompt else (),
+        )
 
     def transcribe(
         self,
@@ -135,32 +153,41 @@ class Recognizer:
         `context`: text tokens said just before, given as Whisper's previous-text prompt,
         which keeps a short utterance cut off at a pause consistent with what preceded it.
         """
-        beam_size = _whisper_options(options).beam_size
+        wanted = _whisper_options(options)
+        if partial:
+            wanted = replace(wanted, beam_size=1)
         audio = _checked(audio)
         if len(audio) > N_SAMPLES:
-            return self.transcribe_long(audio, beam_size=1 if partial else beam_size)
+            return self.transcribe_long(audio, options=replace(wanted, prompt=(*wanted.prompt, *context)))
         if is_digital_silence(audio):
-            return Transcript.empty(1.0)
+            return Transcript.empty(1.0, wanted.language or "")
         cross = self.backend.encode(self._window(self._mel(audio), 0, len(audio) // HOP_LENGTH))
         seconds = len(audio) / SAMPLE_RATE
-        options = DecodeOptions(
-            beam_size=1 if partial else beam_size, max_tokens=token_budget(seconds), prompt=tuple(context)
+        request = DecodeOptions(
+            beam_size=wanted.beam_size,
+            max_tokens=token_budget(seconds),
+            prompt=(*wanted.prompt, *context),
+            language=wanted.language,
         )
         if partial:
-            result = self.decoder.decode(cross, options)
+            result = self.decoder.decode(cross, request)
         else:
-            result = self.decoder.decode_with_fallback(cross, options)
+            result = self.decoder.decode_with_fallback(cross, request)
         if result.is_silence or not has_words(result.text):
-            return Transcript.empty(result.no_speech_prob)
+            return Transcript.empty(result.no_speech_prob, result.language)
         text = result.text.strip()
         return self._transcript(text, [result], ((0.0, round(seconds, 3), text),))
 
-    def transcribe_long(self, audio: np.ndarray, *, beam_size: int = 5) -> Transcript:
-        """Whisper's seek loop: decode a window with timestamps, move on by its last full segment."""
+    def transcribe_long(self, audio: np.ndarray, *, options: WhisperOptions | None = None) -> Transcript:
+        """Whisper's seek loop: decode a window with timestamps, move on by its last full segment.
+
+        With `language` None, the first window that has speech decides it for the rest.
+        """
+        wanted = options or WhisperOptions()
         audio = _checked(audio)
         content = len(audio) // HOP_LENGTH
         mel = self._mel(audio)
-        seek, prompt, no_speech = 0, [], 1.0
+        seek, prompt, no_speech, language = 0, [], 1.0, wanted.language
         segments: list[Segment] = []
         results: list[DecodeResult] = []
         while seek < content:
@@ -168,18 +195,20 @@ class Recognizer:
             if is_digital_silence(audio[seek * HOP_LENGTH : (seek + frames) * HOP_LENGTH]):
                 seek += frames
                 continue
-            result = self._decode_window(mel, seek, frames, beam_size, tuple(prompt))
+            window = replace(wanted, language=language, prompt=(*wanted.prompt, *prompt))
+            result = self._decode_window(mel, seek, frames, window)
             no_speech = min(no_speech, result.no_speech_prob)
             if result.is_silence:
                 seek += frames
                 continue
+            language = result.language
             found, advance = self._split(result.tokens, seek / FRAMES_PER_SECOND, frames)
             segments.extend(s for s in found if has_words(s[2]))
             results.append(result)
             seek += advance
             prompt = [] if result.temperature > PROMPT_RESET_TEMPERATURE else [*prompt, *result.tokens]
         if not segments:
-            return Transcript.empty(no_speech)
+            return Transcript.empty(no_speech, language or "")
         return self._transcript(" ".join(s[2] for s in segments), results, tuple(segments))
 
     def _mel(self, audio: np.ndarray) -> np.ndarray:
@@ -198,19 +227,18 @@ class Recognizer:
         end = seek + self.long_window_frames
         return quietest_frame(mel, end - self.cut_search_frames, end) - seek
 
-    def _decode_window(
-        self, mel: np.ndarray, seek: int, frames: int, beam_size: int, prompt: tuple[int, ...]
-    ) -> DecodeResult:
+    def _decode_window(self, mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions) -> DecodeResult:
         cross = self.backend.encode(self._window(mel, seek, frames))
         seconds = frames / FRAMES_PER_SECOND
-        options = DecodeOptions(
-            beam_size=beam_size,
+        request = DecodeOptions(
+            beam_size=wanted.beam_size,
             timestamps=True,
             max_timestamp=seconds,
             max_tokens=token_budget(seconds),
-            prompt=prompt,
+            prompt=wanted.prompt,
+            language=wanted.language,
         )
-        return self.decoder.decode_with_fallback(cross, options)
+        return self.decoder.decode_with_fallback(cross, request)
 
     def _split(self, tokens: tuple[int, ...], offset: float, frames: int) -> tuple[list[Segment], int]:
         """Segments between timestamp pairs, and how many frames the window really consumed."""
@@ -234,11 +262,18 @@ class Recognizer:
         return found, frames if single_ending or advance <= 0 else min(advance, frames)
 
     def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...]) -> Transcript:
-        """Combine window results: token-weighted log-prob, first window's no-speech probability."""
+        """Combine window results: token-weighted log-prob, first window's no-speech probability.
+
+        The text is shown as its language is written (simplified Chinese, no spaces
+        between Han characters); the tokens stay the model's own, as context for what follows.
+        """
+        language = results[0].language
         text_tokens = tuple(t for r in results for t in r.tokens if self.tokenizer.is_text(t))
         weights = np.array([len(r.tokens) + 1 for r in results], dtype=np.float64)
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
-        return Transcript(text, text_tokens, avg, results[0].no_speech_prob, compression_ratio(text), segments)
+        shown = tuple((start, end, tidy(words, language)) for start, end, words in segments)
+        return Transcript(tidy(text, language), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
+                          shown, language)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
         return (round(offset + start, 3), round(offset + end, 3), self.tokenizer.decode(list(tokens)).strip())

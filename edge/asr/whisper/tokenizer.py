@@ -1,14 +1,19 @@
 """Token ids <-> text for Whisper's byte-level BPE vocabulary, plus its special tokens.
 
-Only decoding is needed at run time (the decoder produces ids); the
-vocabulary file holds one token per line, line number = id, written in
-GPT-2's printable byte alphabet.
+Decoding (ids -> text) is all the decoder needs, from vocabulary.txt: one
+token per line, line number = id, in GPT-2's printable byte alphabet.
+Encoding text (a prompt) needs the BPE merges: the model directory's
+tokenizer.json, read by Hugging Face `tokenizers` (its Rust BPE is exact
+and fast; a hand-written merge loop would be neither).
+
+Multilingual models have one `<|xx|>` token per language right after
+<|startoftranscript|>, in the order of the manifest's `languages`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,6 +52,9 @@ class Tokenizer:
     sot_sequence: tuple[int, ...]
     suppress_ids: tuple[int, ...]
     suppress_ids_begin: tuple[int, ...]
+    languages: tuple[str, ...] = ("en",)  # codes whose <|xx|> tokens follow <|startoftranscript|> (multilingual)
+    transcribe: int | None = None  # <|transcribe|>; None for English-only models
+    bpe_path: Path | None = None  # tokenizer.json, for encoding prompts
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> "Tokenizer":
@@ -59,7 +67,8 @@ class Tokenizer:
             raise TokenizerError(f"{model_dir}: cannot read the vocabulary/config ({exc})") from None
         if tokens and tokens[-1] == "":
             tokens = tokens[:-1]
-        return cls.from_vocabulary(tokens, config)
+        bpe = model_dir / "tokenizer.json"
+        return replace(cls.from_vocabulary(tokens, config), bpe_path=bpe if bpe.is_file() else None)
 
     @classmethod
     def from_vocabulary(cls, tokens: tuple[str, ...], config: dict) -> "Tokenizer":
@@ -74,7 +83,8 @@ class Tokenizer:
         no_speech_name = "<|nospeech|>" if "<|nospeech|>" in index else "<|nocaptions|>"
         sot = special("<|startoftranscript|>")
         multilingual = "<|en|>" in index and index["<|en|>"] == sot + 1 and len(tokens) >= 51865
-        sot_sequence = (sot, special("<|en|>"), special("<|transcribe|>")) if multilingual else (sot,)
+        languages = language_codes(tokens, sot) if multilingual else ("en",)
+        sot_sequence = (sot, sot + 1, special("<|transcribe|>")) if multilingual else (sot,)
         return cls(
             tokens=tuple(tokens),
             eot=special("<|endoftext|>"),
@@ -86,7 +96,29 @@ class Tokenizer:
             sot_sequence=sot_sequence,
             suppress_ids=tuple(int(i) for i in config.get("suppress_ids", ())),
             suppress_ids_begin=tuple(int(i) for i in config.get("suppress_ids_begin", ())),
+            languages=languages,
+            transcribe=special("<|transcribe|>") if multilingual else None,
         )
+
+    @property
+    def multilingual(self) -> bool:
+        return self.transcribe is not None
+
+    def language_token(self, code: str) -> int:
+        """<|code|>; a TokenizerError for a code this model does not know."""
+        if code not in self.languages:
+            raise TokenizerError(f"this model has no language {code!r}")
+        return self.sot + 1 + self.languages.index(code)
+
+    def start_sequence(self, language: str | None) -> tuple[int, ...]:
+        """<|startoftranscript|><|lang|><|transcribe|> (multilingual), or <|startoftranscript|> (English-only)."""
+        if not self.multilingual or language is None:
+            return self.sot_sequence
+        return (self.sot, self.language_token(language), self.transcribe)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        """Text tokens of `text` (a prompt); needs the model's tokenizer.json."""
+        return _bpe(self.bpe_path)(text)
 
     @property
     def vocab_size(self) -> int:
@@ -107,3 +139,24 @@ class Tokenizer:
     def timestamp_seconds(self, token: int) -> float:
         """Time of a timestamp token (Whisper's 20 ms steps)."""
         return (token - self.timestamp_begin) * 0.02
+
+
+def language_codes(tokens: tuple[str, ...], sot: int) -> tuple[str, ...]:
+    """The `<|xx|>` codes right after <|startoftranscript|>, up to the first non-language token."""
+    codes = []
+    for token in tokens[sot + 1 :]:
+        code = token[2:-2] if token.startswith("<|") and token.endswith("|>") else ""
+        if not code or not code.replace("-", "").isalpha() or code in ("translate", "transcribe"):
+            break
+        codes.append(code)
+    return tuple(codes)
+
+
+@lru_cache(maxsize=4)
+def _bpe(path: Path | None):  # noqa: ANN202 - a tokenizers.Tokenizer.encode wrapper
+    if path is None:
+        raise TokenizerError("this model directory has no tokenizer.json: rebuild it with scripts/build_model.py")
+    from tokenizers import Tokenizer as BpeTokenizer
+
+    bpe = BpeTokenizer.from_file(str(path))
+    return lambda text: tuple(bpe.encode(text, add_special_tokens=False).ids)

@@ -1,0 +1,67 @@
+"""Which languages a model directory knows, and a clear message for a code it does not.
+
+Shared by the config schema (`model.language`) and `edge-asr transcribe
+--language`, so a technician gets the same words from both. Only reads the
+model's manifest.json: no model is loaded to check a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+AUTO = "auto"
+# What people type for a language instead of Whisper's code (mostly ISO 639-1).
+ALIASES = {
+    "cn": "zh", "zh-cn": "zh", "zh_cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh", "cmn": "zh",
+    "chinese": "zh", "mandarin": "zh", "putonghua": "zh", "cantonese": "yue", "english": "en", "eng": "en",
+    "en-us": "en", "en-gb": "en", "jp": "ja", "japanese": "ja", "kr": "ko", "korean": "ko", "german": "de",
+    "french": "fr", "spanish": "es", "russian": "ru", "vn": "vi", "vietnamese": "vi", "thai": "th",
+}  # fmt: skip
+MANDARIN_MODEL = "models/whisper-base-int8"
+
+
+class LanguageError(ValueError):
+    """A language code the model does not know; `reason` is the message after the quoted code."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code!r} {reason}")
+        self.reason = reason
+
+
+def model_languages(model_dir: Path) -> tuple[str, tuple[str, ...]]:
+    """(model name, its language codes) from the manifest; manifests from before `languages` are English-only."""
+    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    return str(manifest.get("name", Path(model_dir).name)), tuple(manifest.get("languages") or ("en",))
+
+
+def check_language(code: str, model_dir: Path) -> str:
+    """`code` if the model knows it (or it is `auto`); LanguageError naming the model and the fix otherwise."""
+    if code == AUTO:
+        return code
+    name, known = model_languages(model_dir)
+    if code in known:
+        return code
+    raise LanguageError(code, problem(code, name, known))
+
+
+def problem(code: str, model_name: str, known: tuple[str, ...]) -> str:
+    """Why `code` does not fit, and the fix: a close code, or the list."""
+    if tuple(known) == ("en",):
+        return (f"is not a language of {model_name}, an English-only model (use en or auto; "
+                f"for Mandarin and other languages set model.path to {MANDARIN_MODEL})")
+    guess = _guess(code, known)
+    hint = f"did you mean {guess!r}?" if guess else f"use auto or one of: {', '.join(known)}"
+    return f"is not a language of {model_name}; {hint}"
+
+
+def _guess(code: str, known: tuple[str, ...]) -> str | None:
+    folded = code.strip().lower()
+    if folded in known:
+        return folded
+    alias = ALIASES.get(folded)
+    if alias in known:
+        return alias
+    close = difflib.get_close_matches(folded, known, n=1, cutoff=0.6)
+    return close[0] if close else None

@@ -1,0 +1,45 @@
+"""How the benchmarks score text, by the eval README's rules.
+
+English: WER after Whisper's English normaliser (case, punctuation, numbers).
+Chinese: CER on characters after converting both sides to simplified and
+removing punctuation and spaces.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jiwer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.asr.text import to_simplified  # noqa: E402
+
+CHINESE_SETS = ("zh", "longform_zh", "yue")
+_normalize = EnglishTextNormalizer()
+
+
+def normalize_english(text: str) -> str:
+    return _normalize(text)
+
+
+def chinese_chars(text: str) -> str:
+    """Simplified, no punctuation, no spaces (case-folded Latin kept, for code-switching)."""
+    return "".join(ch for ch in to_simplified(text).lower() if ch.isalnum())
+
+
+def error_rate(set_name: str, refs: list[str], hyps: list[str]) -> float | None:
+    """Corpus CER (Chinese sets) or WER (English sets) over the pairs with a non-empty reference."""
+    chinese = set_name in CHINESE_SETS
+    clean = chinese_chars if chinese else normalize_english
+    pairs = [(clean(r), clean(h)) for r, h in zip(refs, hyps) if clean(r).strip()]
+    if not pairs:
+        return None
+    measure = jiwer.cer if chinese else jiwer.wer
+    return measure([r for r, _ in pairs], [h for _, h in pairs])
+
+
+def metric_name(set_name: str) -> str:
+    return "CER" if set_name in CHINESE_SETS else "WER"
