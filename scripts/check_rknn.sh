@@ -5,15 +5,17 @@
 # virtual environment (about 1.5 GB) because its pins clash with ours.
 #
 #   scripts/check_rknn.sh [--setup-only] [convert_rknn.py options: --platform rk3588 --precisions fp16,int8 --all-buckets]
+#   RKNN_MODEL=whisper-base scripts/check_rknn.sh     # the multilingual model (default: whisper-tiny.en)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RKNN_VENV="${RKNN_VENV:-$REPO/.venv-rknn}"
 MAIN_PY="${MAIN_PY:-$REPO/.venv/bin/python}"
 TOOLKIT_VERSION="${RKNN_TOOLKIT_VERSION:-2.3.2}"
-EXPORT_DIR="${RKNN_EXPORT_DIR:-$REPO/models/whisper-tiny.en-rknn-onnx}"
-OUT_DIR="${RKNN_OUT_DIR:-$REPO/models/whisper-tiny.en-rknn}"
-FP32_DIR="${FP32_DIR:-$REPO/models/whisper-tiny.en-fp32}"
+MODEL="${RKNN_MODEL:-whisper-tiny.en}"
+EXPORT_DIR="${RKNN_EXPORT_DIR:-$REPO/models/$MODEL-rknn-onnx}"
+OUT_DIR="${RKNN_OUT_DIR:-$REPO/models/$MODEL-rknn}"
+FP32_DIR="${FP32_DIR:-$REPO/models/$MODEL-fp32}"
 
 setup_venv() {
     # The toolkit's own requirements with the pins that keep it importable.
@@ -44,13 +46,13 @@ main() {
     setup_venv
     [[ $setup_only == 1 ]] && return
     if [[ ! -f "$FP32_DIR/manifest.json" ]]; then
-        "$MAIN_PY" "$REPO/scripts/build_model.py"
+        "$MAIN_PY" "$REPO/scripts/build_model.py" --model "$MODEL"
     fi
-    "$MAIN_PY" "$REPO/scripts/rknn_export.py" --out "$EXPORT_DIR"
+    "$MAIN_PY" "$REPO/scripts/rknn_export.py" --model "$MODEL" --out "$EXPORT_DIR"
     "$RKNN_VENV/bin/python" "$REPO/scripts/convert_rknn.py" \
         --exports "$EXPORT_DIR" --out "$OUT_DIR" --model "$FP32_DIR" "${args[@]}"
     # Transcripts through the simulated encoder output, decoded on CPU by our decoder.
-    RKNN_OUT_DIR="$OUT_DIR" "$REPO/.venv/bin/python" -m pytest -q -p no:cacheprovider -m rknn -s "$REPO/tests/test_rknn_sim.py"
+    RKNN_OUT_DIR="$OUT_DIR" FP32_DIR="$FP32_DIR" "$REPO/.venv/bin/python" -m pytest -q -p no:cacheprovider -m rknn -s "$REPO/tests/test_rknn_sim.py"
 }
 
 main "$@"

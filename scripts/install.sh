@@ -4,7 +4,8 @@
 #   sudo scripts/install.sh [--model-from DIR] [--wheelhouse DIR] [--python PY] [--destdir DIR]
 #
 #   --model-from DIR  copy this prebuilt model directory (holding manifest.json) instead of
-#                     models/whisper-tiny.en-int8 from the checkout or running scripts/build_model.py
+#                     models/whisper-tiny.en-int8 and models/whisper-base-int8 from the checkout
+#                     or running scripts/build_model.py
 #   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR
 #   --python PY       interpreter for the virtual environment (default: /usr/bin/python3, the
 #                     distribution's: one under a user's home is unreadable to the service user)
@@ -16,7 +17,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MODEL_NAME="whisper-tiny.en-int8"
+MODEL_NAMES=(whisper-tiny.en-int8 whisper-base-int8)  # English default; multilingual (Mandarin)
 PREFIX="/opt/edge-asr"
 ETC="/etc/edge-asr"
 UNIT_DIR="/etc/systemd/system"
@@ -90,32 +91,45 @@ install_venv() {
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
 }
 
-model_source() {
+# "source-dir name" per model to copy: --model-from, else the checkout's built int8 models.
+model_sources() {
+    local name
     if [[ -n "$model_from" ]]; then
-        echo "$model_from"
-    elif [[ -f "$REPO/models/$MODEL_NAME/manifest.json" ]]; then
-        echo "$REPO/models/$MODEL_NAME"
+        echo "$model_from ${MODEL_NAMES[0]}"
+        return
     fi
+    for name in "${MODEL_NAMES[@]}"; do
+        [[ -f "$REPO/models/$name/manifest.json" ]] && echo "$REPO/models/$name $name"
+    done
+    return 0
+}
+
+copy_model() {
+    local source="$1" name="$2" target="$3"
+    [[ -f "$source/manifest.json" ]] || die "$source has no manifest.json: not a model directory"
+    rm -rf "$target/$name.new"
+    cp -R "$source" "$target/$name.new"
+    rm -rf "${target:?}/$name"
+    mv "$target/$name.new" "$target/$name"
+    chmod -R u=rwX,go=rX "$target/$name"
+    say "model $source -> $PREFIX/models/$name"
 }
 
 install_model() {
     local target="$destdir$PREFIX/models"
-    local source
-    source="$(model_source)"
+    local sources
+    sources="$(model_sources)"
     install -d -m 0755 "$target"
-    if [[ -z "$source" ]]; then
-        say "no built model in the checkout: building it with scripts/build_model.py"
+    if [[ -z "$sources" ]]; then
+        say "no built model in the checkout: building them with scripts/build_model.py"
         run "$python" "$REPO/scripts/build_model.py" --out "$target" \
             || die "model build failed: it needs the build extra (pip install '.[build]'), or pass --model-from DIR"
         return
     fi
-    [[ -f "$source/manifest.json" ]] || die "$source has no manifest.json: not a model directory"
-    rm -rf "$target/$MODEL_NAME.new"
-    cp -R "$source" "$target/$MODEL_NAME.new"
-    rm -rf "${target:?}/$MODEL_NAME"
-    mv "$target/$MODEL_NAME.new" "$target/$MODEL_NAME"
-    chmod -R u=rwX,go=rX "$target/$MODEL_NAME"
-    say "model $source -> $PREFIX/models/$MODEL_NAME"
+    local source name
+    while read -r source name; do
+        copy_model "$source" "$name" "$target"
+    done <<< "$sources"
 }
 
 # The repo's config.yaml with its relative model paths made absolute for the installed layout.
@@ -134,7 +148,7 @@ install_config() {
         installed_default_config > "$etc/config.yaml"
         chmod 0640 "$etc/config.yaml"
         run chgrp "$SERVICE" "$etc/config.yaml"
-        say "wrote $ETC/config.yaml (model.path: $PREFIX/models/$MODEL_NAME)"
+        say "wrote $ETC/config.yaml (model.path: $PREFIX/models/${MODEL_NAMES[0]})"
     fi
 }
 

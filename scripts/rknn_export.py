@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import whisper_onnx as wo  # noqa: E402
-from build_model import find_source  # noqa: E402
-from ct2_reader import read_ct2  # noqa: E402
+from build_model import DEFAULT_MODEL, MODELS, find_source, read_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO.parent / "shared" / "eval"
@@ -51,9 +50,11 @@ DEFAULT_BUCKETS_S = (5, 10, 20, 30)
 DEFAULT_BATCH = 1
 DEFAULT_CACHE_SLOTS = 448
 MANIFEST = "rknn_manifest.json"
-# Calibration and check use different speech, so the check is not scored on calibration data.
-CALIBRATION_SETS = ("tts_piper_en", "real_meeting", "tts_espeak_en", "longform_en")
-CHECK_SET = "real_en"
+# Calibration and check use different speech, so the check is not scored on calibration data;
+# a multilingual model is calibrated on Mandarin too and checked on Mandarin.
+CALIBRATION_SETS = {"whisper-tiny.en": ("tts_piper_en", "real_meeting", "tts_espeak_en", "longform_en"),
+                    "whisper-base": ("longform_zh", "yue", "tts_piper_en", "longform_en")}
+CHECK_SET = {"whisper-tiny.en": "real_en", "whisper-base": "zh"}
 CHECK_MAX_FRAMES = 2000  # check utterances up to the 20 s bucket: 3 buckets built per precision
 
 
@@ -197,9 +198,9 @@ def write_calibration(out: Path, buckets: list[int], mels: list[tuple[str, np.nd
         (out / f"dataset_{frames}.txt").write_text("\n".join(paths) + "\n")
 
 
-def load_weights() -> tuple[dict, wo.Dims]:
-    """The CTranslate2 weights build_model.py uses, straight from the installed package."""
-    weights = read_ct2(find_source().directory / "model.bin").variables
+def load_weights(model: str = DEFAULT_MODEL) -> tuple[dict, wo.Dims]:
+    """The CTranslate2 weights build_model.py uses, straight from the installed package(s)."""
+    weights = read_weights(find_source(model))
     return weights, wo.dims_from_weights(weights)
 
 
@@ -216,12 +217,13 @@ def write_graphs(weights: wo.Weights, dims: wo.Dims, out: Path, buckets_s: list[
     return manifest
 
 
-def export(out: Path, buckets_s: list[int], batch: int, slots: int, calibration: int, checks: int) -> dict:
+def export(model: str, out: Path, buckets_s: list[int], batch: int, slots: int, calibration: int,
+           checks: int) -> dict:
     """The static graphs, int8 calibration mels and the check input of convert_rknn.py."""
-    weights, dims = load_weights()
+    weights, dims = load_weights(model)
     manifest = write_graphs(weights, dims, out, buckets_s, batch, slots)
-    write_calibration(out, manifest["encoder_frames"], speech_mels(CALIBRATION_SETS, calibration))
-    write_check(out, speech_mels((CHECK_SET,), checks, CHECK_MAX_FRAMES))
+    write_calibration(out, manifest["encoder_frames"], speech_mels(CALIBRATION_SETS[model], calibration))
+    write_check(out, speech_mels((CHECK_SET[model],), checks, CHECK_MAX_FRAMES))
     return manifest
 
 
@@ -233,7 +235,8 @@ def write_check(out: Path, mels: list[tuple[str, np.ndarray]]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "models" / "whisper-tiny.en-rknn-onnx")
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL, help="which weights to export")
+    parser.add_argument("--out", type=Path, help="default: models/<model>-rknn-onnx")
     parser.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS_S)), help="encoder lengths in seconds")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="decoder batch (hypotheses per NPU call)")
     parser.add_argument("--cache-slots", type=int, default=DEFAULT_CACHE_SLOTS, help="decoder self-attention cache size")
@@ -245,8 +248,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     buckets = [int(s) for s in args.buckets.split(",")]
-    manifest = export(args.out, buckets, args.batch, args.cache_slots, args.calibration, args.checks)
-    print(f"wrote {len(buckets)} encoder + {len(buckets)} decoder static graphs to {args.out} "
+    out = args.out or REPO / "models" / f"{args.model}-rknn-onnx"
+    manifest = export(args.model, out, buckets, args.batch, args.cache_slots, args.calibration, args.checks)
+    print(f"wrote {len(buckets)} encoder + {len(buckets)} decoder static graphs to {out} "
           f"(frames {manifest['encoder_frames']}, batch {args.batch}, cache {args.cache_slots})")
     return 0
 

@@ -21,12 +21,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "edge.service": (),
     "edge.accel": (),
     "edge.publish": (),
+    "edge.apps": ("edge.publish",),  # local apps of the socket (caption page, MQTT bridge): clients only
     "edge.vad": ("edge.audio",),
     "edge.asr": ("edge.accel", "edge.audio"),
     "edge.stream": ("edge.asr", "edge.vad", "edge.audio", "edge.publish.protocol"),
     "edge.daemon": ("edge.stream", "edge.asr", "edge.vad", "edge.audio", "edge.publish", "edge.service"),
     "edge.commands": ("edge.daemon", "edge.stream", "edge.asr", "edge.accel", "edge.vad", "edge.audio",
-                      "edge.publish", "edge.service"),
+                      "edge.publish", "edge.service", "edge.apps"),
     "edge.cli": ("edge.commands",),
     "edge.__main__": ("edge.cli",),
 }

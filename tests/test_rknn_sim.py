@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import pytest
-from whisper_normalizer.english import EnglishTextNormalizer
 
 from edge.audio.audiofile import load_audio
 from edge.asr.whisper.graph import CrossKV, SelfKV
@@ -22,9 +21,14 @@ from edge.asr.whisper.ort import OrtWhisperBackend
 from edge.asr.whisper.recognizer import Recognizer
 from edge.asr.whisper.tokenizer import Tokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from scoring import error_rate  # noqa: E402
+
 pytestmark = pytest.mark.rknn
 
-OUT_DIR = Path(os.environ.get("RKNN_OUT_DIR", Path(__file__).resolve().parents[1] / "models" / "whisper-tiny.en-rknn"))
+MODELS = Path(__file__).resolve().parents[1] / "models"
+OUT_DIR = Path(os.environ.get("RKNN_OUT_DIR", MODELS / "whisper-tiny.en-rknn"))
+FP32_DIR = Path(os.environ.get("FP32_DIR", MODELS / "whisper-tiny.en-fp32"))  # scripts/check_rknn.sh sets both
 # Measured on rk3588 over 10 real_en utterances: fp16 cosine 0.999998 (10/10 transcripts identical);
 # int8 (KL + auto-hybrid) cross_v cosine min 0.919: w8a8 loses that much on Whisper's encoder
 # activations, and its transcripts often stop early. The gates below catch a broken conversion,
@@ -96,21 +100,22 @@ def reference_texts(names: list[str], eval_dir: Path) -> list[str]:
     return [texts[name] for name in names]
 
 
-def wer(truth: list[str], hypotheses: list[str]) -> float:
-    normalize = EnglishTextNormalizer()
-    return jiwer.wer([normalize(t) for t in truth], [normalize(h) or "-" for h in hypotheses])
+def wer(truth: list[str], hypotheses: list[str], set_name: str) -> float:
+    """WER on English sets, CER on Chinese ones (scripts/scoring.py)."""
+    return error_rate(set_name, truth, [h or "-" for h in hypotheses]) or 0.0
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_transcripts_through_the_simulated_encoder(report: dict, precision: str, fp32_model_dir: Path, eval_dir: Path) -> None:
+def test_transcripts_through_the_simulated_encoder(report: dict, precision: str, eval_dir: Path) -> None:
     if precision not in report["results"]:
         pytest.skip(f"{precision} was not converted")
-    pairs = transcripts(report, precision, fp32_model_dir, eval_dir)
+    pairs = transcripts(report, precision, FP32_DIR, eval_dir)
+    set_name = report["check_audio"][0].split("/")[0]
     truth = reference_texts(report["check_audio"], eval_dir)
     for ref, sim in pairs:
         print(f"\n{precision} onnxruntime: {ref}\n{precision} simulator:   {sim}")
     refs, sims = [ref for ref, _ in pairs], [sim for _, sim in pairs]
-    against_ort, ort_wer, sim_wer = wer(refs, sims), wer(truth, refs), wer(truth, sims)
+    against_ort, ort_wer, sim_wer = wer(refs, sims, set_name), wer(truth, refs, set_name), wer(truth, sims, set_name)
     print(f"\n{precision}: {sum(r == s for r, s in pairs)}/{len(pairs)} transcripts identical; WER against "
           f"onnxruntime's {against_ort:.3f}; against the reference texts: onnxruntime {ort_wer:.3f}, simulator {sim_wer:.3f}")
     if precision == "fp16":
