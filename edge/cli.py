@@ -20,9 +20,11 @@ COMMANDS = (
     "run",
     "listen",
     "status",
+    "captions",
     "devices",
     "backends",
     "check-config",
+    "mqtt",
 )
 
 

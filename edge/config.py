@@ -16,6 +16,8 @@ import difflib
 import grp
 import ipaddress
 import os
+import re
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +37,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edge.languages import AUTO, LanguageError, check_language
+from edge.limits import MAX_BEAM, MAX_UTTERANCE_S
 
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_SECTIONS = ("vad", "stream", "log")  # applied on SIGHUP; every other change needs a restart
 LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
-MAX_BEAM = 10  # stream.final_beam's upper bound (TensorRT shape profiles are sized for it)
-MAX_UTTERANCE_S = 28  # vad.max_utterance_s's upper bound: one utterance always fits one 30 s Whisper window
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
 
 
@@ -115,6 +116,11 @@ def _number(default: float, low: float, high: float, unit: str = "") -> Any:
     return Field(default, ge=low, le=high, description=f"a number{_of(unit)} from {low} to {high}")
 
 
+def _auto(allowed: str) -> Any:
+    """A key whose default, `auto`, is the model's own value (its manifest's `streaming` entry)."""
+    return Field("auto", description=f'"auto" (the model\'s own value) or {allowed}')
+
+
 def _of(unit: str) -> str:
     return f" of {unit}" if unit else ""
 
@@ -150,12 +156,14 @@ class VadConfig(Section):
     min_silence_ms: int = _whole(300, 50, 5000, "ms")
     speech_pad_ms: int = _whole(200, 0, 2000, "ms")
     min_speech_ms: int = _whole(150, 0, 5000, "ms")
-    max_utterance_s: float = _number(20, 2, MAX_UTTERANCE_S, "seconds")
+    max_utterance_s: Literal["auto"] | Annotated[float, Field(ge=2, le=MAX_UTTERANCE_S)] = _auto(
+        f"a number of seconds from 2 to {MAX_UTTERANCE_S}")
 
 
 class StreamConfig(Section):
-    partial_interval_ms: int = _whole(500, 100, 5000, "ms")
-    final_beam: int = _whole(5, 1, MAX_BEAM)
+    partial_interval_ms: Literal["auto"] | Annotated[int, Field(ge=100, le=5000)] = _auto(
+        "a whole number of ms from 100 to 5000")
+    final_beam: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_BEAM)] = _auto(f"a whole number from 1 to {MAX_BEAM}")
 
 
 class ModelConfig(Section):
@@ -283,12 +291,198 @@ class MetricsConfig(Section):
         return value
 
 
+CAPTION_LINES = (1, 20)  # captions.lines, and the page's ?lines= override
+CAPTION_FONT_PX = (16, 200)  # captions.font_size, and the page's ?size= override
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:8080`) -> (host, port); ValueError's text says what is wrong.
+
+    Unprivileged ports only, like the other listeners: the captions unit has no capabilities.
+    """
+    host, colon, port = value.rpartition(":")
+    if not colon or not (port.isascii() and port.isdigit()):
+        raise ValueError("is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("has an IPv6 address without [brackets]")
+    if not _is_ip(host):
+        raise ValueError("does not start with an IP address")
+    if not 1024 <= int(port) <= 65535:
+        raise ValueError("has a port out of range")
+    return host, int(port)
+
+
+def _check_listen(value: str) -> str:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        raise _problem(str(exc)) from None
+    return value
+
+
+class CaptionsConfig(Section):
+    """The caption page (`edge-asr captions`): where it listens and how it looks by default."""
+
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="HOST:PORT with an IP address and a port from 1024 to 65535, e.g. 127.0.0.1:8080 or [::1]:8080",
+    )
+    lines: int = _whole(4, *CAPTION_LINES, "lines")
+    font_size: int = _whole(56, *CAPTION_FONT_PX, "CSS pixels")
+    theme: Literal["dark", "light"] = Field("dark", description="one of dark, light")
+    title: str = Field(
+        "Live captions", max_length=80, description='text of up to 80 characters shown above the captions, or "" for none'
+    )
+
+    _listen = field_validator("listen")(_check_listen)
+
+
 class DebugConfig(Section):
     record_audio_dir: LaxPath | None = Field(
         None, description="null, or an absolute directory (audio is written to disk only when set)"
     )
 
     _dir = field_validator("record_audio_dir")(_require_absolute)
+
+
+_BOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A file the bridge reads at start (relative to the config file); checked now so a typo is a config error."""
+    if value is None:
+        return None
+    path = _resolve(value, info)
+    if not path.is_file():
+        raise _problem(f"-> {path} is not a file" if path.exists() else f"-> {path} does not exist")
+    return path
+
+
+class MqttTlsConfig(Section):
+    enabled: bool = Field(False, description="true or false")
+    ca_file: LaxPath | None = Field(
+        None, description="null (the system's CA certificates), or a PEM CA file (relative to the config file)"
+    )
+    cert_file: LaxPath | None = Field(
+        None, description="null, or the box's PEM client certificate (relative to the config file)"
+    )
+    key_file: LaxPath | None = Field(
+        None, description="null, or the PEM private key of cert_file (relative to the config file)"
+    )
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """A file given while TLS is off would silently send the password in clear text: refuse it."""
+        if value is not None and info.data.get("enabled") is False:
+            raise _problem("is set but mqtt.tls.enabled is false (set enabled: true, or null this key)")
+        if value is not None and info.field_name == "key_file" and info.data.get("cert_file") is None:
+            raise _problem("is set but mqtt.tls.cert_file is null (a key needs its certificate)")
+        return _existing_file(value, info)
+
+
+class MqttConfig(Section):
+    """The MQTT bridge (`edge-asr mqtt`); box_id and topic_prefix are filled in when left null."""
+
+    enabled: bool = Field(False, description="true or false")
+    host: str = Field("localhost", description="the broker's host name or IP address, e.g. mqtt.example.com")
+    port: Literal["auto"] | Annotated[int, Field(ge=1, le=65535)] = Field(
+        "auto", description='"auto" (1883, or 8883 with mqtt.tls.enabled) or a whole number from 1 to 65535'
+    )
+    box_id: str | None = Field(
+        None, validate_default=True,
+        description="null (this machine's host name), or 1-64 letters, digits, '.', '_', '-' (starting with a letter or digit)",
+    )
+    topic_prefix: str | None = Field(
+        None, validate_default=True,
+        description='null ("edge-asr/<box_id>"), or topic levels like "acme/rooms/box-17" (no +, #, leading $ or empty level)',
+    )
+    username: str | None = Field(None, description="null (anonymous), or the broker user name")
+    password_file: LaxPath | None = Field(
+        None, description="null, or a file whose first line is the password (relative to the config file; "
+                          "never the password itself)",
+    )
+    tls: MqttTlsConfig = Field(default={}, validate_default=True, description="a mapping of mqtt.tls.* keys")
+    partials: bool = Field(False, description="true or false")
+    status_interval_s: int = _whole(30, 1, 3600, "seconds")
+    spool_dir: LaxPath = Field(Path("/var/lib/edge-asr/mqtt"), description="an absolute path")
+    spool_max_mb: float = _number(100, 0.1, 100000, "MB")
+
+    _spool = field_validator("spool_dir")(_require_absolute)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if "://" in value:
+            raise _problem("is a URL; write the host name only (the port goes in mqtt.port)")
+        if _is_ip(value):
+            return value
+        if ":" in value:
+            raise _problem("contains a port; write the host name only and the port in mqtt.port")
+        if not _HOST.fullmatch(value):
+            raise _problem("is not a host name")
+        return value
+
+    @field_validator("box_id")
+    @classmethod
+    def _box_id(cls, value: str | None) -> str:
+        """The default is the host name: one box per machine, and fleet tools already know it."""
+        box_id = socket.gethostname() if value is None else value
+        if _BOX_ID.fullmatch(box_id):
+            return box_id
+        raise _problem(f"-> the host name {box_id!r} is not usable as a topic level; set mqtt.box_id"
+                       if value is None else "is not usable as one MQTT topic level")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            box_id = info.data.get("box_id")
+            return f"edge-asr/{box_id}" if box_id else None
+        if "+" in value or "#" in value:
+            raise _problem("contains a wildcard (+ or #), which is not allowed when publishing")
+        if value.startswith("$"):
+            raise _problem("starts with $, which brokers reserve for themselves ($SYS)")
+        if any(not level for level in value.split("/")) or any(ch.isspace() or ch == "\0" for ch in value):
+            raise _problem("has an empty level (a leading, trailing or double /) or white space")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise _problem("is empty (use null for anonymous)")
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("username", "") is None:
+            raise _problem("is set but mqtt.username is null (the broker needs both)")
+        return _existing_file(value, info)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _empty_tls(cls, value: Any) -> Any:
+        """`tls:` with every key commented out parses as null: treat it as defaults."""
+        return {} if value is None else value
+
+    @property
+    def broker_port(self) -> int:
+        if self.port == "auto":
+            return 8883 if self.tls.enabled else 1883
+        return self.port
 
 
 def _section(name: str) -> Any:
@@ -307,7 +501,9 @@ class Config(Section):
     publish: PublishConfig = _section("publish")
     log: LogConfig = _section("log")
     metrics: MetricsConfig = _section("metrics")
+    captions: CaptionsConfig = _section("captions")
     debug: DebugConfig = _section("debug")
+    mqtt: MqttConfig = _section("mqtt")
 
     _source_path: Path | None = PrivateAttr(None)
 
@@ -341,6 +537,11 @@ def default_config_path(cli_value: str | os.PathLike[str] | None = None) -> Path
         return Path(os.environ[ENV_VAR])
     local = Path("config.yaml")
     return local if local.is_file() else SYSTEM_PATH
+
+
+def resolve(value: Any, model_value: Any) -> Any:
+    """A key's value, with `auto` meaning the model's own (edge.manifest.Tuning)."""
+    return model_value if value == "auto" else value
 
 
 def load_for_command(cli_value: str | os.PathLike[str] | None, *, defaults_if_absent: bool = False) -> Config:
@@ -496,6 +697,8 @@ def _reason(error: dict[str, Any], in_union: bool) -> str:
         return "is out of range"
     if kind == "literal_error":
         return "is not one of the choices"
+    if kind == "string_too_long":
+        return "is too long"
     return "is not allowed"
 
 
@@ -520,8 +723,8 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     if len(loc) == 1:
         candidates = list(Config.model_fields)
     else:
-        section = str(loc[0])
-        local = list(Config.model_fields[section].annotation.model_fields)
+        section = ".".join(str(part) for part in loc[:-1])
+        local = list(_model_at(loc[:-1]).model_fields)
         match = difflib.get_close_matches(name, local, n=1)
         if match:
             return f"; did you mean {section}.{match[0]}?"
@@ -530,6 +733,14 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     match = difflib.get_close_matches(name, list(by_name), n=1)
     known = ", ".join(candidates if len(loc) == 1 else local)
     return f"; did you mean {by_name[match[0]]}?" if match else f"; known keys here: {known}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The section (or nested mapping, like mqtt.tls) that a dotted location names."""
+    model: Any = Config
+    for part in loc:
+        model = model.model_fields[str(part)].annotation
+    return model
 
 
 def _kind(value: Any) -> str:

@@ -24,6 +24,7 @@ from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
 from edge.config import LIVE_SECTIONS, Config, ConfigError, load_config, restart_needed
+from edge.manifest import tuning
 from edge.publish.protocol import Error, Event, Final, Partial, Status, UtteranceEvent
 from edge.publish.server import Publisher
 from edge.service.logs import set_level
@@ -92,8 +93,10 @@ class Daemon:
         self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
         self._metrics = Metrics()
         self._backend = recognizer.backend_name
+        self._backend_news: str | None = None  # the latest selection/fallback message
         self._metrics.set_backend(self._backend)
         self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
+        self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path)
         self._source_state: tuple[str, int] | None = None
@@ -219,8 +222,8 @@ class Daemon:
     def _make_session(self, cfg: Config) -> StreamingSession:
         return StreamingSession(
             self._recognizer,
-            EndpointSettings.from_config(cfg.vad),
-            StreamSettings.from_config(cfg.stream, cfg.model.language),
+            EndpointSettings.from_config(cfg.vad, self._tuning),
+            StreamSettings.from_config(cfg.stream, cfg.model.language, self._tuning),
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
             record=self._recorder.save if self._recorder else None,
@@ -232,8 +235,8 @@ class Daemon:
         if "model.language" not in pending:
             live["model"] = self._cfg.model.model_copy(update={"language": new.model.language})
         self._cfg = self._cfg.model_copy(update=live)
-        stream = StreamSettings.from_config(new.stream, self._cfg.model.language)
-        self._session.update_settings(EndpointSettings.from_config(new.vad), stream)
+        stream = StreamSettings.from_config(new.stream, self._cfg.model.language, self._tuning)
+        self._session.update_settings(EndpointSettings.from_config(new.vad, self._tuning), stream)
         set_level(new.log.level)
         if pending:
             log.warning("reload: %s changed but needs a restart; keeping the old value(s)", ", ".join(pending))
@@ -255,6 +258,8 @@ class Daemon:
             "state": self._state,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "backend": self._recognizer.backend_name,
+            "backend_requested": self._cfg.inference.backend,
+            **self._degradation(),
             "model": Path(self._cfg.model.path).name,
             "language": self._cfg.model.language,
             "dropped_audio_s": float(source.dropped_s),
@@ -269,8 +274,16 @@ class Daemon:
         if backend == "cpu" and self._backend != "cpu":
             self._metrics.record_fallback()
         self._backend = backend
+        self._backend_news = message
         self._metrics.set_backend(backend, message)
         self._publish_status(message)
+
+    def _degradation(self) -> dict[str, Any]:
+        """`degraded`: an accelerator was wanted or found but the CPU does the work; `degraded_reason` says why."""
+        wanted_accelerator = self._cfg.inference.backend != "cpu" and self._backend_news is not None
+        if wanted_accelerator and self._recognizer.backend_name == "cpu":
+            return {"degraded": True, "degraded_reason": self._backend_news}
+        return {"degraded": False}
 
     def _set_state(self, state: str) -> None:
         self._state = state

@@ -8,8 +8,9 @@ model's manifest.json: no model is loaded to check a config.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
+
+from edge import manifest
 
 AUTO = "auto"
 # What people type for a language instead of Whisper's code (mostly ISO 639-1).
@@ -30,17 +31,11 @@ class LanguageError(ValueError):
         self.reason = reason
 
 
-def model_languages(model_dir: Path) -> tuple[str, tuple[str, ...]]:
-    """(model name, its language codes) from the manifest; manifests from before `languages` are English-only."""
-    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
-    return str(manifest.get("name", Path(model_dir).name)), tuple(manifest.get("languages") or ("en",))
-
-
 def check_language(code: str, model_dir: Path) -> str:
     """`code` if the model knows it (or it is `auto`); LanguageError naming the model and the fix otherwise."""
     if code == AUTO:
         return code
-    name, known = model_languages(model_dir)
+    name, known = manifest.languages(model_dir)
     if code in known:
         return code
     raise LanguageError(code, problem(code, name, known))

@@ -6,9 +6,13 @@ cd "$(dirname "$0")/.."
 
 # portaudio + pulseaudio: capture and the virtual microphone used in tests;
 # libsystemd-dev + pkg-config: systemd-python builds from source;
-# systemd: systemd-analyze for the unit checks; shellcheck: the install scripts.
+# systemd: systemd-analyze for the unit checks; shellcheck: the install scripts;
+# chromium + chromium-driver + fonts-noto-cjk: the caption page tested in a real browser, CJK included;
+# mosquitto + mosquitto-clients: the MQTT bridge tested against a real broker.
 APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
-              libsystemd-dev pkg-config systemd shellcheck)
+              libsystemd-dev pkg-config systemd shellcheck
+              chromium chromium-driver fonts-noto-cjk
+              mosquitto mosquitto-clients)
 
 missing_apt() {
     local pkg

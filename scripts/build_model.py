@@ -39,7 +39,7 @@ from ct2_reader import parse_ct2, read_ct2  # noqa: E402
 from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights  # noqa: E402
 
 FORMAT = 1
-BUILDER_VERSION = 2  # 2: family/multilingual/languages in the manifest, tokenizer.json copied, whisper-base
+BUILDER_VERSION = 3  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
 OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
 PRECISIONS = ("fp32", "int8")
@@ -88,6 +88,11 @@ class ModelSpec:
     n_languages: int  # language tokens expected in the vocabulary (multilingual models only)
     sha256: str | None = None
     family: str = "whisper"
+    # What the daemon uses for the `auto` streaming keys (stream.final_beam, stream.partial_interval_ms,
+    # vad.max_utterance_s): settings that meet the latency budget on a 2-core box (docs/benchmarks.md);
+    # and whether the text said before is worth giving as a prompt (tiny.en longform_en WER 3.7 -> 2.1).
+    streaming: tuple[tuple[str, float], ...] = (("final_beam", 5), ("partial_interval_ms", 500), ("max_utterance_s", 20),
+                                                ("context", True))
 
     def dir_name(self, precision: str) -> str:
         return f"{self.name}-{precision}"
@@ -111,6 +116,10 @@ MODELS: dict[str, ModelSpec] = {
             multilingual=True,
             n_languages=99,
             sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            # longform_zh at real-time pace: beam 5 / 500 ms / 20 s gave final p50/p95 517/2042 ms and
+            # 109 % CPU; these give 430/633 ms and 67 %. The previous-text prompt hurts base: offline
+            # long-form CER 13.7 -> 10.2 (zh) and WER 6.3 -> 3.2 (longform_en) without it.
+            streaming=(("final_beam", 2), ("partial_interval_ms", 1000), ("max_utterance_s", 8), ("context", False)),
         ),
     )
 }
@@ -318,6 +327,7 @@ def manifest_for(name: str, precision: str, source: Source, dims: dict, director
         "multilingual": languages["multilingual"],
         "languages": languages["languages"],
         "quantization": INT8_SETTINGS if precision == "int8" else None,
+        "streaming": dict(source.spec.streaming),
         "builder": builder_identity(),
         "files": files_entry(directory),
     }

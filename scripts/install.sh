@@ -155,9 +155,15 @@ install_config() {
 install_unit() {
     install -d -m 0755 "$destdir$UNIT_DIR"
     install -m 0644 "$REPO/systemd/$SERVICE.service" "$destdir$UNIT_DIR/$SERVICE.service"
+    # The caption page is opt-in: installed, never enabled here (docs/operations.md, "Caption page").
+    install -m 0644 "$REPO/systemd/$SERVICE-captions.service" "$destdir$UNIT_DIR/$SERVICE-captions.service"
+    # So is the MQTT bridge (docs/operations.md, "MQTT bridge"): it needs mqtt.* set first.
+    install -m 0644 "$REPO/systemd/$SERVICE-mqtt.service" "$destdir$UNIT_DIR/$SERVICE-mqtt.service"
     install -d -m 0755 "$destdir$PREFIX/docs"
     install -m 0644 "$REPO/docs/operations.md" "$destdir$PREFIX/docs/operations.md"
     say "unit installed: $UNIT_DIR/$SERVICE.service"
+    say "caption page unit installed, disabled: systemctl enable --now $SERVICE-captions (see docs/operations.md)"
+    say "MQTT bridge unit installed, disabled: set mqtt.* in $ETC/config.yaml, then systemctl enable --now $SERVICE-mqtt"
 }
 
 enable_service() {
@@ -169,7 +175,7 @@ enable_service() {
     run systemctl enable "$SERVICE.service"
     # An upgrade restarts a running daemon only if the kept config is still valid.
     if run "$PREFIX/venv/bin/edge-asr" check-config "$ETC/config.yaml"; then
-        run systemctl try-restart "$SERVICE.service"
+        run systemctl try-restart "$SERVICE.service" "$SERVICE-captions.service" "$SERVICE-mqtt.service"
     else
         die "$ETC/config.yaml has problems (listed above): fix them, then: systemctl restart $SERVICE"
     fi

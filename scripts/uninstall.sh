@@ -14,6 +14,8 @@ set -euo pipefail
 PREFIX="/opt/edge-asr"
 ETC="/etc/edge-asr"
 UNIT="/etc/systemd/system/edge-asr.service"
+CAPTIONS_UNIT="/etc/systemd/system/edge-asr-captions.service"
+MQTT_UNIT="/etc/systemd/system/edge-asr-mqtt.service"
 SERVICE="edge-asr"
 
 destdir=""
@@ -53,6 +55,8 @@ remove() {
 
 stop_service() {
     if [[ -n "$destdir" ]] || systemctl list-unit-files "$SERVICE.service" >/dev/null 2>&1; then
+        run systemctl disable --now "$SERVICE-captions.service" || say "caption page was not running"
+        run systemctl disable --now "$SERVICE-mqtt.service" || say "MQTT bridge was not running"
         run systemctl disable --now "$SERVICE.service" || say "service was not running"
     fi
 }
@@ -69,7 +73,7 @@ remove_user() {
 main() {
     parse_args "$@"
     stop_service
-    remove "$UNIT" "$PREFIX"
+    remove "$UNIT" "$CAPTIONS_UNIT" "$MQTT_UNIT" "$PREFIX"
     if [[ -n "$destdir" ]] || systemd_running; then
         run systemctl daemon-reload
     fi

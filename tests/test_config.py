@@ -74,7 +74,7 @@ def test_schema_matches_design_table() -> None:
 
 
 def test_empty_file_means_defaults(config_dir: Path) -> None:
-    assert load_config(write(config_dir, "# nothing here\n")).stream.final_beam == 5
+    assert load_config(write(config_dir, "# nothing here\n")).stream.final_beam == "auto"
 
 
 def test_empty_section_means_defaults(config_dir: Path) -> None:

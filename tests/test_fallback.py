@@ -199,6 +199,8 @@ def test_daemon_publishes_the_final_and_a_status_when_the_accelerator_fails(
         runner.join(10)
     statuses = [e for e in subscriber.of("status") if "fake-npu" in e.get("message", "")]
     assert statuses and "cpu" in statuses[0]["message"].lower()
+    assert statuses[-1]["degraded"] is True and statuses[-1]["backend_requested"] == "auto"
+    assert "fake-npu" in statuses[-1]["degraded_reason"]
     finals = subscriber.of("final")
     ended = {e["utterance_id"] for e in subscriber.of("speech_end")}
     assert {f["utterance_id"] for f in finals} == ended  # every utterance got its final

@@ -177,3 +177,29 @@ def test_daemon_streams_mandarin_with_language_and_reloads_it_live(tmp_path: Pat
     assert all(shown_as_chinese(e["text"]) for e in finals + partials)
     assert all(p["text"].startswith(p["stable_text"]) for p in partials)
     assert cer([row["text"]], [f["text"] for f in finals]) < 0.25  # measured: docs/benchmarks.md
+
+
+# --- streaming settings that follow the model ----------------------------------------------
+
+
+def test_auto_streaming_keys_take_the_models_tuning(tmp_path: Path, base_model_dir: Path, int8_model_dir: Path) -> None:
+    from edge.manifest import Tuning, tuning
+    from edge.stream.session import StreamSettings
+    from edge.vad.endpointer import EndpointSettings
+
+    assert tuning(int8_model_dir) == Tuning(final_beam=5, partial_interval_ms=500, max_utterance_s=20, context=True)
+    base_tuning = tuning(base_model_dir)
+    assert base_tuning == Tuning(final_beam=2, partial_interval_ms=1000, max_utterance_s=8, context=False)
+    cfg = parse_config({"model": {"path": str(base_model_dir)}}, base_dir=tmp_path)
+    assert StreamSettings.from_config(cfg.stream, "zh", base_tuning) == StreamSettings(1000, 2, "zh")
+    assert EndpointSettings.from_config(cfg.vad, base_tuning).max_utterance_s == 8
+    pinned = parse_config({"stream": {"final_beam": 4}, "vad": {"max_utterance_s": 12}}, base_dir=REPO)
+    assert StreamSettings.from_config(pinned.stream, "auto", base_tuning).final_beam == 4
+    assert EndpointSettings.from_config(pinned.vad, base_tuning).max_utterance_s == 12
+    assert tuning(tmp_path) == Tuning()  # no manifest: the documented defaults
+
+
+def test_a_bad_streaming_value_names_auto_as_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"stream": {"final_beam": 11}}, base_dir=REPO)
+    assert 'stream.final_beam: 11' in str(bad.value) and '"auto"' in str(bad.value)

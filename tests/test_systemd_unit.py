@@ -32,14 +32,14 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
 
 
-def unit_with_venv(tmp_path: Path) -> Path:
+def unit_with_venv(tmp_path: Path, unit: Path = UNIT) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "edge-asr").write_text("#!/bin/sh\n")
     (venv / "bin" / "edge-asr").chmod(0o755)
-    text = UNIT.read_text()
+    text = unit.read_text()
     assert text.count(VENV) == 1, "ExecStart should be the only line naming the venv"
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(VENV, f"{venv}/"))
     return copy
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TYPE_CHECKING, TypeVar
 
 from edge.accel import rknn
 from edge.accel.board import RKNN_SOCS, Board, Probe, detect_board
 from edge.accel.ort import CUDA, TENSORRT
-from edge.config import Config
 from edge.errors import BackendError, StartupError, one_line
 
+if TYPE_CHECKING:  # the schema is not loaded for offline transcription
+    from edge.config import Config
+
 T = TypeVar("T")
-Opener = Callable[[str, Config], T]  # backend name, config -> something running on that backend
+Opener = Callable[[str, "Config"], T]  # backend name, config -> something running on that backend
 
 
 class BackendStartError(StartupError):

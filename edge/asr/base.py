@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, TYPE_CHECKING
 
 import numpy as np
 
-from edge.config import Config
+if TYPE_CHECKING:  # the schema is not loaded for offline transcription
+    from edge.config import Config
+
 
 Segment = tuple[float, float, str]
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 from edge.accel.board import Probe
 from edge.accel.select import select_backend
 from edge.asr.base import Family, Recognizer
 from edge.asr.fallback import FallbackRecognizer, StatusCallback
 from edge.asr.whisper import family as whisper
-from edge.config import Config
 from edge.errors import ModelError
+
+if TYPE_CHECKING:  # the schema is not loaded for offline transcription
+    from edge.config import Config
 
 FAMILIES: dict[str, Family] = {"whisper": whisper}
 

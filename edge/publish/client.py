@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import fields
 
 from edge.publish import protocol
 
@@ -56,6 +57,20 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
             return
         *lines, pending = (pending + data).split(b"\n")
         yield from (line + b"\n" for line in lines)
+
+
+def parse_event(line: bytes) -> protocol.Event:
+    """One event line as a typed event; ProtocolError if it is not a valid event of a known type.
+
+    Fields this version does not know are left out first: docs/protocol.md lets a newer
+    daemon add fields without a version bump, and `Event.from_dict` alone would refuse them.
+    """
+    data = protocol.decode(line)
+    kind = protocol.EVENT_CLASSES.get(data["type"])
+    if kind is not None and kind is not protocol.Status:
+        known = {f.name for f in fields(kind) if f.metadata.get("wire", True)}
+        data = {key: value for key, value in data.items() if key == "type" or key in known}
+    return protocol.Event.from_dict(data)
 
 
 def request_status(path: str, timeout: float) -> dict:

@@ -27,7 +27,9 @@ import numpy as np
 
 from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE
-from edge.config import MAX_UTTERANCE_S, StreamConfig
+from edge.config import StreamConfig, resolve
+from edge.limits import MAX_UTTERANCE_S
+from edge.manifest import Tuning
 from edge.publish.protocol import Final, Partial, SpeechEnd, SpeechStart, UtteranceEvent
 from edge.stream.stabilizer import PartialStabilizer
 from edge.stream.worker import Job, Worker
@@ -50,10 +52,17 @@ class StreamSettings:
     language: str = "auto"
 
     @classmethod
-    def from_config(cls, stream_cfg: StreamConfig | None = None, language: str = "auto") -> "StreamSettings":
-        """From a `stream` config section (None: the documented defaults) and model.language."""
+    def from_config(
+        cls, stream_cfg: StreamConfig | None = None, language: str = "auto", tuning: Tuning = Tuning()
+    ) -> "StreamSettings":
+        """From a `stream` config section (None: the documented defaults), model.language, and the
+        model's tuning for `auto` keys."""
         stream_cfg = stream_cfg or StreamConfig()
-        return cls(int(stream_cfg.partial_interval_ms), int(stream_cfg.final_beam), language)
+        return cls(
+            int(resolve(stream_cfg.partial_interval_ms, tuning.partial_interval_ms)),
+            int(resolve(stream_cfg.final_beam, tuning.final_beam)),
+            language,
+        )
 
 
 class _AudioHistory:

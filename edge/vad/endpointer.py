@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.config import VadConfig
+from edge.config import VadConfig, resolve
+from edge.manifest import Tuning
 from edge.audio.base import SAMPLE_RATE
 from edge.vad.silero import WINDOW
 
@@ -36,15 +37,15 @@ class EndpointSettings:
     max_utterance_s: float
 
     @classmethod
-    def from_config(cls, vad_cfg: VadConfig | None = None) -> "EndpointSettings":
-        """From a `vad` config section; None gives the documented defaults."""
+    def from_config(cls, vad_cfg: VadConfig | None = None, tuning: Tuning = Tuning()) -> "EndpointSettings":
+        """From a `vad` config section (None: the documented defaults); `auto` keys from the model's tuning."""
         vad_cfg = vad_cfg or VadConfig()
         return cls(
             threshold=float(vad_cfg.threshold),
             min_silence_ms=int(vad_cfg.min_silence_ms),
             speech_pad_ms=int(vad_cfg.speech_pad_ms),
             min_speech_ms=int(vad_cfg.min_speech_ms),
-            max_utterance_s=float(vad_cfg.max_utterance_s),
+            max_utterance_s=float(resolve(vad_cfg.max_utterance_s, tuning.max_utterance_s)),
         )
 
 

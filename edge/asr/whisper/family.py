@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from pathlib import Path
 
@@ -14,8 +16,11 @@ from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
 from edge.asr.whisper.recognizer import Recognizer
 from edge.asr.whisper.rknn import RknnWhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer
-from edge.config import Config
 from edge.errors import BackendError
+from edge.manifest import tuning
+
+if TYPE_CHECKING:  # the schema is not loaded for offline transcription
+    from edge.config import Config
 
 
 def load(model_dir: Path, threads: int = 0) -> Recognizer:
@@ -25,7 +30,8 @@ def load(model_dir: Path, threads: int = 0) -> Recognizer:
 
 def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family protocol's name
     """A recognizer whose graphs run on `backend`, proven to (see `open_backend`)."""
-    return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(Path(cfg.model.path)))
+    model_dir = Path(cfg.model.path)
+    return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(model_dir), use_context=tuning(model_dir).context)
 
 
 def accelerator_model_dir(model_path: Path) -> Path:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from edge.accel.ort import CPU, ProviderSpec, session_options, tensorrt_profile
 from edge.asr.whisper.graph import CrossKV, SelfKV
-from edge.config import MAX_BEAM
+from edge.limits import MAX_BEAM
 
 class OrtWhisperBackend:
     """Whisper encoder + decoder as two onnxruntime sessions."""

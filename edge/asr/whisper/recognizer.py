@@ -34,6 +34,7 @@ from edge.asr.whisper.features import (
 from edge.asr.whisper.tokenizer import Tokenizer, TokenizerError
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
+from edge.manifest import tuning
 
 MODEL_FILES = ("manifest.json", "encoder.onnx", "decoder.onnx", "vocabulary.txt", "config.json")
 # Hard cap on sampled tokens per window, well above fast speech (~5 tokens/s).
@@ -97,8 +98,11 @@ class Recognizer:
         pad_seconds: float = PAD_SECONDS,
         min_window_seconds: float = MIN_WINDOW_SECONDS,
         long_window_seconds: float = LONG_WINDOW_SECONDS,
+        use_context: bool = True,
     ) -> None:
+        """`use_context`: give the text said before as a prompt (the model's manifest tuning says)."""
         self.backend = backend
+        self.use_context = use_context
         self.tokenizer = tokenizer
         self.decoder = Decoder(backend, tokenizer)
         self.pad_seconds = pad_seconds
@@ -121,7 +125,7 @@ class Recognizer:
         except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt graph
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelError(f"cannot load the model in {model_dir}: {reason}") from None
-        return cls(backend, tokenizer)
+        return cls(backend, tokenizer, use_context=tuning(model_dir).context)
 
     @property
     def backend_name(self) -> str:
@@ -154,6 +158,7 @@ class Recognizer:
         which keeps a short utterance cut off at a pause consistent with what preceded it.
         """
         wanted = _whisper_options(options)
+        context = context if self.use_context else ()
         if partial:
             wanted = replace(wanted, beam_size=1)
         audio = _checked(audio)
@@ -206,7 +211,8 @@ class Recognizer:
             segments.extend(s for s in found if has_words(s[2]))
             results.append(result)
             seek += advance
-            prompt = [] if result.temperature > PROMPT_RESET_TEMPERATURE else [*prompt, *result.tokens]
+            keep = self.use_context and result.temperature <= PROMPT_RESET_TEMPERATURE
+            prompt = [*prompt, *result.tokens] if keep else []
         if not segments:
             return Transcript.empty(no_speech, language or "")
         return self._transcript(" ".join(s[2] for s in segments), results, tuple(segments))

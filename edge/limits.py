@@ -1,0 +1,8 @@
+"""Bounds that the config schema states and the runtime sizes things by, defined once.
+
+Kept apart from edge/config.py so that the recognizer (`edge-asr transcribe`)
+does not load the config schema: pydantic costs about 15 MiB of RSS.
+"""
+
+MAX_BEAM = 10  # stream.final_beam's upper bound (TensorRT shape profiles are sized for it)
+MAX_UTTERANCE_S = 28  # vad.max_utterance_s's upper bound: one utterance always fits one 30 s Whisper window
