@@ -116,10 +116,13 @@ MODELS: dict[str, ModelSpec] = {
             multilingual=True,
             n_languages=99,
             sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-            # longform_zh at real-time pace: beam 5 / 500 ms / 20 s gave final p50/p95 517/2042 ms and
-            # 109 % CPU; these give 430/633 ms and 67 %. The previous-text prompt hurts base: offline
+            # longform_zh at real-time pace (final p50/p95 ms, CPU, CER of finals; offline CER 10.2):
+            # beam 5, 500 ms, 20 s: 517/2042, 109 %, 10.2; beam 2, 1000 ms, 20 s: 430/1964, 81 %, 10.9;
+            # the same with 8 s: 460/635, 68 %, 14.4 (forced splits cost words); with 12 s: 445/1574, 71 %,
+            # 10.9. 12 s keeps the finals' accuracy; only utterances over ~10 s miss the p95 budget, while
+            # their partials keep the screen current. The previous-text prompt hurts base: offline
             # long-form CER 13.7 -> 10.2 (zh) and WER 6.3 -> 3.2 (longform_en) without it.
-            streaming=(("final_beam", 2), ("partial_interval_ms", 1000), ("max_utterance_s", 8), ("context", False)),
+            streaming=(("final_beam", 2), ("partial_interval_ms", 1000), ("max_utterance_s", 12), ("context", False)),
         ),
     )
 }

@@ -189,10 +189,10 @@ def test_auto_streaming_keys_take_the_models_tuning(tmp_path: Path, base_model_d
 
     assert tuning(int8_model_dir) == Tuning(final_beam=5, partial_interval_ms=500, max_utterance_s=20, context=True)
     base_tuning = tuning(base_model_dir)
-    assert base_tuning == Tuning(final_beam=2, partial_interval_ms=1000, max_utterance_s=8, context=False)
+    assert base_tuning == Tuning(final_beam=2, partial_interval_ms=1000, max_utterance_s=12, context=False)
     cfg = parse_config({"model": {"path": str(base_model_dir)}}, base_dir=tmp_path)
     assert StreamSettings.from_config(cfg.stream, "zh", base_tuning) == StreamSettings(1000, 2, "zh")
-    assert EndpointSettings.from_config(cfg.vad, base_tuning).max_utterance_s == 8
+    assert EndpointSettings.from_config(cfg.vad, base_tuning).max_utterance_s == 12
     pinned = parse_config({"stream": {"final_beam": 4}, "vad": {"max_utterance_s": 12}}, base_dir=REPO)
     assert StreamSettings.from_config(pinned.stream, "auto", base_tuning).final_beam == 4
     assert EndpointSettings.from_config(pinned.vad, base_tuning).max_utterance_s == 12

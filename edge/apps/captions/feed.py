@@ -1,0 +1,128 @@
+"""The caption server's side of the daemon socket: one subscriber that reconnects with backoff.
+
+The shared blocking client (edge/publish/client.py) reads on a thread of its own, so the
+web server's event loop never waits on the daemon and no browser can slow the reading.
+Each event is cut down to what the page draws and handed over through `emit`, which the
+server makes thread-safe; the connection state goes the same way as a `daemon` message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from edge.publish import protocol
+from edge.publish.client import DaemonUnavailable, connect, parse_event, read_lines
+
+log = logging.getLogger(__name__)
+
+# A local socket is cheap to retry: the first retries come quickly so that a daemon
+# restart shows as a blink, and the cap keeps a stopped daemon from costing anything.
+FIRST_RETRY_S = 0.25
+MAX_RETRY_S = 5.0
+_STOP_TIMEOUT_S = 2.0
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def page_message(event: protocol.Event) -> tuple[str, dict[str, Any]] | None:
+    """The (name, data) the page needs for an event, or None when the page has no use for it."""
+    if isinstance(event, protocol.Final):
+        return "final", {"id": event.utterance_id, "text": event.text, "language": event.language}
+    if isinstance(event, protocol.Partial):
+        return "partial", {"id": event.utterance_id, "text": event.text, "stable": event.stable_text}
+    if isinstance(event, protocol.SpeechEnd):
+        return "speech_end", {"id": event.utterance_id}
+    return None
+
+
+class DaemonFeed:
+    """Subscribes to the daemon at `path` until stop(), calling `emit(name, data)` from its thread."""
+
+    def __init__(self, path: str, emit: Emit) -> None:
+        self._path = path
+        self._emit = emit
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._state: tuple[bool, str] | None = None
+        self._thread = threading.Thread(target=self._run, name="captions-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread: shutting the socket down wakes a blocked read."""
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(_STOP_TIMEOUT_S)
+
+    def _run(self) -> None:
+        delay = FIRST_RETRY_S
+        while not self._stop.is_set():
+            greeted, reason = self._session()
+            if self._stop.is_set():
+                return
+            self._tell(False, reason)
+            delay = FIRST_RETRY_S if greeted else min(2 * delay, MAX_RETRY_S)
+            self._stop.wait(delay)
+
+    def _session(self) -> tuple[bool, str]:
+        """One connection: forward its events until it ends; returns (it said hello, why it ended)."""
+        try:
+            sock = connect(self._path)
+        except DaemonUnavailable as exc:
+            return False, str(exc)
+        self._sock = sock
+        greeted = False
+        try:
+            with sock:
+                if self._stop.is_set():  # stop() ran before the socket was there to shut down
+                    return False, "stopped"
+                for line in read_lines(sock):
+                    greeted = self._forward(line) or greeted
+        except DaemonUnavailable as exc:
+            return greeted, str(exc)
+        finally:
+            self._sock = None
+        return greeted, "the daemon closed the connection (stopped or restarting)"
+
+    def _forward(self, line: bytes) -> bool:
+        """Hand one event line to the page; True for the daemon's hello."""
+        try:
+            event = parse_event(line)
+        except protocol.ProtocolError as exc:
+            log.debug("skipping an event the caption page cannot use: %s", exc)
+            return False
+        if isinstance(event, protocol.Hello):
+            self._greet(event)
+            return True
+        message = page_message(event)
+        if message is not None:
+            self._emit(*message)
+        return False
+
+    def _greet(self, hello: protocol.Hello) -> None:
+        if hello.protocol_version > protocol.PROTOCOL_VERSION:
+            raise DaemonUnavailable(
+                f"the daemon speaks protocol {hello.protocol_version}, newer than this caption server's "
+                f"{protocol.PROTOCOL_VERSION}: upgrade edge-asr"
+            )
+        self._tell(True, f"{hello.model} on {hello.backend}")
+
+    def _tell(self, connected: bool, message: str) -> None:
+        """Log and pass on a change of the connection state; repeats of the same failure stay quiet."""
+        if (connected, message) == self._state:
+            return
+        self._state = (connected, message)
+        if connected:
+            log.info("connected to edge-asr at %s (%s)", self._path, message)
+        else:
+            log.warning("not connected to edge-asr: %s; retrying", message)
+        self._emit("daemon", {"connected": connected, "message": message})

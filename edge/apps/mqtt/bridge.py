@@ -1,0 +1,186 @@
+"""The bridge: daemon events in, MQTT messages out, every final through the spool.
+
+Three threads: the feed reads the daemon, the link runs paho's network loop, and the
+caller's thread asks the daemon for its status every status_interval_s. A final is
+numbered and written to the spool on the feed thread, then "pumped": spooled finals
+go out in id order, at most MAX_INFLIGHT unacknowledged at a time, and each is deleted
+when its PUBACK arrives. A new connection starts the pump again from the oldest
+spooled final, so nothing is lost and the only duplicates are finals whose PUBACK the
+old connection never delivered (same box_id, boot_id, seq: consumers drop them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge.apps.mqtt.broker import MAX_INFLIGHT, BrokerLink
+from edge.apps.mqtt.feed import DaemonFeed
+from edge.apps.mqtt.payloads import Box, Topics, final_body, partial_body, status_body, utc_now
+from edge.apps.mqtt.spool import Spool
+from edge.config import MqttConfig
+from edge.publish import protocol
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """`run()` until `stop()`; `on_state` gets a one-line summary whenever a connection comes or goes."""
+
+    def __init__(self, settings: MqttConfig, socket_path: str, on_state: Callable[[str], None] = lambda text: None) -> None:
+        self._settings = settings
+        self._box = Box(settings.box_id, uuid.uuid4().hex)
+        self._topics = Topics.under(settings.topic_prefix)
+        self._link = BrokerLink(settings, self._topics, self)  # first: a bad password file fails before any I/O
+        self._spool = Spool(settings.spool_dir, round(settings.spool_max_mb * 1_000_000))
+        self._feed = DaemonFeed(socket_path, self._on_event, self._daemon_down)
+        self._on_state = on_state
+        self._stop = threading.Event()
+        self._failed = False
+        self._lock = threading.Lock()  # guards the pump's state below
+        self._client: mqtt.Client | None = None  # set while the broker has accepted us
+        self._inflight: dict[int, int] = {}  # message id -> spool id, current connection only
+        self._sent_upto = 0  # highest spool id handed to the current connection
+        self._acks: deque[int] = deque()  # PUBACKed message ids, settled by the next pump
+        self._seq = 0
+        self._finals_sent = 0
+        self._warned_full = False
+        self._daemon: dict[str, Any] | None = None
+        self._daemon_error: str | None = "not connected yet"
+        self._last_broker_error: str | None = None
+        self._connected_since: str | None = None
+
+    def run(self) -> int:
+        """0 after stop(); 1 when a thread died of an unexpected error (systemd restarts the bridge)."""
+        threads = [threading.Thread(target=self._guarded, args=(body,), name=name, daemon=True)
+                   for name, body in (("mqtt-feed", self._feed.run), ("mqtt-link", self._link.run))]
+        for thread in threads:
+            thread.start()
+        log.info("bridging as box %s (boot %s) to %s/...; %d final(s) waiting in the spool",
+                 self._box.box_id, self._box.boot_id, self._settings.topic_prefix, self._spool.stats()["spooled"])
+        while not self._stop.wait(self._settings.status_interval_s):
+            if not self._feed.request_status():  # the reply comes back as an event and is published then
+                self._publish_status()
+        self._feed.close()
+        for thread in threads:
+            thread.join()
+        self._spool.close()
+        return 1 if self._failed else 0
+
+    def stop(self) -> None:
+        """Safe in a signal handler (it only sets an event): run() says `online: false` and returns."""
+        self._stop.set()
+
+    def _guarded(self, body: Callable[[threading.Event], None]) -> None:
+        """A thread that dies would leave a bridge that looks alive and does nothing: stop it all instead."""
+        try:
+            body(self._stop)
+        except Exception:
+            log.exception("the bridge stops after an unexpected error in %s", threading.current_thread().name)
+            self._failed = True
+            self._stop.set()
+
+    # --- daemon side (feed thread) ------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == protocol.Final.TYPE:
+            self._take_final(event)
+        elif kind == protocol.Partial.TYPE and self._settings.partials:
+            self._publish(self._topics.partial, partial_body(event, self._box), qos=0, retain=False)
+        elif kind == protocol.Status.TYPE:
+            came_back = self._daemon is None
+            self._daemon, self._daemon_error = event, None
+            self._publish_status()
+            if came_back:
+                self._state_changed()
+        elif kind == protocol.Hello.TYPE:
+            self._feed.request_status()  # a (re)started daemon: its status goes out at once
+
+    def _take_final(self, event: dict[str, Any]) -> None:
+        self._seq += 1
+        dropped = self._spool.add(final_body(event, self._box, self._seq))
+        if dropped and not self._warned_full:
+            log.warning("spool full (mqtt.spool_max_mb: %s): dropping the oldest finals; "
+                        "the count is spool_dropped in the status", self._settings.spool_max_mb)
+            self._warned_full = True
+        self._pump()
+
+    def _daemon_down(self, reason: str) -> None:
+        self._daemon, self._daemon_error = None, reason
+        self._publish_status()
+        self._state_changed()
+
+    # --- broker side (LinkListener: link thread) ------------------------------------
+
+    def link_up(self, client: mqtt.Client) -> None:
+        with self._lock:
+            self._client = client
+            self._inflight.clear()
+            self._acks.clear()
+            self._sent_upto = 0
+            self._warned_full = False
+        self._connected_since = utc_now("seconds")
+        self._publish_status()
+        self._pump()
+        self._state_changed()
+
+    def link_down(self, reason: str) -> None:
+        with self._lock:
+            self._client = None
+        self._last_broker_error = reason
+        self._state_changed()
+
+    def acked(self, client: mqtt.Client, mid: int) -> None:
+        if client is self._client:
+            self._acks.append(mid)
+
+    def tick(self) -> None:
+        if self._acks:
+            self._pump()
+
+    # --- shared --------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Settle acknowledged finals, then send spooled ones while the window has room."""
+        with self._lock:
+            self._settle()
+            if self._client is None:
+                return
+            for row_id, body in self._spool.after(self._sent_upto, MAX_INFLIGHT - len(self._inflight)):
+                self._inflight[self._client.publish(self._topics.final, body, qos=1).mid] = row_id
+                self._sent_upto = row_id
+
+    def _settle(self) -> None:
+        done = []
+        while self._acks:
+            row_id = self._inflight.pop(self._acks.popleft(), None)
+            if row_id is not None:
+                done.append(row_id)
+        if done:
+            self._spool.remove(done)
+            self._finals_sent += len(done)
+
+    def _publish_status(self) -> None:
+        bridge = {"connected_since": self._connected_since, "last_broker_error": self._last_broker_error,
+                  "partials": self._settings.partials, "finals_sent": self._finals_sent, **self._spool.stats()}
+        body = status_body(self._box, self._daemon, self._daemon_error, bridge)
+        self._publish(self._topics.status, body, qos=1, retain=True)
+
+    def _publish(self, topic: str, body: bytes, qos: int, retain: bool) -> None:
+        """Skipped while disconnected: partials are disposable and a new connection sends a fresh status."""
+        client = self._client
+        if client is not None:
+            client.publish(topic, body, qos=qos, retain=retain)
+
+    def _state_changed(self) -> None:
+        broker = "connected" if self._client is not None else self._last_broker_error or "connecting"
+        daemon = "running" if self._daemon is not None else self._daemon_error
+        self._on_state(f"broker: {broker}; daemon: {daemon}; {self._spool.stats()['spooled']} final(s) spooled")
+

@@ -1,0 +1,61 @@
+"""Serve a live caption web page (room screen, kiosk) fed by the daemon's socket.
+
+The daemon socket is --socket, else publish.socket; the address --listen, else captions.listen.
+Exit status: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) when the config is unusable, 1 when the
+address cannot be served. A missing or restarting daemon is never fatal: the page says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from edge.apps.captions.server import serve
+from edge.config import CaptionsConfig, ConfigError, default_config_path, load_for_command, split_listen
+from edge.service.logs import setup_logging
+
+log = logging.getLogger("edge.captions")
+
+EX_STARTUP = 1  # as `edge-asr run`: the address is taken or not ours
+
+LISTEN_ALLOWED = CaptionsConfig.model_fields["listen"].description
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml, else the defaults)",
+    )
+    parser.add_argument("--socket", metavar="PATH", help="daemon socket (default: publish.socket of the config)")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", type=_listen_value, help="serve the page here (default: captions.listen)"
+    )
+
+
+def _listen_value(value: str) -> str:
+    """Checked like captions.listen, with the same words."""
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f'"{value}" {exc}; expected {LISTEN_ALLOWED}') from None
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    path = default_config_path(args.config)
+    try:
+        cfg = load_for_command(args.config, defaults_if_absent=True)
+    except ConfigError as exc:
+        return exc.report(path)
+    setup_logging(cfg.log.level)
+    socket_path = args.socket or str(cfg.publish.socket)
+    listen = args.listen or cfg.captions.listen
+    host, port = split_listen(listen)
+    log.info("caption page on http://%s/ (events from %s)", listen, socket_path)
+    try:
+        serve(cfg.captions, socket_path, host, port)
+    except OSError as exc:
+        log.error("cannot serve the caption page on %s: %s", listen, exc.strerror or exc)
+        return EX_STARTUP
+    return 0

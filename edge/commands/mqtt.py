@@ -1,0 +1,65 @@
+"""Bridge the daemon's finals, partials and health to an MQTT broker, spooling finals while it is away.
+
+Exit status: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) when the config is unusable or
+mqtt.enabled is false (the unit's RestartPreventExitStatus keeps it from restart
+loops), 1 when the spool cannot be opened. Broker and daemon outages are never fatal:
+the bridge retries with backoff and reports them in the log and `systemctl status`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from edge.apps.mqtt.bridge import Bridge
+from edge.apps.mqtt.broker import SettingsError
+from edge.config import EX_CONFIG, ConfigError, default_config_path, load_for_command
+from edge.errors import StartupError, one_line
+from edge.publish import protocol
+from edge.service.logs import setup_logging
+from edge.service.sdnotify import Notifier
+
+log = logging.getLogger("edge.mqtt")
+
+EX_STARTUP = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file with the mqtt section (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help=f"daemon socket (default: publish.socket of the config, else {protocol.DEFAULT_SOCKET})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    path = default_config_path(args.config)
+    try:
+        cfg = load_for_command(args.config, defaults_if_absent=True)
+    except ConfigError as exc:
+        return exc.report(path)
+    setup_logging(cfg.log.level)
+    if not cfg.mqtt.enabled:
+        log.error("mqtt.enabled is false in %s: set it to true (and mqtt.host) to run the bridge", path)
+        return EX_CONFIG
+    notifier = Notifier()
+    try:
+        bridge = Bridge(cfg.mqtt, args.socket or str(cfg.publish.socket), on_state=notifier.status)
+    except SettingsError as exc:
+        log.error("cannot start: %s", exc)
+        return EX_CONFIG
+    except StartupError as exc:
+        log.error("cannot start: %s", one_line(exc, limit=1000))
+        return EX_STARTUP
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: bridge.stop())
+    notifier.ready()
+    code = bridge.run()
+    notifier.stopping()
+    return code

@@ -1,0 +1,496 @@
+"""`edge-asr captions`: the real command against a real publisher socket, over HTTP and in a real Chromium.
+
+The daemon is a `Publisher` (the daemon's own socket server) fed by hand, so every event is
+known; the caption server runs as `python -m edge captions`, as the unit runs it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.apps.captions.server import MAX_BROWSERS, MAX_PENDING
+from edge.publish import protocol
+from edge.publish.client import parse_event
+from tests.conftest import REPO
+from tests.test_publisher import make_publisher, wait_for
+from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, unit_with_venv
+
+UNIT = REPO / "systemd" / "edge-asr-captions.service"
+CONFIG = """\
+captions:
+  lines: 3
+  font_size: 48
+  title: "Salle B · 会议室"
+"""
+ZH = "把会议室的灯打开"
+EN = "Turn on the kitchen lights."
+
+
+class FakeDaemon:
+    """The daemon's socket with events fed by hand; stop() then start() is a daemon restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.publisher = None
+        self.utterance = 0
+
+    def start(self) -> None:
+        self.publisher = make_publisher(self.path, queue_size=65536, max_pending_finals=65536)
+        self.publisher.start()
+
+    def stop(self) -> None:
+        self.publisher.close(timeout=1.0)
+
+    def final(self, text: str, language: str = "en") -> int:
+        self.utterance += 1
+        self.publisher.publish(protocol.Final(utterance_id=self.utterance, text=text, start_s=0.0, end_s=1.0,
+                                              audio_time_s=1.0, language=language))
+        return self.utterance
+
+    def partial(self, text: str, stable: str) -> None:
+        self.publisher.publish(protocol.Partial(utterance_id=self.utterance + 1, text=text, stable_text=stable,
+                                                start_s=0.0, end_s=1.0, audio_time_s=1.0))
+
+
+class CaptionServer:
+    """`python -m edge captions` on a free localhost port, kept across stop() and start()."""
+
+    def __init__(self, workdir: Path, daemon: FakeDaemon) -> None:
+        self.workdir = workdir
+        self.daemon = daemon
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = captions_process(self.workdir, "--socket", str(self.daemon.path),
+                                        "--listen", f"127.0.0.1:{self.port}")
+        wait_for(lambda: self.process.poll() is not None or accepts(self.port), timeout=20)
+        assert self.process.poll() is None, self.log()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(10) == 0, self.log()
+
+    def log(self) -> str:
+        return (self.workdir / "captions.log").read_text()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+def captions_process(workdir: Path, *args: str) -> subprocess.Popen:
+    """`edge-asr captions` with the config in `workdir`, writing its log to workdir/captions.log."""
+    command = [sys.executable, "-m", "edge", "captions", "--config", str(workdir / "config.yaml"), *args]
+    with open(workdir / "captions.log", "a") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def config_dir(base: Path, text: str = CONFIG) -> Path:
+    """A config file, and the stand-in model its default model.path needs."""
+    (base / "models" / "whisper-tiny.en-int8").mkdir(parents=True, exist_ok=True)
+    (base / "models" / "whisper-tiny.en-int8" / "manifest.json").write_text("{}")
+    (base / "config.yaml").write_text(text)
+    return base
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[FakeDaemon]:
+    directory = Path(tempfile.mkdtemp(prefix="easr-cap-", dir="/tmp"))  # AF_UNIX paths must be short
+    fake = FakeDaemon(directory / "asr.sock")
+    fake.start()
+    yield fake
+    fake.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(daemon: FakeDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaptionServer]:
+    captions = CaptionServer(config_dir(tmp_path_factory.mktemp("captions")), daemon)
+    captions.start()
+    yield captions
+    captions.stop()
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+def fetch(port: int, method: str, path: str, host: str = "127.0.0.1") -> tuple[http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, headers={"Host": host})
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+class EventStream:
+    """One browser's event stream, read by hand. HTTP/1.0 keeps the body free of chunk framing."""
+
+    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.settimeout(10)
+        self.sock.sendall(b"GET /events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        self.pending = b""
+        self.status = int(self._until(b"\r\n\r\n").split()[1])
+
+    def _until(self, separator: bytes) -> bytes:
+        while separator not in self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the server closed the stream")
+            self.pending += data
+        block, self.pending = self.pending.split(separator, 1)
+        return block
+
+    def event(self) -> tuple[str, dict]:
+        """The next event (keep-alive comments skipped) as (name, data)."""
+        while True:
+            fields = dict(line.split(": ", 1) for line in self._until(b"\n\n").decode().splitlines()
+                          if not line.startswith(":"))
+            if fields:
+                return fields["event"], json.loads(fields["data"])
+
+    def next_of(self, name: str) -> dict:
+        while True:
+            kind, data = self.event()
+            if kind == name:
+                return data
+
+    def daemon_connected(self) -> dict:
+        """The next `daemon` event saying connected (failed retries before it say so too)."""
+        while not (state := self.next_of("daemon"))["connected"]:
+            pass
+        return state
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def stream(server: CaptionServer) -> Iterator[EventStream]:
+    """An open stream that has seen the daemon connected, so events published now reach it."""
+    opened = EventStream(server.port)
+    assert opened.status == 200
+    opened.daemon_connected()
+    yield opened
+    opened.close()
+
+
+def test_the_page_is_served_with_its_settings_and_nothing_from_elsewhere(server: CaptionServer) -> None:
+    response, body = fetch(server.port, "GET", "/?lines=2")
+    page = body.decode()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/html; charset=utf-8"
+    settings = json.loads(re.search(r'<script id="settings" type="application/json">(.*?)</script>', page).group(1))
+    assert settings["lines"] == 3 and settings["font_size"] == 48 and settings["title"] == "Salle B · 会议室"
+    assert response.getheader("Content-Security-Policy").startswith("default-src 'none'; script-src 'sha256-")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must load nothing from elsewhere"
+
+
+@pytest.mark.parametrize(
+    "path", ["/index.html", "/page.html", "/events/", "/events/x", "/static/", "/../config.yaml",
+             "/edge/apps/captions/page.html", "//etc/passwd"]
+)
+def test_only_the_page_and_its_stream_exist(server: CaptionServer, path: str) -> None:
+    assert fetch(server.port, "GET", path)[0].status == 404
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/"), ("PUT", "/events"), ("DELETE", "/"), ("HEAD", "/events")])
+def test_other_methods_are_refused(server: CaptionServer, method: str, path: str) -> None:
+    assert fetch(server.port, method, path)[0].status == 405
+
+
+def test_bad_requests_and_foreign_host_names_get_4xx(server: CaptionServer) -> None:
+    assert fetch(server.port, "GET", "/", host="localhost:1")[0].status == 200
+    assert fetch(server.port, "GET", "/", host="[::1]")[0].status == 200
+    assert fetch(server.port, "GET", "/", host="attacker.example:8080")[0].status == 403  # DNS rebinding
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 400 ", raw.recv(100))
+
+
+def test_a_final_reaches_the_event_stream(daemon: FakeDaemon, stream: EventStream) -> None:
+    utterance = daemon.final(ZH, language="zh")
+    assert stream.next_of("final") == {"id": utterance, "text": ZH, "language": "zh"}
+
+
+def test_a_reader_behind_gets_every_final_in_order_and_the_newest_partial(
+    daemon: FakeDaemon, stream: EventStream
+) -> None:
+    first = daemon.utterance + 1
+    for n in range(MAX_PENDING // 2):
+        daemon.partial(f"partial {n} " + "x" * 500, stable="partial")
+        daemon.final(f"final {n} " + "y" * 500)
+    daemon.partial("the newest partial", stable="the")
+    time.sleep(0.5)  # a page that looks away for a moment
+    finals = [stream.next_of("final")["id"] for _ in range(MAX_PENDING // 2)]
+    assert finals == list(range(first, first + MAX_PENDING // 2))
+    while stream.next_of("partial")["text"] != "the newest partial":  # older ones may come or not
+        pass
+
+
+def test_a_stalled_browser_is_cut_off_and_never_slows_the_others(daemon: FakeDaemon, server: CaptionServer) -> None:
+    stalled = EventStream(server.port, rcvbuf=2048)
+    fast = EventStream(server.port)
+    fast.daemon_connected()
+    count, first = 4 * MAX_PENDING, daemon.utterance + 1  # 4 MB: far beyond the socket buffers too
+    received: list[int] = []
+    reader = threading.Thread(target=lambda: received.extend(fast.next_of("final")["id"] for _ in range(count)))
+    reader.start()
+    for n in range(count):
+        daemon.final(f"{n} " + "z" * 4000)
+        time.sleep(0.001)  # a burst, but one a reading browser keeps up with
+    reader.join(2)
+    assert received == list(range(first, first + count))
+    with pytest.raises((EOFError, ConnectionResetError)):  # it was disconnected, far from the end
+        while stalled.next_of("final")["id"] < first + count - 1:
+            pass
+    assert f"a caption page fell {MAX_PENDING} events behind; disconnecting it" in server.log()
+    stalled.close()
+    fast.close()
+
+
+def new_stream_status(port: int) -> int:
+    opened = EventStream(port)
+    opened.close()
+    return opened.status
+
+
+def test_too_many_pages_get_503_and_closed_ones_leave_at_once(server: CaptionServer) -> None:
+    streams = [EventStream(server.port) for _ in range(MAX_BROWSERS)]
+    try:
+        assert [opened.status for opened in streams] == [200] * MAX_BROWSERS
+        assert new_stream_status(server.port) == 503
+    finally:
+        for opened in streams:
+            opened.close()
+    wait_for(lambda: new_stream_status(server.port) == 200, timeout=2)
+
+
+def test_the_daemon_going_away_is_told_and_followed_by_a_reconnect(daemon: FakeDaemon, stream: EventStream) -> None:
+    daemon.stop()
+    try:
+        assert stream.next_of("daemon")["connected"] is False
+    finally:
+        daemon.start()
+    assert stream.daemon_connected() == {"connected": True, "message": "whisper-tiny.en-int8 on cpu"}
+    utterance = daemon.final(EN)
+    assert stream.next_of("final")["id"] == utterance
+
+
+def test_a_newer_daemons_extra_fields_are_ignored() -> None:
+    """docs/protocol.md: fields may be added without a version bump; the page must keep working."""
+    line = ('{"type":"final","audio_time_s":2.0,"utterance_id":7,"text":"hi","is_final":true,"start_s":0.5,'
+            '"end_s":1.5,"language":"en","speaker":"A"}\n').encode()
+    assert parse_event(line) == protocol.Final(audio_time_s=2.0, utterance_id=7, text="hi", start_s=0.5, end_s=1.5,
+                                               language="en")
+    with pytest.raises(protocol.ProtocolError):
+        parse_event(b'{"type":"final","audio_time_s":2.0}\n')
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def run_captions(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (workdir / "captions.log").unlink(missing_ok=True)
+    process = captions_process(workdir, *args)
+    process.wait(30)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", (workdir / "captions.log").read_text())
+
+
+def test_a_bad_listen_value_names_the_key_value_and_what_is_allowed(tmp_path: Path) -> None:
+    config_dir(tmp_path, "captions:\n  listen: 0.0.0.0:80\n")
+    result = run_captions(tmp_path)
+    assert result.returncode == 78
+    assert 'line 2: captions.listen: "0.0.0.0:80" has a port out of range; expected HOST:PORT' in result.stderr
+    result = run_captions(tmp_path, "--listen", "localhost:8080")
+    assert result.returncode == 2
+    assert '"localhost:8080" does not start with an IP address; expected HOST:PORT' in result.stderr
+
+
+def test_an_address_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    config_dir(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_captions(tmp_path, "--socket", "/nonexistent.sock", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot serve the caption page on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the unit -----------------------------------------------------------------------------
+
+
+@needs_analyze
+def test_unit_verifies_silently_and_scores_at_most_the_limit(tmp_path: Path) -> None:
+    result = analyze("verify", str(unit_with_venv(tmp_path, UNIT)))
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+    result = analyze("security", "--offline=true", str(UNIT))
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout + result.stderr)
+    assert match and float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_unit_contract() -> None:
+    lines = set(UNIT.read_text().splitlines())
+    for line in ("After=edge-asr.service",
+                 "ExecStart=/opt/edge-asr/venv/bin/edge-asr captions --config /etc/edge-asr/config.yaml",
+                 "RestartPreventExitStatus=78", "SupplementaryGroups=edge-asr", "IPAddressDeny=any",
+                 "IPAddressAllow=localhost", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
+        assert line in lines
+
+
+def test_installed_disabled_and_removed_on_uninstall(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    root = tmp_path / "root"
+    root.mkdir()
+    output = script("install.sh", "--destdir", str(root), "--model-from", str(model))
+    unit = root / "etc/systemd/system/edge-asr-captions.service"
+    assert unit.read_text() == UNIT.read_text()
+    assert not re.search(r"would run: systemctl enable .*captions", output)
+    output = script("uninstall.sh", "--destdir", str(root))
+    assert "systemctl disable --now edge-asr-captions.service" in output and not unit.exists()
+
+
+# --- a real browser -------------------------------------------------------------------------
+
+CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,720")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver fonts-noto-cjk)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+def until(driver, script: str, expected: object = True, timeout: float = 10.0, *args: object) -> None:
+    """Wait until the page's `script` (given `args`) returns `expected`."""
+    wait_for(lambda: driver.execute_script(script, *args) == expected, timeout=timeout)
+
+
+def open_page(driver, server: CaptionServer, query: str = "") -> None:
+    driver.get(server.url + query)
+    until(driver, "return document.body.dataset.state", "live")
+
+
+def test_page_shows_english_and_chinese_finals_in_their_language(
+    browser, server: CaptionServer, daemon: FakeDaemon
+) -> None:
+    open_page(browser, server)
+    daemon.final(EN)
+    daemon.final(ZH, language="zh")
+    until(browser, "return document.getElementById('finals').textContent.includes(arguments[0])", True, 10, ZH)
+    lines = browser.execute_script(
+        "return [...document.querySelectorAll('.line')]"
+        ".map(l => [l.textContent, l.lang, getComputedStyle(l).fontFamily])")
+    assert [line[:2] for line in lines] == [[EN, "en"], [ZH, "zh-CN"]]
+    assert lines[1][2].startswith('"Noto Sans CJK SC"')
+    assert browser.execute_script("return document.documentElement.lang") == "zh-CN"
+    assert browser.execute_script("return getComputedStyle(document.querySelector('.line')).fontSize") == "48px"
+    assert browser.title == "Salle B · 会议室"
+
+
+def test_partial_draws_its_stable_text_settled_and_the_rest_lighter(
+    browser, server: CaptionServer, daemon: FakeDaemon
+) -> None:
+    open_page(browser, server)
+    daemon.partial("把会议室的灯", stable="把会议室")
+    until(browser, "return document.querySelector('#partial .unstable').textContent", "的灯")
+    stable, unstable = browser.execute_script(
+        "return ['.stable', '.unstable']"
+        ".map(s => Number(getComputedStyle(document.querySelector('#partial ' + s)).opacity))")
+    assert browser.execute_script("return document.querySelector('#partial .stable').textContent") == "把会议室"
+    assert unstable < stable == 1
+    daemon.final(ZH, language="zh")
+    until(browser, "return document.getElementById('partial').hidden")
+
+
+def test_url_parameters_override_lines_size_and_theme(browser, server: CaptionServer, daemon: FakeDaemon) -> None:
+    open_page(browser, server, "?lines=2&size=30&theme=light")
+    for n in range(3):
+        daemon.final(f"line {n}")
+    until(browser, "return document.querySelector('.line:last-child')?.textContent", "line 2")
+    shown = browser.execute_script("return [...document.querySelectorAll('.line')].map(l => l.textContent)")
+    assert shown == ["line 1", "line 2"]
+    assert browser.execute_script("return getComputedStyle(document.querySelector('.line')).fontSize") == "30px"
+    assert browser.execute_script("return document.body.dataset.theme") == "light"
+
+
+def test_final_to_page_delay_p95_within_300_ms(browser, server: CaptionServer, daemon: FakeDaemon) -> None:
+    open_page(browser, server)
+    browser.execute_script("""
+        window.shownAt = {};
+        new MutationObserver((records) => {
+          const now = performance.timeOrigin + performance.now();
+          for (const r of records) for (const n of r.addedNodes) window.shownAt[n.textContent] = now;
+        }).observe(document.getElementById('finals'), {childList: true});""")
+    sent = {}
+    for n in range(20):
+        sent[f"timed {n}"] = time.time() * 1000
+        daemon.final(f"timed {n}")
+        time.sleep(0.05)
+    until(browser, "return Object.keys(window.shownAt).length", 20)
+    shown = browser.execute_script("return window.shownAt")
+    delays = sorted(shown[text] - sent[text] for text in sent)
+    assert delays[18] <= 300, delays  # p95 of 20
+
+
+def test_page_shows_reconnecting_and_recovers_without_a_reload(
+    browser, server: CaptionServer, daemon: FakeDaemon
+) -> None:
+    open_page(browser, server)
+    browser.execute_script("window.sameDocument = true")
+    daemon.stop()
+    try:
+        until(browser, "return document.body.dataset.state", "reconnecting")
+        assert "reconnecting" in browser.find_element("id", "status").text
+    finally:
+        daemon.start()
+    until(browser, "return document.body.dataset.state", "live")
+    server.stop()  # the caption server itself goes away and comes back
+    until(browser, "return document.getElementById('status').textContent.includes('caption server')")
+    server.start()
+    until(browser, "return document.body.dataset.state", "live", timeout=15)
+    daemon.final(EN)
+    until(browser, "return document.querySelector('.line:last-child')?.textContent", EN)
+    assert browser.execute_script("return window.sameDocument") is True

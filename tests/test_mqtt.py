@@ -1,0 +1,475 @@
+"""`edge-asr mqtt` against a real Mosquitto: finals, partials, status, last will, outages, spool, login.
+
+Real parts only: a mosquitto process on a free localhost port (with persistence, so a
+subscriber's session survives a broker restart), a fake daemon that is the real
+`Publisher` on a Unix socket, the bridge as `python -m edge mqtt` (so it can be
+SIGKILLed), and a paho subscriber with a persistent session, like a fleet consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge.apps.mqtt.spool import FILE_NAME
+from edge.config import ConfigError, parse_config
+from edge.publish import protocol
+from edge.publish.server import Publisher
+from tests.conftest import REPO
+from tests.test_publisher import make_publisher, wait_for
+from tests.test_systemd_unit import analyze, needs_analyze, unit_with_venv
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
+                                reason="mosquitto not installed (apt-get install mosquitto mosquitto-clients)")
+
+BOX = "box-17"
+PREFIX = f"edge-asr/{BOX}"
+UNIT = REPO / "systemd" / "edge-asr-mqtt.service"
+RECONNECT_S = 40  # a bridge that retried for a while waits up to 30 s (its backoff cap) for its next try
+DAEMON_STATUS = {"audio_time_s": 1.0, "state": "running", "uptime_s": 5.0, "backend": "cpu", "model": "whisper-tiny.en-int8",
+                 "language": "en", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    """mosquitto in the foreground on a fixed port; restartable with its persisted sessions."""
+
+    def __init__(self, directory: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None) -> None:
+        self.port = free_port()
+        self.config = directory / "mosquitto.conf"
+        access = f"allow_anonymous false\npassword_file {password_file}" if password_file else "allow_anonymous true"
+        if tls:
+            access += f"\ncertfile {tls[0]}\nkeyfile {tls[1]}"
+        user = pwd.getpwuid(os.getuid()).pw_name  # as root, mosquitto would drop to a user that cannot read tmp_path
+        self.config.write_text(f"listener {self.port} 127.0.0.1\n{access}\npersistence true\n"
+                               f"persistence_location {directory}/\nuser {user}\nlog_dest stderr\n")
+        self.log = directory / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=log)
+        wait_for(self._listening)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def _listening(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+class Subscriber:
+    """A fleet consumer: persistent session, QoS 1, every message of the box kept with its QoS and retain flag."""
+
+    def __init__(self, port: int, name: str = "fleet", clean: bool = False) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, clean_session=clean)
+        self.client.reconnect_delay_set(0.2, 1)
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda client, *_: client.subscribe(f"{PREFIX}/#", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._received
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(5), "no SUBACK from the broker"
+
+    def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == f"{PREFIX}/{topic}"]
+
+    def bodies(self, topic: str) -> list[Any]:
+        return [json.loads(m.payload) for m in self.on(topic)]
+
+    def latest(self, topic: str) -> mqtt.MQTTMessage | None:
+        found = self.on(topic)
+        return found[-1] if found else None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Bridge:
+    """`python -m edge mqtt` with its own config file; its log is a file, read by the assertions."""
+
+    def __init__(self, directory: Path, sock: Path, broker_port: int, **mqtt_keys: Any) -> None:
+        model = directory / "model"
+        model.mkdir(exist_ok=True)
+        (model / "manifest.json").write_text("{}")
+        settings = {"enabled": True, "host": "127.0.0.1", "port": broker_port, "box_id": BOX, "status_interval_s": 1,
+                    "spool_dir": str(directory / "spool"), **mqtt_keys}
+        self.config = directory / "config.yaml"
+        self.config.write_text(json.dumps({"model": {"path": str(model)}, "log": {"level": "debug"}, "mqtt": settings}))
+        self.spool = directory / "spool" / FILE_NAME
+        self.log = directory / "bridge.log"
+        self.sock = sock
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge", "mqtt", "--config", str(self.config), "--socket", str(self.sock)],
+                cwd=REPO, env=env, stdout=log, stderr=log)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        code = self.process.wait(15)
+        self.process = None
+        return code
+
+    def spooled(self) -> int:
+        if not self.spool.exists():
+            return 0
+        with sqlite3.connect(self.spool) as db:
+            return db.execute("SELECT COUNT(*) FROM finals").fetchone()[0]
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def reading(self, times: int = 1) -> bool:
+        """Subscribed to the daemon (`times` counts starts that share this log)."""
+        return self.text().count("reading the daemon") >= times
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def daemon(sock_path: Path) -> Iterator[Publisher]:
+    publisher = make_publisher(sock_path, status=lambda: dict(DAEMON_STATUS))
+    publisher.start()
+    yield publisher
+    publisher.close(timeout=1.0)
+
+
+@pytest.fixture
+def subscriber(broker: Broker) -> Iterator[Subscriber]:
+    subscriber = Subscriber(broker.port)
+    yield subscriber
+    subscriber.close()
+
+
+@pytest.fixture
+def bridges(tmp_path: Path) -> Iterator[list[Bridge]]:
+    """Bridges made by a test; any still running at the end are killed."""
+    made: list[Bridge] = []
+    yield made
+    for bridge in made:
+        if bridge.process is not None:
+            bridge.process.kill()
+            bridge.process.wait(10)
+
+
+def new_bridge(bridges: list[Bridge], tmp_path: Path, sock: Path, port: int, **mqtt_keys: Any) -> Bridge:
+    bridge = Bridge(tmp_path, sock, port, **mqtt_keys)
+    bridges.append(bridge)
+    bridge.start()
+    return bridge
+
+
+def final(uid: int, text: str = "") -> protocol.Final:
+    return protocol.Final(utterance_id=uid, text=text or f"utterance {uid}", start_s=uid, end_s=uid + 0.5,
+                          audio_time_s=uid + 1.0, language="en")
+
+
+def online(subscriber: Subscriber) -> bytes | None:
+    message = subscriber.latest("online")
+    return message.payload if message else None
+
+
+def unique_in_order(finals: list[dict]) -> list[tuple[str, int]]:
+    """What a consumer keeps: the first copy of each (boot_id, seq), in arrival order."""
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for body in finals:
+        key = (body["boot_id"], body["seq"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(key)
+    return kept
+
+
+def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                  daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, partials=True)
+    wait_for(lambda: online(subscriber) == b"true" and subscriber.on("status") and bridge.reading(), timeout=10)
+    daemon.publish(protocol.Partial(utterance_id=1, text="turn on", stable_text="turn", start_s=1, end_s=1.2,
+                                    audio_time_s=1.3))
+    for uid in (1, 2, 3):
+        daemon.publish(final(uid, "把会议室的灯打开" if uid == 2 else ""))
+    wait_for(lambda: len(subscriber.on("final")) == 3, timeout=10)
+
+    finals = subscriber.on("final")
+    assert {m.qos for m in finals} == {1}
+    bodies = [json.loads(m.payload) for m in finals]
+    assert [b["seq"] for b in bodies] == [1, 2, 3] and {b["box_id"] for b in bodies} == {BOX}
+    assert len({b["boot_id"] for b in bodies}) == 1
+    assert bodies[1]["text"] == "把会议室的灯打开" and bodies[1]["utterance_id"] == 2 and bodies[1]["language"] == "en"
+    [partial] = subscriber.on("partial")
+    assert partial.qos == 0 and json.loads(partial.payload)["stable_text"] == "turn"
+    wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["finals_sent"] == 3, timeout=5)
+    status = subscriber.bodies("status")[-1]
+    assert status["daemon"] == "running" and status["backend"] == "cpu" and status["degraded"] is False
+    assert status["model"] == "whisper-tiny.en-int8" and status["language"] == "en" and status["utterances"] == 3
+    assert status["bridge"]["spooled"] == 0 and status["bridge"]["spool_dropped"] == 0
+
+    bridge.stop(signal.SIGKILL)
+    wait_for(lambda: online(subscriber) == b"false", timeout=10)
+    late = Subscriber(broker.port, name="late", clean=True)  # a consumer that starts later sees the retained state
+    try:
+        wait_for(lambda: online(late) == b"false" and late.on("status"), timeout=5)
+        assert all(m.retain for m in late.on("status") + late.on("online"))
+    finally:
+        late.close()
+
+
+def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                               daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port)
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading(), timeout=10)
+    daemon.publish(protocol.Partial(utterance_id=1, text="x", stable_text="", start_s=1, end_s=1.1, audio_time_s=1.2))
+    for uid in range(1, 6):
+        daemon.publish(final(uid))
+    wait_for(lambda: len(subscriber.on("final")) == 5, timeout=10)
+
+    broker.stop()
+    for uid in range(6, 21):
+        daemon.publish(final(uid))
+    wait_for(lambda: bridge.spooled() == 15, timeout=10)
+    time.sleep(2)  # a few seconds without a broker: the bridge keeps retrying
+    broker.start()
+
+    wait_for(lambda: {b["seq"] for b in subscriber.bodies("final")} == set(range(1, 21)), timeout=20)
+    kept = unique_in_order(subscriber.bodies("final"))
+    assert [seq for _, seq in kept] == list(range(1, 21))
+    assert [b["utterance_id"] for b in subscriber.bodies("final")][:5] == [1, 2, 3, 4, 5]
+    assert subscriber.on("partial") == []  # partials are off by default
+    wait_for(lambda: bridge.spooled() == 0, timeout=5)
+    assert "connection lost" in bridge.text() or "refused" in bridge.text()
+
+
+def test_spool_survives_a_bridge_restart_and_a_late_broker(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                           daemon: Publisher, sock_path: Path,
+                                                           bridges: list[Bridge]) -> None:
+    broker.stop()  # down before the bridge starts; the fleet's persistent session waits in its database
+    first = new_bridge(bridges, tmp_path, sock_path, broker.port)
+    wait_for(first.reading, timeout=10)
+    for uid in range(1, 6):
+        daemon.publish(final(uid))
+    wait_for(lambda: first.spooled() == 5, timeout=10)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = new_bridge(bridges, tmp_path, sock_path, broker.port)  # same spool, same log file
+    wait_for(lambda: second.reading(times=2), timeout=10)
+    daemon.publish(final(6))
+    daemon.publish(final(7))
+    wait_for(lambda: second.spooled() == 7, timeout=10)
+    broker.start()
+    wait_for(lambda: len(unique_in_order(subscriber.bodies("final"))) == 7, timeout=RECONNECT_S)
+    bodies = subscriber.bodies("final")
+    assert [b["utterance_id"] for b in bodies] == list(range(1, 8))
+    boots = [b["boot_id"] for b in bodies]
+    assert boots[0] == boots[4] != boots[5] == boots[6]
+    assert [b["seq"] for b in bodies] == [1, 2, 3, 4, 5, 1, 2]
+    wait_for(lambda: second.spooled() == 0)
+    assert second.stop() == 0
+    assert online(subscriber) == b"false"  # a clean stop says so itself
+
+
+def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                       daemon: Publisher, sock_path: Path,
+                                                       bridges: list[Bridge]) -> None:
+    broker.stop()
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, spool_max_mb=0.1)
+    wait_for(bridge.reading, timeout=10)
+    for uid in range(1, 201):
+        daemon.publish(final(uid, "x" * 1000))  # about 1.2 kB each: 100 kB holds about 80
+    wait_for(lambda: spool_newest(bridge) == 200, timeout=20)
+    kept = bridge.spooled()
+    assert 60 < kept < 100
+    broker.start()
+    wait_for(lambda: len(subscriber.bodies("final")) >= kept and bridge.spooled() == 0, timeout=RECONNECT_S)
+    seqs = [seq for _, seq in unique_in_order(subscriber.bodies("final"))]
+    assert seqs == list(range(201 - kept, 201))  # the newest, in order; the oldest were dropped
+    wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["spool_dropped"] == 200 - kept, timeout=5)
+    assert bridge.process.poll() is None
+    assert bridge.text().count("spool full (mqtt.spool_max_mb: 0.1): dropping the oldest finals") == 1
+
+
+def test_a_bad_password_is_a_clear_line_and_retries(tmp_path: Path, daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
+    (tmp_path / "broker").mkdir()
+    passwords = tmp_path / "broker" / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), BOX, "right"], check=True, capture_output=True)
+    passwords.chmod(0o600)
+    broker = Broker(tmp_path / "broker", password_file=passwords)
+    broker.start()
+    (tmp_path / "wrong").write_text("wrong\n")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "right").write_text("right\n")
+    try:
+        bad = new_bridge(bridges, tmp_path, sock_path, broker.port, username=BOX,
+                         password_file=str(tmp_path / "wrong"))
+        refused = f"the broker refused the login of user '{BOX}': Not authorized; check mqtt.username and mqtt.password_file"
+        wait_for(lambda: bad.text().count(refused) >= 2, timeout=15)  # logged, retried, still alive
+        assert bad.process.poll() is None and "Traceback" not in bad.text()
+        assert bad.text().count(f"WARNING edge.apps.mqtt.broker: broker 127.0.0.1:{broker.port}: {refused}") == 1
+
+        good = new_bridge(bridges, tmp_path / "good", sock_path, broker.port, username=BOX,
+                          password_file="right")
+        wait_for(lambda: f"connected to broker 127.0.0.1:{broker.port} as {BOX}" in good.text(), timeout=10)
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(("mqtt_keys", "line"), [
+    ({"host": "no-such-broker.invalid"}, "WARNING edge.apps.mqtt.broker: broker no-such-broker.invalid:{port}: "
+                                         "cannot resolve the host name ("),
+    ({"tls": {"enabled": True}}, "broker 127.0.0.1:{port}: the broker hung up during the TLS handshake; "
+                                 "is this the broker's TLS port? check mqtt.port; retrying"),
+])
+def test_unreachable_brokers_are_named_clearly(tmp_path: Path, broker: Broker, daemon: Publisher, sock_path: Path,
+                                               bridges: list[Bridge], mqtt_keys: dict, line: str) -> None:
+    """The TLS case speaks TLS to a plain listener. Both keep retrying, and keep spooling."""
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, **mqtt_keys)
+    wait_for(lambda: line.format(port=broker.port) in bridge.text() and bridge.reading(), timeout=10)
+    daemon.publish(final(1))
+    wait_for(lambda: bridge.spooled() == 1, timeout=10)
+    assert bridge.process.poll() is None
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (apt-get install openssl)")
+def test_tls_checks_the_broker_certificate(tmp_path: Path, sock_path: Path, bridges: list[Bridge]) -> None:
+    """A self-signed broker: refused with the system's CAs, accepted with mqtt.tls.ca_file naming it."""
+    (tmp_path / "broker").mkdir()
+    cert, key = tmp_path / "broker" / "cert.pem", tmp_path / "broker" / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    broker = Broker(tmp_path / "broker", tls=(cert, key))
+    broker.start()
+    try:
+        refused = new_bridge(bridges, tmp_path, sock_path, broker.port, tls={"enabled": True})
+        wait_for(lambda: "TLS: the broker's certificate was rejected (self-signed certificate)" in refused.text(),
+                 timeout=10)
+        (tmp_path / "trusting").mkdir()
+        trusting = new_bridge(bridges, tmp_path / "trusting", sock_path, broker.port,
+                              tls={"enabled": True, "ca_file": str(cert)})
+        wait_for(lambda: f"connected to broker 127.0.0.1:{broker.port} as {BOX}" in trusting.text(), timeout=10)
+    finally:
+        broker.stop()
+
+
+def test_the_bridge_follows_a_daemon_restart(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                             sock_path: Path, bridges: list[Bridge]) -> None:
+    daemon = make_publisher(sock_path, status=lambda: dict(DAEMON_STATUS))
+    daemon.start()
+    new_bridge(bridges, tmp_path, sock_path, broker.port)
+    wait_for(lambda: subscriber.on("status") and subscriber.bodies("status")[-1]["daemon"] == "running", timeout=10)
+    daemon.publish(final(1))
+    daemon.close(timeout=1.0)
+    wait_for(lambda: subscriber.bodies("status")[-1]["daemon"] == "unreachable", timeout=10)
+    assert subscriber.bodies("status")[-1]["backend"] is None
+
+    degraded = {"backend_requested": "cuda", "degraded": True, "degraded_reason": "cuda: no GPU; running on the CPU"}
+    restarted = make_publisher(sock_path, status=lambda: {**DAEMON_STATUS, **degraded})
+    restarted.start()
+    try:
+        wait_for(lambda: subscriber.bodies("status")[-1]["daemon"] == "running", timeout=15)
+        assert subscriber.bodies("status")[-1].items() >= degraded.items()
+        restarted.publish(final(1))  # utterance ids restart with the daemon; seq does not
+        wait_for(lambda: len(subscriber.on("final")) == 2, timeout=10)
+        assert [b["seq"] for b in subscriber.bodies("final")] == [1, 2]
+    finally:
+        restarted.close(timeout=1.0)
+
+
+def test_disabled_bridge_exits_with_ex_config(tmp_path: Path) -> None:
+    bridge = Bridge(tmp_path, tmp_path / "none.sock", 1883, enabled=False)
+    result = subprocess.run([sys.executable, "-m", "edge", "mqtt", "--config", str(bridge.config)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert f"mqtt.enabled is false in {bridge.config}: set it to true" in result.stderr
+
+
+@pytest.mark.parametrize(("mqtt_keys", "message"), [
+    ({"password": "secret"}, "mqtt.password is not a known key; did you mean mqtt.password_file?"),
+    ({"host": "mqtt://broker.example.com"}, 'mqtt.host: "mqtt://broker.example.com" is a URL'),
+    ({"topic_prefix": "fleet/+/x"}, 'mqtt.topic_prefix: "fleet/+/x" contains a wildcard'),
+    ({"box_id": "room 1"}, 'mqtt.box_id: "room 1" is not usable as one MQTT topic level'),
+    ({"password_file": "pw"}, 'mqtt.password_file: "pw" is set but mqtt.username is null'),
+    ({"tls": {"ca_fil": "ca.pem"}}, "mqtt.tls.ca_fil is not a known key; did you mean mqtt.tls.ca_file?"),
+    ({"tls": {"enabled": True, "key_file": "key.pem"}}, 'mqtt.tls.key_file: "key.pem" is set but mqtt.tls.cert_file is null'),
+    ({"tls": {"ca_file": "ca.pem"}}, 'mqtt.tls.ca_file: "ca.pem" is set but mqtt.tls.enabled is false'),
+    ({"spool_max_mb": 0}, "mqtt.spool_max_mb: 0 is out of range; expected a number of MB from 0.1 to 100000"),
+    ({"port": 0}, 'mqtt.port: 0 is not allowed; expected "auto" (1883, or 8883 with mqtt.tls.enabled)'),
+])
+def test_config_errors_name_the_key_and_the_fix(tmp_path: Path, mqtt_keys: dict, message: str) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"model": {"path": "model"}, "mqtt": mqtt_keys}, base_dir=tmp_path)
+    assert any(message in line for line in info.value.messages), info.value.messages
+
+
+def test_config_defaults_follow_the_box(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "manifest.json").write_text("{}")
+    settings = parse_config({"model": {"path": "model"}, "mqtt": {"tls": {"enabled": True}}}, base_dir=tmp_path).mqtt
+    assert settings.box_id == socket.gethostname() and settings.topic_prefix == f"edge-asr/{socket.gethostname()}"
+    assert settings.broker_port == 8883 and settings.tls.ca_file is None
+
+
+@needs_analyze
+def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
+    result = analyze("verify", str(unit_with_venv(tmp_path, UNIT)))
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+    security = analyze("security", "--offline=true", str(UNIT))
+    assert "Overall exposure level for edge-asr-mqtt.service: 1." in security.stdout + security.stderr
+    lines = set(UNIT.read_text().splitlines())
+    assert {"RestartPreventExitStatus=78", "IPAddressDeny=any", "StateDirectory=edge-asr/mqtt"} <= lines
+
+
+def spool_newest(bridge: Bridge) -> int:
+    """The seq of the newest spooled final (0 when none)."""
+    if not bridge.spool.exists():
+        return 0
+    with sqlite3.connect(bridge.spool) as db:
+        row = db.execute("SELECT payload FROM finals ORDER BY id DESC LIMIT 1").fetchone()
+    return json.loads(row[0])["seq"] if row else 0
