@@ -11,12 +11,11 @@ import argparse
 import logging
 
 from edge.apps.captions.server import serve
-from edge.config import CaptionsConfig, ConfigError, default_config_path, load_for_command, split_listen
-from edge.service.logs import setup_logging
+from edge.commands.service import EX_STARTUP, configured
+from edge.config import CaptionsConfig, split_listen
 
 log = logging.getLogger("edge.captions")
 
-EX_STARTUP = 1  # as `edge-asr run`: the address is taken or not ours
 
 LISTEN_ALLOWED = CaptionsConfig.model_fields["listen"].description
 
@@ -43,12 +42,9 @@ def _listen_value(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = default_config_path(args.config)
-    try:
-        cfg = load_for_command(args.config, defaults_if_absent=True)
-    except ConfigError as exc:
-        return exc.report(path)
-    setup_logging(cfg.log.level)
+    cfg = configured(args.config, defaults_if_absent=True)
+    if isinstance(cfg, int):
+        return cfg
     socket_path = args.socket or str(cfg.publish.socket)
     listen = args.listen or cfg.captions.listen
     host, port = split_listen(listen)

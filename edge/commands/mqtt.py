@@ -14,15 +14,14 @@ import signal
 
 from edge.apps.mqtt.bridge import Bridge
 from edge.apps.mqtt.broker import SettingsError
-from edge.config import EX_CONFIG, ConfigError, default_config_path, load_for_command
+from edge.commands.service import EX_STARTUP, configured
+from edge.config import EX_CONFIG, default_config_path
 from edge.errors import StartupError, one_line
 from edge.publish import protocol
-from edge.service.logs import setup_logging
 from edge.service.sdnotify import Notifier
 
 log = logging.getLogger("edge.mqtt")
 
-EX_STARTUP = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = configured(args.config, defaults_if_absent=True)
+    if isinstance(cfg, int):
+        return cfg
     path = default_config_path(args.config)
-    try:
-        cfg = load_for_command(args.config, defaults_if_absent=True)
-    except ConfigError as exc:
-        return exc.report(path)
-    setup_logging(cfg.log.level)
     if not cfg.mqtt.enabled:
         log.error("mqtt.enabled is false in %s: set it to true (and mqtt.host) to run the bridge", path)
         return EX_CONFIG

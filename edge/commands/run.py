@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 from edge.audio.base import PACES
-from edge.config import Config, ConfigError, default_config_path, load_for_command
+from edge.commands.service import EX_STARTUP, configured
+from edge.config import Config, default_config_path
 from edge.errors import StartupError, one_line
-from edge.service.logs import setup_logging
 from edge.service.memory import limit_heap_growth
 
 log = logging.getLogger("edge.run")
 
-EX_STARTUP = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,14 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = default_config_path(args.config)
-    try:
-        cfg = load_for_command(args.config)
-    except ConfigError as exc:
-        return exc.report(path)
-    setup_logging(cfg.log.level)
+    cfg = configured(args.config)
+    if isinstance(cfg, int):
+        return cfg
     limit_heap_growth()
-    return _serve(cfg, path, args)
+    return _serve(cfg, default_config_path(args.config), args)
 
 
 def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:

@@ -1,0 +1,26 @@
+"""What the long-running commands (`run`, `captions`, `mqtt`) share: loading their config
+the same way, with logging set up from it, and the exit status of a failed start.
+
+Not a command itself: edge/cli.py lists the commands by name.
+"""
+
+from __future__ import annotations
+
+from edge.config import Config, ConfigError, default_config_path, load_for_command
+from edge.service.logs import setup_logging
+
+EX_STARTUP = 1  # a start-up problem that a restart may cure (device, socket, address in use)
+
+
+def configured(config_arg: str | None, *, defaults_if_absent: bool = False) -> Config | int:
+    """The validated config with logging set up, or the exit status after its problems were printed (78).
+
+    `defaults_if_absent`: apps of the socket can run with the documented defaults on a
+    box without a config file; the daemon itself needs one.
+    """
+    try:
+        cfg = load_for_command(config_arg, defaults_if_absent=defaults_if_absent)
+    except ConfigError as exc:
+        return exc.report(default_config_path(config_arg))
+    setup_logging(cfg.log.level)
+    return cfg
