@@ -12,6 +12,7 @@ import importlib.util
 import os
 import signal
 import sys
+import threading
 
 import edge
 
@@ -26,6 +27,9 @@ COMMANDS = (
     "check-config",
     "mqtt",
 )
+
+
+RELOADING = ("run",)  # commands for which SIGHUP means "reload the config"
 
 
 def _module_name(command: str) -> str:
@@ -49,7 +53,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-asr", description=edge.__doc__)
     parser.add_argument("--version", action="version", version=f"edge-asr {edge.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _chosen(argv)
     for command in COMMANDS:
         cmd_parser = sub.add_parser(command, help=_help_line(command))
         if command == chosen:
@@ -59,9 +63,23 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _remember_sighup() -> threading.Event:
+    """The daemon reloads on SIGHUP, but SIGHUP's default action kills: from the first moment
+    until the daemon installs its own handler (a model load takes seconds), remember it."""
+    requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: requested.set())
+    return requested
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    early_reload = _remember_sighup() if _chosen(argv) in RELOADING else None
     args = build_parser(argv).parse_args(argv)
+    args.early_reload = early_reload
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

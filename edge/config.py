@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,9 @@ ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_SECTIONS = ("vad", "stream", "log")  # applied on SIGHUP; every other change needs a restart
 LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
+MAX_CONFIG_BYTES = 256 * 1024  # the documented config is 6 KiB
+MAX_CONFIG_DEPTH = 8  # YAML nesting; the schema's deepest key (mqtt.tls.ca_file) is 3
+MAX_SHOWN = 80  # characters of a bad value quoted in a message
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
 
 
@@ -597,20 +601,62 @@ def parse_config(
 
 
 def _read(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_CONFIG_BYTES, never a device or a FIFO.
+
+    Opened non-blocking so that a FIFO cannot hang a reload; checked with fstat on the open
+    descriptor so that what is checked is what is read.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found (use --config PATH or set ${ENV_VAR})"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied (the service user must be able to read it)"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{path}: is a directory, not a config file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be opened: {exc.strerror or exc}"]) from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise ConfigError([f"{path}: is a directory, not a config file"])
+        if not stat.S_ISREG(kind):
+            raise ConfigError([f"{path}: not a regular file (a device, FIFO or socket cannot be a config file)"])
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; a config file is a few KiB"])
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
 
 
+class _Refused(yaml.YAMLError):
+    """YAML the config never needs and that costs unbounded work: aliases, deep nesting."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose mapping keys are always text (YAML 1.1 would read `on:` as True)."""
+    """SafeLoader whose mapping keys are always text (YAML 1.1 would read `on:` as True),
+    without aliases (an alias bomb of 300 bytes expands to gigabytes; a recursive one never
+    ends) and nested at most MAX_CONFIG_DEPTH deep (the schema needs 3).
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused("YAML aliases (*name) are not allowed in the config: write the value out", self.peek_event().start_mark)
+        if self._depth >= MAX_CONFIG_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_CONFIG_DEPTH} levels (the config needs 3)", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         for key_node, _ in node.value:
@@ -620,7 +666,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, int]]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here, before parsing
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([f"{path} line {line}: contains the control character {exc.character!r} "
+                           "(only printable text is allowed, comments included)"]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -751,11 +802,11 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    """The value roughly as the technician wrote it in YAML."""
+    """The value roughly as the technician wrote it in YAML, cut to an excerpt: a message
+    (and the error event a reload publishes) must stay short whatever was written."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, Path)):
-        return f'"{value}"'
-    return repr(value)
+    text = f'"{value}"' if isinstance(value, (str, Path)) else repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."

@@ -24,6 +24,7 @@ from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
 from edge.config import LIVE_SECTIONS, Config, ConfigError, load_config, restart_needed
+from edge.errors import one_line
 from edge.manifest import tuning
 from edge.publish.protocol import Error, Event, Final, Partial, Status, UtteranceEvent
 from edge.publish.server import Publisher
@@ -209,15 +210,21 @@ class Daemon:
         try:
             new = load_config(self._config_path)
         except ConfigError as exc:
-            for message in exc.messages:
-                log.error("reload: %s", message)
-            log.error("reload: %s is not usable; keeping the running settings", self._config_path)
-            self._publish_error("config_invalid", "; ".join(exc.messages))
-            self._publish_status("reload failed: config invalid, old settings kept")
+            self._reload_failed(exc.messages)
+        except Exception as exc:  # noqa: BLE001 - whatever the file does, the daemon keeps running
+            self._reload_failed([f"{self._config_path}: cannot be loaded: {one_line(exc)}"])
         else:
             self._apply(new)
         if self._state not in ("starting", "waiting for audio"):
             self._notifier.ready()
+
+    def _reload_failed(self, messages: list[str]) -> None:
+        """The running settings stay; the journal and the subscribers are told why (messages are short)."""
+        for message in messages:
+            log.error("reload: %s", message)
+        log.error("reload: %s is not usable; keeping the running settings", self._config_path)
+        self._publish_error("config_invalid", "; ".join(messages))
+        self._publish_status("reload failed: config invalid, old settings kept")
 
     def _make_session(self, cfg: Config) -> StreamingSession:
         return StreamingSession(

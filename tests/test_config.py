@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from edge.commands import check_config
+from edge import config as config_module
 from edge.config import (
     EX_CONFIG,
     SYSTEM_PATH,
@@ -172,10 +173,10 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 def test_permission_denied_is_a_clean_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "")
 
-    def deny(*args: object, **kwargs: object) -> str:
+    def deny(*args: object, **kwargs: object) -> int:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_text", deny)
+    monkeypatch.setattr(config_module.os, "open", deny)  # root reads any file: pretend it cannot
     with pytest.raises(ConfigError, match="permission denied"):
         load_config(path)
 

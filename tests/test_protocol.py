@@ -181,3 +181,11 @@ def test_request_reader_reports_bad_lines_in_place() -> None:
 def test_encode_keeps_a_transcript_with_a_lone_surrogate() -> None:
     line = protocol.Final(utterance_id=0, text="ok \ud800", start_s=0, end_s=1, audio_time_s=1).encode()
     assert protocol.decode(line)["text"] == "ok ?"
+
+
+def test_a_deeply_nested_request_is_a_bad_request_and_the_next_one_works() -> None:
+    nested = b"[" * 2000 + b"]" * 2000
+    assert len(nested) < protocol.MAX_REQUEST_BYTES
+    results = protocol.RequestReader().feed(nested + b'\n{"type":"status"}\n')
+    assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_request"
+    assert results[1] == "status"

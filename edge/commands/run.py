@@ -64,6 +64,9 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
             socket_path=Path(args.socket) if args.socket else None,
             status_relay=relay,
         )
+        if args.early_reload is not None and args.early_reload.is_set():
+            log.info("a reload was requested during start-up; applying it now")
+            daemon.request_reload()
         code = daemon.run()
     except (StartupError, OSError) as exc:
         log.error("cannot start: %s", one_line(exc, limit=1000))

@@ -266,6 +266,8 @@ def parse_request(line: bytes) -> str:
         raise ProtocolError("request is not valid UTF-8", "bad_encoding") from None
     except ValueError as exc:
         raise ProtocolError(f"request is not valid JSON: {exc}", "bad_json") from None
+    except RecursionError:  # a few thousand nested brackets fit under the line limit
+        raise ProtocolError("request is nested too deeply to be a request", "bad_request") from None
     if not isinstance(request, dict):
         raise ProtocolError("a request must be a JSON object like {\"type\": \"status\"}", "not_an_object")
     kind = request.get("type")

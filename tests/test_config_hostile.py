@@ -1,0 +1,114 @@
+"""Hostile or careless config files: every one is a ConfigError with short messages, fast, in bounded memory.
+
+Issue 10 items 1 and 4: each of these used to kill `run` at a reload (exit 1), hang, or take
+gigabytes; now each is one clear problem, and a reload keeps the old settings.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import MAX_CONFIG_BYTES, ConfigError, load_config
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9)
+)
+
+
+def problems(path: Path) -> list[str]:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert time.monotonic() - started < 2.0, "a bad config must be refused quickly"
+    assert all(len(message) < 600 for message in caught.value.messages), caught.value.messages
+    return caught.value.messages
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("# a bell \x07 in a comment\nvad:\n  threshold: 0.5\n", "control character"),
+        ("x: " + "[" * 2000 + "]" * 2000 + "\n", "nested"),
+        ("a: &a [*a]\n", "alias"),
+        (ALIAS_BOMB, "alias"),
+        ("vad: {threshold: 0.5, min_silence_ms: &m 300, speech_pad_ms: *m}\n", "alias"),
+    ],
+    ids=["control-char", "deep-nesting", "recursive-alias", "alias-bomb", "plain-alias"],
+)
+def test_malformed_yaml_is_one_short_problem(tmp_path: Path, text: str, needle: str) -> None:
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1 and needle in found[0] and str(tmp_path) in found[0], found
+
+
+def test_a_huge_value_is_shown_as_an_excerpt(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, f"log:\n  level: {'x' * 100_000}\n"))
+    assert "log.level" in found[0] and "..." in found[0]
+
+
+def test_an_oversized_file_is_not_read(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "# padding\n" * (MAX_CONFIG_BYTES // 10 + 10)))
+    assert f"larger than {MAX_CONFIG_BYTES // 1024} KiB" in found[0]
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_is_not_a_config_file(device: str) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    found = problems(Path(device))
+    assert "not a regular file" in found[0]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB
+
+
+def test_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    assert "not a regular file" in problems(fifo)[0]
+
+
+def test_a_symlink_loop_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    loop = tmp_path / "config.yaml"
+    loop.symlink_to(tmp_path / "other.yaml")
+    (tmp_path / "other.yaml").symlink_to(loop)
+    assert "symbolic links" in problems(loop)[0] or "Too many levels" in problems(loop)[0]
+
+
+# --- the daemon: a bad reload never stops it ----------------------------------------------
+
+
+def test_reloads_of_hostile_files_keep_the_daemon_and_its_settings(tmp_path: Path, int8_model_dir: Path,
+                                                                     eval_dir: Path) -> None:
+    import signal
+
+    from tests.conftest import load_manifest
+    from tests.test_daemon import Subscriber, finish, start_daemon, write_config
+
+    silence = next(r for r in load_manifest("nonspeech") if r["audio"].startswith("silence"))["path"]
+    config = write_config(tmp_path, int8_model_dir)
+    good = config.read_text()
+    daemon = start_daemon(config, f"file:{silence}", "--pace", "fast")
+    time.sleep(0.5)  # Python is up, the model is loading (about 1 s)
+    daemon.send_signal(signal.SIGHUP)  # remembered, not fatal
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    try:
+        for text in ("# \x07\n" + good, ALIAS_BOMB, "x: " + "[" * 2000 + "]" * 2000 + "\n"):
+            config.write_bytes(text.encode())
+            seen = len(subscriber.events)
+            daemon.send_signal(signal.SIGHUP)
+            error = subscriber.wait_for(lambda e: e["type"] == "error", 15, after=seen)
+            assert error["reason"] == "config_invalid" and len(error["message"]) < 600
+            assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon, 15)
+    assert code == 0, err
+    assert "Traceback" not in err and "a reload was requested during start-up" in err
