@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,7 @@ def _no_samples(tmp_path: Path) -> Path:
     "make, reason",
     [
         (lambda tmp: tmp / "missing.wav", "no such file"),
-        (lambda tmp: tmp, "no such file"),
+        (lambda tmp: tmp, "is a directory"),
         (_empty_file, "not a readable WAV/FLAC"),
         (_text_file, "not a readable WAV/FLAC"),
         (_no_samples, "no audio samples"),
@@ -105,3 +107,39 @@ def test_bad_files_give_one_line_error_naming_the_file(tmp_path, make, reason):
     message = str(err.value)
     assert str(path) in message and reason in message
     assert "\n" not in message
+
+
+def test_not_a_file_says_what_it_is(tmp_path, monkeypatch):
+    with pytest.raises(AudioFileError, match="is a directory, not an audio file"):
+        load_audio(tmp_path)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioFileError, match="not a regular file"):
+        load_audio(fifo)
+    readable = tmp_path / "tone.wav"
+    sf.write(readable, _tone(SAMPLE_RATE, 0.5), SAMPLE_RATE)
+    monkeypatch.setattr(os, "access", lambda *args: False)  # root reads anything: pretend it cannot
+    with pytest.raises(AudioFileError, match="permission denied"):
+        load_audio(readable)
+
+
+def test_an_absurd_sample_rate_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "one-hertz.wav"
+    sf.write(path, np.zeros(64, np.float32), 1)
+    with pytest.raises(AudioFileError, match="sample rate 1 Hz is not audio"):
+        load_audio(path)
+
+
+def test_recordings_are_private_whatever_the_umask(tmp_path):
+    from edge.audio.recorder import UtteranceRecorder
+
+    old = os.umask(0o022)
+    try:
+        recorder = UtteranceRecorder(tmp_path / "rec")
+        recorder.save(1, 0.0, _tone(SAMPLE_RATE, 0.2))
+        recorder.close(5.0)
+    finally:
+        os.umask(old)
+    (written,) = list((tmp_path / "rec").iterdir())
+    assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o700
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600

@@ -8,6 +8,7 @@ audio path or the recognizer, and a slow disk loses recordings, not speech.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,7 +29,7 @@ class UtteranceRecorder:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        _private_dir(self.directory)
         self.written = 0
         self.dropped = 0
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(MAX_PENDING)
@@ -56,8 +57,22 @@ class UtteranceRecorder:
         while (item := self._queue.get()) is not None:
             name, audio = item
             try:
-                soundfile.write(self.directory / name, audio, SAMPLE_RATE, subtype="PCM_16")
+                _write_private(self.directory / name, audio)
                 self.written += 1
             except (OSError, RuntimeError) as exc:  # soundfile reports I/O errors as RuntimeError
                 self.dropped += 1
                 log.error("debug.record_audio_dir: cannot write %s: %s", self.directory / name, exc)
+
+
+def _private_dir(directory: Path) -> None:
+    """Recorded speech is private: a directory this creates is 0700 whatever the umask."""
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)
+
+
+def _write_private(path: Path, audio: np.ndarray) -> None:
+    """A 16-bit WAV created 0600 (not the umask's usual 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as handle:
+        soundfile.write(handle, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
