@@ -209,10 +209,16 @@ def test_default_config_path_precedence(tmp_path: Path, monkeypatch: pytest.Monk
     assert default_config_path("cli.yaml") == Path("cli.yaml")
 
 
-def test_check_config_ok(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(config_dir, REPO_CONFIG.read_text())
+def test_check_config_ok(config_dir: Path, int8_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(config_dir, REPO_CONFIG.read_text().replace("path: models/whisper-tiny.en-int8", f"path: {int8_model_dir}"))
     assert check_config.run(argparse.Namespace(path=str(path))) == 0
     assert capsys.readouterr().out.startswith(f"{path.resolve()}: OK")
+
+
+def test_check_config_refuses_a_model_without_file_hashes(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(config_dir, REPO_CONFIG.read_text())
+    assert check_config.run(argparse.Namespace(path=str(path))) == EX_CONFIG
+    assert "model.path:" in capsys.readouterr().err
 
 
 def test_check_config_lists_problems_without_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

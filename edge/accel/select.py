@@ -117,7 +117,8 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         candidate.selected = True
         _mark_skipped(candidates, candidate)
         return Selection(opened, candidate.name, candidates, warnings)
-    raise BackendStartError("no inference backend could start: " + "; ".join(f"{c.name}: {c.reason}" for c in candidates))
+    cpu_first = sorted(candidates, key=lambda c: c.name != "cpu")  # CPU's reason is the one that matters most
+    raise BackendStartError("no inference backend could start: " + "; ".join(f"{c.name}: {c.reason}" for c in cpu_first))
 
 
 def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> None:

@@ -11,6 +11,7 @@ from edge.accel.select import select_backend
 from edge.asr.base import Family, Recognizer
 from edge.asr.fallback import FallbackRecognizer, StatusCallback
 from edge.asr.whisper import family as whisper
+from edge import manifest
 from edge.errors import ModelError
 
 if TYPE_CHECKING:  # the schema is not loaded for offline transcription
@@ -33,9 +34,18 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_model(model_dir: Path) -> None:
+    """Every file as the manifest recorded it (size and sha256); a ModelError naming the first bad one."""
+    problems = manifest.verify(model_dir)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelError(problems[0] + more)
+
+
 def family_of(model_dir: Path) -> Family:
-    """The family named by the manifest (`family`; manifests from before the field are Whisper)."""
+    """The family of a verified model directory (the manifest's `family`; before the field: Whisper)."""
     name = read_manifest(model_dir).get("family", "whisper")
+    check_model(model_dir)
     if name not in FAMILIES:
         known = ", ".join(sorted(FAMILIES))
         raise ModelError(f"{Path(model_dir) / 'manifest.json'}: unknown model family {name!r} (this edge-asr knows {known})")

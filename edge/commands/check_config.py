@@ -1,9 +1,10 @@
-"""Validate a config file and list every problem in it (exit 0 when it is usable)."""
+"""Validate a config file and the model it names; list every problem (exit 0 when usable)."""
 
 from __future__ import annotations
 
 import argparse
 
+from edge import manifest
 from edge.config import ConfigError, default_config_path, load_for_command
 
 
@@ -16,9 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    path = default_config_path(args.path)
     try:
         config = load_for_command(args.path)
     except ConfigError as exc:
-        return exc.report(default_config_path(args.path))
+        return exc.report(path)
+    damaged = manifest.verify(config.model.path)
+    if damaged:
+        return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
     return 0

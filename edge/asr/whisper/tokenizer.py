@@ -65,6 +65,8 @@ class Tokenizer:
             config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TokenizerError(f"{model_dir}: cannot read the vocabulary/config ({exc})") from None
+        if not isinstance(config, dict):
+            raise TokenizerError(f"{model_dir / 'config.json'}: not a JSON object")
         if tokens and tokens[-1] == "":
             tokens = tokens[:-1]
         bpe = model_dir / "tokenizer.json"
