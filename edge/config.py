@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edge.languages import AUTO, LanguageError, check_language
-from edge.limits import MAX_BEAM, MAX_UTTERANCE_S
+from edge.limits import MAX_BEAM, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
@@ -241,6 +241,7 @@ class PublishConfig(Section):
     socket_group: str | None = Field(None, description="an existing group name, or null for the process's group")
     queue_size: int = _whole(256, 8, 65536, "events")
     max_pending_finals: int = _whole(1024, 16, 65536)
+    max_subscribers: int = _whole(64, 1, MAX_SUBSCRIBERS, "connections")
     tcp_port: int = _port(0, "off")
     tcp_host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
 

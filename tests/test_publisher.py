@@ -26,7 +26,7 @@ HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000
 def make_publisher(path: Path, status: Callable[[], dict] | None = None, hello=HELLO, **options) -> Publisher:
     """`options` are publish.* keys; unvalidated, so that the publisher's own checks are what is tested."""
     settings = dict(socket=path, socket_mode="0660", socket_group=None, queue_size=64, max_pending_finals=256,
-                    tcp_host="127.0.0.1", tcp_port=0)
+                    tcp_host="127.0.0.1", tcp_port=0, max_subscribers=64)
     settings.update(options)
     provider = status or (lambda: {"audio_time_s": 1.0, "uptime_s": 5.0, "backend": "cpu", "utterances": 0})
     return Publisher(PublishConfig.model_construct(**settings), hello=hello, status_provider=provider)
@@ -454,3 +454,64 @@ def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
 def test_publish_before_start_is_an_error(sock_path: Path) -> None:
     with pytest.raises(RuntimeError, match="before start"):
         make_publisher(sock_path).publish(protocol.SpeechStart(utterance_id=1, start_s=0, audio_time_s=0))
+
+
+def test_a_flood_of_bad_lines_costs_one_client_its_connection_not_the_others_their_latency(sock_path: Path) -> None:
+    """Issue 10 item 3: 200 KB of garbage lines used to stall every subscriber for seconds."""
+    calls = []
+
+    def status() -> dict:
+        calls.append(1)
+        return {"audio_time_s": 1.0, "uptime_s": 5.0, "backend": "cpu", "utterances": 0}
+
+    pub = make_publisher(sock_path, status=status)
+    pub.start()
+    try:
+        bystander, flooder = connect(sock_path), connect(sock_path)
+        calls.clear()
+        flooder.sock.sendall(b"x\n" * 100_000)
+        started = time.monotonic()
+        event = protocol.Final(utterance_id=1, text="still on time", start_s=0, end_s=1, audio_time_s=2)
+        pub.publish(event)
+        assert bystander.event() == event.to_dict()
+        assert time.monotonic() - started < 0.5
+        replies = flooder.events_until_eof()
+        errors = [e for e in replies if e["type"] == "error"]
+        assert errors[-1]["reason"] == "too_many_bad_requests"
+        assert len(errors) <= 20  # parsing stopped at the budget, not after 100,000 lines
+        assert calls == []  # no status was built for an error reply
+        wait_for(lambda: pub.subscriber_count == 1)
+    finally:
+        pub.close(1.0)
+
+
+def test_subscribers_past_the_cap_are_refused_with_a_reason(sock_path: Path) -> None:
+    """Issue 10 item 2: 1,100 idle connections exhausted the descriptors; now the extra ones are told no."""
+    pub = make_publisher(sock_path, max_subscribers=3)
+    pub.start()
+    try:
+        kept = [connect(sock_path) for _ in range(3)]
+        extra = Client(sock_path)
+        refusal = [json.loads(line) for line in iter(extra.line, b"")]
+        assert [e["type"] for e in refusal] == ["error"] and refusal[0]["reason"] == "too_many_subscribers"
+        assert "publish.max_subscribers" in refusal[0]["message"]
+        assert pub.subscriber_count == 3
+        kept[0].close()
+        wait_for(lambda: pub.subscriber_count == 2)
+        connect(sock_path)  # a freed place is taken again: its hello arrives
+    finally:
+        pub.close(1.0)
+
+
+def test_the_daemon_raises_its_descriptor_limit_for_its_subscribers() -> None:
+    import resource
+
+    from edge.commands.run import RESERVED_FDS, reserve_descriptors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        reserve_descriptors(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= min(1000 + RESERVED_FDS, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

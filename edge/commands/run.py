@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from edge.errors import StartupError, one_line
 from edge.service.memory import limit_heap_growth
 
 log = logging.getLogger("edge.run")
+
+RESERVED_FDS = 256  # the model, config, audio device, journal, metrics: far more than they use
 
 
 
@@ -51,6 +54,7 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
     from edge.audio import open_source
     from edge.daemon import Daemon, StatusRelay
 
+    reserve_descriptors(cfg.publish.max_subscribers)
     relay = StatusRelay()
     try:
         recognizer = open_recognizer(cfg, relay)
@@ -74,6 +78,20 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
     if daemon.decoding:
         _exit_now(code)
     return code
+
+
+def reserve_descriptors(subscribers: int) -> None:
+    """Room for every allowed subscriber plus RESERVED_FDS for the model, config, audio and logs:
+    raise the soft RLIMIT_NOFILE toward the hard one if needed (1024 is a common default)."""
+    needed = subscribers + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < needed:
+        log.warning("only %d file descriptors allowed (hard limit): publish.max_subscribers %d needs %d; "
+                    "lower it or raise LimitNOFILE", wanted, subscribers, needed)
 
 
 def _exit_now(code: int) -> None:

@@ -41,6 +41,10 @@ _LIVE_CHECK_TIMEOUT_S = 1.0
 _START_TIMEOUT_S = 10.0
 # How long an evicted subscriber may take to read its final `error` line before it is cut.
 _EVICT_GRACE_S = 5.0
+# Bad request lines one connection may send: a client past this is broken or hostile, and
+# parsing its flood (100,000 lines) used to stall every subscriber for seconds.
+MAX_BAD_REQUESTS = 16
+REFUSALS_PER_LOG = 1000  # a connection storm past the cap logs a line per this many refusals
 
 
 class PublisherError(StartupError):
@@ -138,8 +142,10 @@ class Publisher:
         self._status_provider = status_provider
         self._queue_size = cfg.queue_size
         self._max_pending = cfg.max_pending_finals
+        self._max_subscribers = cfg.max_subscribers
         self._tcp = (cfg.tcp_host, cfg.tcp_port) if cfg.tcp_port > 0 else None
         self._subscribers: dict[int, _Subscriber] = {}
+        self._refused = 0
         self._lingering: dict[asyncio.WriteTransport, asyncio.Task] = {}  # evicted, still flushing
         self._next_id = 1
         self._audio_time_s = 0.0
@@ -315,6 +321,7 @@ class Publisher:
             return
         self._evict(
             sub,
+            "slow_subscriber",
             f"more than {self._max_pending} events were waiting for this subscriber "
             f"(publish.max_pending_finals); disconnecting it. Read events faster.",
         )
@@ -324,6 +331,9 @@ class Publisher:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._draining:
             writer.close()
+            return
+        if len(self._subscribers) >= self._max_subscribers:
+            self._refuse(writer)
             return
         try:
             sub = self._register(writer)
@@ -343,6 +353,17 @@ class Publisher:
         assert sub.pump is not None
         await asyncio.wait([sub.pump])
 
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """One more than publish.max_subscribers: say why and close, so descriptors stay bounded."""
+        self._refused += 1
+        if self._refused == 1 or self._refused % REFUSALS_PER_LOG == 0:  # one line, not one per client
+            log.warning("refused %d connection(s): publish.max_subscribers (%d) are connected",
+                        self._refused, self._max_subscribers)
+        message = (f"{self._max_subscribers} subscribers are connected (publish.max_subscribers); "
+                   "try again later or raise the limit")
+        writer.transport.write(self._error_event("too_many_subscribers", message).encode())
+        writer.transport.close()
+
     def _register(self, writer: asyncio.StreamWriter) -> _Subscriber:
         writer.transport.set_write_buffer_limits(high=_HIGH_WATER)
         sub = _Subscriber(self._next_id, writer, _Queue(self._queue_size, self._max_pending))
@@ -354,11 +375,19 @@ class Publisher:
         return sub
 
     async def _read_requests(self, sub: _Subscriber, reader: asyncio.StreamReader) -> None:
+        """Answer each request; a client past MAX_BAD_REQUESTS is cut off and read no further."""
         requests = protocol.RequestReader()
+        bad = 0
         while data := await reader.read(_READ_CHUNK):
             for request in requests.feed(data):
-                if sub.id in self._subscribers:
-                    self._send_own(sub, self._answer(sub, request))
+                if sub.id not in self._subscribers:
+                    return
+                bad += isinstance(request, protocol.ProtocolError)
+                if bad > MAX_BAD_REQUESTS:
+                    self._evict(sub, "too_many_bad_requests",
+                                f"more than {MAX_BAD_REQUESTS} bad requests on this connection; disconnecting it")
+                    return
+                self._send_own(sub, self._answer(sub, request))
 
     def _answer(self, sub: _Subscriber, request: str | protocol.ProtocolError) -> protocol.Event:
         if isinstance(request, protocol.ProtocolError):
@@ -402,15 +431,15 @@ class Publisher:
             sub.pump.cancel()
         sub.writer.transport.abort()
 
-    def _evict(self, sub: _Subscriber, message: str) -> None:
-        """Disconnect a subscriber that fell too far behind, telling it why if it ever reads."""
-        log.warning("subscriber %d too slow (dropped %d partials): %s", sub.id, sub.queue.dropped, message)
+    def _evict(self, sub: _Subscriber, reason: str, message: str) -> None:
+        """Disconnect a subscriber (too slow, or misbehaving), telling it why if it ever reads."""
+        log.warning("subscriber %d disconnected (%s, dropped %d partials): %s", sub.id, reason, sub.queue.dropped, message)
         self._subscribers.pop(sub.id, None)
         sub.queue.clear()
         if sub.pump is not None:
             sub.pump.cancel()
         transport = sub.writer.transport
-        transport.write(self._error_event("slow_subscriber", message).encode())
+        transport.write(self._error_event(reason, message).encode())
         self._lingering[transport] = asyncio.create_task(self._linger(transport))
 
     async def _linger(self, transport: asyncio.WriteTransport) -> None:
@@ -465,7 +494,8 @@ class Publisher:
             ) from None
 
     def _error_event(self, reason: str, message: str) -> protocol.Error:
-        return protocol.Error(reason=reason, message=message, audio_time_s=self._audio_time_now())
+        """O(1): the newest stream position seen, not a fresh status (a flood of bad lines must stay cheap)."""
+        return protocol.Error(reason=reason, message=message, audio_time_s=self._audio_time_s)
 
     def _status_event(self, requester: _Subscriber) -> protocol.Status:
         fields = dict(self._status_provider())
