@@ -38,11 +38,12 @@ install_system_packages() {
 install_python_env() {
     local python=${PYTHON:-python3}
     [ -x .venv/bin/python ] || "$python" -m venv .venv
-    local stamp=".venv/.edge-asr-$(sha256sum pyproject.toml | cut -c1-16)"
+    local stamp=".venv/.edge-asr-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && return 0
     echo "bootstrap: installing Python packages into .venv/"
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    # constraints.txt: the versions the tests passed with (scripts/freeze_constraints.sh refreshes it)
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
     # silero-vad ships the VAD .onnx but declares torch; the runtime needs only the file.
     .venv/bin/pip install -q --disable-pip-version-check --no-deps 'silero-vad==6.2.3'  # and scripts/install.sh
     rm -f .venv/.edge-asr-*

@@ -85,7 +85,7 @@ install_venv() {
     if [[ -z "$destdir" ]] && ! runuser -u "$SERVICE" -- "$venv/bin/python" -c pass 2>/dev/null; then
         die "user $SERVICE cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")): remove $PREFIX/venv and re-run with --python /usr/bin/python3"
     fi
-    run "$venv/bin/pip" install --quiet "${pip_source[@]}" --upgrade "$REPO"
+    run "$venv/bin/pip" install --quiet "${pip_source[@]}" -c "$REPO/constraints.txt" --upgrade "$REPO"
     # The VAD model ships in silero-vad, which declares torch: only its .onnx file is used.
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" --no-deps "$SILERO_VAD"
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
