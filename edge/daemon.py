@@ -95,7 +95,7 @@ class Daemon:
         self._metrics = Metrics()
         self._backend = recognizer.backend_name
         self._backend_news: str | None = None  # the latest selection/fallback message
-        self._metrics.set_backend(self._backend)
+        self._metrics.set_backend(self._backend, requested=cfg.inference.backend)
         self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
@@ -282,7 +282,7 @@ class Daemon:
             self._metrics.record_fallback()
         self._backend = backend
         self._backend_news = message
-        self._metrics.set_backend(backend, message)
+        self._metrics.set_backend(backend, message, self._cfg.inference.backend, self._degradation()["degraded"])
         self._publish_status(message)
 
     def _degradation(self) -> dict[str, Any]:

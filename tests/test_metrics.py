@@ -41,7 +41,7 @@ EXPECTED = (
     "edge_asr_dropped_audio_seconds_total 0.25",
     "edge_asr_fallbacks_total 1.0",
     "edge_asr_subscribers 3.0",
-    'edge_asr_backend_info{detail="CPUExecutionProvider",name="cpu"} 1.0',
+    'edge_asr_backend_info{degraded="false",detail="CPUExecutionProvider",name="cpu",requested="auto"} 1.0',
 )
 
 
@@ -87,3 +87,12 @@ def test_disabled_exports_nothing(tmp_path: Path) -> None:
     exporter = start_metrics(MetricsConfig(enabled=False, port=free_port(), textfile=target), recorded())
     exporter.stop()
     assert exporter.port is None and not target.exists()
+
+
+def test_backend_info_says_what_was_requested_and_whether_the_box_is_degraded() -> None:
+    from prometheus_client import generate_latest
+
+    metrics = Metrics()
+    metrics.set_backend("cpu", "inference.backend is cuda but it cannot run", "cuda", True)
+    text = generate_latest(metrics.registry).decode()
+    assert 'degraded="true"' in text and 'requested="cuda"' in text and 'name="cpu"' in text

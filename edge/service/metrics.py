@@ -71,9 +71,10 @@ class Metrics:
     def set_subscribers(self, count: int) -> None:
         self._subscribers.set(count)
 
-    def set_backend(self, name: str, detail: str = "") -> None:
-        """name: e.g. "cpu", "tensorrt"; detail: e.g. the provider list or "fallback: <reason>"."""
-        self._backend.info({"name": name, "detail": detail})
+    def set_backend(self, name: str, detail: str = "", requested: str = "auto", degraded: bool = False) -> None:
+        """name: e.g. "cpu", "tensorrt"; detail: e.g. the provider list or "fallback: <reason>";
+        requested: inference.backend; degraded: an accelerator was wanted but the CPU does the work."""
+        self._backend.info({"name": name, "detail": detail, "requested": requested, "degraded": str(degraded).lower()})
 
 
 class MetricsExporter:
