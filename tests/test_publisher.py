@@ -515,3 +515,19 @@ def test_the_daemon_raises_its_descriptor_limit_for_its_subscribers() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= min(1000 + RESERVED_FDS, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_temporary_bind_name_is_unguessable_and_nothing_there_is_removed(sock_path: Path) -> None:
+    """Issue 10 item 11: the socket was first bound at .asr.sock.<pid>, unlinking whatever was there."""
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    planted = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind(str(planted))
+    pub = make_publisher(sock_path)
+    pub.start()
+    try:
+        assert planted.exists() and stat.S_ISSOCK(os.lstat(planted).st_mode)
+        assert sorted(p.name for p in sock_path.parent.iterdir()) == sorted([sock_path.name, planted.name])
+    finally:
+        pub.close(1.0)
+        squatter.close()

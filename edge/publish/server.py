@@ -15,6 +15,7 @@ import contextlib
 import grp
 import logging
 import os
+import secrets
 import select
 import socket
 import stat
@@ -221,11 +222,10 @@ class Publisher:
         path = self._path
         _make_parent(path)
         _clear_stale(path)
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")  # unguessable: nobody can plant it
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _remove_socket(temp)
-            sock.bind(str(temp))
+            sock.bind(str(temp))  # fails on anything already there: never unlink what is not ours
             try:
                 os.chmod(temp, self._mode)
                 if self._group:
