@@ -230,3 +230,15 @@ def test_top_k_matches_a_full_sort():
     scores[:, :10] = -np.inf
     expected = np.argsort(-scores, axis=-1)[:, :6]
     np.testing.assert_array_equal(top_k(scores, 6), expected)
+
+
+def test_a_sentence_decoded_twice_into_the_padding_is_kept_once() -> None:
+    """Issue 10 item 8: "Please scan your ticket at the gate. Please scan your ticket at the gate." """
+    from edge.asr.whisper.decoding import without_repeated_sentence
+
+    eot = 1000
+    sentence = [11, 12, 13, 14, 15, 16, 17]
+    assert without_repeated_sentence(sentence + sentence, eot) == sentence
+    assert without_repeated_sentence([5, *sentence, *sentence], eot) == [5, *sentence]
+    assert without_repeated_sentence([1, 2, 1, 2], eot) == [1, 2, 1, 2]  # "no, no": short repeats stay
+    assert without_repeated_sentence(sentence + [18], eot) == sentence + [18]

@@ -32,6 +32,7 @@ TIME_PRECISION = 0.02
 LOOP_MAX_PERIOD = 50
 LOOP_MIN_REPEATS = 3
 LOOP_MIN_SPAN = 16
+REPEAT_MIN_TOKENS = 6  # a repeated tail this long is a sentence said twice, not "no, no"
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,24 @@ def without_loop(tokens: Sequence[int], eot: int) -> list[int]:
     start, period = loop_tail([tokens[i] for i in positions])
     drop = set(positions[start + period :]) if period else set()
     return [t for i, t in enumerate(tokens) if i not in drop]
+
+
+def without_repeated_sentence(tokens: Sequence[int], eot: int) -> list[int]:
+    """Drop a trailing copy of the text just before it ("Please scan your ticket. Please scan your ticket.").
+
+    Decoding into the silence padded after an utterance sometimes says the utterance
+    again; the loop guard needs three copies, this needs two of at least REPEAT_MIN_TOKENS.
+    """
+    text = [t for t in tokens if t < eot]
+    size = next((n for n in range(len(text) // 2, REPEAT_MIN_TOKENS - 1, -1) if text[-n:] == text[-2 * n : -n]), 0)
+    if not size:
+        return list(tokens)
+    keep, out = len(text) - size, []
+    for token in tokens:  # timestamps stay; text tokens past `keep` go
+        if token >= eot or keep > 0:
+            out.append(token)
+            keep -= token < eot
+    return out
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -297,6 +316,7 @@ class Decoder:
         """Scores are of the sampled tokens; the text has a loop cut down to one copy."""
         looped = has_loop([t for t in best.tokens if t < self.tok.eot])
         tokens = without_loop(best.tokens, self.tok.eot) if looped else best.tokens
+        tokens = without_repeated_sentence(tokens, self.tok.eot)
         text = self.tok.decode(tokens)
         return DecodeResult(
             tokens=tuple(tokens),
