@@ -4,6 +4,9 @@ Real parts only: a mosquitto process on a free localhost port (with persistence,
 subscriber's session survives a broker restart), a fake daemon that is the real
 `Publisher` on a Unix socket, the bridge as `python -m edge mqtt` (so it can be
 SIGKILLed), and a paho subscriber with a persistent session, like a fleet consumer.
+One test runs the real daemon (`edge-asr run` on a long-form recording) instead of the
+stand-in. The fleet side too: docs/fleet.md's ACL file in mosquitto, and
+scripts/fleet_consumer.py.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -26,11 +30,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.apps.mqtt.payloads import Box, final_body, status_body
 from edge.apps.mqtt.spool import FILE_NAME
 from edge.config import ConfigError, parse_config
 from edge.publish import protocol
 from edge.publish.server import Publisher
-from tests.conftest import REPO
+from tests.conftest import EVAL_DIR, REPO
+from tests.test_daemon import Subscriber as SocketSubscriber
+from tests.test_daemon import finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import analyze, needs_analyze, unit_with_venv
 
@@ -40,6 +47,8 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
 BOX = "box-17"
 PREFIX = f"edge-asr/{BOX}"
 UNIT = REPO / "systemd" / "edge-asr-mqtt.service"
+FLEET_DOC = REPO / "docs" / "fleet.md"
+CONSUMER = REPO / "scripts" / "fleet_consumer.py"
 RECONNECT_S = 40  # a bridge that retried for a while waits up to 30 s (its backoff cap) for its next try
 DAEMON_STATUS = {"audio_time_s": 1.0, "state": "running", "uptime_s": 5.0, "backend": "cpu", "model": "whisper-tiny.en-int8",
                  "language": "en", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0}
@@ -54,10 +63,13 @@ def free_port() -> int:
 class Broker:
     """mosquitto in the foreground on a fixed port; restartable with its persisted sessions."""
 
-    def __init__(self, directory: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, directory: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None,
+                 acl_file: Path | None = None) -> None:
         self.port = free_port()
         self.config = directory / "mosquitto.conf"
         access = f"allow_anonymous false\npassword_file {password_file}" if password_file else "allow_anonymous true"
+        if acl_file:
+            access += f"\nacl_file {acl_file}"
         if tls:
             access += f"\ncertfile {tls[0]}\nkeyfile {tls[1]}"
         user = pwd.getpwuid(os.getuid()).pw_name  # as root, mosquitto would drop to a user that cannot read tmp_path
@@ -85,13 +97,16 @@ class Broker:
 class Subscriber:
     """A fleet consumer: persistent session, QoS 1, every message of the box kept with its QoS and retain flag."""
 
-    def __init__(self, port: int, name: str = "fleet", clean: bool = False) -> None:
+    def __init__(self, port: int, name: str = "fleet", clean: bool = False, topic: str = f"{PREFIX}/#",
+                 login: tuple[str, str] | None = None) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, clean_session=clean)
         self.client.reconnect_delay_set(0.2, 1)
+        if login:
+            self.client.username_pw_set(*login)
         self.subscribed = threading.Event()
-        self.client.on_connect = lambda client, *_: client.subscribe(f"{PREFIX}/#", qos=1)
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._received
         self.client.connect("127.0.0.1", port)
@@ -214,15 +229,15 @@ def online(subscriber: Subscriber) -> bytes | None:
     return message.payload if message else None
 
 
-def unique_in_order(finals: list[dict]) -> list[tuple[str, int]]:
-    """What a consumer keeps: the first copy of each (boot_id, seq), in arrival order."""
-    seen: set[tuple[str, int]] = set()
+def unique_in_order(finals: list[dict]) -> list[dict]:
+    """What a consumer keeps: the first copy of each (box_id, boot_id, seq), in arrival order."""
+    seen: set[tuple[str, str, int]] = set()
     kept = []
     for body in finals:
-        key = (body["boot_id"], body["seq"])
+        key = (body["box_id"], body["boot_id"], body["seq"])
         if key not in seen:
             seen.add(key)
-            kept.append(key)
+            kept.append(body)
     return kept
 
 
@@ -278,7 +293,7 @@ def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: Path, b
 
     wait_for(lambda: {b["seq"] for b in subscriber.bodies("final")} == set(range(1, 21)), timeout=20)
     kept = unique_in_order(subscriber.bodies("final"))
-    assert [seq for _, seq in kept] == list(range(1, 21))
+    assert [b["seq"] for b in kept] == list(range(1, 21))
     assert [b["utterance_id"] for b in subscriber.bodies("final")][:5] == [1, 2, 3, 4, 5]
     assert subscriber.on("partial") == []  # partials are off by default
     wait_for(lambda: bridge.spooled() == 0, timeout=5)
@@ -313,6 +328,52 @@ def test_spool_survives_a_bridge_restart_and_a_late_broker(tmp_path: Path, broke
     assert online(subscriber) == b"false"  # a clean stop says so itself
 
 
+@pytest.mark.skipif(not (EVAL_DIR / "longform_en").is_dir(), reason=f"shared eval data not found at {EVAL_DIR}")
+def test_the_real_daemon_loses_no_final_to_broker_outages(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                          sock_path: Path, bridges: list[Bridge],
+                                                          int8_model_dir: Path) -> None:
+    """The real daemon on a 48 s recording at real-time pace, the bridge beside it. The broker is
+    down when they start (the first finals wait in the spool), and again for several seconds
+    mid-run. A plain socket subscriber records what the daemon published: MQTT carries exactly that."""
+    broker.stop()  # the fleet's persistent session waits in the broker's database
+    (tmp_path / "daemon").mkdir()
+    config = write_config(tmp_path / "daemon", int8_model_dir, publish={"socket": str(sock_path)})
+    daemon = start_daemon(config, f"file:{EVAL_DIR / 'longform_en' / 'longform_01.wav'}", "--pace", "realtime",
+                          "--exit-at-end")
+    try:
+        said = SocketSubscriber(sock_path)
+        bridge = new_bridge(bridges, tmp_path, sock_path, broker.port)
+        wait_for(bridge.reading, timeout=10)  # the first final comes after 12 s of speech
+        wait_for(lambda: bridge.spooled() >= 1, timeout=30)
+        broker.start()
+        wait_for(lambda: subscriber.on("final"), timeout=RECONNECT_S)
+
+        broker.stop()
+        down_since, finals_before = time.monotonic(), len(said.of("final"))
+        wait_for(lambda: len(said.of("final")) > finals_before and bridge.spooled() >= 1, timeout=30)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - down_since)))
+        broker.start()
+        code, err = finish(daemon, 60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            finish(daemon, 10)
+    assert code == 0, err[-3000:]
+    published = [(f["utterance_id"], f["text"]) for f in said.of("final")]
+    wait_for(lambda: len(unique_in_order(subscriber.bodies("final"))) >= len(published), timeout=RECONNECT_S)
+
+    bodies = subscriber.bodies("final")
+    kept = unique_in_order(bodies)
+    assert len(published) >= 4 and [(b["utterance_id"], b["text"]) for b in kept] == published
+    assert [b["seq"] for b in kept] == list(range(1, len(published) + 1))
+    assert {b["box_id"] for b in bodies} == {BOX} and len({b["boot_id"] for b in bodies}) == 1
+    copies: dict[tuple, list[dict]] = {}
+    for body in bodies:
+        copies.setdefault((body["box_id"], body["boot_id"], body["seq"]), []).append(body)
+    assert all(copy == same[0] for same in copies.values() for copy in same)  # a duplicate is the same message
+    assert any(s["daemon"] == "running" and s["model"] == int8_model_dir.name for s in subscriber.bodies("status"))
+
+
 def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: Broker, subscriber: Subscriber,
                                                        daemon: Publisher, sock_path: Path,
                                                        bridges: list[Bridge]) -> None:
@@ -326,7 +387,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: B
     assert 60 < kept < 100
     broker.start()
     wait_for(lambda: len(subscriber.bodies("final")) >= kept and bridge.spooled() == 0, timeout=RECONNECT_S)
-    seqs = [seq for _, seq in unique_in_order(subscriber.bodies("final"))]
+    seqs = [b["seq"] for b in unique_in_order(subscriber.bodies("final"))]
     assert seqs == list(range(201 - kept, 201))  # the newest, in order; the oldest were dropped
     wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["spool_dropped"] == 200 - kept, timeout=5)
     assert bridge.process.poll() is None
@@ -335,10 +396,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: B
 
 def test_a_bad_password_is_a_clear_line_and_retries(tmp_path: Path, daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     (tmp_path / "broker").mkdir()
-    passwords = tmp_path / "broker" / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), BOX, "right"], check=True, capture_output=True)
-    passwords.chmod(0o600)
-    broker = Broker(tmp_path / "broker", password_file=passwords)
+    broker = Broker(tmp_path / "broker", password_file=password_file(tmp_path / "broker" / "passwd", {BOX: "right"}))
     broker.start()
     (tmp_path / "wrong").write_text("wrong\n")
     (tmp_path / "good").mkdir()
@@ -464,6 +522,96 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert "Overall exposure level for edge-asr-mqtt.service: 1." in security.stdout + security.stderr
     lines = set(UNIT.read_text().splitlines())
     assert {"RestartPreventExitStatus=78", "IPAddressDeny=any", "StateDirectory=edge-asr/mqtt"} <= lines
+
+
+def test_the_fleet_acl_keeps_each_box_in_its_prefix(tmp_path: Path) -> None:
+    """docs/fleet.md's ACL file, as written there: a box cannot write under another box's prefix nor
+    read other boxes; the consumer user reads them all and writes nothing."""
+    (tmp_path / "broker").mkdir()
+    acl = tmp_path / "broker" / "acl"
+    acl.write_text(doc_block(FLEET_DOC, "# /etc/mosquitto/acl"))
+    logins = {"box-a": "pa", "box-b": "pb", "fleet-reader": "pr"}
+    broker = Broker(tmp_path / "broker", password_file=password_file(tmp_path / "broker" / "passwd", logins),
+                    acl_file=acl)
+    broker.start()
+    opened: list[Subscriber] = []
+    try:
+        reader, nosy = (Subscriber(broker.port, user, clean=True, topic="edge-asr/#", login=(user, logins[user]))
+                        for user in ("fleet-reader", "box-b"))
+        opened += [reader, nosy]
+        for user, topic in (("box-a", "edge-asr/box-b/final"), ("fleet-reader", "edge-asr/box-a/final"),
+                            ("box-a", "edge-asr/box-a/final")):  # acknowledged one by one: the allowed one is last
+            publish_as(broker.port, (user, logins[user]), topic)
+        wait_for(lambda: reader.messages, timeout=5)
+        assert [(m.topic, m.payload) for m in reader.messages] == [("edge-asr/box-a/final", b"box-a")]
+        assert nosy.messages == []
+    finally:
+        for subscriber in opened:
+            subscriber.close()
+        broker.stop()
+
+
+def test_the_fleet_consumer_shows_every_box_and_each_final_once(tmp_path: Path, broker: Broker) -> None:
+    """scripts/fleet_consumer.py for a couple of seconds: retained status fills the table, a duplicate is dropped."""
+    boxes = {name: Box(name, f"boot-{name}") for name in ("room-1", "room-3")}
+    bridge = {"spooled": 0, "spool_dropped": 0, "last_broker_error": None}
+    retained = [("room-1/status", status_body(boxes["room-1"], DAEMON_STATUS, None, bridge)), ("room-1/online", b"true"),
+                ("room-3/status", status_body(boxes["room-3"], None, "no socket", {**bridge, "spooled": 2}))]
+    for topic, body in retained:
+        publish_as(broker.port, None, f"edge-asr/{topic}", body, retain=True)
+    out, err = tmp_path / "consumer.out", tmp_path / "consumer.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        consumer = subprocess.Popen([sys.executable, str(CONSUMER), "--port", str(broker.port)], stdout=stdout,
+                                    stderr=stderr)
+    try:
+        wait_for(lambda: "subscribed" in err.read_text(), timeout=10)
+        for name, seq in (("room-1", 1), ("room-1", 2), ("room-1", 1), ("room-3", 1)):  # the second seq 1: a re-send
+            event = json.loads(final(seq, f"{name} says {seq}").encode())
+            publish_as(broker.port, None, f"edge-asr/{name}/final", final_body(event, boxes[name], seq))
+        publish_as(broker.port, None, "edge-asr/room-3/online", b"false", retain=True)
+        wait_for(lambda: "room-3 says 1" in out.read_text() and "room-3  false" in out.read_text(), timeout=10)
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        assert consumer.wait(10) == 0
+    lines = out.read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines if " #" in line] == [
+        "room-1 #1 [en] room-1 says 1", "room-1 #2 [en] room-1 says 2", "room-3 #1 [en] room-3 says 1"]
+    table = lines[max(i for i, line in enumerate(lines) if line.startswith("box ")):]
+    assert [row.split() for row in table[:3]] == [
+        ["box", "online", "daemon", "backend", "degraded", "model", "lang", "spooled", "dropped", "broker", "error"],
+        ["room-1", "true", "running", "cpu", "no", "whisper-tiny.en-int8", "en", "0", "0", "-"],
+        ["room-3", "false", "unreachable", "-", "-", "-", "-", "2", "0", "-"]]
+    assert "1 duplicate final(s) dropped" in err.read_text()
+
+
+def password_file(path: Path, logins: dict[str, str]) -> Path:
+    """A mosquitto password file with these users, readable by its owner only."""
+    for user, password in logins.items():
+        create = [] if path.exists() else ["-c"]
+        subprocess.run(["mosquitto_passwd", *create, "-b", str(path), user, password], check=True, capture_output=True)
+    path.chmod(0o600)
+    return path
+
+
+def publish_as(port: int, login: tuple[str, str] | None, topic: str, body: bytes | None = None,
+               retain: bool = False) -> None:
+    """One QoS 1 message, waited for until the broker acknowledged it; the body is the user name if not given."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    if login:
+        client.username_pw_set(*login)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, body if body is not None else login[0].encode(), qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def doc_block(document: Path, first_line: str) -> str:
+    """The fenced block of `document` that starts with `first_line`: the tests run what the docs say."""
+    blocks = re.findall(r"```\w*\n(.*?)```", document.read_text(), flags=re.S)
+    return next(block for block in blocks if block.startswith(first_line))
 
 
 def spool_newest(bridge: Bridge) -> int:
