@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,8 @@ class Run:
         return [e for e in self.events if e["type"] == kind]
 
 
-def _proc_cpu_s(pid: int) -> float | None:
+def proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -84,12 +85,13 @@ def _proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _peak_rss_mib(pid: int) -> float | None:
+def proc_status_mib(pid: int, key: str) -> float | None:
+    """A memory figure of /proc/PID/status in MiB (VmHWM: peak RSS, VmRSS: RSS now); None once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)  # gone once a zombie
+    line = next((line for line in status.splitlines() if line.startswith(f"{key}:")), None)  # gone once a zombie
     return int(line.split()[1]) / 1024 if line else None
 
 
@@ -115,7 +117,7 @@ def _subscribe(path: Path, run: Run, timeout: float = 120.0) -> threading.Thread
 
 def _sample(process: subprocess.Popen, run: Run) -> None:
     while process.poll() is None:
-        cpu, rss = _proc_cpu_s(process.pid), _peak_rss_mib(process.pid)
+        cpu, rss = proc_cpu_s(process.pid), proc_status_mib(process.pid, "VmHWM")
         if cpu is not None:
             run.cpu.append((time.monotonic(), cpu))
         if rss is not None:
@@ -123,8 +125,15 @@ def _sample(process: subprocess.Popen, run: Run) -> None:
         time.sleep(SAMPLE_EVERY_S)
 
 
-def run_daemon(audio: Path, work: Path, model: Path, overrides: dict, mic: object | None) -> Run:
-    """One real-time daemon run on `audio`; returns the events and resource samples."""
+def run_daemon(
+    audio: Path, work: Path, model: Path, overrides: dict, mic: object | None,
+    pace: str = "realtime", on_socket: Callable[[], None] | None = None,
+) -> Run:
+    """One daemon run on `audio` (real-time pace unless told); returns the events and resource samples.
+
+    `on_socket` runs once this benchmark's subscriber is connected, for whatever else should
+    listen beside it (scripts/bench_captions.py: the caption server and its pages).
+    """
     config = {
         "model": {"path": str(model)},
         "publish": {"socket": str(work / "asr.sock")},
@@ -135,7 +144,7 @@ def run_daemon(audio: Path, work: Path, model: Path, overrides: dict, mic: objec
     if mic is not None:
         config.setdefault("audio", {})["device"] = mic.device
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    from_file = ["--source", f"file:{audio}", "--pace", "realtime", "--exit-at-end"]
+    from_file = ["--source", f"file:{audio}", "--pace", pace, "--exit-at-end"]
     source = ["--source", "mic"] if mic is not None else from_file
     env = {**os.environ, **(mic.env if mic is not None else {})}
     process = subprocess.Popen(
@@ -146,6 +155,8 @@ def run_daemon(audio: Path, work: Path, model: Path, overrides: dict, mic: objec
     sampler = threading.Thread(target=_sample, args=(process, run), daemon=True)
     sampler.start()
     reader = _subscribe(work / "asr.sock", run)
+    if on_socket is not None:
+        on_socket()
     if mic is not None:
         time.sleep(1.0)  # capture running
         run.played_at = time.monotonic()

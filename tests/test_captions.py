@@ -1,15 +1,19 @@
 """`edge-asr captions`: the real command against a real publisher socket, over HTTP and in a real Chromium.
 
 The daemon is a `Publisher` (the daemon's own socket server) fed by hand, so every event is
-known; the caption server runs as `python -m edge captions`, as the unit runs it.
+known; the caption server runs as `python -m edge captions`, as the unit runs it. The last
+test puts the real daemon (`edge-asr run` on a long-form file at real-time pace) under it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import math
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,15 +22,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edge.apps.captions.server import MAX_BROWSERS, MAX_PENDING
+from edge.config import CAPTION_LINES
 from edge.publish import protocol
 from edge.publish.client import parse_event
 from tests.conftest import REPO
+from tests.test_daemon import Subscriber, finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, unit_with_venv
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome as WebDriver
 
 UNIT = REPO / "systemd" / "edge-asr-captions.service"
 CONFIG = """\
@@ -37,6 +47,7 @@ captions:
 """
 ZH = "把会议室的灯打开"
 EN = "Turn on the kitchen lights."
+FINAL_TO_PAGE_P95_MS = 300  # the issue's bound, socket to DOM
 
 
 class FakeDaemon:
@@ -66,16 +77,17 @@ class FakeDaemon:
 
 
 class CaptionServer:
-    """`python -m edge captions` on a free localhost port, kept across stop() and start()."""
+    """`python -m edge captions` on a free localhost port for the daemon socket at `socket_path`,
+    kept across stop() and start()."""
 
-    def __init__(self, workdir: Path, daemon: FakeDaemon) -> None:
+    def __init__(self, workdir: Path, socket_path: Path) -> None:
         self.workdir = workdir
-        self.daemon = daemon
+        self.socket_path = socket_path
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = captions_process(self.workdir, "--socket", str(self.daemon.path),
+        self.process = captions_process(self.workdir, "--socket", str(self.socket_path),
                                         "--listen", f"127.0.0.1:{self.port}")
         wait_for(lambda: self.process.poll() is not None or accepts(self.port), timeout=20)
         assert self.process.poll() is None, self.log()
@@ -130,7 +142,7 @@ def daemon() -> Iterator[FakeDaemon]:
 
 @pytest.fixture(scope="module")
 def server(daemon: FakeDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaptionServer]:
-    captions = CaptionServer(config_dir(tmp_path_factory.mktemp("captions")), daemon)
+    captions = CaptionServer(config_dir(tmp_path_factory.mktemp("captions")), daemon.path)
     captions.start()
     yield captions
     captions.stop()
@@ -386,19 +398,28 @@ CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-ba
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,720")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver fonts-noto-cjk)")
+def start_chromium(profile: Path) -> WebDriver:
+    """Debian's headless Chromium under selenium, with a fresh profile in `profile`.
+
+    Also used by scripts/screenshot_captions.py and scripts/bench_captions.py, so that the
+    README picture and the soak see the page as the tests do.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver fonts-noto-cjk)")
+    driver = start_chromium(tmp_path_factory.mktemp("chromium"))
     yield driver
     driver.quit()
 
@@ -456,23 +477,42 @@ def test_url_parameters_override_lines_size_and_theme(browser, server: CaptionSe
     assert browser.execute_script("return document.body.dataset.theme") == "light"
 
 
-def test_final_to_page_delay_p95_within_300_ms(browser, server: CaptionServer, daemon: FakeDaemon) -> None:
-    open_page(browser, server)
-    browser.execute_script("""
+def watch_finals(driver) -> None:
+    """From now on the page notes when each final line is added, in wall-clock ms.
+
+    `performance.timeOrigin + performance.now()` counts from the same epoch as Python's
+    `time.time()`, so on one machine the two compare directly.
+    """
+    driver.execute_script("""
         window.shownAt = {};
         new MutationObserver((records) => {
           const now = performance.timeOrigin + performance.now();
           for (const r of records) for (const n of r.addedNodes) window.shownAt[n.textContent] = now;
         }).observe(document.getElementById('finals'), {childList: true});""")
+
+
+def shown_at(driver, texts: list[str]) -> dict[str, float]:
+    """When each of `texts` was added to the page (ms), once all of them are there."""
+    until(driver, "return arguments[0].every((text) => text in window.shownAt)", True, 10, texts)
+    return driver.execute_script("return window.shownAt")
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile: with a handful of finals, that is the worst but one or the worst."""
+    return sorted(values)[math.ceil(0.95 * len(values)) - 1]
+
+
+def test_final_to_page_delay_p95_within_300_ms(browser, server: CaptionServer, daemon: FakeDaemon) -> None:
+    open_page(browser, server)
+    watch_finals(browser)
     sent = {}
     for n in range(20):
         sent[f"timed {n}"] = time.time() * 1000
         daemon.final(f"timed {n}")
         time.sleep(0.05)
-    until(browser, "return Object.keys(window.shownAt).length", 20)
-    shown = browser.execute_script("return window.shownAt")
-    delays = sorted(shown[text] - sent[text] for text in sent)
-    assert delays[18] <= 300, delays  # p95 of 20
+    shown = shown_at(browser, list(sent))
+    delays = [shown[text] - sent[text] for text in sent]
+    assert p95(delays) <= FINAL_TO_PAGE_P95_MS, sorted(delays)
 
 
 def test_page_shows_reconnecting_and_recovers_without_a_reload(
@@ -494,3 +534,71 @@ def test_page_shows_reconnecting_and_recovers_without_a_reload(
     daemon.final(EN)
     until(browser, "return document.querySelector('.line:last-child')?.textContent", EN)
     assert browser.execute_script("return window.sameDocument") is True
+
+
+# --- beside the real daemon -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def real_daemon(config: Path, audio: Path) -> Iterator[subprocess.Popen]:
+    """`edge-asr run` on `audio` at real-time pace, idling after the file until stopped; killed if the test fails."""
+    process = start_daemon(config, f"file:{audio}", "--pace", "realtime")
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def stop_daemon(process: subprocess.Popen) -> None:
+    """SIGTERM, as systemd stops it: the final in progress is published before the socket closes."""
+    process.send_signal(signal.SIGTERM)
+    code, err = finish(process, 10)
+    assert code == 0, err
+
+
+def wait_for_file_end(subscriber: Subscriber, timeout: float) -> None:
+    """Ask the daemon for its state until the whole file has gone into its pipeline."""
+    deadline = time.monotonic() + timeout
+    while not any(event.get("state") == "file ended" for event in subscriber.of("status")):
+        assert time.monotonic() < deadline, "the daemon never reached the end of its file"
+        subscriber.request_status()
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def beside_daemon(tmp_path: Path, sock_path: Path) -> Iterator[CaptionServer]:
+    """A caption server for the real daemon's socket at `sock_path`, up before the daemon is (it retries)."""
+    sock_path.parent.mkdir()
+    captions = CaptionServer(config_dir(tmp_path), sock_path)
+    captions.start()
+    yield captions
+    captions.stop()
+
+
+def test_real_daemon_finals_reach_the_page_within_300_ms_and_its_restart_shows(
+    browser, beside_daemon: CaptionServer, int8_model_dir: Path, eval_dir: Path
+) -> None:
+    """The daemon on a long-form file at real-time pace: every final on the page, soon after the socket has it."""
+    config = write_config(beside_daemon.socket_path.parent, int8_model_dir)
+    with real_daemon(config, eval_dir / "longform_en" / "longform_01.wav") as first:
+        subscriber = Subscriber(beside_daemon.socket_path)
+        open_page(browser, beside_daemon, f"?lines={CAPTION_LINES[1]}")  # room for every final of the file
+        watch_finals(browser)
+        wait_for_file_end(subscriber, timeout=90)
+        stop_daemon(first)
+    until(browser, "return document.getElementById('status').textContent.includes('speech recognizer')")
+    assert browser.execute_script("return document.body.dataset.state") == "reconnecting"
+
+    finals = subscriber.of("final")
+    texts = [final["text"] for final in finals]
+    shown = shown_at(browser, texts)
+    assert browser.execute_script("return [...document.querySelectorAll('.line')].map(l => l.textContent)") == texts
+    wall_clock = time.time() - time.monotonic()  # the subscriber stamps arrivals with time.monotonic()
+    delays = [shown[final["text"]] - 1000 * (final["_received"] + wall_clock) for final in finals]
+    assert len(finals) >= 5 and p95(delays) <= FINAL_TO_PAGE_P95_MS, sorted(delays)
+
+    with real_daemon(config, eval_dir / "nonspeech" / "silence_10s.wav") as second:
+        until(browser, "return document.body.dataset.state", "live", timeout=20)
+        stop_daemon(second)
