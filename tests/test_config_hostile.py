@@ -20,6 +20,19 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
+def wait_until_catching(pid: int, signum: int, timeout: float = 10.0) -> None:
+    """Until the process has a handler for `signum` (the SigCgt mask in /proc): sending it earlier
+    would hit Python's start-up, before any code of ours runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signum - 1)):
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} never installed a handler for signal {signum}")
+
+
 def problems(path: Path) -> list[str]:
     started = time.monotonic()
     with pytest.raises(ConfigError) as caught:
@@ -96,7 +109,7 @@ def test_reloads_of_hostile_files_keep_the_daemon_and_its_settings(tmp_path: Pat
     config = write_config(tmp_path, int8_model_dir)
     good = config.read_text()
     daemon = start_daemon(config, f"file:{silence}", "--pace", "fast")
-    time.sleep(0.5)  # Python is up, the model is loading (about 1 s)
+    wait_until_catching(daemon.pid, signal.SIGHUP)  # edge-asr is up; the model load takes about a second more
     daemon.send_signal(signal.SIGHUP)  # remembered, not fatal
     subscriber = Subscriber(tmp_path / "asr.sock")
     try:

@@ -18,7 +18,7 @@ _HAN = re.compile(f"[{CJK_CHARS}]")
 _SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK_CHARS}])\\s+(?=[{CJK_CHARS}])")
 # ASCII punctuation right after a Han character, as whisper-base often writes it in Chinese
 _FULL_WIDTH = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
-_ASCII_AFTER_HAN = re.compile(f"(?<=[\u3400-\u9fff])([,.?!:;])\\s*")
+_ASCII_AFTER_HAN = re.compile("(?<=[\u3400-\u9fff])([,.?!:;])\\s*")
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han characters
 

@@ -23,7 +23,6 @@ from edge.service.sdnotify import Notifier
 log = logging.getLogger("edge.mqtt")
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",

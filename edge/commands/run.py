@@ -20,7 +20,6 @@ log = logging.getLogger("edge.run")
 RESERVED_FDS = 256  # the model, config, audio device, journal, metrics: far more than they use
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
