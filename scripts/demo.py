@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.protocol import decode
+from edge.publish.protocol import decode
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SAMPLE = REPO.parent / "shared" / "eval" / "longform_en" / "longform_01.wav"
