@@ -244,7 +244,8 @@ def unique_in_order(finals: list[dict]) -> list[dict]:
 def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker, subscriber: Subscriber,
                                                   daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, partials=True)
-    wait_for(lambda: online(subscriber) == b"true" and subscriber.on("status") and bridge.reading(), timeout=10)
+    wait_for(lambda: online(subscriber) == b"true" and subscriber.on("status") and bridge.reading()
+             and daemon.subscriber_count == 1, timeout=10)
     daemon.publish(protocol.Partial(utterance_id=1, text="turn on", stable_text="turn", start_s=1, end_s=1.2,
                                     audio_time_s=1.3))
     for uid in (1, 2, 3):
@@ -278,7 +279,7 @@ def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker
 def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: Path, broker: Broker, subscriber: Subscriber,
                                                                daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     bridge = new_bridge(bridges, tmp_path, sock_path, broker.port)
-    wait_for(lambda: online(subscriber) == b"true" and bridge.reading(), timeout=10)
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
     daemon.publish(protocol.Partial(utterance_id=1, text="x", stable_text="", start_s=1, end_s=1.1, audio_time_s=1.2))
     for uid in range(1, 6):
         daemon.publish(final(uid))
@@ -306,13 +307,16 @@ def test_spool_survives_a_bridge_restart_and_a_late_broker(tmp_path: Path, broke
     broker.stop()  # down before the bridge starts; the fleet's persistent session waits in its database
     first = new_bridge(bridges, tmp_path, sock_path, broker.port)
     wait_for(first.reading, timeout=10)
+    wait_for(lambda: daemon.subscriber_count == 1, timeout=10)  # registered: a final published now reaches it
     for uid in range(1, 6):
         daemon.publish(final(uid))
     wait_for(lambda: first.spooled() == 5, timeout=10)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_for(lambda: daemon.subscriber_count == 0, timeout=10)
 
     second = new_bridge(bridges, tmp_path, sock_path, broker.port)  # same spool, same log file
     wait_for(lambda: second.reading(times=2), timeout=10)
+    wait_for(lambda: daemon.subscriber_count == 1, timeout=10)
     daemon.publish(final(6))
     daemon.publish(final(7))
     wait_for(lambda: second.spooled() == 7, timeout=10)
@@ -379,7 +383,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: B
                                                        bridges: list[Bridge]) -> None:
     broker.stop()
     bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, spool_max_mb=0.1)
-    wait_for(bridge.reading, timeout=10)
+    wait_for(lambda: bridge.reading() and daemon.subscriber_count == 1, timeout=10)
     for uid in range(1, 201):
         daemon.publish(final(uid, "x" * 1000))  # about 1.2 kB each: 100 kB holds about 80
     wait_for(lambda: spool_newest(bridge) == 200, timeout=20)
@@ -426,7 +430,8 @@ def test_unreachable_brokers_are_named_clearly(tmp_path: Path, broker: Broker, d
                                                bridges: list[Bridge], mqtt_keys: dict, line: str) -> None:
     """The TLS case speaks TLS to a plain listener. Both keep retrying, and keep spooling."""
     bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, **mqtt_keys)
-    wait_for(lambda: line.format(port=broker.port) in bridge.text() and bridge.reading(), timeout=10)
+    wait_for(lambda: line.format(port=broker.port) in bridge.text() and bridge.reading()
+             and daemon.subscriber_count == 1, timeout=10)
     daemon.publish(final(1))
     wait_for(lambda: bridge.spooled() == 1, timeout=10)
     assert bridge.process.poll() is None
