@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, TYPE_CHECKING
 
@@ -22,16 +21,12 @@ FAMILIES: dict[str, Family] = {"whisper": whisper}
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
     """The model directory's manifest.json; a `ModelError` names what is wrong with it."""
-    path = Path(model_dir) / "manifest.json"
     if not Path(model_dir).is_dir():
         raise ModelError(f"model directory {model_dir} does not exist (build it with scripts/build_model.py)")
     try:
-        manifest = json.loads(path.read_text())
+        return manifest.read(model_dir)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{path} is not a valid model manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path} is not a valid model manifest (not a JSON object)")
-    return manifest
+        raise ModelError(f"{Path(model_dir) / 'manifest.json'} is not a valid model manifest ({exc})") from None
 
 
 def check_model(model_dir: Path) -> None:

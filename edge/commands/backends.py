@@ -14,12 +14,13 @@ from typing import Any
 
 from edge.accel.board import Probe, detect_board
 from edge.accel.select import select_backend, survey
+from edge.commands.service import add_config_argument
 from edge.config import Config, ConfigError, load_for_command
 from edge.errors import StartupError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)")
+    add_config_argument(parser, ", else the defaults")
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 
 from edge.apps.captions.server import serve
-from edge.commands.service import EX_STARTUP, configured
+from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import CaptionsConfig, split_listen
 
 log = logging.getLogger("edge.captions")
@@ -21,11 +21,7 @@ LISTEN_ALLOWED = CaptionsConfig.model_fields["listen"].description
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml, else the defaults)",
-    )
+    add_config_argument(parser, ", else the defaults")
     parser.add_argument("--socket", metavar="PATH", help="daemon socket (default: publish.socket of the config)")
     parser.add_argument(
         "--listen", metavar="HOST:PORT", type=_listen_value, help="serve the page here (default: captions.listen)"

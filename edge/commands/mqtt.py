@@ -14,7 +14,7 @@ import signal
 
 from edge.apps.mqtt.bridge import Bridge
 from edge.apps.mqtt.broker import SettingsError
-from edge.commands.service import EX_STARTUP, configured
+from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import EX_CONFIG, default_config_path
 from edge.errors import StartupError, one_line
 from edge.publish import protocol
@@ -24,11 +24,7 @@ log = logging.getLogger("edge.mqtt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file with the mqtt section (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)",
-    )
+    add_config_argument(parser, ", else the defaults (the mqtt section must enable the bridge)")
     parser.add_argument(
         "--socket",
         metavar="PATH",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from edge.audio.base import PACES
-from edge.commands.service import EX_STARTUP, configured
+from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import Config, default_config_path
 from edge.errors import StartupError, one_line
 from edge.service.memory import limit_heap_growth
@@ -21,11 +21,7 @@ RESERVED_FDS = 256  # the model, config, audio device, journal, metrics: far mor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml)",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--source", default="mic", metavar="mic|file:PATH", help="audio source (default: mic, the configured device)"
     )

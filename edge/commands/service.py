@@ -6,10 +6,20 @@ Not a command itself: edge/cli.py lists the commands by name.
 
 from __future__ import annotations
 
+import argparse
+
 from edge.config import Config, ConfigError, default_config_path, load_for_command
 from edge.service.logs import setup_logging
 
 EX_STARTUP = 1  # a start-up problem that a restart may cure (device, socket, address in use)
+
+
+CONFIG_SEARCH = "$EDGE_ASR_CONFIG, ./config.yaml, /etc/edge-asr/config.yaml"
+
+
+def add_config_argument(parser: argparse.ArgumentParser, fallback: str = "") -> None:
+    """--config, with where the file is looked for when it is not given (and `fallback`, if any)."""
+    parser.add_argument("--config", metavar="PATH", help=f"config file (default: {CONFIG_SEARCH}{fallback})")
 
 
 def configured(config_arg: str | None, *, defaults_if_absent: bool = False) -> Config | int:
