@@ -39,10 +39,23 @@ from pydantic_core import PydanticCustomError
 
 from edge.languages import AUTO, LanguageError, check_language
 from edge.limits import MAX_BEAM, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
+from edge.vocabulary import (
+    DEFAULT_BONUS,
+    MAX_BONUS,
+    MAX_TERM_CHARS,
+    MAX_TERMS,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    Vocabulary,
+    VocabularyError,
+    combine,
+    parse_items,
+    read_file,
+)
 
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
-LIVE_SECTIONS = ("vad", "stream", "log")  # applied on SIGHUP; every other change needs a restart
+LIVE_SECTIONS = ("vad", "stream", "log", "vocabulary")  # applied on SIGHUP; every other change needs a restart
 LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
 MAX_CONFIG_BYTES = 256 * 1024  # the documented config is 6 KiB
 MAX_CONFIG_DEPTH = 8  # YAML nesting; the schema's deepest key (mqtt.tls.ca_file) is 3
@@ -490,6 +503,49 @@ class MqttConfig(Section):
         return self.port
 
 
+class VocabularyConfig(Section):
+    """Names and terms the recognizer favours (docs/operations.md: writing a good list)."""
+
+    terms: list[Any] = Field(
+        [], description=f"a list of up to {MAX_TERMS} words or phrases of at most {MAX_TERM_CHARS} characters, "
+                        f"each text or {{term: ..., weight: {MIN_WEIGHT} to {MAX_WEIGHT}}}",
+    )
+    file: LaxPath | None = Field(
+        None, description="null, or a UTF-8 file with one term per line, optional TAB and weight, # comments "
+                          "(relative to the config file)",
+    )
+    bonus: float = _number(DEFAULT_BONUS, 0, MAX_BONUS)  # log-probability per matched token at weight 1
+    prompt: bool = Field(False, description="true or false")
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, value: list[Any]) -> list[Any]:
+        try:
+            parse_items(value, "")
+        except VocabularyError as exc:
+            raise _problem(str(exc)) from None
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Read now, so that check-config and a reload report a bad line before it is used."""
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        try:
+            combine(parse_items(info.data.get("terms", []), ""), read_file(path), "vocabulary.terms + file")
+        except VocabularyError as exc:
+            raise _problem(f"-> {exc}") from None
+        return path
+
+    def vocabulary(self) -> Vocabulary:
+        """The configured list (the file read again: a reload picks up its edits); VocabularyError if it went bad."""
+        file_terms = read_file(self.file) if self.file else ()
+        terms = combine(parse_items(self.terms, ""), file_terms, "vocabulary.terms + file")
+        return Vocabulary(terms, self.bonus, "config" if terms else "none", self.prompt)
+
+
 def _section(name: str) -> Any:
     """Default {} validated like written data, so defaults see the config file's directory too."""
     return Field(default={}, validate_default=True, description=f"a mapping of {name}.* keys")
@@ -509,6 +565,7 @@ class Config(Section):
     captions: CaptionsConfig = _section("captions")
     debug: DebugConfig = _section("debug")
     mqtt: MqttConfig = _section("mqtt")
+    vocabulary: VocabularyConfig = _section("vocabulary")
 
     _source_path: Path | None = PrivateAttr(None)
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,31 @@ from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
 from edge.config import LIVE_SECTIONS, Config, ConfigError, load_config, restart_needed
-from edge.errors import one_line
+from edge.errors import StartupError, one_line
 from edge.manifest import tuning
-from edge.publish.protocol import Error, Event, Final, Partial, Status, UtteranceEvent
+from edge.publish.protocol import Error, Event, Final, Partial, ProtocolError, Status, UtteranceEvent, VocabularyState
 from edge.publish.server import Publisher
 from edge.service.logs import set_level
 from edge.service.metrics import Metrics, start_metrics
 from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 from edge.stream.session import StreamingSession, StreamSettings
 from edge.vad.endpointer import EndpointSettings
+from edge.vocabulary import Vocabulary, VocabularyError, parse_items
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.1  # how long the main loop may wait for audio before handling signals
-SHUTDOWN_DRAIN_S = 1.4  # of the 2 s allowed for SIGTERM: finishing the last final
-SHUTDOWN_CLOSE_S = 0.3  # then flushing it to subscribers
+# SIGTERM to exit at most, subscribers that fell behind included: far inside systemd's
+# TimeoutStopSec (20 s), and short because a restart loses that much audio.
+SHUTDOWN_S = 3.0
+SHUTDOWN_DRAIN_S = 1.4  # of it, first: finishing the last final (with subscribers that keep up, a stop takes < 2 s)
+SHUTDOWN_TAIL_S = 0.2  # of it, last: stopping the worker, closing the source; in between, flushing subscribers
 FAST_PACE_BACKLOG = 2  # finals queued before a source that can wait is read again
 BACKLOG_POLL_S = 0.005
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
 DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
+# Near a threshold the overload level can change with every decode: one status event per 5 s at most.
+OVERLOAD_EVENT_GAP_S = 5.0
 
 
 class StatusRelay:
@@ -99,20 +105,23 @@ class Daemon:
         self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
-        self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path)
+        self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,
+                                    requests={"vocabulary": self.on_vocabulary_request})
         self._source_state: tuple[str, int] | None = None
         self._dropped_s = 0.0
         self._status_line = ""
+        self._overload = "none"  # the level subscribers were last told
+        self._overload_told_at = -OVERLOAD_EVENT_GAP_S
 
     # --- lifecycle ----------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or the end of a file with exit_at_end)."""
         self._install_signal_handlers()
+        if self._status_relay is not None:  # first: the first subscriber's hello must already say "degraded"
+            self._status_relay.attach(self.on_backend_status)
         self._publisher.start()
         try:
-            if self._status_relay is not None:
-                self._status_relay.attach(self.on_backend_status)
             exporter = start_metrics(self._cfg.metrics, self._metrics)
             try:
                 self._source.start()
@@ -164,6 +173,7 @@ class Daemon:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SOURCE_CHECK_S
                 self._check_source()
+                self._check_overload()
 
     def _on_progress(self) -> None:
         if self._state in ("starting", "waiting for audio"):
@@ -187,14 +197,15 @@ class Daemon:
         return False
 
     def _shutdown(self) -> None:
-        """Publish the final in progress, close subscribers, remove the socket (within ~2 s)."""
+        """Publish the final in progress, flush and close subscribers, remove the socket (within SHUTDOWN_S)."""
+        began = time.monotonic()
         self._notifier.stopping()
         self._set_state("stopping")
         self._session.finish(quick=True)
         if not self._session.drain(SHUTDOWN_DRAIN_S):
             log.warning("shutdown: a final was not decoded within %.1f s; publishing its partial", SHUTDOWN_DRAIN_S)
             self._session.give_up()
-        self._publisher.close(SHUTDOWN_CLOSE_S)
+        self._publisher.close(SHUTDOWN_S - SHUTDOWN_TAIL_S - (time.monotonic() - began))
         self._session.close(0.1)
         self._source.close()
         if self._recorder is not None:
@@ -227,22 +238,32 @@ class Daemon:
         self._publish_status("reload failed: config invalid, old settings kept")
 
     def _make_session(self, cfg: Config) -> StreamingSession:
+        try:
+            vocabulary = cfg.vocabulary.vocabulary()
+        except VocabularyError as exc:  # the file changed since the config was checked
+            raise StartupError(f"vocabulary.file: {exc}") from None
         return StreamingSession(
             self._recognizer,
             EndpointSettings.from_config(cfg.vad, self._tuning),
-            StreamSettings.from_config(cfg.stream, cfg.model.language, self._tuning),
+            StreamSettings.from_config(cfg.stream, cfg.model.language, self._tuning, vocabulary),
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
             record=self._recorder.save if self._recorder else None,
         )
 
     def _apply(self, new: Config) -> None:
+        """Apply a validated config; the config's vocabulary replaces any list an app sent."""
+        try:
+            vocabulary = new.vocabulary.vocabulary()
+        except VocabularyError as exc:  # the file changed since it was checked
+            self._reload_failed([f"vocabulary.file: {exc}"])
+            return
         pending = restart_needed(self._cfg, new)
         live = {name: getattr(new, name) for name in LIVE_SECTIONS}
         if "model.language" not in pending:
             live["model"] = self._cfg.model.model_copy(update={"language": new.model.language})
         self._cfg = self._cfg.model_copy(update=live)
-        stream = StreamSettings.from_config(new.stream, self._cfg.model.language, self._tuning)
+        stream = StreamSettings.from_config(new.stream, self._cfg.model.language, self._tuning, vocabulary)
         self._session.update_settings(EndpointSettings.from_config(new.vad, self._tuning), stream)
         set_level(new.log.level)
         if pending:
@@ -255,7 +276,7 @@ class Daemon:
     # --- events -------------------------------------------------------------------
 
     def _hello(self) -> dict[str, Any]:
-        return {"model": Path(self._cfg.model.path).name, "backend": self._recognizer.backend_name, "sample_rate": SAMPLE_RATE}
+        return {"model": Path(self._cfg.model.path).name, **self._backend_fields(), "sample_rate": SAMPLE_RATE}
 
     def status(self) -> dict[str, Any]:
         """The daemon's state (thread-safe snapshot; also answers subscribers' status requests)."""
@@ -264,15 +285,40 @@ class Daemon:
             "audio_time_s": self._session.position_s,
             "state": self._state,
             "uptime_s": round(time.monotonic() - self._started, 3),
-            "backend": self._recognizer.backend_name,
-            "backend_requested": self._cfg.inference.backend,
-            **self._degradation(),
+            **self._backend_fields(),
             "model": Path(self._cfg.model.path).name,
             "language": self._cfg.model.language,
+            "vocabulary": self._session.vocabulary.summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),
             **self._session.stats(),
         }
+
+    def on_vocabulary_request(self, request: Mapping[str, Any]) -> VocabularyState:
+        """An app's `vocabulary` request (publisher thread): replace the list, go back to the
+        config's (`reset`), or just ask (neither). A bad list changes nothing."""
+        unknown = sorted(set(request) - {"type", "terms", "reset"})
+        if unknown:
+            raise ProtocolError(f"vocabulary: unknown field(s) {', '.join(unknown)} (use terms or reset)", "bad_vocabulary")
+        if "terms" in request and request.get("reset"):
+            raise ProtocolError("vocabulary: send terms or reset, not both", "bad_vocabulary")
+        try:
+            if request.get("reset"):
+                self._use_vocabulary(self._cfg.vocabulary.vocabulary(), "vocabulary reset to the config's list")
+            elif "terms" in request:
+                terms = parse_items(request["terms"], "terms")
+                vocabulary = self._session.vocabulary.with_terms(terms, "request" if terms else "none")
+                self._use_vocabulary(vocabulary, f"vocabulary replaced by an app ({len(terms)} terms)")
+        except VocabularyError as exc:
+            raise ProtocolError(f"vocabulary: {exc}; the active list is unchanged", "bad_vocabulary") from None
+        active = self._session.vocabulary
+        return VocabularyState(audio_time_s=self._session.position_s, source=active.source,
+                               count=len(active.terms), terms=[term.text for term in active.terms])
+
+    def _use_vocabulary(self, vocabulary: Vocabulary, message: str) -> None:
+        self._session.set_vocabulary(vocabulary)
+        log.info("%s", message)
+        self._publish_status(message)
 
     def on_backend_status(self, message: str) -> None:
         """Backend selection / fallback news: a log line and a `status` event."""
@@ -284,6 +330,11 @@ class Daemon:
         self._backend_news = message
         self._metrics.set_backend(backend, message, self._cfg.inference.backend, self._degradation()["degraded"])
         self._publish_status(message)
+
+    def _backend_fields(self) -> dict[str, Any]:
+        """What runs the model, what was asked for, and whether that is a degradation: for hello and status alike."""
+        return {"backend": self._recognizer.backend_name, "backend_requested": self._cfg.inference.backend,
+                **self._degradation()}
 
     def _degradation(self) -> dict[str, Any]:
         """`degraded`: an accelerator was wanted or found but the CPU does the work; `degraded_reason` says why."""
@@ -320,6 +371,10 @@ class Daemon:
 
     def _on_utterance_event(self, event: UtteranceEvent) -> None:
         """Called by the session (either thread) for every utterance event: publish it, then account for it."""
+        if isinstance(event, Final) and event.dropped:
+            seconds = event.end_s - event.start_s
+            self._publish_error("overload", f"utterance {event.utterance_id} ({seconds:.1f} s of speech) was not decoded: "
+                                "recognition fell too far behind the audio; its final says dropped")
         self._publish(event)
         if isinstance(event, Partial):
             self._metrics.record_partial()
@@ -328,6 +383,18 @@ class Daemon:
             self._metrics.record_final(latency, event.end_s - event.start_s, event.decode_s)
             # transcripts are what people said: only in the journal when a technician asks for debug
             log.debug("final %d [%.2f-%.2f s] %s", event.utterance_id, event.start_s, event.end_s, event.text)
+
+    def _check_overload(self) -> None:
+        """Lag and what overload gave up, into the metrics; a status event and a log line when the level changes."""
+        stats = self._session.stats()
+        self._metrics.record_overload(stats)
+        level, now = stats["overload"], time.monotonic()
+        if level == self._overload or now - self._overload_told_at < OVERLOAD_EVENT_GAP_S:
+            return
+        self._overload, self._overload_told_at = level, now
+        log.log(logging.INFO if level == "none" else logging.WARNING,
+                "overload: %s (recognition %.1f s behind the audio)", level, stats["lag_s"])
+        self._publish_status(f"overload: {level}")
 
     def _check_source(self) -> None:
         """A lost or reopened device is a notable change: status event and log line."""

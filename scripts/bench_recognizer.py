@@ -60,11 +60,15 @@ class SetScore:
     theirs_s: float = 0.0
 
 
+def manifest_rows(eval_dir: Path, set_name: str) -> list[dict]:
+    """The rows of one set's manifest.jsonl."""
+    lines = (eval_dir / set_name / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def manifest(eval_dir: Path, set_name: str, limit: int) -> list[tuple[Path, str]]:
     """(audio path, reference text) of one set, the first `limit` if limit > 0."""
-    lines = (eval_dir / set_name / "manifest.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    pairs = [(eval_dir / set_name / row["audio"], row["text"]) for row in rows]
+    pairs = [(eval_dir / set_name / row["audio"], row["text"]) for row in manifest_rows(eval_dir, set_name)]
     return pairs[:limit] if limit > 0 else pairs
 
 

@@ -100,7 +100,8 @@ class Consumer:
         self._show_table()
 
     def _final(self, body: dict[str, Any]) -> None:
-        if self.fleet.is_new_final(body):
+        """Print a new final; an empty one (an utterance with no words) only closes its utterance."""
+        if self.fleet.is_new_final(body) and body["text"]:
             print(f"{body.get('received_at', '')} {body['box_id']} #{body['seq']} [{body.get('language') or '?'}] "
                   f"{body['text']}", flush=True)
 

@@ -43,3 +43,10 @@ def error_rate(set_name: str, refs: list[str], hyps: list[str]) -> float | None:
 
 def metric_name(set_name: str) -> str:
     return "CER" if set_name in CHINESE_SETS else "WER"
+
+
+def contains_term(set_name: str, term: str, text: str) -> bool:
+    """Whether `text` says `term`, both cleaned as the set is scored: whole words (English), characters (Chinese)."""
+    if set_name in CHINESE_SETS:
+        return chinese_chars(term) in chinese_chars(text)
+    return f" {normalize_english(term)} " in f" {normalize_english(text)} "

@@ -1,16 +1,18 @@
-"""load_audio: any WAV/FLAC rate and channel count in, 16 kHz mono float32 out; clear errors otherwise."""
+"""AudioReader and load_audio: any WAV/FLAC rate and channel count in, 16 kHz mono float32 out, block by block;
+clear errors otherwise."""
 
 from __future__ import annotations
 
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audio.audiofile import AudioFileError, load_audio
+from edge.audio.audiofile import READ_SAMPLES, AudioFileError, AudioReader, load_audio
 from edge.audio.base import SAMPLE_RATE
 
 
@@ -143,3 +145,57 @@ def test_recordings_are_private_whatever_the_umask(tmp_path):
     (written,) = list((tmp_path / "rec").iterdir())
     assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o700
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def _wav_with_nan_at(tmp_path: Path, seconds: float, nan_at_s: float) -> Path:
+    samples = _tone(SAMPLE_RATE, seconds)
+    samples[int(nan_at_s * SAMPLE_RATE)] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, samples, SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def test_reader_streams_in_bounded_blocks_and_starts_again_at_each_pass(tmp_path):
+    path = tmp_path / "long.wav"
+    tone = _tone(44100, 30.0)
+    sf.write(path, np.stack([tone, tone], axis=1), 44100, subtype="PCM_16")
+    with AudioReader(path) as reader:
+        assert reader.duration_s == pytest.approx(30.0)
+        first, again = list(reader), list(reader)
+    assert max(len(block) for block in first) < 0.8 * SAMPLE_RATE  # a read: 0.74 s of 44.1 kHz stereo
+    assert len(first) > 30
+    whole = np.concatenate(first)
+    np.testing.assert_array_equal(whole, np.concatenate(again))
+    assert abs(len(whole) - 30 * SAMPLE_RATE) <= 2 and abs(_dominant_hz(whole) - 440.0) < 2.0
+
+
+def test_reader_memory_does_not_depend_on_the_file_length(tmp_path):
+    path = tmp_path / "ten-minutes.wav"
+    with sf.SoundFile(path, "w", 48000, 1, "PCM_16") as out:
+        for _ in range(10):
+            out.write(_tone(48000, 60.0))
+    tracemalloc.start()
+    with AudioReader(path) as reader:
+        samples = sum(len(block) for block in reader)
+    peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert samples == 600 * SAMPLE_RATE
+    assert peak_mib < 2, f"{peak_mib:.1f} MiB (the decoded file is 37 MiB)"
+
+
+def test_bad_header_fails_on_open_before_any_decoding(tmp_path):
+    with pytest.raises(AudioFileError, match="not a readable WAV/FLAC"):
+        AudioReader(_text_file(tmp_path))
+    with pytest.raises(AudioFileError, match="truncated"):
+        AudioReader(_truncated_wav(tmp_path))
+
+
+def test_damage_further_in_is_raised_where_it_is_found(tmp_path):
+    path = _wav_with_nan_at(tmp_path, 12.0, 9.0)
+    with AudioReader(path) as reader:
+        blocks = iter(reader)
+        assert len(next(blocks)) == READ_SAMPLES  # the first 4 s are fine
+        with pytest.raises(AudioFileError, match=f"{path}: contains NaN or infinite samples"):
+            list(blocks)
+    with pytest.raises(AudioFileError, match="NaN"):
+        load_audio(path)

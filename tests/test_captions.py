@@ -466,6 +466,20 @@ def test_partial_draws_its_stable_text_settled_and_the_rest_lighter(
     until(browser, "return document.getElementById('partial').hidden")
 
 
+def test_an_empty_final_takes_the_live_line_down_and_adds_no_caption(
+    browser, server: CaptionServer, daemon: FakeDaemon
+) -> None:
+    open_page(browser, server)
+    daemon.final("said before")
+    until(browser, "return document.querySelector('.line:last-child')?.textContent", "said before")
+    daemon.partial("hmm", stable="")
+    until(browser, "return document.querySelector('#partial .unstable').textContent", "hmm")
+    daemon.final("")
+    until(browser, "return document.getElementById('partial').hidden", True, 2)  # at once, not after the orphan timer
+    shown = browser.execute_script("return [...document.querySelectorAll('.line')].map(l => l.textContent)")
+    assert shown[-1] == "said before" and "" not in shown
+
+
 def test_url_parameters_override_lines_size_and_theme(browser, server: CaptionServer, daemon: FakeDaemon) -> None:
     open_page(browser, server, "?lines=2&size=30&theme=light")
     for n in range(3):

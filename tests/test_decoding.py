@@ -242,3 +242,9 @@ def test_a_sentence_decoded_twice_into_the_padding_is_kept_once() -> None:
     assert without_repeated_sentence([5, *sentence, *sentence], eot) == [5, *sentence]
     assert without_repeated_sentence([1, 2, 1, 2], eot) == [1, 2, 1, 2]  # "no, no": short repeats stay
     assert without_repeated_sentence(sentence + [18], eot) == sentence + [18]
+    full_stop, on = 19, 20  # "He must be home now for the lightress. He must be home now for the lightress on."
+    assert without_repeated_sentence([*sentence, full_stop, *sentence, on, full_stop], eot) == [*sentence, on, full_stop]
+    stamps = [eot + 1, *sentence, eot + 2, eot + 3, *sentence, eot + 4]  # timestamps stay
+    assert without_repeated_sentence(stamps, eot) == [eot + 1, *sentence, eot + 2, eot + 3, eot + 4]
+    far = [*sentence, *sentence, 21, 22, 23, 24, 25]  # the copy is not near the end: left alone
+    assert without_repeated_sentence(far, eot) == far

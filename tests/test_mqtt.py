@@ -276,6 +276,20 @@ def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker
         late.close()
 
 
+def test_an_empty_final_is_published_and_numbered_like_any_other(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                                  daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
+    """docs/fleet.md "Empty finals": a consumer showing partials closes the utterance on it."""
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, partials=True)
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
+    daemon.publish(protocol.Partial(utterance_id=1, text="hm", stable_text="", start_s=1, end_s=1.2, audio_time_s=1.3))
+    daemon.publish(protocol.Final(utterance_id=1, text="", start_s=1, end_s=1.4, audio_time_s=2.0, language="en"))
+    daemon.publish(final(2))
+    wait_for(lambda: len(subscriber.on("final")) == 2, timeout=10)
+    bodies = subscriber.bodies("final")
+    assert [(b["seq"], b["utterance_id"], b["text"]) for b in bodies] == [(1, 1, ""), (2, 2, "utterance 2")]
+    assert bodies[0]["is_final"] is True and bodies[0]["end_s"] == 1.4
+
+
 def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: Path, broker: Broker, subscriber: Subscriber,
                                                                daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     bridge = new_bridge(bridges, tmp_path, sock_path, broker.port)
@@ -470,7 +484,8 @@ def test_the_bridge_follows_a_daemon_restart(tmp_path: Path, broker: Broker, sub
     wait_for(lambda: subscriber.bodies("status")[-1]["daemon"] == "unreachable", timeout=10)
     assert subscriber.bodies("status")[-1]["backend"] is None
 
-    degraded = {"backend_requested": "cuda", "degraded": True, "degraded_reason": "cuda: no GPU; running on the CPU"}
+    degraded = {"backend_requested": "cuda", "degraded": True, "degraded_reason": "cuda: no GPU; running on the CPU",
+                "lag_s": 12.5, "overload": "greedy_finals", "finals_dropped": 0}
     restarted = make_publisher(sock_path, status=lambda: {**DAEMON_STATUS, **degraded})
     restarted.start()
     try:

@@ -37,6 +37,7 @@ def test_events_round_trip_and_encode_to_one_line() -> None:
         protocol.SpeechEnd(utterance_id=1, start_s=1.2, end_s=2.4, audio_time_s=3.0),
         protocol.Status(audio_time_s=3.0, fields={"uptime_s": 9.5, "backend": "cpu", "queues": {"audio": 0}}),
         protocol.Error(reason="slow_subscriber", message="read faster", audio_time_s=3.0),
+        protocol.VocabularyState(source="request", count=2, terms=["Siobhan", "张伟"], audio_time_s=3.0),
     ]
     assert [e.TYPE for e in events] == list(protocol.EVENT_TYPES)
     for event in events:
@@ -54,6 +55,18 @@ def test_hello_carries_versions() -> None:
     event = protocol.Hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0).to_dict()
     assert event["protocol_version"] == protocol.PROTOCOL_VERSION
     assert event["daemon_version"] == __version__
+
+
+def test_hello_says_a_degraded_backend_and_reads_an_older_daemons_hello() -> None:
+    degraded = protocol.Hello(model="tiny", backend="cpu", sample_rate=16000, audio_time_s=0.0, backend_requested="cuda",
+                              degraded=True, degraded_reason="no CUDA").to_dict()
+    assert (degraded["backend_requested"], degraded["degraded"], degraded["degraded_reason"]) == ("cuda", True, "no CUDA")
+    older = json.loads(GOLDEN.read_bytes().splitlines()[0])
+    hello = protocol.Event.from_dict(older)
+    assert (hello.backend_requested, hello.degraded, hello.degraded_reason) == ("auto", False, "")
+    for field, bad in (("degraded", "yes"), ("degraded_reason", None), ("backend_requested", 3)):
+        with pytest.raises(protocol.ProtocolError, match=f"hello.{field} must be"):
+            protocol.validate({**older, field: bad})
 
 
 def test_transcripts_carry_is_final() -> None:
@@ -130,8 +143,8 @@ def test_decode_rejects_non_events() -> None:
 
 
 def test_parse_request_accepts_status() -> None:
-    assert protocol.parse_request(b'{"type": "status"}') == "status"
-    assert protocol.parse_request(b' {"type":"status","extra":1}\r') == "status"
+    assert protocol.parse_request(b'{"type": "status"}').kind == "status"
+    assert protocol.parse_request(b' {"type":"status","extra":1}\r').kind == "status"
 
 
 @pytest.mark.parametrize(
@@ -154,7 +167,7 @@ def test_parse_request_reasons(line: bytes, reason: str) -> None:
 def test_request_reader_joins_chunks_and_skips_blank_lines() -> None:
     reader = protocol.RequestReader()
     assert reader.feed(b'{"type":') == []
-    assert reader.feed(b' "status"}\n\n  \n{"type":"status"}\n') == ["status", "status"]
+    assert [r.kind for r in reader.feed(b' "status"}\n\n  \n{"type":"status"}\n')] == ["status", "status"]
 
 
 def test_request_reader_caps_a_line_without_newline_then_recovers() -> None:
@@ -163,19 +176,19 @@ def test_request_reader_caps_a_line_without_newline_then_recovers() -> None:
     assert [e.reason for e in first] == ["line_too_long"]
     assert reader.feed(b"y" * 1000) == []  # the same over-long line: reported once, memory stays bounded
     assert reader._pending == b""
-    assert reader.feed(b'zzz\n{"type":"status"}\n') == ["status"]
+    assert [r.kind for r in reader.feed(b'zzz\n{"type":"status"}\n')] == ["status"]
 
 
 def test_request_reader_rejects_a_complete_over_long_line() -> None:
     reader = protocol.RequestReader(max_line=20)
     results = reader.feed(b'{"type":"status","pad":"........"}\n{"type":"status"}\n')
-    assert [getattr(r, "reason", r) for r in results] == ["line_too_long", "status"]
+    assert [getattr(r, "reason", None) or r.kind for r in results] == ["line_too_long", "status"]
 
 
 def test_request_reader_reports_bad_lines_in_place() -> None:
     results = protocol.RequestReader().feed(b'oops\n{"type":"status"}\n')
     assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_json"
-    assert results[1] == "status"
+    assert results[1].kind == "status"
 
 
 def test_encode_keeps_a_transcript_with_a_lone_surrogate() -> None:
@@ -188,4 +201,4 @@ def test_a_deeply_nested_request_is_a_bad_request_and_the_next_one_works() -> No
     assert len(nested) < protocol.MAX_REQUEST_BYTES
     results = protocol.RequestReader().feed(nested + b'\n{"type":"status"}\n')
     assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_request"
-    assert results[1] == "status"
+    assert results[1].kind == "status"

@@ -248,7 +248,7 @@ def test_vanishing_subscribers_are_cleaned_up(publisher: Publisher, sock_path: P
         (b"[1, 2, 3]\n", "not_an_object"),
         (b'{"type": "reboot"}\n', "unknown_type"),
         (b"\xc3\x28\n", "bad_encoding"),
-        (b"{" * 10000, "line_too_long"),
+        (b"{" * (protocol.MAX_REQUEST_BYTES + 1000), "line_too_long"),
     ],
 )
 def test_malformed_input_gets_an_error_and_the_connection_survives(

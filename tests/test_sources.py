@@ -1,8 +1,9 @@
-"""File source pacing (realtime without drift, fast) and `open_source()` dispatch."""
+"""File source pacing (realtime without drift, fast), decoding as it goes, and `open_source()` dispatch."""
 
 from __future__ import annotations
 
 import time
+import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audio.audiofile import AudioFileError
+from edge.audio.audiofile import READ_SAMPLES, AudioFileError
 from edge.audio import open_source
 from edge.audio.base import SourceError
 from edge.audio.file import FileSource
@@ -105,3 +106,33 @@ def test_open_source_rejects_bad_input(spec: str, pace: str, message: str) -> No
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match="no such file"):
         open_source(f"file:{tmp_path / 'nope.wav'}", CFG, "fast")
+
+
+def test_the_file_is_decoded_as_it_is_delivered_not_whole(tmp_path: Path) -> None:
+    path = tmp_path / "five-minutes.wav"
+    with sf.SoundFile(path, "w", 16000, 1, "PCM_16") as out:
+        for _ in range(5):
+            out.write((0.1 * np.sin(np.arange(60 * 16000) * 0.05)).astype(np.float32))
+    tracemalloc.start()
+    source = FileSource(path, block_ms=20, pace="fast")
+    source.start()
+    blocks = [source.read(0.1) for _ in range(500)]  # 10 s
+    peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    source.close()
+    assert all(b is not None and b.shape == (320,) for b in blocks)
+    assert peak_mib < 2, f"{peak_mib:.1f} MiB (the decoded file is 18 MiB)"
+
+
+def test_damage_part_way_ends_the_file_there_with_a_warning(tmp_path: Path, caplog) -> None:
+    samples = (0.5 * np.sin(np.arange(10 * 16000) * 0.05)).astype(np.float32)
+    samples[8 * 16000] = np.nan
+    path = tmp_path / "damaged.wav"
+    sf.write(path, samples, 16000, subtype="FLOAT")
+    source = FileSource(path, block_ms=20, pace="fast")
+    source.start()
+    with caplog.at_level("WARNING", logger="edge.audio.file"):
+        delivered = np.concatenate([block for _, block in drain(source)])
+    np.testing.assert_array_equal(delivered, samples[: READ_SAMPLES])  # the blocks read before the damage
+    assert source.stats().state == "ended"
+    assert f"{path}: contains NaN or infinite samples; the file source ends there" in caplog.text

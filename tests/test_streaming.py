@@ -156,7 +156,7 @@ class _Scripted:
     backend_name = "cpu"
     languages = ("en",)
 
-    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> int:
+    def options(self, *, beam_size: int = 5, **_: object) -> int:  # language, prompt, vocabulary: unused here
         return beam_size
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None) -> Transcript:

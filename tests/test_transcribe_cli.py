@@ -1,14 +1,22 @@
-"""`edge-asr transcribe`: the output contract other tools parse, error lines and exit codes."""
+"""`edge-asr transcribe`: the output contract other tools parse, error lines, exit codes, the progress bar."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+from edge.asr.base import Transcript
 from edge.cli import main
 from edge.commands.transcribe import DEFAULT_MODEL, EXIT_FILE_ERRORS, EXIT_MODEL_ERROR
 
@@ -78,3 +86,83 @@ def test_real_process_with_corrupt_model_has_no_traceback(int8_model_dir, clips,
     assert proc.returncode == EXIT_MODEL_ERROR
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "encoder.onnx: 64 bytes, the manifest says" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def long_clip(eval_dir) -> Path:
+    return eval_dir / "longform_en" / "longform_02.wav"  # 77 s: over PROGRESS_MIN_S
+
+
+def _on_a_terminal(*argv: str) -> tuple[int, str, str]:
+    """`edge-asr transcribe` with stderr on a pseudo-terminal (100 columns), stdout on a pipe."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "transcribe", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    terminal = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        terminal += data
+    os.close(master)
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout=120), out, terminal.decode(errors="replace")
+
+
+def _without_timing(out: str) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in out.splitlines()]
+
+
+def test_progress_bar_only_on_a_terminal_and_only_for_long_files(capsys, clips, long_clip):
+    argv = ("--format", "jsonl", "--beam", "1", "--threads", "2", str(clips[0]), str(long_clip))
+    code, piped_out, piped_err = _run(capsys, *argv)
+    assert code == 0 and piped_err == ""
+    code, out, terminal = _on_a_terminal(*argv)
+    assert code == 0
+    assert "longform_02.wav:" in terminal and "/77 [" in terminal and "s/s]" in terminal
+    assert "jfk.wav" not in terminal  # 11 s: done before a bar could say anything
+    assert _without_timing(out) == _without_timing(piped_out)
+    assert _without_timing(out)[1]["duration_s"] == 76.956
+
+
+def test_a_file_damaged_part_way_is_reported_and_the_next_one_transcribed(capsys, clips, tmp_path):
+    samples = 0.1 * np.sin(np.arange(40 * 16000) * 0.05)
+    samples[35 * 16000] = np.nan  # found only once 32 s have been read
+    damaged = tmp_path / "damaged.wav"
+    sf.write(damaged, samples.astype(np.float32), 16000, subtype="FLOAT")
+    code, out, err = _run(capsys, "--format", "jsonl", "--beam", "1", str(damaged), str(clips[0]))
+    assert code == EXIT_FILE_ERRORS
+    assert err == f"edge-asr transcribe: {damaged}: contains NaN or infinite samples\n"
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(clips[0])]
+
+
+class _WholeAudioOnly:
+    """A model family without the long-form capability: it is given the whole file at once."""
+
+    backend_name = "cpu"
+    languages = ("en",)
+
+    def __init__(self) -> None:
+        self.heard: list[int] = []
+
+    def options(self, **_: object) -> None:
+        return None
+
+    def transcribe(self, audio: np.ndarray, **_: object) -> Transcript:
+        self.heard.append(len(audio))
+        return Transcript("heard", (), 0.0, 0.0, 0.0, ())
+
+
+def test_a_family_without_streaming_gets_the_whole_file(capsys, clips, monkeypatch):
+    import edge.asr.load
+
+    fake = _WholeAudioOnly()
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: fake)
+    code, out, err = _run(capsys, str(clips[0]))
+    assert (code, out, err) == (0, "heard\n", "")
+    assert fake.heard == [11 * 16000]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, TYPE_CHECKING
+from typing import Callable, Iterable, Protocol, Sequence, TYPE_CHECKING, runtime_checkable
 
 import numpy as np
+
+from edge.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the schema is not loaded for offline transcription
     from edge.config import Config
@@ -53,12 +55,15 @@ class Recognizer(Protocol):
         """Language codes the model knows (the manifest's `languages`)."""
         ...
 
-    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> object:
+    def options(
+        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary()
+    ) -> object:
         """The family's own options object for the product-level settings.
 
         `beam_size`: stream.final_beam / --beam (a family without a beam search ignores it).
         `language`: model.language / --language, `auto` or one of `languages`.
         `prompt`: text said before the audio, as a style hint (e.g. punctuated Chinese).
+        `vocabulary`: names and terms to favour (vocabulary.*, --vocabulary, an app's request).
         Raises ValueError for a language the model does not know.
         """
         ...
@@ -71,6 +76,26 @@ class Recognizer(Protocol):
         `partial`: cheap and fast (live partials). `context`: the tokens of what
         was said just before, to keep a short utterance consistent with it.
         `options`: from `options()`; None means the family's defaults.
+        """
+        ...
+
+
+@runtime_checkable
+class LongFormRecognizer(Recognizer, Protocol):
+    """A recognizer that also takes audio of any length as a stream, in memory that does not grow with it."""
+
+    def transcribe_stream(
+        self,
+        chunks: Iterable[np.ndarray],
+        *,
+        options: object | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> Transcript:
+        """What `transcribe` gives for all of `chunks` joined, holding only a window of them at a time.
+
+        `chunks`: 16 kHz mono float32 pieces of any size, and iterable more than once
+        (a list, an `AudioReader`): a family may read the audio twice.
+        `progress`: told the seconds of audio transcribed so far, as they advance.
         """
         ...
 

@@ -25,6 +25,7 @@ import numpy as np
 from edge.asr.base import Recognizer, Transcript
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import one_line
+from edge.vocabulary import Vocabulary
 
 StatusCallback = Callable[[str], None]
 WINDOW_S = 30.0  # the deadline grows per this much audio: long-form calls legitimately take several windows
@@ -96,8 +97,10 @@ class FallbackRecognizer:
     def languages(self) -> tuple[str, ...]:
         return self.primary.languages
 
-    def options(self, *, beam_size: int = 5, language: str = "auto", prompt: str = "") -> object:
-        return self.primary.options(beam_size=beam_size, language=language, prompt=prompt)
+    def options(
+        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary()
+    ) -> object:
+        return self.primary.options(beam_size=beam_size, language=language, prompt=prompt, vocabulary=vocabulary)
 
     def transcribe(
         self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (), options: object | None = None

@@ -23,11 +23,17 @@ SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keep
 UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han characters
 
 
-@lru_cache(maxsize=1)
-def _t2s() -> Callable[[str], str]:
+@lru_cache(maxsize=2)
+def _opencc(conversion: str) -> Callable[[str], str]:
+    """OpenCC's converter for "t2s" or "s2t" (loaded once: its tables take ~20 ms)."""
     import opencc
 
-    return opencc.OpenCC("t2s").convert
+    return opencc.OpenCC(conversion).convert
+
+
+def to_traditional(text: str) -> str:
+    """The traditional spelling of a simplified term, which is what the model often writes."""
+    return _opencc("s2t")(text) if has_han(text) else text
 
 
 def has_han(text: str) -> bool:
@@ -35,7 +41,7 @@ def has_han(text: str) -> bool:
 
 
 def to_simplified(text: str) -> str:
-    return _t2s()(text) if has_han(text) else text
+    return _opencc("t2s")(text) if has_han(text) else text
 
 
 def join_cjk(text: str) -> str:

@@ -1,11 +1,18 @@
-"""Read any WAV/FLAC file into the one format the recognizer takes: 16 kHz mono float32."""
+"""Read any WAV/FLAC file into the one format the recognizer takes: 16 kHz mono float32.
+
+`AudioReader` decodes and resamples block by block, so memory does not depend on
+the length of the file; `load_audio` is the same reader drained into one array.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import soundfile as sf
@@ -18,19 +25,13 @@ from edge.audio.base import SAMPLE_RATE, SourceError
 _WAV_SHORT_DATA = re.compile(r"^data : (\d+) \(should be \d+\)", re.MULTILINE)
 _STREAMED_SIZES = {0, 0xFFFFFFFF}
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: any real recording lies between
+# Samples (all channels together) decoded per read: 256 KiB of float32, 4 s of
+# 16 kHz mono or 0.7 s of 44.1 kHz stereo; whatever the file's length or format.
+READ_SAMPLES = 1 << 16
 
 
 class AudioFileError(SourceError):
     """A file that cannot be used as audio; the message names the file and says why."""
-
-
-def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Downmix by averaging channels (keeps level), then resample with soxr's high quality."""
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-    return mono
 
 
 def _check_readable(path: Path) -> None:
@@ -49,37 +50,98 @@ def _check_readable(path: Path) -> None:
         raise AudioFileError(f"{path}: permission denied")
 
 
-def _check_header(path: Path, info: sf._SoundFileInfo) -> None:
-    """Refuse headers no recording has: a 1 Hz rate asks the resampler for gigabytes."""
-    if not MIN_RATE <= info.samplerate <= MAX_RATE:
-        raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
-
-
-def _is_truncated(declared_frames: int, decoder_log: str, frames_read: int) -> bool:
-    """Fewer samples than the header promised (streamed WAVs with no size are fine)."""
-    if frames_read < declared_frames:
-        return True
-    short = _WAV_SHORT_DATA.search(decoder_log)
-    return short is not None and int(short.group(1)) not in _STREAMED_SIZES
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """Decode a file to 16 kHz mono float32; raise AudioFileError on anything unusable."""
-    path = Path(path)
-    _check_readable(path)
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """libsndfile's errors (an unknown format, a FLAC that lost sync) as one line naming the file."""
     try:
-        info = sf.info(str(path))
-        _check_header(path, info)
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        yield
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioFileError(f"{path}: not a readable WAV/FLAC file ({reason})") from None
-    except MemoryError:
-        raise AudioFileError(f"{path}: too large to decode in memory") from None
-    if samples.shape[0] == 0:
+
+
+def _check_header(path: Path, decoder: sf.SoundFile) -> None:
+    """Refuse what the header alone shows: a 1 Hz rate asks the resampler for gigabytes."""
+    if not MIN_RATE <= decoder.samplerate <= MAX_RATE:
+        raise AudioFileError(f"{path}: sample rate {decoder.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
+    if decoder.frames == 0:
         raise AudioFileError(f"{path}: contains no audio samples")
-    if _is_truncated(info.frames, info.extra_info or "", samples.shape[0]):
-        raise AudioFileError(f"{path}: truncated (the file ends before the audio its header declares)")
-    if not np.isfinite(samples).all():
-        raise AudioFileError(f"{path}: contains NaN or infinite samples")
-    return to_mono_16k(samples, rate)
+    short = _WAV_SHORT_DATA.search(decoder.extra_info or "")
+    if short is not None and int(short.group(1)) not in _STREAMED_SIZES:  # streamed WAVs with no size are fine
+        raise _truncated(path)
+
+
+def _truncated(path: Path) -> AudioFileError:
+    return AudioFileError(f"{path}: truncated (the file ends before the audio its header declares)")
+
+
+def _downmix(samples: np.ndarray) -> np.ndarray:
+    """[frames, channels] -> mono by averaging the channels (keeps the level)."""
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))
+
+
+class AudioReader:
+    """A WAV/FLAC file as 16 kHz mono float32 blocks, decoded and resampled (soxr HQ) as they are read.
+
+    Opening checks all that the header tells (path, format, rate, length), so a bad
+    file fails before any work; damage found further in (a cut FLAC, NaN samples,
+    fewer samples than declared) raises `AudioFileError` from the block that shows it.
+    Each iteration starts again from the beginning; close the reader (or use `with`) when done.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        _check_readable(self.path)
+        with _decoding(self.path):
+            self._decoder = sf.SoundFile(str(self.path))
+        try:
+            _check_header(self.path, self._decoder)
+        except AudioFileError:
+            self._decoder.close()
+            raise
+
+    @property
+    def duration_s(self) -> float:
+        """What the header declares."""
+        return self._decoder.frames / self._decoder.samplerate
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rate, declared = self._decoder.samplerate, self._decoder.frames
+        resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
+        frames = max(1, READ_SAMPLES // self._decoder.channels)
+        done = 0
+        with _decoding(self.path):
+            self._decoder.seek(0)
+        while True:
+            with _decoding(self.path):
+                samples = self._decoder.read(frames, dtype="float32", always_2d=True)
+            if not np.isfinite(samples).all():
+                raise AudioFileError(f"{self.path}: contains NaN or infinite samples")
+            done += len(samples)
+            last = len(samples) < frames
+            mono = _downmix(samples)
+            block = mono if resampler is None else resampler.resample_chunk(mono, last=last)
+            if len(block):
+                yield block
+            if last:
+                break
+        if done < declared:
+            raise _truncated(self.path)
+
+    def close(self) -> None:
+        self._decoder.close()
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """A whole file as one 16 kHz mono float32 array (short files, tests); AudioFileError on anything unusable."""
+    with AudioReader(path) as reader:
+        try:
+            return np.concatenate([np.zeros(0, np.float32), *reader])
+        except MemoryError:
+            raise AudioFileError(f"{reader.path}: too large to decode in memory") from None

@@ -1,25 +1,32 @@
 """A file as an audio source.
 
 Paced `realtime` it behaves like a microphone (for end-to-end latency tests);
-`fast` feeds as fast as the consumer reads (batch transcription).
+`fast` feeds as fast as the consumer reads (batch transcription). The file is
+decoded a few seconds ahead of what was delivered, never whole, so a 6-hour
+file takes no more memory than a 1-minute one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.audio.audiofile import load_audio
+from edge.audio.audiofile import AudioFileError, AudioReader
 from edge.audio.base import PACES, SAMPLE_RATE, SourceError, SourceStats
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
-    """A decoded file delivered in blocks; `realtime` pace follows the wall clock.
+    """A file delivered in blocks as it is decoded; `realtime` pace follows the wall clock.
 
     Block n is due at start + (its end sample) / 16 kHz, computed from the
     start time rather than the previous block, so pacing never drifts.
+    A file that turns out damaged part-way (a cut FLAC) ends there: what came
+    before it is still recognised, and the reason is logged.
     """
 
     def __init__(self, path: str | Path, *, block_ms: int = 20, pace: str = "realtime") -> None:
@@ -29,7 +36,9 @@ class FileSource:
         self.pace = pace
         self.ended = False
         self.can_wait = pace == "fast"
-        self._audio = load_audio(self.path)  # raises AudioFileError with a clear message
+        self._reader = AudioReader(self.path)  # raises AudioFileError with a clear message
+        self._decoded = iter(self._reader)
+        self._pending = np.zeros(0, np.float32)  # decoded, not yet delivered
         self._block = max(1, round(SAMPLE_RATE * block_ms / 1000))
         self._next = 0  # first sample not yet delivered
         self._started_at: float | None = None
@@ -47,14 +56,34 @@ class FileSource:
             raise SourceError(f"{self.path}: read() before start()")
         if self.ended or self._state == "closed":
             return None
-        end = min(self._next + self._block, self._audio.shape[0])
-        if self.pace == "realtime" and not self._wait_until(self._started_at + end / SAMPLE_RATE, timeout):
+        at_end = self._fill()
+        size = min(self._block, len(self._pending))
+        if self.pace == "realtime" and not self._wait_until(self._started_at + (self._next + size) / SAMPLE_RATE,
+                                                            timeout):
             return None
-        block, self._next = self._audio[self._next : end], end
-        if end == self._audio.shape[0]:
-            self.ended = True
-            self._state = "ended"
+        block, self._pending = self._pending[:size], self._pending[size:]
+        self._next += size
+        if at_end and not len(self._pending):
+            self._end()
         return block
+
+    def _fill(self) -> bool:
+        """Decode until more than a block is pending (so the last block is known as last); True at the end."""
+        while len(self._pending) <= self._block:
+            try:
+                decoded = next(self._decoded, None)
+            except AudioFileError as exc:
+                log.warning("%s; the file source ends there", exc)
+                decoded = None
+            if decoded is None:
+                return True
+            self._pending = np.concatenate([self._pending, decoded])
+        return False
+
+    def _end(self) -> None:
+        self.ended = True
+        self._state = "ended"
+        self._reader.close()
 
     @staticmethod
     def _wait_until(due: float, timeout: float) -> bool:
@@ -76,3 +105,4 @@ class FileSource:
 
     def close(self) -> None:
         self._state = "closed"
+        self._reader.close()

@@ -34,8 +34,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(event, ensure_ascii=False))
     else:
         print(f"edge-asr daemon at {path}")
-        print("\n".join(_pretty(event)))
+        print("\n".join(_degraded(event) + _pretty(event)))
     return 0
+
+
+def _degraded(event: dict) -> list[str]:
+    """A first line a technician cannot miss when the box runs on less than it was set up for."""
+    if not event.get("degraded"):
+        return []
+    return [f"  DEGRADED: running on {event.get('backend')}, inference.backend is {event.get('backend_requested')}: "
+            f"{event.get('degraded_reason')}"]
 
 
 def _pretty(event: dict) -> list[str]:

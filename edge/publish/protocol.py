@@ -17,11 +17,11 @@ from edge import __version__
 
 PROTOCOL_VERSION = 1
 DEFAULT_SOCKET = "/run/edge-asr/asr.sock"
-MAX_REQUEST_BYTES = 4096
+MAX_REQUEST_BYTES = 128 * 1024  # a vocabulary request of 500 terms of 48 characters fits, Chinese too (~75 KB)
 
 # Only partials are superseded by later events, so only they may be dropped for a slow reader.
 DROPPABLE_TYPES = frozenset({"partial"})
-REQUEST_TYPES = ("status",)
+REQUEST_TYPES = ("status", "vocabulary")
 
 
 class ProtocolError(ValueError):
@@ -62,6 +62,11 @@ def _name(name: str, value: Any) -> None:
         raise ProtocolError(f"{name} must not be empty")
 
 
+def _texts(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError(f"{name} must be a list of strings")
+
+
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ProtocolError(f"{name} must be true or false, got {value!r}")
@@ -79,7 +84,7 @@ def validate(event: Any) -> None:
         _check_free_form(event)
         return
     checks = _wire_checks(EVENT_CLASSES[kind])
-    _check_fields(kind, event, checks)
+    _check_fields(kind, event, checks, {f.name for f in fields(EVENT_CLASSES[kind]) if f.metadata.get("optional")})
     if "end_s" in checks and event["end_s"] < event["start_s"]:
         raise ProtocolError(f"{kind}: end_s {event['end_s']} is before start_s {event['start_s']}")
     if "is_final" in checks and event["is_final"] != (kind == "final"):
@@ -98,14 +103,15 @@ def _wire_checks(cls: type["Event"]) -> dict[str, Check]:
     }
 
 
-def _check_fields(kind: str, event: Mapping, checks: Mapping[str, Check]) -> None:
+def _check_fields(kind: str, event: Mapping, checks: Mapping[str, Check], optional: set[str]) -> None:
     unknown = set(event) - set(checks) - {"type", "audio_time_s"}
     if unknown:
         raise ProtocolError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}")
     for name, check in checks.items():
-        if name not in event:
+        if name in event:
+            check(f"{kind}.{name}", event[name])
+        elif name not in optional:
             raise ProtocolError(f"{kind}: missing field {name}")
-        check(f"{kind}.{name}", event[name])
 
 
 def _check_free_form(event: Mapping) -> None:
@@ -149,7 +155,8 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         wire = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("wire", True)}
-        return {"type": self.TYPE, **wire}
+        unset = {f.name for f in fields(self) if f.metadata.get("optional") and wire[f.name] == f.default}
+        return {"type": self.TYPE, **{name: value for name, value in wire.items() if name not in unset}}
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
@@ -167,6 +174,11 @@ class Event:
 _NAME = {"check": _name}  # a string that must not be empty
 
 
+def _optional(default: Any) -> Any:
+    """A field sent only when it is not `default`, so that events without it stay exactly as they were."""
+    return field(default=default, metadata={"optional": True})
+
+
 def _local(default: Any) -> Any:
     """A field for the daemon's own use (metrics), never sent."""
     return field(default=default, compare=False, metadata={"wire": False})
@@ -174,7 +186,13 @@ def _local(default: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class Hello(Event):
-    """First event on every connection: what is listening and how to read it."""
+    """First event on every connection: what is listening and how to read it.
+
+    `backend` runs the model now; `backend_requested` is inference.backend; `degraded` says the
+    CPU does work an accelerator was wanted for, `degraded_reason` why, as in the `status` event,
+    so an app sees a degraded box without asking. Added in protocol 1 as optional fields: a
+    healthy box on `auto` sends the hello it always did, and an older daemon's hello still reads.
+    """
 
     TYPE: ClassVar[str] = "hello"
     protocol_version: int = PROTOCOL_VERSION
@@ -182,6 +200,9 @@ class Hello(Event):
     model: str = field(metadata=_NAME)
     backend: str = field(metadata=_NAME)
     sample_rate: int
+    backend_requested: str = _optional("auto")
+    degraded: bool = _optional(False)
+    degraded_reason: str = _optional("")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,11 +238,16 @@ class Partial(_Transcript):
 
 @dataclass(frozen=True, kw_only=True)
 class Final(_Transcript):
-    """The utterance's text, once; never dropped. `decode_s` is how long recognition took (metrics)."""
+    """The utterance's text, exactly once per speech_start (empty when no words were recognised); never dropped.
+
+    `decode_s` is how long recognition took (metrics).
+    """
 
     TYPE: ClassVar[str] = "final"
     is_final: bool = field(default=True, init=False)
     language: str = ""  # the language the model heard (ISO 639-1 code); added in protocol 1 as an extra field
+    # true (sent only then): recognition was too far behind to decode it; `text` is its newest partial, maybe empty
+    dropped: bool = _optional(False)
     decode_s: float = _local(0.0)
 
 
@@ -253,13 +279,33 @@ class Error(Event):
     message: str
 
 
-EVENT_CLASSES: dict[str, type[Event]] = {cls.TYPE: cls for cls in (Hello, SpeechStart, Partial, Final, SpeechEnd, Status, Error)}
+@dataclass(frozen=True, kw_only=True)
+class VocabularyState(Event):
+    """The reply to a `vocabulary` request: the list now active (config, request or none) and its terms."""
+
+    TYPE: ClassVar[str] = "vocabulary"
+    source: str = field(metadata=_NAME)
+    count: int
+    terms: list[str] = field(metadata={"check": _texts})
+
+
+EVENT_CLASSES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (Hello, SpeechStart, Partial, Final, SpeechEnd, Status, Error, VocabularyState)
+}
 EVENT_TYPES = tuple(EVENT_CLASSES)
 UtteranceEvent = SpeechStart | Partial | Final | SpeechEnd
 
 
-def parse_request(line: bytes) -> str:
-    """Return the type of one subscriber request line, or raise ProtocolError with a reason."""
+@dataclass(frozen=True)
+class Request:
+    """One subscriber request: its `type` and the whole JSON object (a vocabulary request's terms)."""
+
+    kind: str
+    body: Mapping[str, Any]
+
+
+def parse_request(line: bytes) -> Request:
+    """Parse one subscriber request line, or raise ProtocolError with a reason."""
     try:
         request = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
@@ -275,7 +321,7 @@ def parse_request(line: bytes) -> str:
         raise ProtocolError(
             f"unknown request type {kind!r} (supported: {', '.join(REQUEST_TYPES)})", "unknown_type"
         )
-    return kind
+    return Request(kind, request)
 
 
 class RequestReader:
@@ -291,7 +337,7 @@ class RequestReader:
         self._pending = b""
         self._skipping = False
 
-    def feed(self, data: bytes) -> list[str | ProtocolError]:
+    def feed(self, data: bytes) -> list[Request | ProtocolError]:
         *lines, self._pending = (self._pending + data).split(b"\n")
         results = [result for line in lines if (result := self._line(line)) is not None]
         if len(self._pending) > self._max_line and not self._skipping:
@@ -301,7 +347,7 @@ class RequestReader:
             self._pending = b""
         return results
 
-    def _line(self, line: bytes) -> str | ProtocolError | None:
+    def _line(self, line: bytes) -> Request | ProtocolError | None:
         if self._skipping:
             self._skipping = False
             return None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server, write_to_textfile
 
@@ -50,12 +51,24 @@ class Metrics:
         self._fallbacks = Counter("edge_asr_fallbacks", "Accelerator calls re-run on CPU", registry=reg)
         self._subscribers = Gauge("edge_asr_subscribers", "Connected result subscribers", registry=reg)
         self._backend = Info("edge_asr_backend", "Inference backend in use", registry=reg)
+        self._lag = Gauge("edge_asr_lag_seconds", "Stream position minus the end of the oldest undecoded final",
+                          registry=reg)
+        self._overload = {  # the session's running totals (status fields) and the counters that follow them
+            name: Counter(series, help_text, registry=reg)
+            for name, series, help_text in (
+                ("partials_skipped", "edge_asr_partials_skipped", "Partials not decoded: superseded, or suspended"),
+                ("finals_degraded", "edge_asr_finals_degraded", "Finals decoded in one greedy pass: recognition lagged"),
+                ("finals_dropped", "edge_asr_finals_dropped", "Finals not decoded: recognition lagged too far"),
+                ("finals_dropped_s", "edge_asr_finals_dropped_seconds", "Speech in the finals not decoded"),
+            )
+        }
+        self._overload_seen: dict[str, float] = {}
 
     def record_final(self, latency_s: float, audio_s: float, decode_s: float) -> None:
         """One final transcript: end-of-speech -> publish latency and real-time factor."""
         self._utterances.inc()
         self._latency.observe(latency_s)
-        if audio_s > 0:
+        if audio_s > 0 and decode_s > 0:  # a final that was never decoded (dropped, shutdown) has no speed
             self._rtf.observe(decode_s / audio_s)
 
     def record_partial(self) -> None:
@@ -64,6 +77,13 @@ class Metrics:
     def record_dropped(self, seconds: float) -> None:
         if seconds > 0:
             self._dropped.inc(seconds)
+
+    def record_overload(self, stats: Mapping[str, Any]) -> None:
+        """The session's `lag_s` now, and its totals of what overload gave up (counters advance by the difference)."""
+        self._lag.set(stats["lag_s"])
+        for name, counter in self._overload.items():
+            counter.inc(max(stats[name] - self._overload_seen.get(name, 0), 0))
+            self._overload_seen[name] = stats[name]
 
     def record_fallback(self) -> None:
         self._fallbacks.inc()

@@ -2,17 +2,21 @@
 
 `StreamingSession.feed()` runs on the audio-reading thread and only does cheap
 work (VAD, endpointing, copying audio); every decode runs on one worker thread.
-Finals are queued and never skipped; a partial waits in a single slot, so when
-recognition lags only the newest partial is decoded. During silence nothing is
-submitted at all.
+Finals are queued; a partial waits in a single slot, so when recognition lags
+only the newest partial is decoded. During silence nothing is submitted at all.
+When recognition falls behind the audio, `OverloadPolicy` suspends partials, then
+decodes finals greedily, then drops the stalest queued finals: a dropped utterance
+still gets its final, marked `dropped`, with its newest partial as the text.
 
 The final is started speculatively when the endpointer announces a pause, and
 published only once the silence reaches `vad.min_silence_ms` (or discarded if
 speech resumes): most of the beam search overlaps the silence wait.
 
 Per utterance the order is: speech_start, partials, speech_end (as soon as the
-endpoint is decided), then the final. An utterance whose final text is empty
-gets no final event at all, so no subscriber ever sees an empty transcript.
+endpoint is decided), then exactly one final, whose text may be empty (the VAD
+heard something the recognizer found no words in, recognition failed, or shutdown
+could not wait and nothing had been recognised yet): subscribers close every
+utterance they saw open on its final.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from edge.limits import MAX_UTTERANCE_S
 from edge.manifest import Tuning
 from edge.publish.protocol import Final, Partial, SpeechEnd, SpeechStart, UtteranceEvent
 from edge.stream.stabilizer import PartialStabilizer
-from edge.stream.worker import Job, Worker
+from edge.stream.worker import Job, OverloadPolicy, Worker
 from edge.vad.endpointer import Boundary, Endpointer, EndpointSettings
 from edge.vad.silero import SileroVad
+from edge.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +50,29 @@ CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer conte
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """The live-reloadable `stream.*` keys, and `model.language`."""
+    """The live-reloadable `stream.*` keys, `model.language`, and the active vocabulary."""
 
     partial_interval_ms: int
     final_beam: int
     language: str = "auto"
+    vocabulary: Vocabulary = Vocabulary()
 
     @classmethod
     def from_config(
-        cls, stream_cfg: StreamConfig | None = None, language: str = "auto", tuning: Tuning = Tuning()
+        cls,
+        stream_cfg: StreamConfig | None = None,
+        language: str = "auto",
+        tuning: Tuning = Tuning(),
+        vocabulary: Vocabulary = Vocabulary(),
     ) -> "StreamSettings":
-        """From a `stream` config section (None: the documented defaults), model.language, and the
-        model's tuning for `auto` keys."""
+        """From a `stream` config section (None: the documented defaults), model.language, the
+        model's tuning for `auto` keys, and the vocabulary (the config's, or an app's)."""
         stream_cfg = stream_cfg or StreamConfig()
         return cls(
             int(resolve(stream_cfg.partial_interval_ms, tuning.partial_interval_ms)),
             int(resolve(stream_cfg.final_beam, tuning.final_beam)),
             language,
+            vocabulary,
         )
 
 
@@ -133,6 +144,7 @@ class StreamingSession:
         on_error: Callable[[str], None],
         vad: SileroVad | None = None,
         record: Callable[[int, float, np.ndarray], None] | None = None,
+        overload: OverloadPolicy = OverloadPolicy(),
     ) -> None:
         """`record(utterance_id, start_s, audio)` receives each final's audio (debug recording)."""
         self._recognizer = recognizer
@@ -151,6 +163,11 @@ class StreamingSession:
         self._context = _Context()
         self._next_id = 1
         self.utterances = 0
+        self._overload = overload
+        self._partials_suspended = 0
+        self._finals_degraded = 0
+        self._finals_dropped = 0
+        self._dropped_samples = 0
         self._worker = Worker(self._run_job)
 
     @property
@@ -159,10 +176,18 @@ class StreamingSession:
         return self._history.end / SAMPLE_RATE
 
     def stats(self) -> dict:
+        """Counts and the overload state (thread-safe snapshot; docs/protocol.md names every field)."""
+        backlog = self._worker.backlog(self._history.end)
         return {
             "utterances": self.utterances,
             "pending_finals": self._worker.pending_finals,
-            "partials_skipped": self._worker.partials_skipped,
+            "partials_skipped": self._worker.partials_skipped + self._partials_suspended,
+            "lag_s": round(backlog.lag_s, 3),
+            "backlog_s": round(backlog.audio_s, 3),
+            "overload": self._overload.level(backlog.lag_s),
+            "finals_degraded": self._finals_degraded,
+            "finals_dropped": self._finals_dropped,
+            "finals_dropped_s": round(self._dropped_samples / SAMPLE_RATE, 3),
         }
 
     @property
@@ -176,9 +201,20 @@ class StreamingSession:
     def _recognizer_options(self, stream: StreamSettings) -> dict[str, object]:
         """The recognizer's options for partials and finals, made once per settings change."""
         return {
-            "partial": self._recognizer.options(beam_size=1, language=stream.language),
-            "final": self._recognizer.options(beam_size=stream.final_beam, language=stream.language),
+            "partial": self._recognizer.options(beam_size=1, language=stream.language, vocabulary=stream.vocabulary),
+            "final": self._recognizer.options(beam_size=stream.final_beam, language=stream.language,
+                                              vocabulary=stream.vocabulary),
         }
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._stream.vocabulary
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Use another list from the next decode on (an app's request); the model is not reloaded."""
+        with self._lock:
+            self._stream = replace(self._stream, vocabulary=vocabulary)
+            self._options = self._recognizer_options(self._stream)
 
     def update_settings(self, endpoint: EndpointSettings, stream: StreamSettings) -> None:
         """Apply reloaded `vad.*` / `stream.*` values from the next window on."""
@@ -255,7 +291,7 @@ class StreamingSession:
         assert self._utterance is not None
         self._cancel_speculation()
         self._utterance.speculative = self._final_job(self._utterance.utterance_id, start, end)
-        self._worker.submit(self._utterance.speculative)
+        self._submit_final(self._utterance.speculative)
 
     def _cancel_speculation(self) -> None:
         if self._utterance and self._utterance.speculative:
@@ -272,24 +308,50 @@ class StreamingSession:
             if job is not None:
                 job.cancelled = True
             job = self._final_job(utterance.utterance_id, start, end)
-            self._worker.submit(job)
+            self._submit_final(job)
         job.end = end  # the speculative decode stopped at the first silent window; the utterance owns the padding
         job.confirmed = True
         job.fallback_text = utterance.last_text
         self._unpublished.append(job)
-        if job.text is not None:
-            self._publish_final(job)
+        self._publish_ready()
+
+    def _submit_final(self, job: Job) -> None:
+        """Queue a final; the queued ones that have waited past `max_lag_s` are dropped to make way for it."""
+        for stale in self._worker.shed(self._history.end - int(self._overload.max_lag_s * SAMPLE_RATE)):
+            self._drop(stale)
+        self._worker.submit(job)
+
+    def _drop(self, job: Job) -> None:
+        """A final that will not be decoded: its newest partial stands in, marked `dropped` (docs/protocol.md)."""
+        job.text, job.dropped = job.fallback_text, True
+        self._finals_dropped += 1
+        self._dropped_samples += job.end - job.start
+        log.warning("recognition is more than %.0f s behind: utterance %d (%.1f s of speech) dropped undecoded",
+                    self._overload.max_lag_s, job.utterance_id, (job.end - job.start) / SAMPLE_RATE)
+        self._publish_ready()
+
+    def _publish_ready(self) -> None:
+        """Publish the finals that have their text, in utterance order (a dropped one may be ready before the one
+        being decoded)."""
+        while self._unpublished and self._unpublished[0].text is not None:
+            self._publish_final(self._unpublished[0])
 
     def _maybe_request_partial(self) -> None:
         utterance = self._utterance
         # Not at a dip in the speech either: the final may be due next and must not queue behind a partial.
-        if utterance is None or not self._voiced or utterance.speculative is not None or self._worker.partial_pending:
+        if utterance is None or not self._voiced or utterance.speculative is not None:
             return
         now = self._history.end
         step_ms = self._stream.partial_interval_ms if utterance.has_text else min(
             FIRST_PARTIAL_STEP_MS, self._stream.partial_interval_ms
         )
         if utterance.last_partial_at is not None and now - utterance.last_partial_at < step_ms * SAMPLE_RATE // 1000:
+            return
+        if self._worker.backlog(now).lag_s >= self._overload.partials_off_s:  # the recognizer's time goes to finals
+            utterance.last_partial_at = now
+            self._partials_suspended += 1 + self._worker.drop_partial()  # the one waiting is stale as well
+            return
+        if self._worker.partial_pending:
             return
         utterance.last_partial_at = now
         audio = self._history.slice(utterance.start, now)
@@ -300,10 +362,9 @@ class StreamingSession:
         began = time.monotonic()
         with self._lock:
             context = self._context.prompt_for(job.start)
+            quick = job.kind == "partial" or self._late(job)
         try:
-            transcript = self._recognizer.transcribe(
-                job.audio, partial=job.kind == "partial", context=context, options=job.options
-            )
+            transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
         except Exception as exc:  # a failed decode must not kill the worker thread
             log.exception("recognition failed (utterance %d)", job.utterance_id)
@@ -316,7 +377,15 @@ class StreamingSession:
             elif not job.cancelled:
                 job.text, job.tokens, job.language, job.decode_s = text, tokens, language, time.monotonic() - began
                 if job.confirmed:
-                    self._publish_final(job)
+                    self._publish_ready()
+
+    def _late(self, job: Job) -> bool:
+        """A final whose speech ended `greedy_s` ago or more is decoded like a partial: one greedy pass, no
+        temperature fallback (tiny.en: half the time of its beam 5; base: 10 % less than beam 2)."""
+        if (self._history.end - job.end) / SAMPLE_RATE < self._overload.greedy_s:
+            return False
+        self._finals_degraded += 1
+        return True
 
     def _publish_partial(self, job: Job, text: str) -> None:
         utterance = self._utterance
@@ -331,14 +400,17 @@ class StreamingSession:
                            start_s=_s(job.start), end_s=_s(job.end)))
 
     def _publish_final(self, job: Job) -> None:
-        """Empty finals are not published: the utterance then has speech_start/speech_end only."""
+        """Every utterance's one final, empty text included; only a final with text becomes the next one's context
+        (an empty one would drop the words said just before)."""
         self._unpublished.remove(job)
         if self._record is not None:
             self._record(job.utterance_id, job.start / SAMPLE_RATE, job.audio)
-        if job.text:
+        text = job.text or ""
+        if text:
             self._context = _Context(job.tokens, job.end)
-            self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=job.text,
-                             start_s=_s(job.start), end_s=_s(job.end), language=job.language, decode_s=job.decode_s))
+        self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=text,
+                         start_s=_s(job.start), end_s=_s(job.end), language=job.language, decode_s=job.decode_s,
+                         dropped=job.dropped))
 
 
 def _s(position: int) -> float:

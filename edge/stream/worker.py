@@ -1,4 +1,9 @@
-"""The recognition thread: finals first and in order, then only the newest partial."""
+"""The recognition thread: finals first and in order, then only the newest partial.
+
+When recognition is slower than the audio, `OverloadPolicy` says what is given up,
+in order: partials, then the finals' beam search, then the oldest finals' decode
+(docs/operations.md#overload).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,39 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from edge.audio.base import SAMPLE_RATE
+
+OVERLOAD_LEVELS = ("none", "partials_suspended", "greedy_finals", "dropping_finals")
+
+
+@dataclass(frozen=True)
+class OverloadPolicy:
+    """The lags (seconds) at which recognition gives something up to catch up with the audio.
+
+    Lag is the stream position minus the end of the oldest final not yet decoded.
+    """
+
+    # Above the slowest normal final: base's p95 end of speech -> final is 1.6 s (docs/benchmarks.md).
+    partials_off_s: float = 3.0
+    # A final this late is no use as a live caption any more: decode it in one greedy pass, like a partial.
+    greedy_s: float = 10.0
+    # Queued finals whose speech ended longer ago than this are dropped when a new final is queued:
+    # it bounds the lag and the queued audio (at most this plus one utterance: 88 s of float32, 5.4 MiB).
+    max_lag_s: float = 60.0
+
+    def level(self, lag_s: float) -> str:
+        """The most drastic step this lag calls for, one of OVERLOAD_LEVELS."""
+        steps = (self.partials_off_s, self.greedy_s, self.max_lag_s)
+        return OVERLOAD_LEVELS[sum(lag_s >= step for step in steps)]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The finals waiting for, or in, the recognizer."""
+
+    lag_s: float  # 0 when none
+    audio_s: float  # their audio, queued and running
 
 
 @dataclass
@@ -29,6 +67,7 @@ class Job:
     language: str = ""
     decode_s: float = 0.0
     fallback_text: str = ""  # the newest partial, published instead if shutdown cannot wait for the decode
+    dropped: bool = False  # never decoded (overload): `text` is the fallback
 
 
 class Worker:
@@ -38,6 +77,7 @@ class Worker:
         self._run_job = run_job
         self._finals: deque[Job] = deque()
         self._partial: Job | None = None
+        self._running: Job | None = None
         self._busy_since: float | None = None
         self._stopping = False
         self._cond = threading.Condition()
@@ -54,6 +94,12 @@ class Worker:
                 self._partial = job
             self._cond.notify()
 
+    def drop_partial(self) -> int:
+        """Empty the partial slot; 1 if a partial was waiting there, else 0."""
+        with self._cond:
+            dropped, self._partial = self._partial is not None, None
+            return int(dropped)
+
     @property
     def partial_pending(self) -> bool:
         return self._partial is not None
@@ -61,6 +107,26 @@ class Worker:
     @property
     def pending_finals(self) -> int:
         return len(self._finals)
+
+    def backlog(self, now: int) -> Backlog:
+        """How far the finals lag stream position `now` (samples), and how much audio they hold."""
+        with self._cond:
+            jobs = (self._running, *self._finals)
+        finals = [job for job in jobs if job and job.kind == "final" and not job.cancelled]
+        if not finals:
+            return Backlog(0.0, 0.0)
+        audio = sum(job.audio.size for job in finals)
+        return Backlog(max(now - finals[0].end, 0) / SAMPLE_RATE, audio / SAMPLE_RATE)
+
+    def shed(self, before: int) -> list[Job]:
+        """Take out of the queue, and return, the finals whose audio ended before `before` (not the running one);
+        cancelled ones are discarded too, so that their audio is not held until their turn."""
+        with self._cond:
+            kept = [job for job in self._finals if not job.cancelled and job.end >= before]
+            shed = [job for job in self._finals if not job.cancelled and job.end < before]
+            self._finals = deque(kept)
+            self._cond.notify_all()
+            return shed
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no final is queued or running (pending partials do not count)."""
@@ -80,7 +146,7 @@ class Worker:
 
     def _next(self) -> Job | None:
         with self._cond:
-            self._busy_since = None
+            self._busy_since, self._running = None, None
             self._cond.notify_all()
             self._cond.wait_for(lambda: self._finals or self._partial or self._stopping)
             if self._stopping:
@@ -89,7 +155,7 @@ class Worker:
                 job = self._finals.popleft()
             else:
                 job, self._partial = self._partial, None
-            self._busy_since = time.monotonic()
+            self._busy_since, self._running = time.monotonic(), job
             return job
 
     def _loop(self) -> None:

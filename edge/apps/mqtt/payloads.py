@@ -1,7 +1,8 @@
 """The bridge's topics and message bodies (docs/protocol.md, "MQTT"); pure, no I/O.
 
-Finals and partials are forwarded as the daemon sent them, unknown fields included
-(protocol.md promises new fields without a version bump), with the box's identity
+Finals and partials are forwarded as the daemon sent them, unknown fields and empty
+finals included (protocol.md promises new fields without a version bump; docs/fleet.md
+says why an empty final is worth its message), with the box's identity
 added: `box_id`, `boot_id` (new each time the bridge starts) and, on finals, `seq`
 (1, 2, 3, ... within a boot_id), so a consumer drops a duplicate by (box_id, boot_id, seq).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 # What the fleet sees of the daemon's status; `degraded` is false when the daemon does not say.
 DAEMON_FIELDS = ("state", "backend", "backend_requested", "degraded", "degraded_reason", "model", "language",
-                 "uptime_s", "utterances", "dropped_audio_s", "pending_finals")
+                 "uptime_s", "utterances", "dropped_audio_s", "pending_finals", "lag_s", "overload", "finals_dropped")
 ONLINE, OFFLINE = b"true", b"false"
 
 

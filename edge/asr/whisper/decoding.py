@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.asr.whisper.bias import BiasTrie, Match
 from edge.asr.whisper.graph import CrossKV, SelfKV, WhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer
 
@@ -33,6 +34,7 @@ LOOP_MAX_PERIOD = 50
 LOOP_MIN_REPEATS = 3
 LOOP_MIN_SPAN = 16
 REPEAT_MIN_TOKENS = 6  # a repeated tail this long is a sentence said twice, not "no, no"
+REPEAT_TAIL_TOKENS = 4  # words after the second copy ("... the lightress on.")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class DecodeOptions:
     prompt: tuple[int, ...] = ()
     seed: int = 0
     language: str | None = None  # multilingual models: None detects it from the first decoder step
+    bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class DecodeResult:
     looped: bool
     language: str = "en"
     language_prob: float = 1.0  # 1.0 when the language was given, not detected
+    avg_score: float | None = None  # avg_logprob plus the vocabulary terms' bonus (None: no vocabulary)
 
     @property
     def is_silence(self) -> bool:
@@ -78,8 +82,17 @@ class DecodeResult:
         if self.is_silence:
             return False
         return self.looped or self.compression_ratio > COMPRESSION_RATIO_THRESHOLD or (
-            self.avg_logprob < LOGPROB_THRESHOLD
+            self.confidence < LOGPROB_THRESHOLD
         )
+
+    @property
+    def confidence(self) -> float:
+        """The average log-probability, counting the terms the vocabulary vouches for.
+
+        A name the model alone finds unlikely is what a vocabulary is for: without this, each
+        term that wins pulls the average under the threshold and triggers a sampled retry.
+        """
+        return self.avg_logprob if self.avg_score is None else self.avg_score
 
 
 def compression_ratio(text: str) -> float:
@@ -121,21 +134,36 @@ def without_loop(tokens: Sequence[int], eot: int) -> list[int]:
 
 
 def without_repeated_sentence(tokens: Sequence[int], eot: int) -> list[int]:
-    """Drop a trailing copy of the text just before it ("Please scan your ticket. Please scan your ticket.").
+    """Drop a copy of the text just before it, near the end ("Please scan your ticket. Please scan your ticket.").
 
     Decoding into the silence padded after an utterance sometimes says the utterance
     again; the loop guard needs three copies, this needs two of at least REPEAT_MIN_TOKENS.
+    The copies may be parted by one token (a full stop) and the copy may end up to
+    REPEAT_TAIL_TOKENS before the end, which stays: through the virtual microphone a zh-set
+    clip gave "He must be home now for the lightress. He must be home now for the lightress on."
     """
     text = [t for t in tokens if t < eot]
-    size = next((n for n in range(len(text) // 2, REPEAT_MIN_TOKENS - 1, -1) if text[-n:] == text[-2 * n : -n]), 0)
-    if not size:
+    cut = _repeated_run(text)
+    if cut is None:
         return list(tokens)
-    keep, out = len(text) - size, []
-    for token in tokens:  # timestamps stay; text tokens past `keep` go
-        if token >= eot or keep > 0:
+    out, index = [], 0
+    for token in tokens:  # timestamps stay; the text tokens in [start, end) go
+        if token >= eot or not cut[0] <= index < cut[1]:
             out.append(token)
-            keep -= token < eot
+        index += token < eot
     return out
+
+
+def _repeated_run(text: Sequence[int]) -> tuple[int, int] | None:
+    """[start, end) of the second copy and the token before it, or None."""
+    for tail in range(REPEAT_TAIL_TOKENS + 1):
+        end = len(text) - tail
+        for gap in (0, 1):
+            for size in range((end - gap) // 2, REPEAT_MIN_TOKENS - 1, -1):
+                second = end - size
+                if text[second:end] == text[second - gap - size : second - gap]:
+                    return second - gap, end
+    return None
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -165,10 +193,32 @@ class _Prefix:
 
 @dataclass
 class _Candidate:
-    """A hypothesis being extended: sampled tokens and their summed log-probability."""
+    """A hypothesis being extended: its tokens, their summed log-probability, and its search score.
+
+    `score` is `sum_logprob` plus the vocabulary bonus it holds (equal without a vocabulary);
+    `match` is where it stands in the vocabulary's prefix tree.
+    """
 
     tokens: list[int]
     sum_logprob: float
+    score: float
+    match: Match = Match()
+
+    def extend(self, token: int, logprob: float, score: float, bias: BiasTrie | None) -> "_Candidate":
+        match = bias.step(self.match, token) if bias is not None else self.match
+        return _Candidate([*self.tokens, token], self.sum_logprob + logprob, score, match)
+
+    def finish(self, logprob: float, score: float) -> "_Candidate":
+        """The hypothesis ended by <|endoftext|> (not kept among its tokens)."""
+        return _Candidate(list(self.tokens), self.sum_logprob + logprob, score, self.match)
+
+
+def biased(logprobs: np.ndarray, candidates: Sequence[_Candidate], bias: BiasTrie | None) -> np.ndarray:
+    """Each candidate's score for every next token: its score so far, the token's log-prob and bonus."""
+    scores = np.array([c.score for c in candidates])[:, None] + logprobs
+    if bias is not None:
+        bias.add_bonus(scores, [c.match for c in candidates])
+    return scores
 
 
 class LogitRules:
@@ -264,7 +314,7 @@ class Decoder:
             if not result.needs_fallback:
                 return result
         sane = [r for r in attempts if not r.looped and r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
-        return max(sane, key=lambda r: r.avg_logprob) if sane else attempts[-1]
+        return max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.
@@ -285,7 +335,12 @@ class Decoder:
         rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
         if rest:
             logits, cache = self.backend.decode(np.array([rest], dtype=np.int64), cache, cross)
-        return _Prefix(options, logits, cache, float(np.exp(sot_logprobs[tok.no_speech])), language_prob)
+        no_speech = float(np.exp(sot_logprobs[tok.no_speech]))
+        if no_speech > NO_SPEECH_THRESHOLD:
+            # Likely no speech: no vocabulary bonus, which would otherwise lift a noise
+            # hypothesis ("Mm. Mm." on ../shared/eval/nonspeech clicks) over the silence rule.
+            options = replace(options, bias=None)
+        return _Prefix(options, logits, cache, no_speech, language_prob)
 
     def detect_language(self, sot_logprobs: np.ndarray) -> tuple[str, float]:
         """The most likely language token after SOT, and its probability among the languages."""
@@ -304,13 +359,13 @@ class Decoder:
             candidates = self._beam_search(cross, options, rules, prefix.logits, prefix.cache)
         else:
             candidates = self._sample(cross, options, rules, prefix.logits, prefix.cache)
-        best = max(candidates or [_Candidate([], 0.0)], key=self._rank)
+        best = max(candidates or [_Candidate([], 0.0, 0.0)], key=self._rank)
         return self._result(best, prefix)
 
     def _rank(self, candidate: _Candidate) -> tuple[bool, float]:
-        """Length-normalised log-prob, but any candidate that does not loop beats one that does."""
+        """Length-normalised score, but any candidate that does not loop beats one that does."""
         looped = has_loop([t for t in candidate.tokens if t < self.tok.eot])
-        return (not looped, candidate.sum_logprob / (len(candidate.tokens) + 1))
+        return (not looped, candidate.score / (len(candidate.tokens) + 1))
 
     def _result(self, best: _Candidate, prefix: "_Prefix") -> DecodeResult:
         """Scores are of the sampled tokens; the text has a loop cut down to one copy."""
@@ -323,6 +378,7 @@ class Decoder:
             text=text,
             sum_logprob=best.sum_logprob,
             avg_logprob=best.sum_logprob / (len(best.tokens) + 1),
+            avg_score=best.score / (len(best.tokens) + 1) if prefix.options.bias is not None else None,
             no_speech_prob=prefix.no_speech,
             compression_ratio=compression_ratio(self.tok.decode(best.tokens)),
             temperature=prefix.options.temperature,
@@ -337,23 +393,24 @@ class Decoder:
         """Greedy (temperature 0, one row) or `best_of` independent samples batched together."""
         rows = 1 if options.temperature == 0.0 else max(1, options.best_of)
         rng = np.random.default_rng(options.seed)
-        live = [_Candidate([], 0.0) for _ in range(rows)]
+        live = [_Candidate([], 0.0, 0.0) for _ in range(rows)]
         if rows > 1:
             logits = np.repeat(logits[:1], rows, axis=0)
             cache = cache.select(np.zeros(rows, dtype=np.int64))
         done: list[_Candidate] = []
         for step in range(options.max_tokens):
             logprobs = rules.apply(logits, [c.tokens for c in live])
-            picks = self._pick(logprobs, options.temperature, rng)
-            keep = []
+            scores = biased(logprobs, live, options.bias)
+            picks = self._pick(scores, options.temperature, rng)
+            keep, extended = [], []
             for row, (cand, token) in enumerate(zip(live, picks)):
-                cand.sum_logprob += float(logprobs[row, token])
+                logprob, score = float(logprobs[row, token]), float(scores[row, token])
                 if token == self.tok.eot:
-                    done.append(cand)
+                    done.append(cand.finish(logprob, score))
                 else:
-                    cand.tokens.append(int(token))
+                    extended.append(cand.extend(int(token), logprob, score, options.bias))
                     keep.append(row)
-            live = [live[row] for row in keep]
+            live = extended
             if not live or step == options.max_tokens - 1:
                 break
             if len(keep) < cache.k.shape[1]:
@@ -363,11 +420,14 @@ class Decoder:
         return done + live
 
     @staticmethod
-    def _pick(logprobs: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-        """Argmax, or a draw from the temperature-scaled distribution (seeded: reproducible)."""
+    def _pick(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+        """Argmax, or a draw from the temperature-scaled distribution (seeded: reproducible).
+
+        Each row's constant (the hypothesis' score so far) cancels out in both.
+        """
         if temperature == 0.0:
-            return logprobs.argmax(axis=-1)
-        probs = np.exp(log_softmax(logprobs.astype(np.float64) / temperature))
+            return scores.argmax(axis=-1)
+        probs = np.exp(log_softmax(scores.astype(np.float64) / temperature))
         cumulative = probs.cumsum(axis=-1)
         draws = rng.random(len(probs)) * cumulative[:, -1]
         return np.array([np.searchsorted(c, d, side="right") for c, d in zip(cumulative, draws)])
@@ -377,11 +437,11 @@ class Decoder:
     ) -> list[_Candidate]:
         """Whisper's beam search: all live beams run as one decoder batch."""
         width = options.beam_size
-        beams = [_Candidate([], 0.0)]
+        beams = [_Candidate([], 0.0, 0.0)]
         finished: list[_Candidate] = []
         for step in range(options.max_tokens):
             logprobs = rules.apply(logits, [b.tokens for b in beams])
-            scores = np.array([b.sum_logprob for b in beams])[:, None] + logprobs
+            scores = biased(logprobs, beams, options.bias)
             top = top_k(scores, width + 1)
             ranked = sorted(
                 ((float(scores[r, t]), r, int(t)) for r in range(len(beams)) for t in top[r]),
@@ -391,10 +451,11 @@ class Decoder:
             for score, row, token in ranked:
                 if not np.isfinite(score) or len(next_beams) == width:
                     break
+                logprob = float(logprobs[row, token])
                 if token == self.tok.eot:
-                    newly_finished.append(_Candidate(list(beams[row].tokens), score))
+                    newly_finished.append(beams[row].finish(logprob, score))
                 else:
-                    next_beams.append(_Candidate([*beams[row].tokens, token], score))
+                    next_beams.append(beams[row].extend(token, logprob, score, options.bias))
                     rows.append(row)
             finished.extend(newly_finished[: max(0, width - len(finished))])
             beams = next_beams

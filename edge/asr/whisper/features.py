@@ -115,16 +115,20 @@ def window_frames(content_frames: int, pad_seconds: float, min_window_seconds: f
     return min(N_FRAMES, length + length % 2)
 
 
-def silence_floor(mel: np.ndarray) -> float:
-    """The value digital silence takes in this spectrogram (log floor or the dynamic-range clamp)."""
-    return max((np.log10(LOG_FLOOR) + 4.0) / 4.0, float(mel.max()) - DYNAMIC_RANGE / 4.0)
+def silence_floor(mel: np.ndarray, loudest: float | None = None) -> float:
+    """The value digital silence takes in this spectrogram (log floor or the dynamic-range clamp).
+
+    `loudest`: the largest value of the whole input when `mel` is only a piece of it.
+    """
+    top = float(mel.max()) if loudest is None else loudest
+    return max((np.log10(LOG_FLOOR) + 4.0) / 4.0, top - DYNAMIC_RANGE / 4.0)
 
 
-def encoder_window(mel: np.ndarray, start: int, content: int, length: int) -> np.ndarray:
-    """Frames [start, start + content) followed by silence up to `length` frames."""
+def encoder_window(mel: np.ndarray, start: int, content: int, length: int, loudest: float | None = None) -> np.ndarray:
+    """Frames [start, start + content) followed by silence up to `length` frames (see `silence_floor`)."""
     window = mel[:, start : start + min(content, length)]
     if window.shape[1] < length:
-        floor = np.full((mel.shape[0], length - window.shape[1]), silence_floor(mel), dtype=np.float32)
+        floor = np.full((mel.shape[0], length - window.shape[1]), silence_floor(mel, loudest), dtype=np.float32)
         window = np.concatenate([window, floor], axis=1)
     return np.ascontiguousarray(window)
 

@@ -1,0 +1,200 @@
+"""Vocabulary lists: the names and terms a box must get right, from config, a file or an app.
+
+A `Vocabulary` is plain validated data (terms, weights, where it came from); how a
+model family uses it lives with the family (Whisper: edge/asr/whisper/bias.py).
+Every problem is a `VocabularyError` whose message names the term or the line,
+so `check-config`, a reload and a socket request all report it the same way.
+
+Kept in the foundation (no pydantic, no numpy): `edge-asr transcribe --vocabulary`
+reads files with it without loading the config schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+MAX_TERMS = 500  # rooms need tens; 500 random names cost tiny.en no measurable decode time (1.00x, 20 clips) and 0.13 s to build
+MAX_TERM_CHARS = 48  # "International Monetary Fund Annual Meetings" fits; a sentence does not
+MAX_TERM_WORDS = 6
+MIN_WEIGHT, MAX_WEIGHT = 0.1, 5.0
+DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on scripts/vocab (docs/benchmarks.md)
+MAX_BONUS = 10.0
+MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
+SOURCES = ("none", "config", "transcribe", "request")
+
+
+class VocabularyError(ValueError):
+    """One invalid term, weight, line or file; str() names it."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """A word or phrase, and how strongly to favour it (1.0 = the list's bonus as is)."""
+
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The active list. `bonus` is vocabulary.bonus, `glossary` vocabulary.prompt (also give the
+    terms to the model as a prompt); `source` says where the terms came from."""
+
+    terms: tuple[Term, ...] = ()
+    bonus: float = DEFAULT_BONUS
+    source: str = "none"
+    glossary: bool = False
+
+    def with_terms(self, terms: tuple[Term, ...], source: str) -> "Vocabulary":
+        """The same settings with another list (an app's request)."""
+        return replace(self, terms=terms, source=source)
+
+    def __bool__(self) -> bool:
+        """False when it changes nothing: no terms."""
+        return bool(self.terms)
+
+    def summary(self) -> dict[str, Any]:
+        """What `status` shows: size and source, not the terms (names may be private)."""
+        return {"terms": len(self.terms), "source": self.source, "bonus": self.bonus, "prompt": self.glossary}
+
+
+def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
+    """A validated term: whitespace folded; empty, over-long, control characters and bad weights refused."""
+    if not isinstance(text, str):
+        raise VocabularyError(f"{where}: a term must be text, got {_kind(text)}")
+    folded = " ".join(text.split())
+    shown = _excerpt(text)
+    if not folded:
+        raise VocabularyError(f"{where}: the term is empty")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in folded):
+        raise VocabularyError(f"{where}: {shown} contains a control character")
+    if len(folded) > MAX_TERM_CHARS:
+        raise VocabularyError(f"{where}: {shown} is longer than {MAX_TERM_CHARS} characters")
+    if len(folded.split()) > MAX_TERM_WORDS:
+        raise VocabularyError(f"{where}: {shown} has more than {MAX_TERM_WORDS} words; list names and terms, not sentences")
+    if not any(ch.isalnum() for ch in folded):
+        raise VocabularyError(f"{where}: {shown} has no letter or digit")
+    return Term(folded, check_weight(weight, f"{where} ({shown})"))
+
+
+def check_weight(weight: Any, where: str) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise VocabularyError(f"{where}: weight {_excerpt(weight)} is not a number; expected {MIN_WEIGHT} to {MAX_WEIGHT}")
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise VocabularyError(f"{where}: weight {weight} is out of range; expected {MIN_WEIGHT} to {MAX_WEIGHT}")
+    return float(weight)
+
+
+def check_terms(items: Iterable[Term], where: str) -> tuple[Term, ...]:
+    """Cap the count; merge repeats (case-insensitive), keeping the higher weight."""
+    merged: dict[str, Term] = {}
+    for term in items:
+        key = term.text.casefold()
+        if key not in merged or merged[key].weight < term.weight:
+            merged[key] = term
+        if len(merged) > MAX_TERMS:
+            raise VocabularyError(_at(where, f"more than {MAX_TERMS} terms; keep the names and terms that matter most"))
+    return tuple(merged.values())
+
+
+def parse_items(items: Any, where: str) -> tuple[Term, ...]:
+    """Terms as YAML or JSON give them: "Siobhan", or {"term": "Siobhan", "weight": 2}.
+
+    `where` prefixes messages ("terms item 3: ..."); "" leaves just "item 3: ...".
+    """
+    if not isinstance(items, list):
+        raise VocabularyError(_at(where, f"expected a list of terms, got {_kind(items)}"))
+    if len(items) > MAX_TERMS:
+        raise VocabularyError(_at(where, f"{len(items)} terms, more than {MAX_TERMS}; keep the names and terms that matter most"))
+    return check_terms((_item(item, f"{where} item {n}".strip()) for n, item in enumerate(items, 1)), where)
+
+
+def _at(where: str, message: str) -> str:
+    return f"{where}: {message}" if where else message
+
+
+def _item(item: Any, where: str) -> Term:
+    if isinstance(item, Mapping):
+        unknown = sorted(str(key) for key in item if key not in ("term", "weight"))
+        if unknown:
+            raise VocabularyError(f"{where}: unknown field(s) {', '.join(unknown)}; a term is {{term: ..., weight: ...}}")
+        if "term" not in item:
+            raise VocabularyError(f"{where}: missing `term`")
+        return check_term(item["term"], item.get("weight", 1.0), where)
+    return check_term(item, 1.0, where)
+
+
+def parse_text(text: str, where: str) -> tuple[Term, ...]:
+    """The file format: one term per line, optional TAB and weight, `#` starts a comment line."""
+    terms = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        term, tab, weight = line.partition("\t")
+        terms.append(check_term(term, _weight_text(weight, f"{where} line {number}") if tab else 1.0,
+                                f"{where} line {number}"))
+    return check_terms(terms, where)
+
+
+def _weight_text(text: str, where: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise VocabularyError(f"{where}: weight {_excerpt(text.strip())} is not a number; "
+                              f"expected {MIN_WEIGHT} to {MAX_WEIGHT}") from None
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[Term, ...]:
+    """A vocabulary file's terms: a regular UTF-8 file of at most MAX_FILE_BYTES (never a FIFO or device)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise VocabularyError(f"{path}: file not found") from None
+    except PermissionError:
+        raise VocabularyError(f"{path}: permission denied (the service user must be able to read it)") from None
+    except OSError as exc:
+        raise VocabularyError(f"{path}: cannot be opened: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VocabularyError(f"{path}: not a regular file")
+        data = os.read(fd, MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise VocabularyError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB; at most {MAX_TERMS} terms are used")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VocabularyError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_text(text, str(path))
+
+
+def read_vocabulary_file(path: str | os.PathLike[str], source: str = "transcribe",
+                         bonus: float = DEFAULT_BONUS, glossary: bool = False) -> Vocabulary:
+    """A whole `Vocabulary` from one file (edge-asr transcribe --vocabulary)."""
+    return Vocabulary(read_file(path), bonus, source, glossary)
+
+
+def combine(terms: Iterable[Term], file_terms: Iterable[Term], where: str) -> tuple[Term, ...]:
+    """vocabulary.terms and vocabulary.file together, still within MAX_TERMS."""
+    return check_terms([*terms, *file_terms], where)
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", dict: "a mapping", str: "text", int: "a whole number", float: "a number", bool: "true/false"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _excerpt(value: Any, limit: int = 40) -> str:
+    """A value as a message may quote it: control characters escaped, cut to `limit` characters."""
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + '..."'

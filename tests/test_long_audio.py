@@ -1,0 +1,98 @@
+"""Long audio in bounded memory: the Whisper seek loop over a stream of blocks (`transcribe_stream`)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.asr.base import LongFormRecognizer
+from edge.asr.whisper.decoding import DecodeResult
+from edge.asr.whisper.features import encoder_window, log_mel
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
+from edge.audio.audiofile import AudioReader, load_audio
+from edge.audio.base import SAMPLE_RATE
+from tests.conftest import load_manifest
+
+# What the decoder says of a window it hears nothing in: the seek loop moves on by the whole window.
+SILENT = DecodeResult((), "", 0.0, -2.0, 1.0, 0.0, 0.0, False)
+
+
+@pytest.fixture(scope="module")
+def int8(int8_model_dir: Path) -> Recognizer:
+    return Recognizer.from_dir(int8_model_dir, threads=2)
+
+
+@pytest.fixture
+def windows(int8: Recognizer, monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, int]]:
+    """Every encoder input the seek loop builds, with its frames of audio; the decoder hears silence in each."""
+    seen: list[tuple[np.ndarray, int]] = []
+
+    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
+        seen.append((int8._window(mel, seek, frames, loudest), frames))
+        return SILENT
+
+    monkeypatch.setattr(int8, "_decode_window", decode)
+    return seen
+
+
+def _noise_wav(path: Path, minutes: int) -> Path:
+    """Quiet noise (not digital silence, so every window is built), written a minute at a time."""
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, "PCM_16") as out:
+        for _ in range(minutes):
+            out.write((0.05 * rng.standard_normal(60 * SAMPLE_RATE)).astype(np.float32))
+    return path
+
+
+def test_the_whisper_recognizer_streams_long_audio(int8: Recognizer) -> None:
+    assert isinstance(int8, LongFormRecognizer)
+
+
+def test_each_window_is_the_whole_files_spectrogram_cut_where_it_was(int8, windows, eval_dir) -> None:
+    """Per-window log-mel (with the STFT's reach and the whole file's level) equals Whisper's whole-file one."""
+    path = load_manifest("longform_en")[1]["path"]  # 77 s, quiet gaps between loud passages
+    audio = load_audio(path)
+    with AudioReader(path) as reader:
+        int8.transcribe_stream(reader)
+    whole = log_mel(audio, max(int8.pad_seconds, int8.min_window_seconds))
+    seek = 0
+    for window, frames in windows:
+        np.testing.assert_allclose(window, encoder_window(whole, seek, frames, window.shape[1]), atol=1e-5)
+        seek += frames
+    assert len(windows) >= 4 and seek == len(audio) // 160
+
+
+def test_stream_gives_what_transcribe_of_the_whole_gives(int8: Recognizer, eval_dir) -> None:
+    options = WhisperOptions(beam_size=1)
+    for row in (load_manifest("real_en")[0], load_manifest("longform_en")[1]):  # short, then the seek loop
+        told: list[float] = []
+        with AudioReader(row["path"]) as reader:
+            streamed = int8.transcribe_stream(reader, options=options, progress=told.append)
+        assert streamed == int8.transcribe(load_audio(row["path"]), options=options)
+        assert told == sorted(told) and told[-1] == pytest.approx(reader.duration_s, abs=0.02)
+
+
+def test_a_one_shot_iterator_is_refused(int8: Recognizer) -> None:
+    with pytest.raises(TypeError, match="reads the audio twice"):
+        int8.transcribe_stream(iter([np.zeros(16000, np.float32)]))
+
+
+def test_memory_does_not_grow_with_the_length(int8, tmp_path, monkeypatch) -> None:
+    """Peak of numpy allocations over 1 and 12 minutes of audio (the decoder hears silence in every window)."""
+    windows = []
+    monkeypatch.setattr(int8, "_decode_window", lambda mel, seek, frames, wanted, loudest: windows.append(frames) or SILENT)
+    peaks = {}
+    for minutes in (1, 12):
+        path = _noise_wav(tmp_path / f"{minutes}.wav", minutes)
+        tracemalloc.start()
+        with AudioReader(path) as reader:
+            int8.transcribe_stream(reader)
+        peaks[minutes] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert len(windows) > 40
+    assert peaks[12] < peaks[1] * 1.2 + 1, peaks
+    assert peaks[12] < 40, peaks

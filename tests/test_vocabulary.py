@@ -1,0 +1,286 @@
+"""Vocabulary biasing (issue 11): the prefix tree's bonus arithmetic, list validation, the
+recognizer with a real model, and the live paths (socket request, SIGHUP) on a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge.asr.whisper.bias import BiasTrie, Match, build_trie, spellings
+from edge.asr.whisper.recognizer import Recognizer
+from edge.audio.audiofile import load_audio
+from edge.vocabulary import (
+    MAX_FILE_BYTES,
+    MAX_TERM_CHARS,
+    MAX_TERMS,
+    Term,
+    Vocabulary,
+    VocabularyError,
+    check_term,
+    parse_items,
+    parse_text,
+    read_file,
+)
+from tests.conftest import REPO
+from tests.test_daemon import Subscriber, finish, start_daemon, write_config
+
+B = 2.0
+# A toy vocabulary of 8 tokens: 1-2-3 is term "abc", 1-4 is term "ad" (weight 2), 5 continues a word.
+CONTINUES = np.array([0, 0, 0, 0, 0, 1, 0, 0], dtype=np.float32)
+OPENING = np.array([0, 1, 1, 1, 1, 1, 0, 1], dtype=bool)  # 6 is common, like " M": no bonus to open a term
+
+
+def toy(paths=(((1, 2, 3), B, True), ((1, 4), 2 * B, True))) -> BiasTrie:
+    return BiasTrie(paths, CONTINUES, OPENING)
+
+
+def bonus(trie: BiasTrie, match: Match) -> np.ndarray:
+    scores = np.zeros((1, len(CONTINUES)))
+    trie.add_bonus(scores, [match])
+    return scores[0]
+
+
+def walk(trie: BiasTrie, tokens: list[int]) -> tuple[Match, float]:
+    """The match after `tokens` and the total bonus the search gave them, step by step."""
+    match, total = Match(), 0.0
+    for token in tokens:
+        total += bonus(trie, match)[token]
+        match = trie.step(match, token)
+    return match, total
+
+
+def test_each_token_of_a_term_earns_its_bonus_and_a_shared_prefix_the_larger_one() -> None:
+    trie = toy()
+    assert bonus(trie, Match())[[1, 2, 6]].tolist() == [2 * B, 0.0, 0.0]  # "a" leads to "abc" and "ad"
+    after_a = trie.step(Match(), 1)
+    assert bonus(trie, after_a)[[2, 4]].tolist() == [B, 2 * B]
+    assert walk(trie, [1, 2, 3])[1] == pytest.approx(2 * B + B + B)
+
+
+def test_breaking_off_takes_back_what_the_half_match_earned() -> None:
+    trie = toy()
+    match, total = walk(trie, [1, 2, 6])
+    assert total == pytest.approx(0.0) and match.node == 0
+    match, total = walk(trie, [1, 2, 0])  # 0 stands for EOT or a timestamp: the unfinished match is lost
+    assert total == pytest.approx(0.0)
+
+
+def test_breaking_off_into_a_new_match_keeps_only_the_new_one() -> None:
+    trie = toy()
+    assert walk(trie, [1, 2, 1])[1] == pytest.approx(2 * B)  # "ab" lost, a new "a" started
+
+
+def test_a_completed_term_keeps_its_bonus_at_a_word_boundary() -> None:
+    trie = toy()
+    assert walk(trie, [1, 4, 6])[1] == pytest.approx(4 * B)
+    assert walk(trie, [1, 4, 0])[1] == pytest.approx(4 * B)
+
+
+def test_a_word_term_loses_its_bonus_when_the_word_goes_on() -> None:
+    trie = toy()
+    assert walk(trie, [1, 4, 5])[1] == pytest.approx(0.0)  # "ad" + "is": not the term
+
+
+def test_a_term_without_word_boundaries_keeps_its_bonus_before_any_token() -> None:
+    trie = toy(paths=(((1, 4), B, False),))  # a Chinese term: characters run on
+    assert walk(trie, [1, 4, 5])[1] == pytest.approx(2 * B)
+
+
+def test_a_term_said_again_earns_nothing_the_second_time() -> None:
+    trie = toy()
+    once = walk(trie, [1, 4, 6])[1]
+    assert walk(trie, [1, 4, 6, 1, 4, 6])[1] == pytest.approx(once)
+    assert walk(trie, [1, 4, 6, 1, 2, 3, 6])[1] == pytest.approx(once + 4 * B)  # another term still earns
+
+
+def test_no_bonus_leaks_into_unrelated_rows() -> None:
+    trie = toy()
+    scores = np.zeros((2, len(CONTINUES)))
+    trie.add_bonus(scores, [Match(), trie.step(Match(), 1)])
+    assert scores[0].tolist() == [0, 2 * B, 0, 0, 0, 0, 0, 0]
+    assert scores[1].tolist() == [-2 * B, 0, B, -2 * B, 2 * B, -2 * B, -2 * B, -2 * B]  # after "a", which holds 2B
+
+
+def test_a_common_first_token_opens_a_term_without_a_bonus() -> None:
+    trie = toy(paths=(((6, 2), B, True), ((6,), B, True)))  # a one-token term always earns it
+    assert walk(trie, [6, 0])[1] == pytest.approx(B)
+    assert walk(trie, [6, 2, 0])[1] == pytest.approx(2 * B)  # both terms completed
+    two_tokens = toy(paths=(((6, 2), B, True),))
+    assert bonus(two_tokens, Match())[6] == 0.0 and walk(two_tokens, [6, 2, 0])[1] == pytest.approx(B)
+
+
+def test_spellings_of_word_and_chinese_terms() -> None:
+    assert spellings("ljubljana") == {" ljubljana", " Ljubljana"}
+    assert " Kubernetes" in spellings("Kubernetes") and "Kubernetes" not in spellings("Kubernetes")
+    assert {"张伟", " 张伟", "張偉", " 張偉"} <= spellings("张伟")
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["ok", ""], "terms item 2: the term is empty"),
+        (["x" * (MAX_TERM_CHARS + 1)], f"terms item 1: \"{'x' * 35}...\" is longer than {MAX_TERM_CHARS} characters"),
+        (["a b c d e f g"], "has more than 6 words"),
+        (["..."], "has no letter or digit"),
+        (["bad\u0007bell"], 'terms item 1: "bad\\u0007bell" contains a control character'),
+        ([{"term": "Siobhan", "weight": 9}], "weight 9 is out of range; expected 0.1 to 5.0"),
+        ([{"term": "Siobhan", "weight": "high"}], "weight \"high\" is not a number"),
+        ([{"term": "Siobhan", "wieght": 2}], "unknown field(s) wieght"),
+        ([{"weight": 2}], "terms item 1: missing `term`"),
+        ([7], "terms item 1: a term must be text, got a whole number"),
+        ("Siobhan", "terms: expected a list of terms, got text"),
+        ([f"t{n}" for n in range(MAX_TERMS + 1)], f"more than {MAX_TERMS}"),
+    ],
+)
+def test_a_bad_term_is_named(items, message) -> None:
+    with pytest.raises(VocabularyError, match=None) as info:
+        parse_items(items, "terms")
+    assert message in str(info.value)
+
+
+def test_terms_are_folded_and_repeats_merged_with_the_higher_weight() -> None:
+    terms = parse_items(["  Grafana   Cloud ", {"term": "grafana cloud", "weight": 3}, "张伟"], "terms")
+    assert terms == (Term("grafana cloud", 3.0), Term("张伟", 1.0))
+    assert check_term("Kubernetes").weight == 1.0
+
+
+def test_file_format_names_the_line(tmp_path) -> None:
+    assert parse_text("# rooms\n\nSiobhan\t2\n深圳\n", "f") == (Term("Siobhan", 2.0), Term("深圳"))
+    with pytest.raises(VocabularyError, match=r"f line 3: weight \"x\" is not a number"):
+        parse_text("a\n# c\nb\tx\n", "f")
+    with pytest.raises(VocabularyError, match="f line 2: the term is empty"):
+        parse_text("a\n\t2\n", "f")
+
+
+def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.txt"
+    big.write_text("x\n" * (MAX_FILE_BYTES // 2 + 1))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Zürich\n".encode("latin-1"))
+    for path, message in [(tmp_path / "none.txt", "file not found"), (fifo, "not a regular file"),
+                          (tmp_path, "not a regular file"), (big, "larger than 64 KiB"), (latin1, "not UTF-8 text")]:
+        with pytest.raises(VocabularyError, match=message):
+            read_file(path)
+
+
+def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -> None:
+    terms = tmp_path / "terms.txt"
+    terms.write_text("Siobhan\nKubernetes\tlots\n")
+    config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": ["ok", ""], "file": str(terms), "bonus": 11})
+    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78 and "Traceback" not in result.stderr
+    assert "vocabulary.terms:" in result.stderr and "item 2: the term is empty" in result.stderr
+    assert f"vocabulary.file: \"{terms}\" -> {terms} line 2: weight \"lots\" is not a number" in result.stderr
+    assert "vocabulary.bonus: 11 is out of range" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny(int8_model_dir) -> Recognizer:
+    return Recognizer.from_dir(int8_model_dir)
+
+
+def test_a_term_corrects_beam_search_and_greedy_partials(tiny, eval_dir) -> None:
+    """tiny.en hears "on the best" in harvard_l03_s03 ("... sew a button on the vest")."""
+    audio = load_audio(eval_dir / "tts_piper_en" / "harvard_l03_s03.wav")
+    vest = Vocabulary((Term("vest"),), source="test")
+    for partial in (False, True):
+        plain = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5)).text
+        biased = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5, vocabulary=vest)).text
+        assert plain.endswith("on the best.") and biased.endswith("on the vest."), (partial, plain, biased)
+
+
+def test_the_prefix_tree_alone_corrects_a_name_in_a_final(tiny, eval_dir) -> None:
+    audio = load_audio(eval_dir / "tts_piper_en" / "harvard_l03_s01.wav")  # "The small pup gnawed a hole"
+    plain = tiny.transcribe(audio, options=tiny.options(beam_size=5)).text
+    pup = Vocabulary((Term("pup"),), glossary=False, source="test")
+    assert " pop " in plain and " pup " in tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=pup)).text
+
+
+def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:
+    vocabulary = Vocabulary(read_file(REPO / "scripts" / "vocab" / "unrelated_50.txt"), bonus=4.0, source="test")
+    for beam, partial in ((5, False), (1, True)):
+        options = tiny.options(beam_size=beam, vocabulary=vocabulary)
+        for path in sorted((eval_dir / "nonspeech").glob("*.wav")):
+            assert tiny.transcribe(load_audio(path), partial=partial, options=options).text == "", path.name
+
+
+def test_an_empty_list_or_zero_bonus_builds_no_tree(tiny) -> None:
+    assert build_trie(Vocabulary(), tiny.tokenizer) is None
+    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is None
+    assert tiny.options(vocabulary=Vocabulary((Term("Siobhan"),), glossary=False)).glossary == ()
+
+
+def test_transcribe_takes_a_vocabulary_file_and_names_a_bad_line(tmp_path, eval_dir) -> None:
+    clip = eval_dir / "tts_piper_en" / "harvard_l03_s03.wav"
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("# clothes\nvest\n")
+    bad.write_text("vest\t99\n")
+    command = [sys.executable, "-m", "edge", "transcribe", str(clip), "--vocabulary"]
+    ok = subprocess.run([*command, str(good)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("on the vest."), ok.stderr
+    refused = subprocess.run([*command, str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == f"edge-asr transcribe: {bad} line 1 (\"vest\"): weight 99.0 is out of range; expected 0.1 to 5.0"
+
+
+def send(subscriber: Subscriber, request: dict) -> None:
+    subscriber._sock.sendall(json.dumps(request).encode() + b"\n")
+
+
+def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_path, int8_model_dir, eval_dir) -> None:
+    longform = eval_dir / "longform_en" / "longform_01.wav"
+    config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": ["Siobhan", {"term": "深圳", "weight": 2}]})
+    daemon = start_daemon(config, f"file:{longform}", "--pace", "realtime")
+    try:
+        app = Subscriber(tmp_path / "asr.sock")
+        other = Subscriber(tmp_path / "asr.sock")
+        send(app, {"type": "vocabulary"})
+        asked = app.wait_for(lambda e: e["type"] == "vocabulary", 10)
+        assert (asked["source"], asked["count"], asked["terms"]) == ("config", 2, ["Siobhan", "深圳"])
+
+        send(app, {"type": "vocabulary", "terms": ["Kubernetes", {"term": "Ljubljana", "weight": 3}]})
+        replaced = app.wait_for(lambda e: e["type"] == "vocabulary" and e["source"] == "request", 10)
+        assert replaced["terms"] == ["Kubernetes", "Ljubljana"] and replaced["count"] == 2
+        other.wait_for(lambda e: e["type"] == "status" and "replaced by an app (2 terms)" in e.get("message", ""), 10)
+        app.request_status()
+        status = app.wait_for(lambda e: e["type"] == "status" and "vocabulary" in e, 10)
+        assert status["vocabulary"]["source"] == "request" and status["vocabulary"]["terms"] == 2
+
+        seen = len(app.events)
+        send(app, {"type": "vocabulary", "terms": ["ok", "x" * 60]})
+        error = app.wait_for(lambda e: e["type"] == "error", 10, after=seen)
+        assert error["reason"] == "bad_vocabulary" and "terms item 2" in error["message"]
+        assert "unchanged" in error["message"]
+        send(app, {"type": "vocabulary"})
+        assert app.wait_for(lambda e: e["type"] == "vocabulary", 10, after=seen)["source"] == "request"
+
+        seen = len(app.events)
+        daemon.send_signal(signal.SIGHUP)
+        app.wait_for(lambda e: e["type"] == "status" and e.get("message") == "reloaded", 20, after=seen)
+        send(app, {"type": "vocabulary"})
+        back = app.wait_for(lambda e: e["type"] == "vocabulary", 10, after=seen)
+        assert (back["source"], back["terms"]) == ("config", ["Siobhan", "深圳"])
+        assert app.wait_for(lambda e: e["type"] == "final" and e["text"], 60)["text"]  # recognition went on
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon, 30)
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_term_the_vocabulary_vouches_for_does_not_trigger_a_sampled_retry() -> None:
+    from edge.asr.whisper.decoding import DecodeResult
+
+    unsure = DecodeResult(tokens=(1, 2), text="Siobhan said", sum_logprob=-4.5, avg_logprob=-1.5, no_speech_prob=0.01,
+                          compression_ratio=1.0, temperature=0.0, looped=False)
+    assert unsure.needs_fallback
+    vouched = DecodeResult(**{**unsure.__dict__, "avg_score": -0.2})
+    assert not vouched.needs_fallback and vouched.avg_logprob == -1.5  # the model's own figure stays as it was
