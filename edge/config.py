@@ -46,6 +46,7 @@ from edge.vocabulary import (
     MAX_TERMS,
     MAX_WEIGHT,
     MIN_WEIGHT,
+    Term,
     Vocabulary,
     VocabularyError,
     combine,
@@ -534,16 +535,20 @@ class VocabularyConfig(Section):
             return None
         path = _resolve(value, info)
         try:
-            combine(parse_items(info.data.get("terms", []), ""), read_file(path), "vocabulary.terms + file")
+            _configured_terms(info.data.get("terms", []), path)
         except VocabularyError as exc:
             raise _problem(f"-> {exc}") from None
         return path
 
     def vocabulary(self) -> Vocabulary:
         """The configured list (the file read again: a reload picks up its edits); VocabularyError if it went bad."""
-        file_terms = read_file(self.file) if self.file else ()
-        terms = combine(parse_items(self.terms, ""), file_terms, "vocabulary.terms + file")
+        terms = _configured_terms(self.terms, self.file)
         return Vocabulary(terms, self.bonus, "config" if terms else "none", self.prompt)
+
+
+def _configured_terms(items: list[Any], path: Path | None) -> tuple[Term, ...]:
+    """vocabulary.terms and the terms of vocabulary.file together, within the list's cap."""
+    return combine(parse_items(items, ""), read_file(path) if path else (), "vocabulary.terms + file")
 
 
 def _section(name: str) -> Any:

@@ -139,7 +139,7 @@ def test_spellings_of_word_and_chinese_terms() -> None:
     ],
 )
 def test_a_bad_term_is_named(items, message) -> None:
-    with pytest.raises(VocabularyError, match=None) as info:
+    with pytest.raises(VocabularyError) as info:
         parse_items(items, "terms")
     assert message in str(info.value)
 

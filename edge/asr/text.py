@@ -25,7 +25,7 @@ UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han c
 
 @lru_cache(maxsize=2)
 def _opencc(conversion: str) -> Callable[[str], str]:
-    """OpenCC's converter for "t2s" or "s2t" (loaded once: its tables take ~20 ms)."""
+    """OpenCC's converter for "t2s" or "s2t", loaded once per conversion."""
     import opencc
 
     return opencc.OpenCC(conversion).convert
