@@ -46,6 +46,7 @@ from edge.vocabulary import (
     MAX_TERMS,
     MAX_WEIGHT,
     MIN_WEIGHT,
+    Prompt,
     Term,
     Vocabulary,
     VocabularyError,
@@ -516,7 +517,7 @@ class VocabularyConfig(Section):
                           "(relative to the config file)",
     )
     bonus: float = _number(DEFAULT_BONUS, 0, MAX_BONUS)  # log-probability per matched token at weight 1
-    prompt: bool = Field(False, description="true or false")
+    prompt: Prompt = Field("auto", description="auto, true or false")
 
     @field_validator("terms")
     @classmethod

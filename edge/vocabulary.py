@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 MAX_TERMS = 500  # rooms need tens; the cap bounds a request's size and the prefix tree
 MAX_TERM_CHARS = 48  # "International Monetary Fund Annual Meetings" fits; a sentence does not
@@ -29,6 +29,7 @@ DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on s
 MAX_BONUS = 10.0
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
 SOURCES = ("none", "config", "transcribe", "request")
+Prompt = bool | Literal["auto"]  # vocabulary.prompt
 
 
 class VocabularyError(ValueError):
@@ -46,12 +47,13 @@ class Term:
 @dataclass(frozen=True)
 class Vocabulary:
     """The active list. `bonus` is vocabulary.bonus, `glossary` vocabulary.prompt (also give the
-    terms to the model as a prompt); `source` says where the terms came from."""
+    terms to the model as a prompt: True, False, or "auto" for a short list on English speech);
+    `source` says where the terms came from."""
 
     terms: tuple[Term, ...] = ()
     bonus: float = DEFAULT_BONUS
     source: str = "none"
-    glossary: bool = False
+    glossary: Prompt = "auto"
 
     def with_terms(self, terms: tuple[Term, ...], source: str) -> "Vocabulary":
         """The same settings with another list (an app's request)."""
@@ -179,7 +181,7 @@ def read_file(path: str | os.PathLike[str]) -> tuple[Term, ...]:
 
 
 def read_vocabulary_file(path: str | os.PathLike[str], source: str = "transcribe",
-                         bonus: float = DEFAULT_BONUS, glossary: bool = False) -> Vocabulary:
+                         bonus: float = DEFAULT_BONUS, glossary: Prompt = "auto") -> Vocabulary:
     """A whole `Vocabulary` from one file (edge-asr transcribe --vocabulary)."""
     return Vocabulary(read_file(path), bonus, source, glossary)
 

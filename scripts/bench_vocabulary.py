@@ -19,21 +19,29 @@ real daemon (`edge-asr run`, file source at real-time pace; scripts/bench_latenc
 mode (default: none, terms) with the list as `vocabulary.file`; every `final` from the socket
 goes to the clip its middle lies in. Reports recall and WER/CER of the finals, end of clip ->
 final latency, CPU while speaking and peak RSS, next to the offline recall of the same clips at
-the daemon's final beam (the model's `stream.final_beam: auto`).
+the daemon's final beam (the model's `stream.final_beam: auto`) and the offline recall of the
+daemon's own utterance cuts (each final's start..end decoded alone, the previous one as context):
+finals that differ from the first but match the second differ by the cut, not the streaming.
+
+--list-size N: each clip gets a list of N terms (its own and others of the list; the unrelated
+mode: a moving slice of the unrelated list) instead of the whole list; with --daemon, one run
+per group of consecutive clips whose terms fit in N, with the group's list.
 
     .venv/bin/python scripts/bench_vocabulary.py                        # vocab_en + vocab_zh, all modes
     .venv/bin/python scripts/bench_vocabulary.py --sets vocab_en --modes none
     .venv/bin/python scripts/bench_vocabulary.py --sets vocab_en --en-model models/whisper-base-int8
     .venv/bin/python scripts/bench_vocabulary.py --general [--sets real_en nonspeech] [--limit 5]
     .venv/bin/python scripts/bench_vocabulary.py --daemon --sets vocab_en    # a few minutes in real time
+    .venv/bin/python scripts/bench_vocabulary.py --sets vocab_en --list-size 10 --prompt true
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,7 +63,8 @@ from edge.asr.load import load_recognizer  # noqa: E402
 from edge.audio.audiofile import AudioFileError, load_audio  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.manifest import tuning  # noqa: E402
-from edge.vocabulary import Vocabulary, VocabularyError, parse_items, read_vocabulary_file  # noqa: E402
+from edge.stream.session import CONTEXT_MAX_GAP_S  # noqa: E402
+from edge.vocabulary import Prompt, Vocabulary, VocabularyError, parse_items, read_vocabulary_file  # noqa: E402
 
 VOCAB_DIR = REPO / "scripts" / "vocab"
 DEFAULT_VOCAB_EN = REPO / "build" / "eval" / "vocab_en"
@@ -64,6 +73,7 @@ TERM_SETS = ("vocab_en", "vocab_zh")
 GENERAL_SETS = ("real_en", "real_meeting", "tts_piper_en", "tts_espeak_en", "longform_en", "zh", "nonspeech")
 MODES = ("none", "terms", "unrelated")
 DAEMON_MODES = ["none", "terms"]
+PROMPTS: dict[str, Prompt] = {"auto": "auto", "true": True, "false": False}  # --prompt: vocabulary.prompt
 RATE = 16000  # load_audio's rate, the daemon's
 GAP_S = 1.5  # silence after each joined clip: 5x vad.min_silence_ms (300), so every clip ends its utterance
 
@@ -89,6 +99,9 @@ class EvalSet:
     language: str
     clips: tuple[Clip, ...]
     terms: Vocabulary | None = None  # the `terms` mode's list
+
+
+Lists = dict[str, Vocabulary | None]  # mode -> its list (None: no list)
 
 
 @dataclass
@@ -157,20 +170,61 @@ def term_recall(eval_set: EvalSet, hyps: list[str]) -> tuple[int, int, list[str]
     return len(said) - len(missed), len(said), missed
 
 
-def mode_lists(eval_set: EvalSet, modes: list[str], unrelated: Vocabulary) -> dict[str, Vocabulary | None]:
+def mode_lists(eval_set: EvalSet, modes: list[str], unrelated: Vocabulary) -> Lists:
     lists = {"none": None, "terms": eval_set.terms, "unrelated": unrelated}
     return {mode: lists[mode] for mode in modes}
 
 
-def decode_set(eval_set: EvalSet, recognizer: Recognizer, lists: dict[str, Vocabulary | None],
-               beam: int) -> dict[str, Run]:
-    """Every clip in every mode, the mode order rotating from clip to clip; one untimed warm-up per mode."""
-    options = {mode: recognizer.options(beam_size=beam, language=eval_set.language,
-                                        **({"vocabulary": vocab} if vocab is not None else {}))
-               for mode, vocab in lists.items()}
-    modes = list(lists)
+def short_list(vocabulary: Vocabulary, said: Collection[str], number: int, size: int) -> Vocabulary:
+    """`size` terms of `vocabulary`: the ones `said`, then others from a start that moves with
+    `number`, in an order shuffled per `number` (seeded: the same lists every run).
+
+    A short list of which an utterance says one to three terms is what a meeting room's
+    attendee list looks like; the unrelated list's slices hold none of the clips' terms.
+    """
+    chosen = [term for term in vocabulary.terms if term.text in said]
+    others = [term for term in vocabulary.terms if term.text not in said]
+    start = number * size % max(len(others), 1)
+    chosen += (others[start:] + others[:start])[: max(size - len(chosen), 0)]
+    random.Random(number).shuffle(chosen)
+    return replace(vocabulary, terms=tuple(chosen))
+
+
+def term_groups(clips: Sequence[Clip], size: int) -> list[list[int]]:
+    """Runs of consecutive clips whose terms together fit in one `size`-term list (0: one run of all)."""
+    groups: list[list[int]] = []
+    said: set[str] = set()
+    for index, clip in enumerate(clips):
+        if groups and (not size or len(said | set(clip.terms)) <= size):
+            groups[-1].append(index)
+            said |= set(clip.terms)
+        else:
+            groups.append([index])
+            said = set(clip.terms)
+    return groups
+
+
+def clip_lists(eval_set: EvalSet, lists: Lists, size: int, groups: list[list[int]]) -> list[Lists]:
+    """Each clip's list per mode: the whole list or (`size` > 0) a `short_list` holding the terms of its group."""
+    out = [dict(lists) for _ in eval_set.clips]
+    for number, group in enumerate(groups if size else []):
+        said = {term for index in group for term in eval_set.clips[index].terms}
+        for mode, vocabulary in lists.items():
+            short = None if vocabulary is None else short_list(vocabulary, said, number, size)
+            for index in group:
+                out[index][mode] = short
+    return out
+
+
+def decode_set(eval_set: EvalSet, recognizer: Recognizer, lists: list[Lists], beam: int) -> dict[str, Run]:
+    """Every clip in every mode with its list (`lists[clip]`), the mode order rotating from clip to
+    clip; one untimed warm-up per mode."""
+    modes = list(lists[0]) if lists else []
     runs = {mode: Run() for mode in modes}
     for index, clip in enumerate(eval_set.clips):
+        options = {mode: recognizer.options(beam_size=beam, language=eval_set.language,
+                                            **({"vocabulary": vocab} if vocab is not None else {}))
+                   for mode, vocab in lists[index].items()}
         audio = load_audio(clip.path)
         if index == 0:
             for mode in modes:
@@ -210,12 +264,12 @@ def term_table(results: list[tuple[EvalSet, dict[str, Run]]], beam: int) -> str:
     return "\n".join(lines)
 
 
-def general_table(results: list[tuple[EvalSet, dict[str, Run]]], beam: int) -> str:
+def general_table(results: list[tuple[EvalSet, dict[str, Run]]], beam: int, list_name: str) -> str:
     normalize = EnglishTextNormalizer()
-    lines = [f"beam {beam}; error: WER (English) or CER (Chinese) in %; delta in points; "
+    lines = [f"beam {beam}; list: {list_name}; error: WER (English) or CER (Chinese) in %; delta in points; "
              "output on nonspeech: words (and CJK characters)",
              "",
-             "| set | model | error no list | error unrelated_50 | delta | nonspeech output (no list / list) "
+             "| set | model | error no list | error with list | delta | nonspeech output (no list / list) "
              "| decode s no list | decode s list | time ratio |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for eval_set, runs in results:
@@ -281,6 +335,26 @@ class DaemonRun:
     latencies: list[float]
     speaking_cpu: float
     peak_rss_mib: float
+    finals: list[dict] = field(default_factory=list)
+    cut_hyps: list[str] = field(default_factory=list)  # each final's own audio decoded offline (`decode_cuts`)
+
+
+def decode_cuts(recognizer: Recognizer, joined: Joined, finals: list[dict], options: object) -> list[dict]:
+    """Each final's own stretch of audio (its start_s..end_s) decoded offline, with the previous
+    one's text as context as the daemon gives it: what the daemon's utterance cuts alone make of
+    the clips, apart from its timing and partials."""
+    out: list[dict] = []
+    context: tuple[int, ...] = ()
+    last_end = -CONTEXT_MAX_GAP_S
+    for final in finals:
+        start, end = final["start_s"], final["end_s"]
+        audio = joined.audio[round(start * RATE): round(end * RATE)]
+        near = start - last_end <= CONTEXT_MAX_GAP_S
+        transcript = recognizer.transcribe(audio, context=context if near else (), options=options)
+        if transcript.text:
+            context, last_end = transcript.tokens, end
+        out.append({**final, "text": transcript.text})
+    return out
 
 
 def run_daemon_on(eval_set: EvalSet, wav: Path, joined: Joined, vocabulary: Vocabulary | None) -> DaemonRun:
@@ -293,28 +367,45 @@ def run_daemon_on(eval_set: EvalSet, wav: Path, joined: Joined, vocabulary: Voca
         run = bench_latency.run_daemon(wav, Path(work), eval_set.model, overrides, mic=None)
     segments = bench_latency.audible_segments(wav, [{"start": start, "end": end} for start, end in joined.spans])
     return DaemonRun(clip_texts(joined.spans, run.of("final")), bench_latency.final_latencies(run, segments),
-                     bench_latency.speaking_cpu(run, segments), run.peak_rss_mib)
+                     bench_latency.speaking_cpu(run, segments), run.peak_rss_mib, run.of("final"))
 
 
-def daemon_runs(eval_set: EvalSet, lists: dict[str, Vocabulary | None]) -> dict[str, DaemonRun]:
-    """The set's clips joined and played to the daemon once per mode, one run after another."""
-    joined = join_clips([load_audio(clip.path) for clip in eval_set.clips])
+def daemon_runs(eval_set: EvalSet, lists: list[Lists], groups: list[list[int]],
+                recognizer: Recognizer) -> dict[str, DaemonRun]:
+    """Each group's clips joined and played to the daemon once per mode with the group's list,
+    one run after another; then each run's utterance cuts decoded offline (`decode_cuts`)."""
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="bench-vocab-") as root:
-        wav = Path(root) / f"{eval_set.name}.wav"
-        soundfile.write(wav, joined.audio, RATE, subtype="PCM_16")
-        for mode, vocabulary in lists.items():
-            print(f"  {eval_set.name} [{mode}]: {len(joined.audio) / RATE:.0f} s through the daemon", file=sys.stderr)
-            runs[mode] = run_daemon_on(eval_set, wav, joined, vocabulary)
-            for clip, text in zip(eval_set.clips, runs[mode].hyps):
-                print(f"  {eval_set.name}/{clip.path.name} [{mode}, daemon] | {text!r}", file=sys.stderr)
+    for mode in lists[0]:
+        parts = [run_group(eval_set, group, lists[group[0]][mode], mode, recognizer) for group in groups]
+        runs[mode] = DaemonRun(
+            [text for part in parts for text in part.hyps], [s for part in parts for s in part.latencies],
+            sum(part.speaking_cpu * len(part.hyps) for part in parts) / len(eval_set.clips),
+            max(part.peak_rss_mib for part in parts), [], [text for part in parts for text in part.cut_hyps])
     return runs
 
 
-def offline_runs(eval_set: EvalSet, lists: dict[str, Vocabulary | None], threads: int) -> tuple[int, dict[str, Run]]:
+def run_group(eval_set: EvalSet, group: list[int], vocabulary: Vocabulary | None, mode: str,
+              recognizer: Recognizer) -> DaemonRun:
+    """One daemon run over the clips of `group`, joined, and its cuts decoded offline after it."""
+    clips = [eval_set.clips[index] for index in group]
+    joined = join_clips([load_audio(clip.path) for clip in clips])
+    with tempfile.TemporaryDirectory(prefix="bench-vocab-") as root:
+        wav = Path(root) / f"{eval_set.name}.wav"
+        soundfile.write(wav, joined.audio, RATE, subtype="PCM_16")
+        print(f"  {eval_set.name} [{mode}]: {len(joined.audio) / RATE:.0f} s through the daemon", file=sys.stderr)
+        run = run_daemon_on(eval_set, wav, joined, vocabulary)
+    options = recognizer.options(beam_size=tuning(eval_set.model).final_beam, language=eval_set.language,
+                                 **({"vocabulary": vocabulary} if vocabulary is not None else {}))
+    run.cut_hyps = clip_texts(joined.spans, decode_cuts(recognizer, joined, run.finals, options))
+    for clip, text, cut in zip(clips, run.hyps, run.cut_hyps):
+        print(f"  {eval_set.name}/{clip.path.name} [{mode}, daemon] | {text!r} | cuts offline: {cut!r}", file=sys.stderr)
+    return run
+
+
+def offline_runs(eval_set: EvalSet, lists: list[Lists], recognizer: Recognizer) -> tuple[int, dict[str, Run]]:
     """The same clips decoded one by one at the daemon's final beam (the model's `auto` value)."""
     beam = tuning(eval_set.model).final_beam
-    return beam, decode_set(eval_set, load_recognizer(eval_set.model, threads=threads), lists, beam)
+    return beam, decode_set(eval_set, recognizer, lists, beam)
 
 
 def percentiles_ms(values: list[float]) -> str:
@@ -327,8 +418,9 @@ def daemon_table(results: list[tuple[EvalSet, int, dict[str, Run], dict[str, Dae
              "in %, finals joined vs references joined; latency: end of each clip's audible speech -> its final",
              "",
              "| set | model | list | clips | recalled finals | recall % finals | recalled offline (beam) "
-             "| error finals | error offline | final p50/p95 ms | CPU speaking % | peak RSS MiB |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| recalled offline, the daemon's cuts | error finals | error offline | final p50/p95 ms "
+             "| CPU speaking % | peak RSS MiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for eval_set, beam, offline, daemon in results:
         references = " ".join(clip.text for clip in eval_set.clips)
         for mode, run in daemon.items():
@@ -337,14 +429,14 @@ def daemon_table(results: list[tuple[EvalSet, int, dict[str, Run], dict[str, Dae
             finals_error = scoring.error_rate(eval_set.scored_as, [references], [" ".join(run.hyps)])
             lines.append(f"| {eval_set.name} | {eval_set.model.name} | {mode} | {len(eval_set.clips)} "
                          f"| {recalled}/{said} | {100 * recalled / max(said, 1):.0f} "
-                         f"| {offline_recalled}/{said} ({beam}) "
+                         f"| {offline_recalled}/{said} ({beam}) | {term_recall(eval_set, run.cut_hyps)[0]}/{said} "
                          f"| {scoring.metric_name(eval_set.scored_as)} {100 * (finals_error or 0):.1f} "
                          f"| {error_text(eval_set, offline[mode].hyps)} | {percentiles_ms(run.latencies)} "
                          f"| {run.speaking_cpu:.0f} | {run.peak_rss_mib:.0f} |")
     lines.append("")
     for eval_set, _, offline, daemon in results:
         for mode, run in daemon.items():
-            for where, hyps in (("daemon", run.hyps), ("offline", offline[mode].hyps)):
+            for where, hyps in (("daemon", run.hyps), ("offline", offline[mode].hyps), ("cuts", run.cut_hyps)):
                 missed = term_recall(eval_set, hyps)[2]
                 lines.append(f"missed ({eval_set.name}, {mode}, {where}): {', '.join(missed) or '-'}")
     return "\n".join(lines)
@@ -365,10 +457,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--limit", type=int, default=0, help="first N files per set (0 = all)")
-    parser.add_argument("--prompt", action="store_true", help="lists with vocabulary.prompt on (the terms as a prompt too)")
+    parser.add_argument("--prompt", choices=PROMPTS, default="auto",
+                        help="vocabulary.prompt of every list (default auto, as config.yaml)")
+    parser.add_argument("--list-size", type=int, default=0, metavar="N",
+                        help="a list of N terms per clip instead of the whole list: the clip's own terms and "
+                             "others of the list (unrelated: a moving N-term slice); --daemon: one run per group "
+                             "of consecutive clips whose terms fit in N, with the group's terms")
     args = parser.parse_args(argv)
     if args.general and args.daemon:
         parser.error("--daemon runs the term sets; it does not combine with --general")
+    if args.list_size < 0:
+        parser.error("--list-size takes a number of terms, 1 or more")
     known = GENERAL_SETS if args.general else TERM_SETS
     args.sets = args.sets or list(known)
     unknown = [name for name in args.sets if name not in known]
@@ -396,8 +495,11 @@ def daemon_main(sets: list[EvalSet], args: argparse.Namespace, unrelated: Vocabu
     try:
         results = []
         for eval_set in sets:
-            lists = mode_lists(eval_set, args.modes, unrelated)
-            results.append((eval_set, *offline_runs(eval_set, lists, args.threads), daemon_runs(eval_set, lists)))
+            groups = term_groups(eval_set.clips, args.list_size)
+            lists = clip_lists(eval_set, mode_lists(eval_set, args.modes, unrelated), args.list_size, groups)
+            recognizer = load_recognizer(eval_set.model, threads=args.threads)
+            results.append((eval_set, *offline_runs(eval_set, lists, recognizer),
+                            daemon_runs(eval_set, lists, groups, recognizer)))
     except (ModelError, AudioFileError, RuntimeError) as exc:  # RuntimeError: the daemon failed, then its stderr
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         print(f"bench_vocabulary.py: {' ... '.join(dict.fromkeys([lines[0], lines[-1]]))}", file=sys.stderr)
@@ -410,16 +512,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sets = load_sets(args)
-        unrelated = read_vocabulary_file(args.unrelated, glossary=args.prompt)
-        sets = [replace(s, terms=replace(s.terms, glossary=args.prompt) if s.terms else s.terms) for s in sets]
+        prompt = PROMPTS[args.prompt]
+        unrelated = read_vocabulary_file(args.unrelated, glossary=prompt)
+        sets = [replace(s, terms=replace(s.terms, glossary=prompt) if s.terms else s.terms) for s in sets]
         if args.daemon:
             return daemon_main(sets, args, unrelated)
         recognizers = {model: load_recognizer(model, threads=args.threads) for model in {s.model for s in sets}}
     except (BenchError, VocabularyError, ModelError, OSError) as exc:
         print(f"bench_vocabulary.py: {exc}", file=sys.stderr)
         return 2
-    results = [(s, decode_set(s, recognizers[s.model], mode_lists(s, args.modes, unrelated), args.beam)) for s in sets]
-    print(general_table(results, args.beam) if args.general else term_table(results, args.beam))
+    results = [(s, decode_set(s, recognizers[s.model], clip_lists(s, mode_lists(s, args.modes, unrelated),
+                                                                   args.list_size, [[i] for i in range(len(s.clips))]),
+                              args.beam))
+               for s in sets]
+    size = f"{args.list_size}-term slices of " if args.list_size else ""
+    listed = f"{size}{args.unrelated.name}, vocabulary.prompt {args.prompt}"
+    if not args.general:
+        print(f"lists: {f'{args.list_size} terms per clip' if args.list_size else 'whole'}"
+              f", vocabulary.prompt {args.prompt}")
+    print(general_table(results, args.beam, listed) if args.general else term_table(results, args.beam))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from edge.asr.whisper.bias import BiasTrie, recital
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.asr.whisper.decoding import (
     DecodeOptions,
@@ -170,6 +171,37 @@ def test_no_fallback_for_confident_text():
     assert result.temperature == 0.0 and result.text == "ae"
 
 
+def glossary_options(vocab: int) -> dict:
+    """Term "bc" (a small bonus) given as the glossary prompt too."""
+    trie = BiasTrie([((B, C), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool), recital({"bc"}))
+    return {"glossary": (B, C), "bias": trie, "beam_size": 1}
+
+
+def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
+    def policy(seq):
+        sampled = after_prefix(seq)
+        if seq[-1] == SOT:
+            return {A: 1.0}
+        if B in seq[: seq.index(SOT)]:  # the glossary before SOT: the model recites it
+            return {B: 0.9, A: 0.1} if not sampled else ({C: 1.0} if sampled == [B] else {EOT: 1.0})
+        return {A: 0.9, B: 0.1} if not sampled else {EOT: 1.0}
+
+    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
+    assert result.text == "a"
+    assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+
+
+def test_no_speech_and_language_are_read_without_the_glossary_which_goes_unused_on_silence():
+    def policy(seq):
+        if seq[-1] == SOT:  # the glossary would make the model sure that somebody speaks
+            return {NO_SPEECH: 0.1, A: 0.9} if B in seq else {NO_SPEECH: 0.9, A: 0.1}
+        return {B: 0.6, A: 0.4} if not after_prefix(seq) else {EOT: 1.0}
+
+    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
+    assert result.no_speech_prob == pytest.approx(0.9, abs=1e-3)
+    assert all(B not in call.tolist()[0] for call in backend.calls[:2]), "no glossary where nobody speaks"
+
+
 def _rules(**options) -> LogitRules:
     return LogitRules(make_tokenizer(), DecodeOptions(timestamps=True, **options))
 
@@ -232,6 +264,19 @@ def test_top_k_matches_a_full_sort():
     np.testing.assert_array_equal(top_k(scores, 6), expected)
 
 
+def test_punctuation_tokens_are_the_stops_between_sentences() -> None:
+    from edge.asr.whisper.decoding import punctuation_tokens
+    from edge.asr.whisper.tokenizer import Tokenizer as Real
+    from tests.conftest import MODELS
+
+    tok = Real.from_dir(MODELS / "whisper-base-int8")
+    stops = punctuation_tokens(tok.tokens, tok.eot)
+    for text in (".", ",", "。", "?"):  # ("，" is two byte tokens in this vocabulary)
+        assert tok.encode(text)[0] in stops, text
+    for text in (" belief", " the", "的", "2"):
+        assert tok.encode(text)[0] not in stops, text
+
+
 def test_a_sentence_decoded_twice_into_the_padding_is_kept_once() -> None:
     """Issue 10 item 8: "Please scan your ticket at the gate. Please scan your ticket at the gate." """
     from edge.asr.whisper.decoding import without_repeated_sentence
@@ -243,7 +288,12 @@ def test_a_sentence_decoded_twice_into_the_padding_is_kept_once() -> None:
     assert without_repeated_sentence([1, 2, 1, 2], eot) == [1, 2, 1, 2]  # "no, no": short repeats stay
     assert without_repeated_sentence(sentence + [18], eot) == sentence + [18]
     full_stop, on = 19, 20  # "He must be home now for the lightress. He must be home now for the lightress on."
-    assert without_repeated_sentence([*sentence, full_stop, *sentence, on, full_stop], eot) == [*sentence, on, full_stop]
+    parted = [*sentence, full_stop, *sentence, on, full_stop]
+    assert without_repeated_sentence(parted, eot, stops={full_stop}) == [*sentence, on, full_stop]
+    # "..., it was the epoch of belief, it was the epoch of incredulity.": parted by a word, both stay
+    belief, incredulity = 21, 22
+    anaphora = [*sentence, belief, *sentence, incredulity, full_stop]
+    assert without_repeated_sentence(anaphora, eot, stops={full_stop}) == anaphora
     stamps = [eot + 1, *sentence, eot + 2, eot + 3, *sentence, eot + 4]  # timestamps stay
     assert without_repeated_sentence(stamps, eot) == [eot + 1, *sentence, eot + 2, eot + 3, eot + 4]
     far = [*sentence, *sentence, 21, 22, 23, 24, 25]  # the copy is not near the end: left alone

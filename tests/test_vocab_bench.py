@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import bench_vocabulary as bench  # noqa: E402
 import make_vocab_set as make  # noqa: E402
 import scoring  # noqa: E402
-from edge.vocabulary import Vocabulary, read_file  # noqa: E402
+from edge.vocabulary import Term, Vocabulary, read_file  # noqa: E402
 
 VOCAB = REPO / "scripts" / "vocab"
 
@@ -112,9 +112,44 @@ def test_every_clip_is_decoded_once_in_every_mode_with_its_list(tmp_path):
     eval_set = bench.EvalSet("vocab_en", "vocab_en", Path("m"), "en", tuple(clips), Vocabulary())
     terms = Vocabulary(read_file(VOCAB / "terms_en.txt"))
     lists = {"none": None, "terms": terms, "unrelated": Vocabulary(read_file(VOCAB / "unrelated_50.txt"))}
-    runs = bench.decode_set(eval_set, FakeRecognizer(), lists, beam=5)
+    alone = [[0], [1], [2]]
+    runs = bench.decode_set(eval_set, FakeRecognizer(), bench.clip_lists(eval_set, lists, 0, alone), beam=5)
     assert {mode: run.hyps for mode, run in runs.items()} == {
         "none": ["0 terms"] * 3, "terms": [f"{len(terms.terms)} terms"] * 3, "unrelated": ["50 terms"] * 3}
+    short = bench.decode_set(eval_set, FakeRecognizer(), bench.clip_lists(eval_set, lists, 10, alone), beam=5)
+    assert {mode: run.hyps for mode, run in short.items()} == {
+        "none": ["0 terms"] * 3, "terms": ["10 terms"] * 3, "unrelated": ["10 terms"] * 3}
+
+
+def test_a_short_list_holds_the_terms_said_and_others_up_to_its_size():
+    terms = Vocabulary(read_file(VOCAB / "terms_en.txt"))
+    said = {"Siobhan", "Kubernetes"}
+    lists = [bench.short_list(terms, said, number, 10) for number in range(3)]
+    for short in lists:
+        texts = [term.text for term in short.terms]
+        assert len(texts) == len(set(texts)) == 10 and said <= set(texts)
+    assert len({short.terms for short in lists}) == 3  # the other terms differ from list to list
+    assert bench.short_list(terms, said, 1, 10) == lists[1]  # seeded: the same list every run
+    assert {t.text for t in bench.short_list(terms, said, 0, 1).terms} == said  # what is said is never left out
+
+
+def test_daemon_groups_are_consecutive_clips_whose_terms_fit_one_list():
+    clips = [bench.Clip(Path(f"{i}.wav"), "x", terms) for i, terms in
+             enumerate([("a", "b"), ("c",), ("a", "d"), ("e", "f", "g"), ("h",)])]
+    assert bench.term_groups(clips, 4) == [[0, 1, 2], [3, 4]]
+    assert bench.term_groups(clips, 0) == [[0, 1, 2, 3, 4]]
+    eval_set = bench.EvalSet("vocab_en", "vocab_en", Path("m"), "en", tuple(clips))
+    every = Vocabulary(tuple(Term(t) for t in "abcdefghij"))
+    lists = bench.clip_lists(eval_set, {"none": None, "terms": every}, 4, [[0, 1, 2], [3, 4]])
+    assert lists[0] == lists[2] != lists[3] and lists[0]["none"] is None
+    assert {t.text for t in lists[0]["terms"].terms} == set("abcd")
+
+
+def test_list_size_must_be_a_number_of_terms(capsys):
+    assert bench.parse_args(["--list-size", "10", "--daemon"]).list_size == 10
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--list-size", "-1"])
+    assert "--list-size takes a number of terms" in capsys.readouterr().err
 
 
 def test_missing_piper_says_what_to_install(monkeypatch):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge.asr.whisper.bias import BiasTrie, Match, build_trie, spellings
+from edge.asr.whisper.bias import BiasTrie, Match, build_trie, recital, spellings
 from edge.asr.whisper.recognizer import Recognizer
 from edge.audio.audiofile import load_audio
 from edge.vocabulary import (
@@ -115,6 +115,20 @@ def test_a_common_first_token_opens_a_term_without_a_bonus() -> None:
     assert bonus(two_tokens, Match())[6] == 0.0 and walk(two_tokens, [6, 2, 0])[1] == pytest.approx(B)
 
 
+@pytest.mark.parametrize(("forms", "text", "recites"), [
+    ({"Kibana", "OpenWrt", "Fluentd"}, "Kibana, OpenWrt, Fluentd.", True),  # the glossary's own form
+    ({"Thandiwe"}, " Thandiwe,", True),  # nothing but a term
+    ({"张家界", "乌鲁木齐"}, "张家界，张家界，乌鲁木齐", True),
+    ({"Tegucigalpa", "Husqvarna"}, "tegucigalpa husqvarna", True),  # case and spacing aside
+    ({"Niamh", "Saoirse"}, " Niamh and Saoirse are booking the room.", False),  # a sentence naming both
+    ({"HashiCorp"}, "HashiCorp,能够做的比我还好用。", False),  # one term, then speech
+    ({"AI"}, "Thai, AI", False),  # not inside another word
+    ({"Kubernetes"}, "We moved to Kubernetes.", False),
+])
+def test_a_hypothesis_that_recites_the_glossary_is_recognised(forms, text, recites) -> None:
+    assert (recital(forms).search(text) is not None) is recites
+
+
 def test_spellings_of_word_and_chinese_terms() -> None:
     assert spellings("ljubljana") == {" ljubljana", " Ljubljana"}
     assert " Kubernetes" in spellings("Kubernetes") and "Kubernetes" not in spellings("Kubernetes")
@@ -215,8 +229,22 @@ def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:
 
 def test_an_empty_list_or_zero_bonus_builds_no_tree(tiny) -> None:
     assert build_trie(Vocabulary(), tiny.tokenizer) is None
-    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is None
+    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0, glossary=False), tiny.tokenizer) is None
+    # a list given as a prompt keeps its tree, which finds a hypothesis that reads the prompt back
+    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is not None
     assert tiny.options(vocabulary=Vocabulary((Term("Siobhan"),), glossary=False)).glossary == ()
+
+
+def test_prompt_auto_gives_a_short_list_whole_and_a_long_one_not_at_all(tiny) -> None:
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # 39 terms, ~190 tokens
+    short = Vocabulary(every[:10])
+    assert tiny.tokenizer.decode(tiny.options(vocabulary=short).glossary).startswith(" Siobhan, Niamh,")
+    assert tiny.options(vocabulary=Vocabulary(every)).glossary == ()
+    assert 100 < len(tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary) <= 160  # true: the heaviest
+    assert tiny.options(vocabulary=Vocabulary(every[:10], glossary=False)).glossary == ()
+    # auto: not in the windows of long audio (longform_en WER +3.4 there); true: everywhere
+    assert not tiny.options(vocabulary=short).glossary_in_windows
+    assert tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary_in_windows
 
 
 def test_transcribe_takes_a_vocabulary_file_and_names_a_bad_line(tmp_path, eval_dir) -> None:

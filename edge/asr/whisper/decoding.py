@@ -7,15 +7,18 @@ logits give the no-speech probability), then the rest of the prefix.
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
 from edge.asr.whisper.bias import BiasTrie, Match
 from edge.asr.whisper.graph import CrossKV, SelfKV, WhisperBackend
-from edge.asr.whisper.tokenizer import Tokenizer
+from edge.asr.whisper.tokenizer import Tokenizer, unicode_to_byte
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -52,6 +55,7 @@ class DecodeOptions:
     seed: int = 0
     language: str | None = None  # multilingual models: None detects it from the first decoder step
     bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
+    glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt` (needs `bias`)
 
 
 @dataclass(frozen=True)
@@ -133,17 +137,19 @@ def without_loop(tokens: Sequence[int], eot: int) -> list[int]:
     return [t for i, t in enumerate(tokens) if i not in drop]
 
 
-def without_repeated_sentence(tokens: Sequence[int], eot: int) -> list[int]:
+def without_repeated_sentence(tokens: Sequence[int], eot: int, stops: Collection[int] = frozenset()) -> list[int]:
     """Drop a copy of the text just before it, near the end ("Please scan your ticket. Please scan your ticket.").
 
     Decoding into the silence padded after an utterance sometimes says the utterance
     again; the loop guard needs three copies, this needs two of at least REPEAT_MIN_TOKENS.
-    The copies may be parted by one token (a full stop) and the copy may end up to
-    REPEAT_TAIL_TOKENS before the end, which stays: through the virtual microphone a zh-set
-    clip gave "He must be home now for the lightress. He must be home now for the lightress on."
+    The copies may be parted by one punctuation token (one of `stops`) and the copy may end
+    up to REPEAT_TAIL_TOKENS before the end, which stays: through the virtual microphone a
+    zh-set clip gave "He must be home now for the lightress. He must be home now for the
+    lightress on." Parted by a word, it is speech: "..., it was the epoch of belief, it was
+    the epoch of incredulity." (longform_en) keeps both.
     """
     text = [t for t in tokens if t < eot]
-    cut = _repeated_run(text)
+    cut = _repeated_run(text, stops)
     if cut is None:
         return list(tokens)
     out, index = [], 0
@@ -154,16 +160,33 @@ def without_repeated_sentence(tokens: Sequence[int], eot: int) -> list[int]:
     return out
 
 
-def _repeated_run(text: Sequence[int]) -> tuple[int, int] | None:
-    """[start, end) of the second copy and the token before it, or None."""
+def _repeated_run(text: Sequence[int], stops: Collection[int]) -> tuple[int, int] | None:
+    """[start, end) of the second copy and the stop before it, or None."""
     for tail in range(REPEAT_TAIL_TOKENS + 1):
         end = len(text) - tail
         for gap in (0, 1):
             for size in range((end - gap) // 2, REPEAT_MIN_TOKENS - 1, -1):
                 second = end - size
+                if gap and text[second - 1] not in stops:
+                    continue
                 if text[second:end] == text[second - gap - size : second - gap]:
                     return second - gap, end
     return None
+
+
+@lru_cache(maxsize=2)
+def punctuation_tokens(tokens: tuple[str, ...], eot: int) -> frozenset[int]:
+    """Text tokens that are nothing but punctuation (".", ",", "。"): what may part a sentence from its copy."""
+    table = unicode_to_byte()
+    found = set()
+    for index, token in enumerate(tokens[:eot]):
+        try:
+            text = bytes(table[ch] for ch in token).decode("utf-8").strip()
+        except (KeyError, UnicodeDecodeError):
+            continue
+        if text and all(unicodedata.category(ch).startswith("P") for ch in text):
+            found.add(index)
+    return frozenset(found)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -312,9 +335,17 @@ class Decoder:
             result = self._search(cross, replace(prefix, options=replace(prefix.options, temperature=temperature)))
             attempts.append(result)
             if not result.needs_fallback:
-                return result
-        sane = [r for r in attempts if not r.looped and r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
-        return max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
+                break
+        else:
+            sane = [r for r in attempts if not r.looped and r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
+            result = max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
+        if self._reads_back(result, prefix.options):
+            return self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
+        return result
+
+    def _reads_back(self, result: DecodeResult, options: DecodeOptions) -> bool:
+        """A result that recites the glossary prompt rather than the audio (`BiasTrie.reads_back`)."""
+        return bool(options.glossary) and options.bias is not None and options.bias.reads_back(result.text)
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.
@@ -322,25 +353,37 @@ class Decoder:
         Its logits give the no-speech probability and, on a multilingual model, the
         language (the token after SOT is the language token): detection costs no
         extra decoder call. The options come back with the language settled.
+
+        Both are read without the glossary, so that a list of terms changes neither
+        whether the model thinks someone speaks nor in which language. Where speech is
+        likely, the glossary goes before the prompt in a second first call; where it is
+        not, the glossary goes unused (with it, tiny.en wrote "Thimphu, Guillermo," for
+        white noise: scripts/bench_vocabulary.py --general --list-size 10 --prompt true).
         """
         tok = self.tok
-        history = [tok.sot_prev, *options.prompt[-MAX_PROMPT_TOKENS:]] if options.prompt else []
-        first = np.array([[*history, tok.sot]], dtype=np.int64)
-        logits, cache = self.backend.decode(first, self.backend.empty_cache(1), cross)
+        logits, cache = self._start(cross, options.prompt)
         sot_logprobs = log_softmax(logits[0].astype(np.float64))
         language_prob = 1.0
         if options.language is None:
             language, language_prob = self.detect_language(sot_logprobs)
             options = replace(options, language=language)
-        rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
-        if rest:
-            logits, cache = self.backend.decode(np.array([rest], dtype=np.int64), cache, cross)
         no_speech = float(np.exp(sot_logprobs[tok.no_speech]))
         if no_speech > NO_SPEECH_THRESHOLD:
             # Likely no speech: no vocabulary bonus, which would otherwise lift a noise
             # hypothesis ("Mm. Mm." on ../shared/eval/nonspeech clicks) over the silence rule.
-            options = replace(options, bias=None)
+            options = replace(options, bias=None, glossary=())
+        if options.glossary:
+            logits, cache = self._start(cross, (*options.glossary, *options.prompt))
+        rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
+        if rest:
+            logits, cache = self.backend.decode(np.array([rest], dtype=np.int64), cache, cross)
         return _Prefix(options, logits, cache, no_speech, language_prob)
+
+    def _start(self, cross: CrossKV, prompt: Sequence[int]) -> tuple[np.ndarray, SelfKV]:
+        """The logits after <|startofprev|> `prompt` (its last MAX_PROMPT_TOKENS) <|startoftranscript|>, and the cache."""
+        history = [self.tok.sot_prev, *prompt[-MAX_PROMPT_TOKENS:]] if prompt else []
+        first = np.array([[*history, self.tok.sot]], dtype=np.int64)
+        return self.backend.decode(first, self.backend.empty_cache(1), cross)
 
     def detect_language(self, sot_logprobs: np.ndarray) -> tuple[str, float]:
         """The most likely language token after SOT, and its probability among the languages."""
@@ -371,7 +414,7 @@ class Decoder:
         """Scores are of the sampled tokens; the text has a loop cut down to one copy."""
         looped = has_loop([t for t in best.tokens if t < self.tok.eot])
         tokens = without_loop(best.tokens, self.tok.eot) if looped else best.tokens
-        tokens = without_repeated_sentence(tokens, self.tok.eot)
+        tokens = without_repeated_sentence(tokens, self.tok.eot, punctuation_tokens(self.tok.tokens, self.tok.eot))
         text = self.tok.decode(tokens)
         return DecodeResult(
             tokens=tuple(tokens),
