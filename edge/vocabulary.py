@@ -30,6 +30,7 @@ MAX_BONUS = 10.0
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
 SOURCES = ("none", "config", "transcribe", "request")
 Prompt = bool | Literal["auto"]  # vocabulary.prompt
+PROMPTS: dict[str, Prompt] = {"auto": "auto", "true": True, "false": False}  # as written on a command line
 
 
 class VocabularyError(ValueError):

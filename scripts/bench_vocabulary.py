@@ -64,7 +64,7 @@ from edge.audio.audiofile import AudioFileError, load_audio  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.manifest import tuning  # noqa: E402
 from edge.stream.session import CONTEXT_MAX_GAP_S  # noqa: E402
-from edge.vocabulary import Prompt, Vocabulary, VocabularyError, parse_items, read_vocabulary_file  # noqa: E402
+from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, parse_items, read_vocabulary_file  # noqa: E402
 
 VOCAB_DIR = REPO / "scripts" / "vocab"
 DEFAULT_VOCAB_EN = REPO / "build" / "eval" / "vocab_en"
@@ -73,7 +73,6 @@ TERM_SETS = ("vocab_en", "vocab_zh")
 GENERAL_SETS = ("real_en", "real_meeting", "tts_piper_en", "tts_espeak_en", "longform_en", "zh", "nonspeech")
 MODES = ("none", "terms", "unrelated")
 DAEMON_MODES = ["none", "terms"]
-PROMPTS: dict[str, Prompt] = {"auto": "auto", "true": True, "false": False}  # --prompt: vocabulary.prompt
 RATE = 16000  # load_audio's rate, the daemon's
 GAP_S = 1.5  # silence after each joined clip: 5x vad.min_silence_ms (300), so every clip ends its utterance
 
@@ -216,15 +215,19 @@ def clip_lists(eval_set: EvalSet, lists: Lists, size: int, groups: list[list[int
     return out
 
 
+def list_options(recognizer: Recognizer, eval_set: EvalSet, beam: int, vocabulary: Vocabulary | None) -> object:
+    """The recognizer's options for a set at `beam` with a list (None: the recognizer's default, none)."""
+    return recognizer.options(beam_size=beam, language=eval_set.language,
+                              **({"vocabulary": vocabulary} if vocabulary is not None else {}))
+
+
 def decode_set(eval_set: EvalSet, recognizer: Recognizer, lists: list[Lists], beam: int) -> dict[str, Run]:
     """Every clip in every mode with its list (`lists[clip]`), the mode order rotating from clip to
     clip; one untimed warm-up per mode."""
     modes = list(lists[0]) if lists else []
     runs = {mode: Run() for mode in modes}
     for index, clip in enumerate(eval_set.clips):
-        options = {mode: recognizer.options(beam_size=beam, language=eval_set.language,
-                                            **({"vocabulary": vocab} if vocab is not None else {}))
-                   for mode, vocab in lists[index].items()}
+        options = {mode: list_options(recognizer, eval_set, beam, vocab) for mode, vocab in lists[index].items()}
         audio = load_audio(clip.path)
         if index == 0:
             for mode in modes:
@@ -394,8 +397,7 @@ def run_group(eval_set: EvalSet, group: list[int], vocabulary: Vocabulary | None
         soundfile.write(wav, joined.audio, RATE, subtype="PCM_16")
         print(f"  {eval_set.name} [{mode}]: {len(joined.audio) / RATE:.0f} s through the daemon", file=sys.stderr)
         run = run_daemon_on(eval_set, wav, joined, vocabulary)
-    options = recognizer.options(beam_size=tuning(eval_set.model).final_beam, language=eval_set.language,
-                                 **({"vocabulary": vocabulary} if vocabulary is not None else {}))
+    options = list_options(recognizer, eval_set, tuning(eval_set.model).final_beam, vocabulary)
     run.cut_hyps = clip_texts(joined.spans, decode_cuts(recognizer, joined, run.finals, options))
     for clip, text, cut in zip(clips, run.hyps, run.cut_hyps):
         print(f"  {eval_set.name}/{clip.path.name} [{mode}, daemon] | {text!r} | cuts offline: {cut!r}", file=sys.stderr)
@@ -467,7 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.general and args.daemon:
         parser.error("--daemon runs the term sets; it does not combine with --general")
     if args.list_size < 0:
-        parser.error("--list-size takes a number of terms, 1 or more")
+        parser.error("--list-size takes a number of terms, 1 or more (0, the default: the whole list)")
     known = GENERAL_SETS if args.general else TERM_SETS
     args.sets = args.sets or list(known)
     unknown = [name for name in args.sets if name not in known]

@@ -6,12 +6,13 @@ so a beam search that reorders the cache wrongly produces wrong text.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import numpy as np
 import pytest
 
-from edge.asr.whisper.bias import BiasTrie, recital
+from edge.asr.whisper.bias import BiasTrie
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.asr.whisper.decoding import (
     DecodeOptions,
@@ -173,8 +174,8 @@ def test_no_fallback_for_confident_text():
 
 def glossary_options(vocab: int) -> dict:
     """Term "bc" (a small bonus) given as the glossary prompt too."""
-    trie = BiasTrie([((B, C), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool), recital({"bc"}))
-    return {"glossary": (B, C), "bias": trie, "beam_size": 1}
+    trie = BiasTrie([((B, C), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
+    return {"glossary": (B, C), "bias": trie, "recital": re.compile("bc"), "beam_size": 1}
 
 
 def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
@@ -189,6 +190,14 @@ def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
     result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
     assert result.text == "a"
     assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+
+
+def test_a_long_prompt_loses_its_oldest_tokens_and_the_glossary_stays_whole():
+    said_before = tuple([A] * 300)
+    _, backend = run(lambda seq: {EOT: 1.0}, **glossary_options(make_tokenizer().vocab_size), prompt=said_before)
+    starts = [call.tolist()[0] for call in backend.calls if call.tolist()[0][-1:] == [SOT]]
+    assert starts[1] == [SOT_PREV, B, C, *[A] * (223 - 2), SOT]
+    assert starts[0] == [SOT_PREV, *[A] * 223, SOT]  # no-speech and language: without the glossary
 
 
 def test_no_speech_and_language_are_read_without_the_glossary_which_goes_unused_on_silence():
@@ -267,13 +276,13 @@ def test_top_k_matches_a_full_sort():
 def test_punctuation_tokens_are_the_stops_between_sentences() -> None:
     from edge.asr.whisper.decoding import punctuation_tokens
     from edge.asr.whisper.tokenizer import Tokenizer as Real
-    from tests.conftest import MODELS
+    from tests.conftest import _built_model
 
-    tok = Real.from_dir(MODELS / "whisper-base-int8")
+    tok = Real.from_dir(_built_model("whisper-base-int8"))
     stops = punctuation_tokens(tok.tokens, tok.eot)
     for text in (".", ",", "。", "?"):  # ("，" is two byte tokens in this vocabulary)
         assert tok.encode(text)[0] in stops, text
-    for text in (" belief", " the", "的", "2"):
+    for text in (" belief", " the", "的", "2", "-", "("):
         assert tok.encode(text)[0] not in stops, text
 
 

@@ -33,7 +33,7 @@ def base(base_model_dir: Path) -> Recognizer:
 
 
 def test_prompt_auto_is_for_english_speech_only(base: Recognizer) -> None:
-    """A short list as the prompt cost whisper-base +6.9 CER on the zh set: auto leaves it out
+    """A short list as the prompt cost whisper-base +5.4 CER on the zh set: auto leaves it out
     unless the speech is known to be English (prompt: true gives it in any language)."""
     from edge.vocabulary import Term, Vocabulary
 

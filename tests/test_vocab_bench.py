@@ -152,6 +152,22 @@ def test_list_size_must_be_a_number_of_terms(capsys):
     assert "--list-size takes a number of terms" in capsys.readouterr().err
 
 
+def test_the_daemons_cuts_are_decoded_with_the_previous_text_as_context_within_its_gap():
+    class Echo:
+        """Says how many samples it got and the context it was given."""
+
+        def transcribe(self, audio, *, context=(), options=None):
+            text = "" if not len(audio) else f"{len(audio)} after {list(context)}"
+            return type("Transcript", (), {"text": text, "tokens": (len(audio),)})()
+
+    joined = bench.Joined(np.zeros(16000 * 40, np.float32), ((0.0, 40.0),))
+    finals = [{"start_s": 0.0, "end_s": 1.0}, {"start_s": 2.0, "end_s": 2.5},
+              {"start_s": 3.0, "end_s": 3.0}, {"start_s": 20.0, "end_s": 21.0}]
+    texts = [f["text"] for f in bench.decode_cuts(Echo(), joined, finals, options=None)]
+    # the empty one does not become context; 20 s is past CONTEXT_MAX_GAP_S after the last text
+    assert texts == ["16000 after []", "8000 after [16000]", "", "16000 after []"]
+
+
 def test_missing_piper_says_what_to_install(monkeypatch):
     def missing(name):
         raise metadata.PackageNotFoundError(name)

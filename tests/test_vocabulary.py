@@ -115,18 +115,30 @@ def test_a_common_first_token_opens_a_term_without_a_bonus() -> None:
     assert bonus(two_tokens, Match())[6] == 0.0 and walk(two_tokens, [6, 2, 0])[1] == pytest.approx(B)
 
 
-@pytest.mark.parametrize(("forms", "text", "recites"), [
-    ({"Kibana", "OpenWrt", "Fluentd"}, "Kibana, OpenWrt, Fluentd.", True),  # the glossary's own form
-    ({"Thandiwe"}, " Thandiwe,", True),  # nothing but a term
-    ({"张家界", "乌鲁木齐"}, "张家界，张家界，乌鲁木齐", True),
-    ({"Tegucigalpa", "Husqvarna"}, "tegucigalpa husqvarna", True),  # case and spacing aside
-    ({"Niamh", "Saoirse"}, " Niamh and Saoirse are booking the room.", False),  # a sentence naming both
-    ({"HashiCorp"}, "HashiCorp,能够做的比我还好用。", False),  # one term, then speech
-    ({"AI"}, "Thai, AI", False),  # not inside another word
-    ({"Kubernetes"}, "We moved to Kubernetes.", False),
+@pytest.mark.parametrize(("terms", "text", "recites"), [
+    (["Kibana", "OpenWrt", "Fluentd"], " Kibana, OpenWrt, Fluentd.", True),  # the glossary's own form
+    (["张家界", "乌鲁木齐"], "张家界，张家界，乌鲁木齐", True),
+    (["Tegucigalpa", "Husqvarna"], "Tegucigalpa, Husqvarna,", True),  # no leading space (after Chinese)
+    (["kibana", "openwrt"], " Kibana, Openwrt.", True),  # capitalised, as the model writes a list
+    (["Niamh", "Saoirse"], " Niamh and Saoirse are booking the room.", False),  # a sentence naming both
+    (["Grace", "Will"], " Grace will send it.", False),  # a name and a word, no list
+    (["Thandiwe"], " Thandiwe?", False),  # a name called out
+    (["HashiCorp"], "HashiCorp,能够做的比我还好用。", False),  # one term, then speech
+    (["AI", "Thai"], " Thaiwan, AIX", False),  # not inside other words
 ])
-def test_a_hypothesis_that_recites_the_glossary_is_recognised(forms, text, recites) -> None:
-    assert (recital(forms).search(text) is not None) is recites
+def test_a_hypothesis_that_recites_the_glossary_is_recognised(terms, text, recites) -> None:
+    pattern = recital(Vocabulary(tuple(Term(t) for t in terms)))
+    assert (pattern.search(text) is not None) is recites
+
+
+def test_the_recital_check_stays_fast_on_names_that_overlap() -> None:
+    """{Kim, Lee, Kim Lee} split "Kim Lee Kim Lee ..." in 2^n ways; the check must not try them."""
+    import time
+
+    pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee"))))
+    start = time.perf_counter()
+    assert pattern.search(" " + "Kim Lee " * 200 + "x") is None
+    assert time.perf_counter() - start < 0.5
 
 
 def test_spellings_of_word_and_chinese_terms() -> None:
@@ -229,9 +241,7 @@ def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:
 
 def test_an_empty_list_or_zero_bonus_builds_no_tree(tiny) -> None:
     assert build_trie(Vocabulary(), tiny.tokenizer) is None
-    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0, glossary=False), tiny.tokenizer) is None
-    # a list given as a prompt keeps its tree, which finds a hypothesis that reads the prompt back
-    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is not None
+    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is None
     assert tiny.options(vocabulary=Vocabulary((Term("Siobhan"),), glossary=False)).glossary == ()
 
 
@@ -242,7 +252,7 @@ def test_prompt_auto_gives_a_short_list_whole_and_a_long_one_not_at_all(tiny) ->
     assert tiny.options(vocabulary=Vocabulary(every)).glossary == ()
     assert 100 < len(tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary) <= 160  # true: the heaviest
     assert tiny.options(vocabulary=Vocabulary(every[:10], glossary=False)).glossary == ()
-    # auto: not in the windows of long audio (longform_en WER +3.4 there); true: everywhere
+    # auto: not in the windows of long audio (longform_en WER +3.5 there); true: everywhere
     assert not tiny.options(vocabulary=short).glossary_in_windows
     assert tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary_in_windows
 
@@ -258,6 +268,9 @@ def test_transcribe_takes_a_vocabulary_file_and_names_a_bad_line(tmp_path, eval_
     refused = subprocess.run([*command, str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip() == f"edge-asr transcribe: {bad} line 1 (\"vest\"): weight 99.0 is out of range; expected 0.1 to 5.0"
+    prompted = subprocess.run([*command, str(good), "--vocabulary-prompt", "true"], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+    assert prompted.returncode == 0 and prompted.stdout.strip().endswith("vest."), prompted.stderr
 
 
 def send(subscriber: Subscriber, request: dict) -> None:

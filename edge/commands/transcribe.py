@@ -25,7 +25,7 @@ import edge
 from edge.audio.audiofile import AudioFileError, AudioReader
 from edge.asr.base import LongFormRecognizer, Recognizer, Transcript
 from edge.errors import ModelError
-from edge.vocabulary import Vocabulary, VocabularyError, read_vocabulary_file
+from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, read_vocabulary_file
 from edge.service.memory import limit_heap_growth
 
 DEFAULT_MODEL = Path(edge.__file__).resolve().parents[1] / "models" / "whisper-tiny.en-int8"
@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="", metavar="TEXT", help="text said before the audio: a style hint")
     parser.add_argument("--vocabulary", type=Path, metavar="FILE",
                         help="names and terms to favour: one per line, optional TAB and weight (docs/operations.md)")
+    parser.add_argument("--vocabulary-prompt", choices=tuple(PROMPTS), default="auto",
+                        help="also give the terms as a prompt, as vocabulary.prompt: auto (default), true or false")
 
 
 def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float) -> None:
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     limit_heap_growth()
     try:
-        vocabulary = read_vocabulary_file(args.vocabulary) if args.vocabulary else Vocabulary()
+        prompt = PROMPTS[args.vocabulary_prompt]
+        vocabulary = read_vocabulary_file(args.vocabulary, glossary=prompt) if args.vocabulary else Vocabulary()
         recognizer = load_recognizer(args.model, threads=args.threads)
         options = recognizer.options(beam_size=args.beam, language=check_language(args.language, args.model),
                                      prompt=args.prompt, vocabulary=vocabulary)

@@ -43,7 +43,7 @@ from edge.vocabulary import Vocabulary
 ROOT = 0
 GLOSSARY_TOKENS = 160  # of the 223 prompt tokens: the rest for the previous utterance (tiny.en: < 60 tokens)
 _WORD_BYTES = (string.ascii_letters + string.digits).encode()
-_SEPARATORS = " \t,.;:!?、，。；：！？"  # what a glossary prompt puts between terms, and sentence ends
+_LIST_SEPARATOR = "[,;，、；]"  # between the terms of a glossary prompt, and of its recital
 _NOTHING = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))  # shared by every leaf
 
 
@@ -107,14 +107,12 @@ class BiasTrie:
     """Token paths of the terms' spellings, and the bonus arithmetic over them."""
 
     def __init__(self, paths: Iterable[tuple[Sequence[int], float, bool]], continues_word: np.ndarray,
-                 opening: np.ndarray, recital: re.Pattern[str] | None = None) -> None:
+                 opening: np.ndarray) -> None:
         """`paths`: (token ids of one spelling, bonus per token, whether it is a word term that
         must end at a word boundary); a shared prefix gets the larger bonus.
         `continues_word`: per vocabulary token, 1.0 if it would lengthen the word before it.
         `opening`: per token, whether it earns the bonus as a term's first token
-        (`distinctive_openings`; a one-token term always does).
-        `recital`: what a hypothesis that reads the terms back looks like (`recital`)."""
-        self._recital = recital
+        (`distinctive_openings`; a one-token term always does)."""
         self._children: list[dict[int, int]] = [{}]
         self._edge = [0.0]  # bonus for the token that leads into each node
         self._parent = [ROOT]
@@ -216,16 +214,10 @@ class BiasTrie:
             return Match(node, state.done)
         return Match(node, state.done | {node}, repeated=node in state.done)
 
-    def reads_back(self, text: str) -> bool:
-        """Whether a hypothesis recites the glossary prompt instead of the audio: two terms with
-        only separators between them, or nothing but terms (`recital`)."""
-        return self._recital is not None and self._recital.search(text) is not None
-
 
 def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
-    """The tree for a vocabulary (None when it is empty, or its bonus is 0 and it is no prompt:
-    with a prompt, the tree also finds a hypothesis that reads the prompt back)."""
-    if not vocabulary or (vocabulary.bonus == 0 and not vocabulary.glossary):
+    """The tree for a vocabulary (None when it is empty or its bonus is 0)."""
+    if not vocabulary or vocabulary.bonus == 0:
         return None
     paths = [
         (tokens, vocabulary.bonus * term.weight, not has_han(term.text[-1]))
@@ -234,24 +226,24 @@ def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
         if (tokens := tokenizer.encode(form))
     ]
     vocab = (tokenizer.tokens, tokenizer.eot)
-    forms = {form.strip() for term in vocabulary.terms for form in spellings(term.text)}
-    return BiasTrie(paths, word_continuations(*vocab), distinctive_openings(*vocab), recital(forms))
+    return BiasTrie(paths, word_continuations(*vocab), distinctive_openings(*vocab))
 
 
-def recital(forms: Iterable[str]) -> re.Pattern[str]:
-    """Text that recites terms the way a glossary prompt lists them: two of `forms` with only
-    separators between them, or nothing but `forms` and separators (case ignored).
+def recital(vocabulary: Vocabulary) -> re.Pattern[str]:
+    """Text that recites terms the way the glossary prompt lists them: two spellings of terms
+    with a list separator (comma, enumeration comma, semicolon) between them.
 
     With 10 unrelated terms as the prompt, whisper-base wrote "张家界，张家界，乌鲁木齐" and
     "Tegucigalpa, Husqvarna," for zh clips and tiny.en "Kibana, OpenWrt, Fluentd." for mains
-    hum (scripts/bench_vocabulary.py --general --list-size 10 --prompt true). A sentence that names
-    two terms ("Niamh and Saoirse") does not match; one that lists them ("Niamh, Saoirse") does,
-    and is decoded again without the prompt: with the prefix tree alone.
+    hum (scripts/bench_vocabulary.py --general --list-size 10 --prompt true). A sentence that
+    names two terms ("Niamh and Saoirse", "Grace will") does not match; one that lists them
+    ("Niamh, Saoirse") does, and is decoded again without the prompt: with the prefix tree
+    alone. Case counts (the model recites the prompt's spelling); one alternation and no
+    nested repeats, so a search is linear in the text.
     """
-    alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-    term = f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])"  # "AI" is not in "Thai"
-    gap = f"[{re.escape(_SEPARATORS)}]"
-    return re.compile(f"{term}{gap}+{term}|^{gap}*{term}(?:{gap}+{term})*{gap}*$", re.IGNORECASE)
+    forms = sorted({form.strip() for term in vocabulary.terms for form in spellings(term.text)}, key=len, reverse=True)
+    term = "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, forms)) + ")(?![A-Za-z0-9])"  # "AI" is not in "Thai"
+    return re.compile(f"{term}\\s*{_LIST_SEPARATOR}\\s*{term}")
 
 
 def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY_TOKENS,

@@ -7,11 +7,11 @@ logits give the no-speech probability), then the rest of the prefix.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -55,7 +55,8 @@ class DecodeOptions:
     seed: int = 0
     language: str | None = None  # multilingual models: None detects it from the first decoder step
     bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
-    glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt` (needs `bias`)
+    glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt`
+    recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital): decode again without it
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,9 @@ def _repeated_run(text: Sequence[int], stops: Collection[int]) -> tuple[int, int
     return None
 
 
-@lru_cache(maxsize=2)
-def punctuation_tokens(tokens: tuple[str, ...], eot: int) -> frozenset[int]:
-    """Text tokens that are nothing but punctuation (".", ",", "。"): what may part a sentence from its copy."""
+def punctuation_tokens(tokens: Sequence[str], eot: int) -> frozenset[int]:
+    """Text tokens that are nothing but stops and commas (".", ",", "?", "。"; not "-", "(" or
+    a word): what may part a sentence from its copy."""
     table = unicode_to_byte()
     found = set()
     for index, token in enumerate(tokens[:eot]):
@@ -184,7 +185,7 @@ def punctuation_tokens(tokens: tuple[str, ...], eot: int) -> frozenset[int]:
             text = bytes(table[ch] for ch in token).decode("utf-8").strip()
         except (KeyError, UnicodeDecodeError):
             continue
-        if text and all(unicodedata.category(ch).startswith("P") for ch in text):
+        if text and all(unicodedata.category(ch) == "Po" for ch in text):
             found.add(index)
     return frozenset(found)
 
@@ -316,6 +317,7 @@ class Decoder:
     def __init__(self, backend: WhisperBackend, tokenizer: Tokenizer) -> None:
         self.backend = backend
         self.tok = tokenizer
+        self.stops = punctuation_tokens(tokenizer.tokens, tokenizer.eot)
 
     def decode(self, cross: CrossKV, options: DecodeOptions) -> DecodeResult:
         """One pass at `options.temperature` (no fallback)."""
@@ -343,9 +345,10 @@ class Decoder:
             return self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
         return result
 
-    def _reads_back(self, result: DecodeResult, options: DecodeOptions) -> bool:
-        """A result that recites the glossary prompt rather than the audio (`BiasTrie.reads_back`)."""
-        return bool(options.glossary) and options.bias is not None and options.bias.reads_back(result.text)
+    @staticmethod
+    def _reads_back(result: DecodeResult, options: DecodeOptions) -> bool:
+        """A result that recites the glossary prompt rather than the audio (`bias.recital`)."""
+        return bool(options.glossary) and options.recital is not None and options.recital.search(result.text) is not None
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.
@@ -373,15 +376,21 @@ class Decoder:
             # hypothesis ("Mm. Mm." on ../shared/eval/nonspeech clicks) over the silence rule.
             options = replace(options, bias=None, glossary=())
         if options.glossary:
-            logits, cache = self._start(cross, (*options.glossary, *options.prompt))
+            logits, cache = self._start(cross, options.prompt, options.glossary)
         rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
         if rest:
             logits, cache = self.backend.decode(np.array([rest], dtype=np.int64), cache, cross)
         return _Prefix(options, logits, cache, no_speech, language_prob)
 
-    def _start(self, cross: CrossKV, prompt: Sequence[int]) -> tuple[np.ndarray, SelfKV]:
-        """The logits after <|startofprev|> `prompt` (its last MAX_PROMPT_TOKENS) <|startoftranscript|>, and the cache."""
-        history = [self.tok.sot_prev, *prompt[-MAX_PROMPT_TOKENS:]] if prompt else []
+    def _start(self, cross: CrossKV, prompt: Sequence[int], glossary: Sequence[int] = ()) -> tuple[np.ndarray, SelfKV]:
+        """The logits after <|startofprev|> `glossary` `prompt` <|startoftranscript|>, and the cache.
+
+        Within MAX_PROMPT_TOKENS the glossary (at most 160 tokens) stays whole and the prompt
+        (the text said before) loses its oldest tokens.
+        """
+        room = max(MAX_PROMPT_TOKENS - len(glossary), 0)
+        kept = prompt[max(len(prompt) - room, 0):]
+        history = [self.tok.sot_prev, *glossary, *kept] if glossary or kept else []
         first = np.array([[*history, self.tok.sot]], dtype=np.int64)
         return self.backend.decode(first, self.backend.empty_cache(1), cross)
 
@@ -414,7 +423,7 @@ class Decoder:
         """Scores are of the sampled tokens; the text has a loop cut down to one copy."""
         looped = has_loop([t for t in best.tokens if t < self.tok.eot])
         tokens = without_loop(best.tokens, self.tok.eot) if looped else best.tokens
-        tokens = without_repeated_sentence(tokens, self.tok.eot, punctuation_tokens(self.tok.tokens, self.tok.eot))
+        tokens = without_repeated_sentence(tokens, self.tok.eot, self.stops)
         text = self.tok.decode(tokens)
         return DecodeResult(
             tokens=tuple(tokens),

@@ -9,6 +9,7 @@ windows that end in a pause and are padded the same way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from edge.asr.base import Segment, Transcript
 from edge.asr.text import tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary
+from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     MAX_PROMPT_TOKENS,
@@ -92,6 +93,16 @@ class WhisperOptions:
     bias: BiasTrie | None = None
     glossary: tuple[int, ...] = ()
     glossary_in_windows: bool = False
+    recital: re.Pattern[str] | None = None  # what a result reciting the glossary looks like (bias.recital)
+
+
+@dataclass(frozen=True)
+class _Biasing:
+    """What one vocabulary becomes for this model."""
+
+    glossary: tuple[int, ...]
+    trie: BiasTrie | None
+    recital: re.Pattern[str] | None
 
 
 def token_budget(seconds: float) -> int:
@@ -134,7 +145,7 @@ class Recognizer:
         self.min_window_seconds = min_window_seconds
         self.long_window_frames = min(N_FRAMES, int(long_window_seconds * FRAMES_PER_SECOND))
         self.cut_search_frames = int(CUT_SEARCH_SECONDS * FRAMES_PER_SECOND)
-        self._biases: dict[Vocabulary, tuple[tuple[int, ...], BiasTrie | None]] = {}
+        self._biases: dict[Vocabulary, _Biasing] = {}
 
     @classmethod
     def from_dir(cls, model_dir: Path | str, threads: int = 0) -> "Recognizer":
@@ -166,23 +177,24 @@ class Recognizer:
     ) -> WhisperOptions:
         if language != "auto" and language not in self.languages:
             raise ValueError(f"language {language!r} is not one this model knows ({', '.join(self.languages)})")
-        terms, trie = self._biasing(vocabulary)
+        biasing = self._biasing(vocabulary)
         return WhisperOptions(
             beam_size=beam_size,
             language=None if language == "auto" else language,
             prompt=self.tokenizer.encode(prompt) if prompt else (),
-            bias=trie,
-            glossary=terms if self._prompted(vocabulary, language) else (),
+            bias=biasing.trie,
+            glossary=biasing.glossary if self._prompted(vocabulary, language) else (),
             glossary_in_windows=vocabulary.glossary is True,
+            recital=biasing.recital,
         )
 
     def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
-        """vocabulary.prompt: always, never, or (auto) where the speech is known to be English,
-        and then not in the windows of long audio.
+        """vocabulary.prompt: always, never, or (auto) where the speech is known to be English
+        (and then, by `glossary_in_windows`, not in the windows of long audio).
 
         With 10-term lists as the prompt tiny.en recalled 83 % of scripts/vocab's terms instead
         of 40 %, and with unrelated 10-term lists its WER fell on every short-utterance English
-        eval set (tts_espeak_en -4.1 points); but in the windows of longform_en it rose by 3.4
+        eval set (tts_espeak_en -4.1 points); but in the windows of longform_en it rose by 3.5
         (the last window of a file ended early), and on ../shared/eval/zh whisper-base lost
         5.4 CER (docs/benchmarks.md, "Short lists").
         """
@@ -190,14 +202,15 @@ class Recognizer:
             return language == "en" or self.languages == ("en",)
         return bool(vocabulary.glossary)
 
-    def _biasing(self, vocabulary: Vocabulary) -> tuple[tuple[int, ...], BiasTrie | None]:
-        """The glossary prompt and the prefix tree, made once per list: partials and finals
-        share them, and a reload with the same list reuses them."""
+    def _biasing(self, vocabulary: Vocabulary) -> "_Biasing":
+        """The glossary prompt, the prefix tree and the recital check, made once per list:
+        partials and finals share them, and a reload with the same list reuses them."""
         if vocabulary not in self._biases:
             auto = vocabulary.glossary == "auto"
             limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
             prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
-            self._biases = {vocabulary: (prompt, build_trie(vocabulary, self.tokenizer))}
+            self._biases = {vocabulary: _Biasing(prompt, build_trie(vocabulary, self.tokenizer),
+                                                 recital(vocabulary) if prompt else None)}
         return self._biases[vocabulary]
 
     def transcribe(
@@ -229,6 +242,7 @@ class Recognizer:
             max_tokens=token_budget(seconds),
             prompt=(*wanted.prompt, *context),
             glossary=() if partial else wanted.glossary,
+            recital=wanted.recital,
             language=wanted.language,
             bias=wanted.bias,
         )
@@ -346,6 +360,7 @@ class Recognizer:
             max_tokens=token_budget(seconds),
             prompt=wanted.prompt,
             glossary=wanted.glossary if wanted.glossary_in_windows else (),
+            recital=wanted.recital,
             language=wanted.language,
             bias=wanted.bias,
         )
