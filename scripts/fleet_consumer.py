@@ -21,6 +21,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +145,16 @@ def main() -> int:
     args = parse_args()
     consumer = Consumer(args.root)
     client = client_for(args, consumer)
-    signal.signal(signal.SIGTERM, lambda *_: client.disconnect())  # loop_forever returns; exit 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Only set a flag: a KeyboardInterrupt raised inside paho's loop, or a disconnect() from
+        # a handler, can land while paho holds one of its locks (a CI run hung on SIGINT once).
+        signal.signal(signum, lambda *_: stop.set())
     client.connect(args.host, args.port or (8883 if args.tls or args.ca_file else 1883))
-    try:
-        client.loop_forever()
-    except KeyboardInterrupt:
-        client.disconnect()
+    client.loop_start()  # paho's thread: callbacks and reconnects
+    stop.wait()
+    client.disconnect()
+    client.loop_stop()
     print(f"{consumer.fleet.duplicates} duplicate final(s) dropped", file=sys.stderr, flush=True)
     return 0
 
