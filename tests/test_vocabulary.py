@@ -246,7 +246,7 @@ def test_an_empty_list_or_zero_bonus_builds_no_tree(tiny) -> None:
 
 
 def test_prompt_auto_gives_a_short_list_whole_and_a_long_one_not_at_all(tiny) -> None:
-    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # 39 terms, ~190 tokens
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # 39 terms, 172 tokens
     short = Vocabulary(every[:10])
     assert tiny.tokenizer.decode(tiny.options(vocabulary=short).glossary).startswith(" Siobhan, Niamh,")
     assert tiny.options(vocabulary=Vocabulary(every)).glossary == ()

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.asr.whisper.bias import BiasTrie, Match
 from edge.asr.whisper.graph import CrossKV, SelfKV, WhisperBackend
-from edge.asr.whisper.tokenizer import Tokenizer, unicode_to_byte
+from edge.asr.whisper.tokenizer import Tokenizer, token_texts
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -178,16 +178,8 @@ def _repeated_run(text: Sequence[int], stops: Collection[int]) -> tuple[int, int
 def punctuation_tokens(tokens: Sequence[str], eot: int) -> frozenset[int]:
     """Text tokens that are nothing but stops and commas (".", ",", "?", "。"; not "-", "(" or
     a word): what may part a sentence from its copy."""
-    table = unicode_to_byte()
-    found = set()
-    for index, token in enumerate(tokens[:eot]):
-        try:
-            text = bytes(table[ch] for ch in token).decode("utf-8").strip()
-        except (KeyError, UnicodeDecodeError):
-            continue
-        if text and all(unicodedata.category(ch) == "Po" for ch in text):
-            found.add(index)
-    return frozenset(found)
+    stripped = [(text or "").strip() for text in token_texts(tokens, eot)]
+    return frozenset(i for i, text in enumerate(stripped) if text and all(unicodedata.category(ch) == "Po" for ch in text))
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -69,7 +69,7 @@ PROMPT_RESET_TEMPERATURE = 0.5
 # Frames before a seek point that its first STFT frame reads (N_FFT / 2 samples back).
 STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 # vocabulary.prompt: auto gives a list as the prompt when all of it fits: ~10 names (10 terms of
-# scripts/vocab/terms_en.txt: 35-55 tokens). A list of 39 terms (194 tokens, 160 used) as the
+# scripts/vocab/terms_en.txt: 35-55 tokens). A list of 39 terms (172 tokens, 156 used) as the
 # prompt recalled 73 % against 83 % for 10-term lists, at 1.5x the decode time against 1.2x.
 AUTO_GLOSSARY_TOKENS = 64
 

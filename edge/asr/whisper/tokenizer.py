@@ -13,6 +13,7 @@ Multilingual models have one `<|xx|>` token per language right after
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,19 @@ def unicode_to_byte() -> dict[str, int]:
     table = {chr(b): b for b in printable}
     table.update({chr(256 + i): b for i, b in enumerate(shifted)})
     return table
+
+
+def token_texts(tokens: Sequence[str], eot: int) -> list[str | None]:
+    """Each text token's own UTF-8 text, None where it is only part of a character (one byte of
+    "张"): for tables over the vocabulary built once per model."""
+    table = unicode_to_byte()
+    texts: list[str | None] = []
+    for token in tokens[:eot]:
+        try:
+            texts.append(bytes(table[ch] for ch in token).decode("utf-8"))
+        except (KeyError, UnicodeDecodeError):
+            texts.append(None)
+    return texts
 
 
 @dataclass(frozen=True)
