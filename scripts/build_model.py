@@ -39,7 +39,8 @@ from ct2_reader import parse_ct2, read_ct2  # noqa: E402
 from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights  # noqa: E402
 
 FORMAT = 1
-BUILDER_VERSION = 3  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning
+BUILDER_VERSION = 4  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning;
+# 4: batch-invariant decoder (MatMulNBits)
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
 OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
 PRECISIONS = ("fp32", "int8")
@@ -47,16 +48,31 @@ BUILDER_SOURCES = ("build_model.py", "whisper_onnx.py", "ct2_reader.py")
 REPO = Path(__file__).resolve().parents[1]
 
 # Chosen by measurement (see models/README.md): linear layers and the output
-# projection / embedding as int8, per channel; the encoder convs stay fp32
-# (ConvInteger ran 3.7x slower than the fp32 Conv on onnxruntime CPU).
+# projection / embedding as int8; the encoder convs stay fp32 (ConvInteger ran 3.7x
+# slower than the fp32 Conv on onnxruntime CPU). The decoder's MatMuls quantize their
+# activations per row and 32-value block (MatMulNBits, int8 compute), not per tensor:
+# with quantize_dynamic's one scale for the whole beam batch, a hypothesis' log-probs
+# moved by up to 0.59 with the other hypotheses beside it (docs/benchmarks.md, "A
+# batch-invariant decoder"); at the same speed.
+EMBEDDINGS = "decoder/embeddings/weight"
 INT8_SETTINGS = {
-    "method": "onnxruntime.quantization.quantize_dynamic",
-    "weight_type": "QInt8",
-    "per_channel": True,
-    "reduce_range": False,
-    "op_types": ["MatMul", "Gather"],
-    "gather": "decoder/embeddings only",
-    "matmul": "constant weights only",
+    "encoder": {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "op_types": ["MatMul"],
+        "matmul": "constant weights only",
+    },
+    "decoder": {
+        "method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+        "bits": 8,
+        "block_size": 32,
+        "is_symmetric": True,
+        "accuracy_level": 4,  # int8 compute, activations quantized per row and block
+        "matmul": "constant weights only",
+        "gather": "decoder/embeddings: quantize_dynamic, QInt8, per channel",
+    },
 }
 
 
@@ -351,31 +367,57 @@ def is_up_to_date(directory: Path, source: Source) -> bool:
     return set(files) == expected and files_entry(directory) == files
 
 
-def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
-    """MatMuls with a constant weight, plus the token embedding Gather."""
+def constant_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls with a constant weight: the linear layers, the fused cross K/V and the output projection."""
     constants = {init.name for init in model.graph.initializer}
-    chosen = []
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in constants:
-            chosen.append(node.name)
-        elif node.op_type == "Gather" and node.input[0] == "decoder/embeddings/weight":
-            chosen.append(node.name)
-    return chosen
+    return [node.name for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in constants]
 
 
-def quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of one fp32 graph."""
+def embedding_gathers(model: onnx.ModelProto) -> list[str]:
+    """The token embedding lookup (the decoder has one; the encoder none)."""
+    return [node.name for node in model.graph.node if node.op_type == "Gather" and node.input[0] == EMBEDDINGS]
+
+
+def quantize_encoder(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization of the encoder graph's constant-weight MatMuls."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    settings = INT8_SETTINGS["encoder"]
     model = onnx.load(str(src))
     quantize_dynamic(
         model,
         str(dst),
-        weight_type=QuantType[str(INT8_SETTINGS["weight_type"])],
-        per_channel=bool(INT8_SETTINGS["per_channel"]),
-        reduce_range=bool(INT8_SETTINGS["reduce_range"]),
-        nodes_to_quantize=quantizable_nodes(model),
-        op_types_to_quantize=list(INT8_SETTINGS["op_types"]),
+        weight_type=QuantType[str(settings["weight_type"])],
+        per_channel=bool(settings["per_channel"]),
+        reduce_range=bool(settings["reduce_range"]),
+        nodes_to_quantize=constant_matmuls(model),
+        op_types_to_quantize=list(settings["op_types"]),
+    )
+
+
+def quantize_decoder(src: Path, dst: Path) -> None:
+    """Block-wise int8 MatMuls (each row of a batch quantized on its own), then the embedding Gather."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    settings = INT8_SETTINGS["decoder"]
+    model = onnx.load(str(src))
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=int(settings["bits"]),
+        block_size=int(settings["block_size"]),
+        is_symmetric=bool(settings["is_symmetric"]),
+        accuracy_level=int(settings["accuracy_level"]),
+        nodes_to_include=constant_matmuls(model),
+    )
+    quantizer.process()
+    quantize_dynamic(
+        quantizer.model.model,
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_quantize=embedding_gathers(model),
+        op_types_to_quantize=["Gather"],
     )
 
 
@@ -385,8 +427,8 @@ def write_fp32(weights: dict, dims: Dims, directory: Path) -> None:
 
 
 def write_int8(fp32_dir: Path, directory: Path) -> None:
-    for graph in ("encoder.onnx", "decoder.onnx"):
-        quantize(fp32_dir / graph, directory / graph)
+    quantize_encoder(fp32_dir / "encoder.onnx", directory / "encoder.onnx")
+    quantize_decoder(fp32_dir / "decoder.onnx", directory / "decoder.onnx")
 
 
 def finish_dir(staging: Path, final: Path, precision: str, source: Source, dims: dict) -> None:

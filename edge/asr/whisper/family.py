@@ -35,7 +35,7 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
 
 
 def accelerator_model_dir(model_path: Path) -> Path:
-    """GPUs run the fp32 graphs: the int8 ones use dynamic quantization ops TensorRT cannot take."""
+    """GPUs run the fp32 graphs: the int8 ones use quantization ops TensorRT cannot take (models/README.md)."""
     manifest = json.loads((Path(model_path) / "manifest.json").read_text())
     if manifest.get("precision") != "int8":
         return Path(model_path)
