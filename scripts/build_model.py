@@ -40,7 +40,7 @@ from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_we
 
 FORMAT = 1
 BUILDER_VERSION = 4  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning;
-# 4: batch-invariant decoder (MatMulNBits)
+# 4: batch-invariant tiny.en decoder (MatMulNBits)
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
 OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
 PRECISIONS = ("fp32", "int8")
@@ -48,32 +48,33 @@ BUILDER_SOURCES = ("build_model.py", "whisper_onnx.py", "ct2_reader.py")
 REPO = Path(__file__).resolve().parents[1]
 
 # Chosen by measurement (see models/README.md): linear layers and the output
-# projection / embedding as int8; the encoder convs stay fp32 (ConvInteger ran 3.7x
-# slower than the fp32 Conv on onnxruntime CPU). The decoder's MatMuls quantize their
-# activations per row and 32-value block (MatMulNBits, int8 compute), not per tensor:
-# with quantize_dynamic's one scale for the whole beam batch, a hypothesis' log-probs
-# moved by up to 0.59 with the other hypotheses beside it (docs/benchmarks.md, "A
-# batch-invariant decoder"); at the same speed.
+# projection / embedding as int8, per channel; the encoder convs stay fp32 (ConvInteger
+# ran 3.7x slower than the fp32 Conv on onnxruntime CPU).
 EMBEDDINGS = "decoder/embeddings/weight"
-INT8_SETTINGS = {
-    "encoder": {
-        "method": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QInt8",
-        "per_channel": True,
-        "reduce_range": False,
-        "op_types": ["MatMul"],
-        "matmul": "constant weights only",
-    },
-    "decoder": {
-        "method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-        "bits": 8,
-        "block_size": 32,
-        "is_symmetric": True,
-        "accuracy_level": 4,  # int8 compute, activations quantized per row and block
-        "matmul": "constant weights only",
-        "gather": "decoder/embeddings: quantize_dynamic, QInt8, per channel",
-    },
+DYNAMIC = {
+    "method": "onnxruntime.quantization.quantize_dynamic",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": False,
+    "op_types": ["MatMul", "Gather"],
+    "gather": "decoder/embeddings only",
+    "matmul": "constant weights only",
 }
+# quantize_dynamic gives a MatMul's whole input one scale, and beam search runs its
+# hypotheses as one batch: a tiny.en hypothesis' log-probs moved by up to 0.59 with the
+# other hypotheses beside it. MatMulNBits quantizes activations per row and block
+# instead, so each hypothesis decodes as if alone (docs/benchmarks.md, "A batch-invariant
+# decoder"). Blocks of 128: 1.02x the time of quantize_dynamic on tiny.en (32: 1.12x).
+BLOCKWISE = {
+    "method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+    "bits": 8,
+    "block_size": 128,
+    "is_symmetric": True,
+    "accuracy_level": 4,  # int8 compute, activations quantized per row and block
+    "matmul": "constant weights only",
+    "gather": "decoder/embeddings: quantize_dynamic, QInt8, per channel",
+}
+DECODER_QUANTIZATION = {"dynamic": DYNAMIC, "blockwise": BLOCKWISE}
 
 
 class BuildError(RuntimeError):
@@ -109,6 +110,11 @@ class ModelSpec:
     # and whether the text said before is worth giving as a prompt (tiny.en longform_en WER 3.7 -> 2.1).
     streaming: tuple[tuple[str, float], ...] = (("final_beam", 5), ("partial_interval_ms", 500), ("max_utterance_s", 20),
                                                 ("context", True))
+    int8_decoder: str = "blockwise"  # a DECODER_QUANTIZATION key
+
+    def int8_settings(self) -> dict[str, dict[str, object]]:
+        """How each int8 graph is quantized (recorded in the manifest)."""
+        return {"encoder": DYNAMIC, "decoder": DECODER_QUANTIZATION[self.int8_decoder]}
 
     def dir_name(self, precision: str) -> str:
         return f"{self.name}-{precision}"
@@ -139,6 +145,11 @@ MODELS: dict[str, ModelSpec] = {
             # their partials keep the screen current. The previous-text prompt hurts base: offline
             # long-form CER 13.7 -> 10.2 (zh) and WER 6.3 -> 3.2 (longform_en) without it.
             streaming=(("final_beam", 2), ("partial_interval_ms", 1000), ("max_utterance_s", 12), ("context", False)),
+            # Blockwise cost base 1.09x (blocks of 128; 1.18x with 32) the decode time of dynamic on
+            # the zh set, where base's streaming final p50 has 5 ms of margin (445 of 450 ms), and
+            # its int8 agreement with fp32 on the Mandarin test clip fell from 0.91 to 0.86 (128).
+            # Its beam is 2, and the unrelated-list harm was +0.0 on zh with dynamic too.
+            int8_decoder="dynamic",
         ),
     )
 }
@@ -345,7 +356,7 @@ def manifest_for(name: str, precision: str, source: Source, dims: dict, director
         "dims": dims,
         "multilingual": languages["multilingual"],
         "languages": languages["languages"],
-        "quantization": INT8_SETTINGS if precision == "int8" else None,
+        "quantization": source.spec.int8_settings() if precision == "int8" else None,
         "streaming": dict(source.spec.streaming),
         "builder": builder_identity(),
         "files": files_entry(directory),
@@ -378,47 +389,45 @@ def embedding_gathers(model: onnx.ModelProto) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type == "Gather" and node.input[0] == EMBEDDINGS]
 
 
-def quantize_encoder(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the encoder graph's constant-weight MatMuls."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_dynamic(model: onnx.ModelProto, dst: Path, nodes: list[str], op_types: list[str]) -> None:
+    """DYNAMIC's int8 quantization of the named nodes, written to `dst`."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as dynamic
 
-    settings = INT8_SETTINGS["encoder"]
-    model = onnx.load(str(src))
-    quantize_dynamic(
+    dynamic(
         model,
         str(dst),
-        weight_type=QuantType[str(settings["weight_type"])],
-        per_channel=bool(settings["per_channel"]),
-        reduce_range=bool(settings["reduce_range"]),
-        nodes_to_quantize=constant_matmuls(model),
-        op_types_to_quantize=list(settings["op_types"]),
+        weight_type=QuantType[str(DYNAMIC["weight_type"])],
+        per_channel=bool(DYNAMIC["per_channel"]),
+        reduce_range=bool(DYNAMIC["reduce_range"]),
+        nodes_to_quantize=nodes,
+        op_types_to_quantize=op_types,
     )
 
 
-def quantize_decoder(src: Path, dst: Path) -> None:
-    """Block-wise int8 MatMuls (each row of a batch quantized on its own), then the embedding Gather."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_blockwise(model: onnx.ModelProto, dst: Path) -> None:
+    """BLOCKWISE's MatMuls (each row of a batch quantized on its own), then DYNAMIC's embedding Gather."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    settings = INT8_SETTINGS["decoder"]
-    model = onnx.load(str(src))
     quantizer = MatMulNBitsQuantizer(
         model,
-        bits=int(settings["bits"]),
-        block_size=int(settings["block_size"]),
-        is_symmetric=bool(settings["is_symmetric"]),
-        accuracy_level=int(settings["accuracy_level"]),
+        bits=int(BLOCKWISE["bits"]),
+        block_size=int(BLOCKWISE["block_size"]),
+        is_symmetric=bool(BLOCKWISE["is_symmetric"]),
+        accuracy_level=int(BLOCKWISE["accuracy_level"]),
         nodes_to_include=constant_matmuls(model),
     )
     quantizer.process()
-    quantize_dynamic(
-        quantizer.model.model,
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_quantize=embedding_gathers(model),
-        op_types_to_quantize=["Gather"],
-    )
+    quantize_dynamic(quantizer.model.model, dst, embedding_gathers(model), ["Gather"])
+
+
+def quantize(src: Path, dst: Path, method: str) -> None:
+    """One fp32 graph as int8 by a DECODER_QUANTIZATION method (the encoder: always dynamic)."""
+    model = onnx.load(str(src))
+    if method == "blockwise":
+        quantize_blockwise(model, dst)
+    else:
+        quantize_dynamic(model, dst, constant_matmuls(model) + embedding_gathers(model), list(DYNAMIC["op_types"]))
 
 
 def write_fp32(weights: dict, dims: Dims, directory: Path) -> None:
@@ -426,9 +435,9 @@ def write_fp32(weights: dict, dims: Dims, directory: Path) -> None:
     onnx.save(build_decoder(weights, dims), str(directory / "decoder.onnx"))
 
 
-def write_int8(fp32_dir: Path, directory: Path) -> None:
-    quantize_encoder(fp32_dir / "encoder.onnx", directory / "encoder.onnx")
-    quantize_decoder(fp32_dir / "decoder.onnx", directory / "decoder.onnx")
+def write_int8(fp32_dir: Path, directory: Path, spec: ModelSpec) -> None:
+    quantize(fp32_dir / "encoder.onnx", directory / "encoder.onnx", "dynamic")
+    quantize(fp32_dir / "decoder.onnx", directory / "decoder.onnx", spec.int8_decoder)
 
 
 def finish_dir(staging: Path, final: Path, precision: str, source: Source, dims: dict) -> None:
@@ -470,7 +479,7 @@ def rebuild(out: Path, targets: dict[str, Path], source: Source) -> None:
             stage.mkdir()
         write_fp32(weights, dims, stages["fp32"])
         del weights
-        write_int8(stages["fp32"], stages["int8"])
+        write_int8(stages["fp32"], stages["int8"], source.spec)
         for precision, stage in stages.items():
             finish_dir(stage, targets[precision], precision, source, dims.as_dict())
 

@@ -237,11 +237,12 @@ def test_missing_package_is_a_build_error() -> None:
 
 @pytest.mark.parametrize("precision", build_model.PRECISIONS)
 @pytest.mark.parametrize("graph", ["encoder.onnx", "decoder.onnx"])
-def test_graphs_use_standard_opset_17_and_one_onnxruntime_op(precision: str, graph: str, model_dirs: dict[str, Path]) -> None:
-    """Standard opset 17, except the int8 decoder's MatMulNBits (onnxruntime's com.microsoft
+def test_graphs_use_standard_opset_17_and_one_onnxruntime_op(precision: str, graph: str, spec,
+                                                             model_dirs: dict[str, Path]) -> None:
+    """Standard opset 17, except a blockwise int8 decoder's MatMulNBits (onnxruntime's com.microsoft
     domain). The fp32 graphs, which TensorRT and the RKNN converter read, are standard only."""
     model = onnx.load(str(model_dirs[precision] / graph))
-    contrib = precision == "int8" and graph == "decoder.onnx"
+    contrib = precision == "int8" and graph == "decoder.onnx" and spec.int8_decoder == "blockwise"
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)] + [("com.microsoft", 1)] * contrib
     assert {(node.domain, node.op_type) for node in model.graph.node if node.domain} == (
         {("com.microsoft", "MatMulNBits")} if contrib else set())
@@ -369,29 +370,36 @@ def test_greedy_path_matches_ctranslate2(case: Case, tokens: Tokens, ct2_whisper
 # ----------------------------------------------------------------------- int8
 
 
-def test_int8_has_no_float_matmul_with_constant_weight(case: Case, model_dirs: dict[str, Path], weights) -> None:
-    """Every linear of both graphs runs quantized; the decoder's, the d x n_vocab output projection
-    included, as 8-bit blocks with int8 compute (MatMulNBits, accuracy level 4)."""
+def test_int8_has_no_float_matmul_with_constant_weight(case: Case, spec, model_dirs: dict[str, Path], weights) -> None:
+    """Every linear of both graphs runs quantized, the d x n_vocab output projection included:
+    8-bit blocks with int8 compute (MatMulNBits) in a blockwise decoder, MatMulInteger otherwise."""
     for graph in ("encoder.onnx", "decoder.onnx"):
         model = onnx.load(str(model_dirs["int8"] / graph))
-        constants = {init.name for init in model.graph.initializer}
+        constants = {init.name: init for init in model.graph.initializer}
         assert [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants] == []
-    projection = [n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name.startswith("decoder/projection")]
+    op = "MatMulNBits" if spec.int8_decoder == "blockwise" else "MatMulInteger"
+    projection = [n for n in model.graph.node if n.op_type == op and n.name.startswith("decoder/projection")]
     assert len(projection) == 1
+    if op == "MatMulInteger":
+        assert list(constants[projection[0].input[1]].dims) == [case.heads * case.head_dim, case.vocab]
+        assert constants[projection[0].input[1]].data_type == onnx.TensorProto.INT8
+        return
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in projection[0].attribute}
-    settings = build_model.INT8_SETTINGS["decoder"]
-    assert attributes["K"] == case.heads * case.head_dim and attributes["N"] == case.vocab
+    assert (attributes["K"], attributes["N"]) == (case.heads * case.head_dim, case.vocab)
     assert (attributes["bits"], attributes["block_size"], attributes["accuracy_level"]) == (
-        settings["bits"], settings["block_size"], settings["accuracy_level"])
+        build_model.BLOCKWISE["bits"], build_model.BLOCKWISE["block_size"], build_model.BLOCKWISE["accuracy_level"])
 
 
-def test_int8_decoder_rows_do_not_change_each_other(case: Case, tokens: Tokens, fp32, int8, clip_mel: np.ndarray) -> None:
-    """A hypothesis' logits are the same alone and beside another one in the batch (beam search).
+def test_int8_decoder_rows_do_not_change_each_other(case: Case, spec, tokens: Tokens, fp32, int8, clip_mel: np.ndarray) -> None:
+    """In a blockwise decoder a hypothesis' logits are the same alone and beside another one in the
+    batch (beam search), to float rounding (3e-5 measured: M=1 and M=2 take different kernels).
 
     quantize_dynamic's one activation scale per tensor moved a tiny.en hypothesis' log-probs by
     up to 0.59 with a different row beside it, so a vocabulary term in one beam changed the words
     of another (docs/benchmarks.md, "A batch-invariant decoder").
     """
+    if spec.int8_decoder != "blockwise":
+        pytest.skip(f"{spec.name} keeps quantize_dynamic's decoder (scripts/build_model.py says why)")
     path = _greedy_path(case, tokens, fp32[1], fp32[0].run(None, {"mel": clip_mel}), limit=8)
     other = [tokens.eot - 1 - i for i in range(len(path))]  # any other tokens of the same length
     cross = int8[0].run(None, {"mel": clip_mel})
@@ -400,7 +408,7 @@ def test_int8_decoder_rows_do_not_change_each_other(case: Case, tokens: Tokens, 
     together, _ = _step(int8[1], rows, (_empty_cache(case, 2), _empty_cache(case, 2)), cross)
     assert len(path) == 8
     assert not np.allclose(together[0], together[1])
-    np.testing.assert_allclose(together[0], alone[0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(together[0], alone[0], rtol=0, atol=1e-3)
 
 
 def test_int8_top1_agrees_with_fp32_on_greedy_path(case: Case, tokens: Tokens, fp32, int8, clip_mel: np.ndarray) -> None:

@@ -224,11 +224,12 @@ def test_a_term_corrects_beam_search_and_greedy_partials(tiny, eval_dir) -> None
         assert plain.endswith("on the best.") and biased.endswith("on the vest."), (partial, plain, biased)
 
 
-def test_the_prefix_tree_alone_corrects_a_name_in_a_final(tiny, eval_dir) -> None:
-    audio = load_audio(eval_dir / "tts_piper_en" / "harvard_l03_s01.wav")  # "The small pup gnawed a hole"
+def test_the_prefix_tree_alone_corrects_a_word_in_a_final(tiny, eval_dir) -> None:
+    audio = load_audio(eval_dir / "tts_piper_en" / "harvard_l04_s01.wav")  # "Hoist the load to your left shoulder."
     plain = tiny.transcribe(audio, options=tiny.options(beam_size=5)).text
-    pup = Vocabulary((Term("pup"),), glossary=False, source="test")
-    assert " pop " in plain and " pup " in tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=pup)).text
+    hoist = Vocabulary((Term("hoist"),), glossary=False, source="test")
+    biased = tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=hoist)).text
+    assert plain.startswith("Who is the load") and biased.startswith("Hoist the load"), (plain, biased)
 
 
 def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:

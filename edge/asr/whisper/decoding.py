@@ -76,10 +76,14 @@ class DecodeResult:
     avg_score: float | None = None  # avg_logprob plus the vocabulary terms' bonus (None: no vocabulary)
 
     @property
+    def likely_no_speech(self) -> bool:
+        return self.no_speech_prob > NO_SPEECH_THRESHOLD
+
+    @property
     def is_silence(self) -> bool:
         """Whisper's rule: likely no speech, and the text (or the detected language) is not confident enough to overrule it."""
         unsure = self.avg_logprob < LOGPROB_THRESHOLD or self.language_prob < LANGUAGE_CONFIDENCE
-        return self.no_speech_prob > NO_SPEECH_THRESHOLD and unsure
+        return self.likely_no_speech and unsure
 
     @property
     def needs_fallback(self) -> bool:
