@@ -247,8 +247,8 @@ def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY
 
     The prompt makes the model expect these spellings; the tree's bonus then only
     has to tip close calls. On scripts/vocab (tiny.en, beam 5, bonus 2) the tree alone
-    recalled 40 % of the terms; with 10-term lists as this prompt 83 %, with the whole
-    39-term list 73 % (docs/benchmarks.md).
+    recalled 40 % of the terms; with 10-term lists as this prompt 81 %, with the whole
+    39-term list 77 % (docs/benchmarks.md).
     """
     if not vocabulary:
         return ()

@@ -70,7 +70,7 @@ PROMPT_RESET_TEMPERATURE = 0.5
 STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 # vocabulary.prompt: auto gives a list as the prompt when all of it fits: ~10 names (10 terms of
 # scripts/vocab/terms_en.txt: 35-55 tokens). A list of 39 terms (172 tokens, 156 used) as the
-# prompt recalled 73 % against 83 % for 10-term lists, at 1.5x the decode time against 1.2x.
+# prompt recalled 77 % against 81 % for 10-term lists, at 1.5x the decode time against 1.2x.
 AUTO_GLOSSARY_TOKENS = 64
 
 
@@ -192,9 +192,9 @@ class Recognizer:
         """vocabulary.prompt: always, never, or (auto) where the speech is known to be English
         (and then, by `glossary_in_windows`, not in the windows of long audio).
 
-        With 10-term lists as the prompt tiny.en recalled 83 % of scripts/vocab's terms instead
+        With 10-term lists as the prompt tiny.en recalled 81 % of scripts/vocab's terms instead
         of 40 %, and with unrelated 10-term lists its WER fell on every short-utterance English
-        eval set (tts_espeak_en -4.1 points); but in the windows of longform_en it rose by 3.5
+        eval set (real_en -4.0 points); but in the windows of longform_en it rose by 3.5
         (the last window of a file ended early), and on ../shared/eval/zh whisper-base lost
         5.4 CER (docs/benchmarks.md, "Short lists").
         """
@@ -224,10 +224,10 @@ class Recognizer:
         """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials).
 
         A partial shows nothing where the model thinks nobody speaks (no-speech p > 0.6), even
-        confident text: with no beam or fallback behind it, tiny.en wrote "I'm sorry," (average
-        log-prob -0.7) for ../shared/eval/nonspeech/clicks_10s.wav. The final decides. Of 479
-        partials of speech (the English eval clips' prefixes every 0.5 s) this withheld 2, both
-        in the first 1.5 s of their clip.
+        confident text: with no beam or fallback behind it, a tiny.en build (blockwise int8,
+        blocks of 32) wrote "I'm sorry," (average log-prob -0.7) for
+        ../shared/eval/nonspeech/clicks_10s.wav. The final decides. Of 479 partials of speech
+        (the English eval clips' prefixes every 0.5 s) this withheld 2, both in the first 1.5 s.
 
         `context`: text tokens said just before, given as Whisper's previous-text prompt,
         which keeps a short utterance cut off at a pause consistent with what preceded it.
