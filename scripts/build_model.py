@@ -57,22 +57,24 @@ DYNAMIC = {
     "per_channel": True,
     "reduce_range": False,
     "op_types": ["MatMul", "Gather"],
-    "gather": "decoder/embeddings only",
+    "gather": "decoder/embeddings only: uint8, one scale for the table (quantize_dynamic's Gather)",
     "matmul": "constant weights only",
 }
 # quantize_dynamic gives a MatMul's whole input one scale, and beam search runs its
 # hypotheses as one batch: a tiny.en hypothesis' log-probs moved by up to 0.59 with the
 # other hypotheses beside it. MatMulNBits quantizes activations per row and block
 # instead, so each hypothesis decodes as if alone (docs/benchmarks.md, "A batch-invariant
-# decoder"). Blocks of 128: 1.02x the time of quantize_dynamic on tiny.en (32: 1.12x).
+# decoder"): exactly with blocks of 32 or 64; with 128 (1.02x the decode time, against 1.12x
+# for 32) a row's logits still moved by up to 0.1, onnxruntime taking another kernel path.
+# 64 (1.06x) dropped a whole sentence of longform_en (WER 8.2; 32: 4.5, fp32: 4.2).
 BLOCKWISE = {
     "method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
     "bits": 8,
-    "block_size": 128,
+    "block_size": 32,
     "is_symmetric": True,
     "accuracy_level": 4,  # int8 compute, activations quantized per row and block
     "matmul": "constant weights only",
-    "gather": "decoder/embeddings: quantize_dynamic, QInt8, per channel",
+    "gather": "decoder/embeddings only: as DYNAMIC",
 }
 DECODER_QUANTIZATION = {"dynamic": DYNAMIC, "blockwise": BLOCKWISE}
 
@@ -409,16 +411,16 @@ def quantize_blockwise(model: onnx.ModelProto, dst: Path) -> None:
     """BLOCKWISE's MatMuls (each row of a batch quantized on its own), then DYNAMIC's embedding Gather."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(
+    gathers = embedding_gathers(model)  # read first: the quantizer rewrites `model` in place
+    quantizer = MatMulNBitsQuantizer(  # takes every MatMul whose weight is a constant, and only those
         model,
         bits=int(BLOCKWISE["bits"]),
         block_size=int(BLOCKWISE["block_size"]),
         is_symmetric=bool(BLOCKWISE["is_symmetric"]),
         accuracy_level=int(BLOCKWISE["accuracy_level"]),
-        nodes_to_include=constant_matmuls(model),
     )
     quantizer.process()
-    quantize_dynamic(quantizer.model.model, dst, embedding_gathers(model), ["Gather"])
+    quantize_dynamic(quantizer.model.model, dst, gathers, ["Gather"])
 
 
 def quantize(src: Path, dst: Path, method: str) -> None:

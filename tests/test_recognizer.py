@@ -10,8 +10,8 @@ import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from edge.audio.audiofile import load_audio
-from edge.asr.whisper.decoding import DecodeOptions
-from edge.asr.whisper.recognizer import Recognizer, WhisperOptions, token_budget
+from edge.asr.whisper.decoding import DecodeOptions, DecodeResult
+from edge.asr.whisper.recognizer import Recognizer, WhisperOptions, shows_nothing, token_budget
 from edge.errors import ModelError
 from tests.conftest import load_manifest
 
@@ -155,3 +155,17 @@ def test_corrupt_model_is_one_clear_error(int8_model_dir, tmp_path):
     with pytest.raises(ModelError) as err:
         Recognizer.from_dir(broken)
     assert "cannot load the model" in str(err.value) and "\n" not in str(err.value)
+
+
+def _result(no_speech: float, avg_logprob: float, text: str = " I'm sorry,") -> DecodeResult:
+    return DecodeResult((40, 1101, 7926, 11), text, 4 * avg_logprob, avg_logprob, no_speech, 1.0, 0.0, False)
+
+
+def test_a_partial_shows_nothing_where_the_model_thinks_nobody_speaks() -> None:
+    """Confident text (-0.5) over likely no speech (0.7): a final may show it (Whisper's rule), a partial not."""
+    assert shows_nothing(_result(0.7, -0.5), partial=True)
+    assert not shows_nothing(_result(0.7, -0.5), partial=False)
+    assert not shows_nothing(_result(0.3, -0.5), partial=True)
+    assert shows_nothing(_result(0.7, -1.5), partial=False)  # unsure and likely no speech: silence
+    assert shows_nothing(_result(0.1, -0.2, " ."), partial=False)  # no words
+

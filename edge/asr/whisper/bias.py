@@ -248,7 +248,7 @@ def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY
     The prompt makes the model expect these spellings; the tree's bonus then only
     has to tip close calls. On scripts/vocab (tiny.en, beam 5, bonus 2) the tree alone
     recalled 40 % of the terms; with 10-term lists as this prompt 81 %, with the whole
-    39-term list 77 % (docs/benchmarks.md).
+    39-term list 75 % (docs/benchmarks.md).
     """
     if not vocabulary:
         return ()

@@ -70,7 +70,7 @@ PROMPT_RESET_TEMPERATURE = 0.5
 STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 # vocabulary.prompt: auto gives a list as the prompt when all of it fits: ~10 names (10 terms of
 # scripts/vocab/terms_en.txt: 35-55 tokens). A list of 39 terms (172 tokens, 156 used) as the
-# prompt recalled 77 % against 81 % for 10-term lists, at 1.5x the decode time against 1.2x.
+# prompt recalled 75 % against 81 % for 10-term lists, at 1.5x the decode time against 1.2x.
 AUTO_GLOSSARY_TOKENS = 64
 
 
@@ -194,7 +194,7 @@ class Recognizer:
 
         With 10-term lists as the prompt tiny.en recalled 81 % of scripts/vocab's terms instead
         of 40 %, and with unrelated 10-term lists its WER fell on every short-utterance English
-        eval set (real_en -4.0 points); but in the windows of longform_en it rose by 3.5
+        eval set (real_en -3.6 points); but in the windows of longform_en it rose by 3.5
         (the last window of a file ended early), and on ../shared/eval/zh whisper-base lost
         5.4 CER (docs/benchmarks.md, "Short lists").
         """
@@ -223,11 +223,6 @@ class Recognizer:
     ) -> Transcript:
         """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials).
 
-        A partial shows nothing where the model thinks nobody speaks (no-speech p > 0.6), even
-        confident text: with no beam or fallback behind it, a tiny.en build (blockwise int8,
-        blocks of 32) wrote "I'm sorry," (average log-prob -0.7) for
-        ../shared/eval/nonspeech/clicks_10s.wav. The final decides. Of 479 partials of speech
-        (the English eval clips' prefixes every 0.5 s) this withheld 2, both in the first 1.5 s.
 
         `context`: text tokens said just before, given as Whisper's previous-text prompt,
         which keeps a short utterance cut off at a pause consistent with what preceded it.
@@ -256,7 +251,7 @@ class Recognizer:
             result = self.decoder.decode(cross, request)
         else:
             result = self.decoder.decode_with_fallback(cross, request)
-        if result.is_silence or (partial and result.likely_no_speech) or not has_words(result.text):
+        if shows_nothing(result, partial):
             return Transcript.empty(result.no_speech_prob, result.language)
         text = result.text.strip()
         return self._transcript(text, [result], ((0.0, round(seconds, 3), text),))
@@ -413,6 +408,17 @@ class Recognizer:
 
 def is_digital_silence(audio: np.ndarray) -> bool:
     return len(audio) == 0 or float(np.abs(audio).max()) < SILENT_PEAK
+
+
+def shows_nothing(result: DecodeResult, partial: bool) -> bool:
+    """Silence by Whisper's rule, no words, or a partial where the model thinks nobody speaks.
+
+    A partial (greedy, no fallback) shows nothing where no-speech p > 0.6 even with confident
+    text: tiny.en wrote "I'm sorry," (average log-prob -0.7, no-speech 0.89) for
+    ../shared/eval/nonspeech/clicks_10s.wav. The final, with its beam and fallback, decides. Of 479 partials of speech (the English eval clips' prefixes every 0.5 s) this
+    withheld 2, both in the first 1.5 s.
+    """
+    return result.is_silence or (partial and result.likely_no_speech) or not has_words(result.text)
 
 
 def has_words(text: str) -> bool:
