@@ -169,3 +169,15 @@ def test_a_partial_shows_nothing_where_the_model_thinks_nobody_speaks() -> None:
     assert shows_nothing(_result(0.7, -1.5), partial=False)  # unsure and likely no speech: silence
     assert shows_nothing(_result(0.1, -0.2, " ."), partial=False)  # no words
 
+
+
+def test_an_onnxruntime_that_cannot_run_the_graphs_fails_at_load(int8_model_dir, monkeypatch) -> None:
+    """Say, 8-bit MatMulNBits on ARM64 before onnxruntime 1.23: a clear error at load, not mid-utterance."""
+    from edge.asr.whisper.ort import OrtWhisperBackend
+
+    def no_kernel(*_args, **_kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Only 4b quantization is supported for unpacked compute.")
+
+    monkeypatch.setattr(OrtWhisperBackend, "decode", no_kernel)
+    with pytest.raises(ModelError, match=r"cannot run these graphs: \[ONNXRuntimeError\] : 1 : FAIL : Only 4b"):
+        Recognizer.from_dir(int8_model_dir)

@@ -38,6 +38,18 @@ class OrtWhisperBackend:
         self.decoder = ort.InferenceSession(
             str(self.model_dir / "decoder.onnx"), options, providers=list(decoder_providers or providers)
         )
+        if self.active_providers == [CPU]:
+            self._prove(int(dims["n_mels"]))
+
+    def _prove(self, n_mels: int) -> None:
+        """Run two mel frames and one decoder step now: an onnxruntime without a kernel the graphs
+        need (tiny.en's 8-bit MatMulNBits runs on ARM64 only from onnxruntime 1.23) fails at load,
+        not at the first utterance."""
+        try:
+            self.decode(np.zeros((1, 1), np.int64), self.empty_cache(1), self.encode(np.zeros((n_mels, 2), np.float32)))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RuntimeError(f"onnxruntime {ort.__version__} cannot run these graphs: {reason}") from None
 
     @property
     def active_providers(self) -> list[str]:
