@@ -223,7 +223,6 @@ class Recognizer:
     ) -> Transcript:
         """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials).
 
-
         `context`: text tokens said just before, given as Whisper's previous-text prompt,
         which keeps a short utterance cut off at a pause consistent with what preceded it.
         """
@@ -415,8 +414,9 @@ def shows_nothing(result: DecodeResult, partial: bool) -> bool:
 
     A partial (greedy, no fallback) shows nothing where no-speech p > 0.6 even with confident
     text: tiny.en wrote "I'm sorry," (average log-prob -0.7, no-speech 0.89) for
-    ../shared/eval/nonspeech/clicks_10s.wav. The final, with its beam and fallback, decides. Of 479 partials of speech (the English eval clips' prefixes every 0.5 s) this
-    withheld 2, both in the first 1.5 s.
+    ../shared/eval/nonspeech/clicks_10s.wav. The final, with its beam and fallback, decides.
+    Of 479 partials of speech (the English eval clips' prefixes every 0.5 s) this withheld 2,
+    both in the first 1.5 s.
     """
     return result.is_silence or (partial and result.likely_no_speech) or not has_words(result.text)
 
