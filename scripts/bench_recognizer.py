@@ -85,6 +85,13 @@ def faster_whisper_model(ct2_dir: Path, threads: int):
     return WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=1)
 
 
+def reference_engine(model_dir: Path, threads: int):
+    """faster-whisper on the weights `model_dir` was built from (loaded in memory: the CT2 files may go)."""
+    spec = read_manifest(model_dir)["name"].rsplit("-", 1)[0]  # whisper-base-int8 -> whisper-base
+    with build_model.ct2_model_dir(build_model.find_source(spec)) as ct2_dir:
+        return faster_whisper_model(ct2_dir, threads)
+
+
 def run_theirs(model, audio: np.ndarray, beam: int, language: str) -> str:
     segments, _ = model.transcribe(audio, beam_size=beam, language=None if language == "auto" else language,
                                    condition_on_previous_text=False)
@@ -180,9 +187,7 @@ def main() -> int:
     files = {name: manifest(args.eval_dir, name, args.limit) for name in args.sets}
     rss = peak_rss_mib([p for pairs in files.values() for p, _ in pairs], args)
     recognizer = load_recognizer(args.model, threads=args.threads)
-    spec = read_manifest(args.model)["name"].rsplit("-", 1)[0]  # whisper-base-int8 -> whisper-base
-    with build_model.ct2_model_dir(build_model.find_source(spec)) as ct2_dir:
-        reference = faster_whisper_model(ct2_dir, args.threads)
+    reference = reference_engine(args.model, args.threads)
     scores = [score_set(name, pairs, recognizer, reference, args) for name, pairs in files.items()]
     print(table(scores, rss, args))
     return 0

@@ -96,3 +96,59 @@ def test_memory_does_not_grow_with_the_length(int8, tmp_path, monkeypatch) -> No
     assert len(windows) > 40
     assert peaks[12] < peaks[1] * 1.2 + 1, peaks
     assert peaks[12] < 40, peaks
+
+
+# --- a window whose text ends early -------------------------------------------------------
+
+
+def _said(int8: Recognizer, text: str, start_s: float, end_s: float, no_speech: float,
+          avg_logprob: float = -0.2) -> DecodeResult:
+    """What the decoder returns for `text` between two timestamps, ending there (no timestamp pair after it)."""
+    begin = int8.tokenizer.timestamp_begin
+    tokens = (begin + round(start_s * 50), *int8.tokenizer.encode(text), begin + round(end_s * 50))
+    return DecodeResult(tokens, text, 4 * avg_logprob, avg_logprob, no_speech, 1.0, 0.0, False)
+
+
+def _noise(seconds: float, level: float, rng: np.random.Generator) -> np.ndarray:
+    return (level * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "heard_s, tail_level, tail_no_speech, tail_logprob, decoded, text",
+    [
+        (2.0, 0.2, 0.1, -0.2, [(0, 800), (200, 600)], "first words tail words"),  # a loud tail with speech in it
+        (2.0, 0.2, 0.9, -0.2, [(0, 800), (200, 600)], "first words"),  # ... or none, the model thinks: dropped
+        (2.0, 0.2, 0.1, -1.5, [(0, 800), (200, 600)], "first words"),  # ... or text it is unsure of: dropped
+        (2.0, 0.001, 0.1, -0.2, [(0, 800)], "first words"),  # a quiet tail: not decoded at all
+        (7.0, 0.2, 0.1, -0.2, [(0, 800)], "first words"),  # 1 s left: Whisper's rule, the window was all heard
+    ],
+)
+def test_a_window_whose_text_ends_early_has_its_tail_decoded_again(
+    int8, monkeypatch, heard_s, tail_level, tail_no_speech, tail_logprob, decoded, text
+) -> None:
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([_noise(heard_s, 0.1, rng), _noise(8.0 - heard_s, tail_level, rng)])
+    tail = _said(int8, " tail words", 0.0, 5.0, tail_no_speech, tail_logprob)
+    answers = [_said(int8, " first words", 0.0, heard_s, 0.1), tail]  # as `_decode_window` returns them: after fallback
+    calls: list[tuple[int, int]] = []
+
+    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
+        calls.append((seek, frames))
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr(int8, "_decode_window", decode)
+    result = int8.transcribe_long(audio)
+    assert calls == decoded and result.text == text
+    assert [s for s, _, _ in result.segments] == [0.0, heard_s][: len(result.segments)]  # the tail's stamps are shifted
+
+
+def test_the_sentence_after_an_early_end_of_text_is_not_lost(int8, eval_dir, monkeypatch) -> None:
+    """longform_01's last window ends its text at 45.02 s; "What joy there is in living." follows (45.5-47.3 s)."""
+    audio = load_audio(load_manifest("longform_en")[0]["path"])
+    assert "what joy there is in living" in _words(int8.transcribe(audio).text)
+    monkeypatch.setattr(int8, "tail_recheck_frames", len(audio))  # Whisper's rule: the window was all heard
+    assert "what joy there is in living" not in _words(int8.transcribe(audio).text)
+
+
+def _words(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalpha() or c.isspace()).split())
