@@ -192,6 +192,20 @@ def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
     assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
 
 
+def test_a_result_the_model_is_unsure_of_with_the_glossary_is_decoded_again_without_it():
+    def policy(seq):
+        sampled = after_prefix(seq)
+        if seq[-1] == SOT:
+            return {A: 1.0}
+        if B in seq[: seq.index(SOT)]:  # with the glossary: any of five tokens, three times (avg log-prob -1.6)
+            return {A: 0.2, C: 0.2, D: 0.2, E: 0.2, F: 0.2} if len(sampled) < 3 else {EOT: 1.0}
+        return {A: 0.95, B: 0.05} if not sampled else {EOT: 1.0}
+
+    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
+    assert (result.text, result.temperature) == ("a", 0.0)
+    assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+
+
 def test_a_long_prompt_loses_its_oldest_tokens_and_the_glossary_stays_whole():
     said_before = tuple([A] * 300)
     _, backend = run(lambda seq: {EOT: 1.0}, **glossary_options(make_tokenizer().vocab_size), prompt=said_before)

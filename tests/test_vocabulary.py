@@ -253,9 +253,24 @@ def test_prompt_auto_gives_a_short_list_whole_and_a_long_one_not_at_all(tiny) ->
     assert tiny.options(vocabulary=Vocabulary(every)).glossary == ()
     assert 100 < len(tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary) <= 160  # true: the heaviest
     assert tiny.options(vocabulary=Vocabulary(every[:10], glossary=False)).glossary == ()
-    # auto: not in the windows of long audio (longform_en WER +3.5 there); true: everywhere
-    assert not tiny.options(vocabulary=short).glossary_in_windows
-    assert tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary_in_windows
+
+
+def test_the_prompt_goes_to_every_window_of_long_audio(tiny, monkeypatch) -> None:
+    """A 40 s file is decoded in windows (the seek loop): each one gets the list as its prompt, as a short file does."""
+    from edge.asr.whisper.decoding import DecodeResult
+
+    asked: list[tuple[int, ...]] = []
+    heard_nothing = DecodeResult((), "", 0.0, -2.0, 1.0, 1.0, 0.0, False)
+
+    def decode(cross, options):
+        asked.append(options.glossary)
+        return heard_nothing
+
+    monkeypatch.setattr(tiny.decoder, "decode_with_fallback", decode)
+    options = tiny.options(vocabulary=Vocabulary((Term("Siobhan"), Term("Ljubljana"))))
+    noise = (0.05 * np.random.default_rng(0).standard_normal(40 * 16000)).astype(np.float32)
+    tiny.transcribe(noise, options=options)
+    assert len(asked) >= 2 and all(glossary == options.glossary != () for glossary in asked)
 
 
 def test_transcribe_takes_a_vocabulary_file_and_names_a_bad_line(tmp_path, eval_dir) -> None:

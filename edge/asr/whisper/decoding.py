@@ -343,8 +343,18 @@ class Decoder:
 
     @staticmethod
     def _reads_back(result: DecodeResult, options: DecodeOptions) -> bool:
-        """A result that recites the glossary prompt rather than the audio (`bias.recital`)."""
-        return bool(options.glossary) and options.recital is not None and options.recital.search(result.text) is not None
+        """A result that recites the glossary prompt rather than the audio (`bias.recital`), or one that
+        needed a temperature fallback with it: the glossary is an aid, and a result the model was not
+        sure of at temperature 0 with it is decoded again without it.
+
+        In a window of long audio (vocab_en and tts_piper_en sentences joined, the file's own terms
+        as the glossary) tiny.en fell back to temperature 0.6 and read its previous text back
+        plus a loop (that file's WER 76.5); no terms were recited, so the recital check missed it.
+        """
+        if not options.glossary:
+            return False
+        unsure = result.temperature > 0.0 or result.needs_fallback  # every temperature tried: the least bad
+        return unsure or (options.recital is not None and options.recital.search(result.text) is not None)
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.
