@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,11 +143,37 @@ def test_a_window_whose_text_ends_early_has_its_tail_decoded_again(
     assert [s for s, _, _ in result.segments] == [0.0, heard_s][: len(result.segments)]  # the tail's stamps are shifted
 
 
+@pytest.mark.parametrize(
+    "closed_s, decoded, text",
+    [
+        (7.4, [(0, 800)], "first words"),  # 0.6 s left after the closed segment: the end of its last word
+        (6.0, [(0, 800), (2, 200)], "first words tail words"),  # 2 s left: decoded as a window (Whisper's rule)
+    ],
+)
+def test_the_rest_after_the_last_closed_segment_is_decoded_only_if_it_can_hold_speech(
+    int8, monkeypatch, closed_s, decoded, text
+) -> None:
+    begin = int8.tokenizer.timestamp_begin
+    closed = _said(int8, " first words", 0.0, closed_s, 0.1)
+    closed = replace(closed, tokens=(*closed.tokens, begin + round(closed_s * 50)))  # "<|0.00|> ... <|t|><|t|>"
+    answers = [closed, _said(int8, " tail words", 0.0, 8.0 - closed_s, 0.1)]
+    calls: list[tuple[int, int]] = []
+
+    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
+        calls.append((seek, frames))
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr(int8, "_decode_window", decode)
+    result = int8.transcribe_long(_noise(8.0, 0.1, np.random.default_rng(0)))
+    assert calls == decoded and result.text == text
+
+
 def test_the_sentence_after_an_early_end_of_text_is_not_lost(int8, eval_dir, monkeypatch) -> None:
     """longform_01's last window ends its text at 45.02 s; "What joy there is in living." follows (45.5-47.3 s)."""
     audio = load_audio(load_manifest("longform_en")[0]["path"])
     assert "what joy there is in living" in _words(int8.transcribe(audio).text)
     monkeypatch.setattr(int8, "tail_recheck_frames", len(audio))  # Whisper's rule: the window was all heard
+    monkeypatch.setattr(int8, "short_rest_frames", 0)
     assert "what joy there is in living" not in _words(int8.transcribe(audio).text)
 
 

@@ -150,6 +150,7 @@ class Recognizer:
         self.long_window_frames = min(N_FRAMES, int(long_window_seconds * FRAMES_PER_SECOND))
         self.cut_search_frames = int(CUT_SEARCH_SECONDS * FRAMES_PER_SECOND)
         self.tail_recheck_frames = int(TAIL_RECHECK_SECONDS * FRAMES_PER_SECOND)
+        self.short_rest_frames = self.tail_recheck_frames  # `_rest_is_heard`
         self._biases: dict[Vocabulary, _Biasing] = {}
 
     @classmethod
@@ -321,6 +322,8 @@ class Recognizer:
                 seek += frames
                 continue
             advance = self._take(heard, result, seek, frames)
+            if lead + frames == content and self._rest_is_heard(result.tokens, frames - advance):
+                advance = frames
             self._recheck_tails(heard, result, mel, seek - lead, lead, frames, wanted, loudest)
             seek += advance
         if not heard.segments:
@@ -431,6 +434,22 @@ class Recognizer:
         if not 0 < heard < frames - self.tail_recheck_frames:
             return 0
         return frames - heard if _has_voice(mel[:, heard:], mel[:, :heard]) else 0
+
+    def _rest_is_heard(self, tokens: tuple[int, ...], rest: int) -> bool:
+        """Whether the audio's last `rest` frames, after the closed last segment of the window that
+        reached the end, count as heard rather than being decoded as a window of their own.
+
+        Whisper decodes them alone. Under TAIL_RECHECK_SECONDS, the length `_unheard_tail` asks
+        before it decodes a tail again, they held no more than the end of the last word: in a
+        joined file of scripts/bench_vocab_long.py (seed 1, the 8th) the last window closed "What
+        joy there is in living?" at 17.00 s of 17.73, and the 0.73 s left, "-ving" and silence, came
+        out as "Developing." (no-speech 0.00, avg log-prob -1.74 after a fallback; "Sloping." with
+        a list). A window that ran out of tokens mid-segment does not end on a closed segment, so its
+        unfinished text is still decoded.
+        """
+        begin = self.tokenizer.timestamp_begin
+        closed = len(tokens) >= 2 and tokens[-1] >= begin and tokens[-2] >= begin
+        return closed and 0 < rest < self.short_rest_frames
 
     def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...]) -> Transcript:
         """Combine window results: token-weighted log-prob, first window's no-speech probability.
