@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from edge.asr.whisper.bias import BiasTrie
+from edge.asr.whisper.bias import BiasTrie, Recital
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.asr.whisper.decoding import (
     DecodeOptions,
@@ -172,10 +172,10 @@ def test_no_fallback_for_confident_text():
     assert result.temperature == 0.0 and result.text == "ae"
 
 
-def glossary_options(vocab: int) -> dict:
-    """Term "bc" (a small bonus) given as the glossary prompt too."""
+def glossary_options(vocab: int, listed: str = "bc") -> dict:
+    """Term "bc" (a small bonus) given as the glossary prompt too; a text matching `listed` recites it."""
     trie = BiasTrie([((B, C), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
-    return {"glossary": (B, C), "bias": trie, "recital": re.compile("bc"), "beam_size": 1}
+    return {"glossary": (B, C), "bias": trie, "recital": Recital(re.compile(listed), re.compile("bc")), "beam_size": 1}
 
 
 def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
@@ -190,6 +190,41 @@ def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
     result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
     assert result.text == "a"
     assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+
+
+def _likely(token: int, prob: float) -> dict[int, float]:
+    """`token` the most likely, the rest spread over three others."""
+    return {token: prob, **{other: (1 - prob) / 3 for other in (G, H, I)}}
+
+
+def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float]) -> Policy:
+    """With the glossary the model says the term "bc" then "d", without it "a" then "d"; how sure
+    it is of the first and last token each way."""
+    def policy(seq):
+        sampled = after_prefix(seq)
+        if seq[-1] == SOT:
+            return {A: 1.0}
+        if B in seq[: seq.index(SOT)]:
+            plan = [_likely(B, with_glossary[0]), {C: 1.0}, _likely(D, with_glossary[1])]
+        else:
+            plan = [_likely(A, without[0]), _likely(D, without[1])]
+        return plan[len(sampled)] if len(sampled) < len(plan) else {EOT: 1.0}
+    return policy
+
+
+@pytest.mark.parametrize(("with_glossary", "without", "text", "decodes"), [
+    ((0.9, 0.9), (0.9, 0.9), "bcd", 1),  # sure of the term (avg log-prob -0.05): no second decode
+    ((0.3, 0.4), (0.9, 0.9), "ad", 2),  # unsure (-0.53), and surer without it (-0.07)
+    ((0.3, 0.4), (0.35, 0.4), "bcd", 2),  # unsure, but surer than without it (-0.66)
+])
+def test_a_term_the_model_is_unsure_of_with_the_glossary_stands_only_if_it_is_surer_than_without(
+    with_glossary, without, text, decodes
+):
+    options = glossary_options(make_tokenizer().vocab_size, listed="bcbc")  # the term said once: not a recital
+    result, backend = run(_term_guess(with_glossary, without), fallback=True, **options)
+    assert result.text == text
+    starts = [call.tolist()[0] for call in backend.calls if call.tolist()[0][-1:] == [SOT]]
+    assert sum(B in start for start in starts) == 1 and len(starts) == decodes + 1, starts  # + the no-speech call
 
 
 def test_a_result_the_model_is_unsure_of_with_the_glossary_is_decoded_again_without_it():

@@ -127,15 +127,26 @@ def test_a_common_first_token_opens_a_term_without_a_bonus() -> None:
     (["AI", "Thai"], " Thaiwan, AIX", False),  # not inside other words
 ])
 def test_a_hypothesis_that_recites_the_glossary_is_recognised(terms, text, recites) -> None:
-    pattern = recital(Vocabulary(tuple(Term(t) for t in terms)))
+    pattern = recital(Vocabulary(tuple(Term(t) for t in terms))).listed
     assert (pattern.search(text) is not None) is recites
+
+
+@pytest.mark.parametrize(("terms", "text", "names"), [
+    (["Niamh", "Saoirse"], " Niamh and Saoirse are booking the room.", True),
+    (["Chișinău"], " Visitors for Chișinău at the front desk.", True),
+    (["张家界"], "我们去张家界吧", True),  # no word boundaries in Chinese
+    (["AI"], " Thaiwan, AIX", False),  # not inside other words
+    (["Miele"], " The meal was cooked.", False),
+])
+def test_the_check_that_a_result_names_a_term(terms, text, names) -> None:
+    assert (recital(Vocabulary(tuple(Term(t) for t in terms))).named.search(text) is not None) is names
 
 
 def test_the_recital_check_stays_fast_on_names_that_overlap() -> None:
     """{Kim, Lee, Kim Lee} split "Kim Lee Kim Lee ..." in 2^n ways; the check must not try them."""
     import time
 
-    pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee"))))
+    pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee")))).listed
     start = time.perf_counter()
     assert pattern.search(" " + "Kim Lee " * 200 + "x") is None
     assert time.perf_counter() - start < 0.5

@@ -223,21 +223,29 @@ def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
     return BiasTrie(paths, word_continuations(*vocab), distinctive_openings(*vocab))
 
 
-def recital(vocabulary: Vocabulary) -> re.Pattern[str]:
-    """Text that recites terms the way the glossary prompt lists them: two spellings of terms
-    with a list separator (comma, enumeration comma, semicolon) between them.
+@dataclass(frozen=True)
+class Recital:
+    """What a result that reads the glossary prompt back, rather than the audio, looks like."""
+
+    listed: re.Pattern[str]  # two terms with a list separator between them
+    named: re.Pattern[str]  # any one term
+
+
+def recital(vocabulary: Vocabulary) -> Recital:
+    """Patterns of the terms' spellings: `listed`, two of them with a list separator (comma,
+    enumeration comma, semicolon) between them, as the glossary prompt lists them; `named`, any one.
 
     With 10 unrelated terms as the prompt, whisper-base wrote "张家界，张家界，乌鲁木齐" and
     "Tegucigalpa, Husqvarna," for zh clips and tiny.en "Kibana, OpenWrt, Fluentd." for mains
     hum (scripts/bench_vocabulary.py --general --list-size 10 --prompt true). A sentence that
-    names two terms ("Niamh and Saoirse", "Grace will") does not match; one that lists them
-    ("Niamh, Saoirse") does, and is decoded again without the prompt: with the prefix tree
+    names two terms ("Niamh and Saoirse", "Grace will") is not `listed`; one that lists them
+    ("Niamh, Saoirse") is, and is decoded again without the prompt: with the prefix tree
     alone. Case counts (the model recites the prompt's spelling); one alternation and no
     nested repeats, so a search is linear in the text.
     """
     forms = sorted({form.strip() for term in vocabulary.terms for form in spellings(term.text)}, key=len, reverse=True)
     term = "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, forms)) + ")(?![A-Za-z0-9])"  # "AI" is not in "Thai"
-    return re.compile(f"{term}\\s*{_LIST_SEPARATOR}\\s*{term}")
+    return Recital(re.compile(f"{term}\\s*{_LIST_SEPARATOR}\\s*{term}"), re.compile(term))
 
 
 def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY_TOKENS,

@@ -7,7 +7,6 @@ logits give the no-speech probability), then the rest of the prefix.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 import zlib
 from collections.abc import Collection
@@ -16,13 +15,19 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.asr.whisper.bias import BiasTrie, Match
+from edge.asr.whisper.bias import BiasTrie, Match, Recital
 from edge.asr.whisper.graph import CrossKV, SelfKV, WhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer, token_texts
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
+# A result with the glossary prompt that names a term must be at least this sure, or it is
+# checked against a decode without the prompt (`Decoder._guesses_terms`). On dev-2c with
+# 10-term lists (scripts/bench_vocabulary.py), such results averaged -0.07 to -0.43 where the
+# terms were said, -0.58 to -1.40 where they were not ("Ula Chișinău, Dark, Nouakchott." for
+# "Glue the sheet to the dark blue background." on tts_espeak_en).
+GLOSSARY_LOGPROB_THRESHOLD = -0.5
 NO_SPEECH_THRESHOLD = 0.6
 # A detected language this unsure, on a window that is likely no speech, means noise: on
 # ../shared/eval (whisper-base int8) every speech clip's language had p >= 0.92 (zh, yue,
@@ -56,7 +61,7 @@ class DecodeOptions:
     language: str | None = None  # multilingual models: None detects it from the first decoder step
     bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
     glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt`
-    recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital): decode again without it
+    recital: Recital | None = None  # what a result reading the glossary back looks like (bias.recital)
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,9 @@ class Decoder:
             result = max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
         if self._reads_back(result, prefix.options):
             return self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
+        if self._guesses_terms(result, prefix.options):
+            plain = self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
+            return result if result.avg_logprob >= plain.avg_logprob else plain
         return result
 
     @staticmethod
@@ -354,7 +362,25 @@ class Decoder:
         if not options.glossary:
             return False
         unsure = result.temperature > 0.0 or result.needs_fallback  # every temperature tried: the least bad
-        return unsure or (options.recital is not None and options.recital.search(result.text) is not None)
+        return unsure or (options.recital is not None and options.recital.listed.search(result.text) is not None)
+
+    @staticmethod
+    def _guesses_terms(result: DecodeResult, options: DecodeOptions) -> bool:
+        """A result with the glossary prompt that names a term while the model is unsure of it
+        (average log-probability under GLOSSARY_LOGPROB_THRESHOLD): it stands only if the model is
+        at least as sure of it as of the audio decoded without the prompt.
+
+        The prompt makes its terms likely everywhere: where tiny.en cannot make out the words it
+        puts a term in, and the rest of the sentence goes wrong with it ("Popocatépetl, Stupacity,
+        V." for "A pot of tea helps to pass the evening."). Without the prompt it was surer of its
+        own reading in each such case (-0.71 against -1.40); where the terms were said, the prompt
+        made it surer (vocab_en with 10-term lists). With the whole 39-term list as the prompt
+        (`prompt: true`) the model is less sure of real names too, and this costs recall: 39 -> 32
+        of 52 (docs/benchmarks.md).
+        """
+        if not options.glossary or options.recital is None or result.avg_logprob >= GLOSSARY_LOGPROB_THRESHOLD:
+            return False
+        return options.recital.named.search(result.text) is not None
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.

@@ -9,7 +9,6 @@ windows that end in a pause and are padded the same way.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from edge.asr.base import Segment, Transcript
 from edge.asr.text import tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
+from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, Recital, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     MAX_PROMPT_TOKENS,
@@ -97,7 +96,7 @@ class WhisperOptions:
     prompt: tuple[int, ...] = ()
     bias: BiasTrie | None = None
     glossary: tuple[int, ...] = ()
-    recital: re.Pattern[str] | None = None  # what a result reciting the glossary looks like (bias.recital)
+    recital: Recital | None = None  # what a result reading the glossary back looks like (bias.recital)
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ class _Biasing:
 
     glossary: tuple[int, ...]
     trie: BiasTrie | None
-    recital: re.Pattern[str] | None
+    recital: Recital | None
 
 
 def token_budget(seconds: float) -> int:
