@@ -4,8 +4,8 @@ The shared eval sets have three English long-form files and one Mandarin one. Th
 every `--clips` consecutive clips of the short sets (a seeded pause of 0.3-1.5 s after
 each) into files of 20-60 s with known text, and decodes each with our recognizer as
 shipped, with Whisper's own rules (a window whose text ends early counts as all heard:
-`Recognizer.tail_recheck_frames` set out of reach; a short rest of the audio after the last
-closed segment is decoded alone: `short_rest_frames` 0), and with faster-whisper.
+`Recognizer.tail_recheck_frames` set out of reach; a short last window counts however unsure
+the model is of it: `short_rest_frames` 0), and with faster-whisper.
 The real long-form sets are decoded too. Scoring as scripts/bench_recognizer.py.
 
     .venv/bin/python scripts/bench_long_joined.py                                  # tiny.en, English

@@ -197,9 +197,9 @@ def _likely(token: int, prob: float) -> dict[int, float]:
     return {token: prob, **{other: (1 - prob) / 3 for other in (G, H, I)}}
 
 
-def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float]) -> Policy:
-    """With the glossary the model says the term "bc" then "d", without it "a" then "d"; how sure
-    it is of the first and last token each way."""
+def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float] | None) -> Policy:
+    """With the glossary the model says the term "bc" then "d", without it "a" then "d" (None:
+    nothing); how sure it is of the first and last token each way."""
     def policy(seq):
         sampled = after_prefix(seq)
         if seq[-1] == SOT:
@@ -207,7 +207,7 @@ def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float]
         if B in seq[: seq.index(SOT)]:
             plan = [_likely(B, with_glossary[0]), {C: 1.0}, _likely(D, with_glossary[1])]
         else:
-            plan = [_likely(A, without[0]), _likely(D, without[1])]
+            plan = [_likely(A, without[0]), _likely(D, without[1])] if without else []
         return plan[len(sampled)] if len(sampled) < len(plan) else {EOT: 1.0}
     return policy
 
@@ -216,6 +216,7 @@ def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float]
     ((0.9, 0.9), (0.9, 0.9), "bcd", 1),  # sure of the term (avg log-prob -0.05): no second decode
     ((0.3, 0.4), (0.9, 0.9), "ad", 2),  # unsure (-0.53), and surer without it (-0.07)
     ((0.3, 0.4), (0.35, 0.4), "bcd", 2),  # unsure, but surer than without it (-0.66)
+    ((0.3, 0.4), None, "bcd", 2),  # without it, nothing (log-prob 0): not a reading to prefer
 ])
 def test_a_term_the_model_is_unsure_of_with_the_glossary_stands_only_if_it_is_surer_than_without(
     with_glossary, without, text, decodes

@@ -144,28 +144,32 @@ def test_a_window_whose_text_ends_early_has_its_tail_decoded_again(
 
 
 @pytest.mark.parametrize(
-    "closed_s, decoded, text",
+    "closed_s, rest_no_speech, rest_logprob, rest_temperature, text",
     [
-        (7.4, [(0, 800)], "first words"),  # 0.6 s left after the closed segment: the end of its last word
-        (6.0, [(0, 800), (2, 200)], "first words tail words"),  # 2 s left: decoded as a window (Whisper's rule)
+        (7.4, 0.1, -0.2, 0.0, "first words tail words"),  # 0.6 s left, said clearly: it counts
+        (7.4, 0.1, -1.5, 0.0, "first words"),  # ... unsure ("Developing." for the end of "living"): dropped
+        (7.4, 0.9, -0.2, 0.0, "first words"),  # ... where the model thinks nobody speaks: dropped
+        (7.4, 0.1, -0.5, 0.4, "first words"),  # ... only after a fallback: dropped
+        (6.0, 0.1, -1.5, 0.0, "first words tail words"),  # 2 s left: Whisper's rule, as any window
     ],
 )
-def test_the_rest_after_the_last_closed_segment_is_decoded_only_if_it_can_hold_speech(
-    int8, monkeypatch, closed_s, decoded, text
+def test_a_short_last_window_counts_only_where_the_model_is_sure_of_it(
+    int8, monkeypatch, closed_s, rest_no_speech, rest_logprob, rest_temperature, text
 ) -> None:
     begin = int8.tokenizer.timestamp_begin
     closed = _said(int8, " first words", 0.0, closed_s, 0.1)
     closed = replace(closed, tokens=(*closed.tokens, begin + round(closed_s * 50)))  # "<|0.00|> ... <|t|><|t|>"
-    answers = [closed, _said(int8, " tail words", 0.0, 8.0 - closed_s, 0.1)]
+    rest = replace(_said(int8, " tail words", 0.0, 8.0 - closed_s, rest_no_speech, rest_logprob),
+                   temperature=rest_temperature)
     calls: list[tuple[int, int]] = []
 
     def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
         calls.append((seek, frames))
-        return answers[len(calls) - 1]
+        return (closed, rest)[len(calls) - 1]
 
     monkeypatch.setattr(int8, "_decode_window", decode)
     result = int8.transcribe_long(_noise(8.0, 0.1, np.random.default_rng(0)))
-    assert calls == decoded and result.text == text
+    assert calls == [(0, 800), (2, round((8.0 - closed_s) * 100))] and result.text == text
 
 
 def test_the_sentence_after_an_early_end_of_text_is_not_lost(int8, eval_dir, monkeypatch) -> None:

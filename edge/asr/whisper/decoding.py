@@ -26,7 +26,9 @@ LOGPROB_THRESHOLD = -1.0
 # checked against a decode without the prompt (`Decoder._guesses_terms`). On dev-2c with
 # 10-term lists (scripts/bench_vocabulary.py), such results averaged -0.07 to -0.43 where the
 # terms were said, -0.58 to -1.40 where they were not ("Ula Chișinău, Dark, Nouakchott." for
-# "Glue the sheet to the dark blue background." on tts_espeak_en).
+# "Glue the sheet to the dark blue background." on tts_espeak_en). Measured on clips decoded
+# without timestamps; in the windows of long audio, whose average counts timestamp tokens too, it
+# changed nothing on scripts/bench_vocab_long.py.
 GLOSSARY_LOGPROB_THRESHOLD = -0.5
 NO_SPEECH_THRESHOLD = 0.6
 # A detected language this unsure, on a window that is likely no speech, means noise: on
@@ -346,8 +348,15 @@ class Decoder:
             return self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
         if self._guesses_terms(result, prefix.options):
             plain = self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
-            return result if result.avg_logprob >= plain.avg_logprob else plain
+            return plain if self._surer(plain, result) else result
         return result
+
+    @staticmethod
+    def _surer(plain: DecodeResult, prompted: DecodeResult) -> bool:
+        """Whether the decode without the glossary replaces one that `_guesses_terms`: only a
+        result the model got at temperature 0, with words, and surer of than the prompted one."""
+        sane = plain.temperature == 0.0 and not plain.needs_fallback and bool(plain.text.strip())
+        return sane and plain.avg_logprob > prompted.avg_logprob
 
     @staticmethod
     def _reads_back(result: DecodeResult, options: DecodeOptions) -> bool:
@@ -367,8 +376,8 @@ class Decoder:
     @staticmethod
     def _guesses_terms(result: DecodeResult, options: DecodeOptions) -> bool:
         """A result with the glossary prompt that names a term while the model is unsure of it
-        (average log-probability under GLOSSARY_LOGPROB_THRESHOLD): it stands only if the model is
-        at least as sure of it as of the audio decoded without the prompt.
+        (average log-probability under GLOSSARY_LOGPROB_THRESHOLD): the caller decodes the audio
+        again without the prompt and keeps the one the model is surer of (`_surer`).
 
         The prompt makes its terms likely everywhere: where tiny.en cannot make out the words it
         puts a term in, and the rest of the sentence goes wrong with it ("Popocatépetl, Stupacity,

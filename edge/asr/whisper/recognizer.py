@@ -20,6 +20,7 @@ from edge.asr.text import tidy
 from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, Recital, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
+    LOGPROB_THRESHOLD,
     MAX_PROMPT_TOKENS,
     MAX_SAMPLE_TOKENS,
     DecodeOptions,
@@ -149,7 +150,7 @@ class Recognizer:
         self.long_window_frames = min(N_FRAMES, int(long_window_seconds * FRAMES_PER_SECOND))
         self.cut_search_frames = int(CUT_SEARCH_SECONDS * FRAMES_PER_SECOND)
         self.tail_recheck_frames = int(TAIL_RECHECK_SECONDS * FRAMES_PER_SECOND)
-        self.short_rest_frames = self.tail_recheck_frames  # `_rest_is_heard`
+        self.short_rest_frames = self.tail_recheck_frames  # `_unsure_rest`
         self._biases: dict[Vocabulary, _Biasing] = {}
 
     @classmethod
@@ -317,12 +318,10 @@ class Recognizer:
                 continue
             result = self._decode_window(mel, lead, frames, heard.options(wanted), loudest)
             heard.no_speech = min(heard.no_speech, result.no_speech_prob)
-            if result.is_silence:
+            if result.is_silence or self._unsure_rest(result, seek, frames):
                 seek += frames
                 continue
             advance = self._take(heard, result, seek, frames)
-            if lead + frames == content and self._rest_is_heard(result.tokens, frames - advance):
-                advance = frames
             self._recheck_tails(heard, result, mel, seek - lead, lead, frames, wanted, loudest)
             seek += advance
         if not heard.segments:
@@ -434,21 +433,24 @@ class Recognizer:
             return 0
         return frames - heard if _has_voice(mel[:, heard:], mel[:, :heard]) else 0
 
-    def _rest_is_heard(self, tokens: tuple[int, ...], rest: int) -> bool:
-        """Whether the audio's last `rest` frames, after the closed last segment of the window that
-        reached the end, count as heard rather than being decoded as a window of their own.
+    def _unsure_rest(self, result: DecodeResult, seek: int, frames: int) -> bool:
+        """Whether a short last window's text is dropped: under `short_rest_frames` (the
+        TAIL_RECHECK_SECONDS a window's early-ending text must leave before its tail is decoded
+        again), after earlier windows, it counts only where the model thinks someone speaks and is
+        sure of the text on its own (temperature 0, average log-probability of at least -1.0
+        without the vocabulary's bonus).
 
-        Whisper decodes them alone. Under TAIL_RECHECK_SECONDS, the length `_unheard_tail` asks
-        before it decodes a tail again, they held no more than the end of the last word: in a
-        joined file of scripts/bench_vocab_long.py (seed 1, the 8th) the last window closed "What
-        joy there is in living?" at 17.00 s of 17.73, and the 0.73 s left, "-ving" and silence, came
-        out as "Developing." (no-speech 0.00, avg log-prob -1.74 after a fallback; "Sloping." with
-        a list). A window that ran out of tokens mid-segment does not end on a closed segment, so its
-        unfinished text is still decoded.
+        Windows are cut at least 13 s long, so a short one is what the audio has left after the
+        previous window's last closed segment. Whisper decodes it like any other. In a joined file
+        of scripts/bench_vocab_long.py (seed 1, the 8th) the last window closed "What joy there is
+        in living?" at 17.00 s of 17.73, and the 0.73 s left, the end of "living" and silence, came
+        out as "Developing." (no-speech 0.00, avg log-prob -1.74 after a fallback; "Sloping.",
+        -1.64, with the file's terms as a list, which vouched for it). A short word said clearly
+        there still counts.
         """
-        begin = self.tokenizer.timestamp_begin
-        closed = len(tokens) >= 2 and tokens[-1] >= begin and tokens[-2] >= begin
-        return closed and 0 < rest < self.short_rest_frames
+        if seek == 0 or frames >= self.short_rest_frames:
+            return False
+        return result.likely_no_speech or result.temperature > 0.0 or result.avg_logprob < LOGPROB_THRESHOLD
 
     def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...]) -> Transcript:
         """Combine window results: token-weighted log-prob, first window's no-speech probability.
