@@ -102,6 +102,11 @@ class DecodeResult:
         )
 
     @property
+    def unsure(self) -> bool:
+        """Got only by a temperature fallback, or still wanting one after every temperature (the least bad)."""
+        return self.temperature > 0.0 or self.needs_fallback
+
+    @property
     def confidence(self) -> float:
         """The average log-probability, counting the terms the vocabulary vouches for.
 
@@ -353,10 +358,9 @@ class Decoder:
 
     @staticmethod
     def _surer(plain: DecodeResult, prompted: DecodeResult) -> bool:
-        """Whether the decode without the glossary replaces one that `_guesses_terms`: only a
-        result the model got at temperature 0, with words, and surer of than the prompted one."""
-        sane = plain.temperature == 0.0 and not plain.needs_fallback and bool(plain.text.strip())
-        return sane and plain.avg_logprob > prompted.avg_logprob
+        """Whether the decode without the glossary replaces a prompted result that `_guesses_terms`:
+        only one with words, not `unsure`, and surer than the prompted one."""
+        return not plain.unsure and bool(plain.text.strip()) and plain.avg_logprob > prompted.avg_logprob
 
     @staticmethod
     def _reads_back(result: DecodeResult, options: DecodeOptions) -> bool:
@@ -370,8 +374,7 @@ class Decoder:
         """
         if not options.glossary:
             return False
-        unsure = result.temperature > 0.0 or result.needs_fallback  # every temperature tried: the least bad
-        return unsure or (options.recital is not None and options.recital.listed.search(result.text) is not None)
+        return result.unsure or (options.recital is not None and options.recital.listed.search(result.text) is not None)
 
     @staticmethod
     def _guesses_terms(result: DecodeResult, options: DecodeOptions) -> bool:
