@@ -6,15 +6,16 @@ so a beam search that reorders the cache wrongly produces wrong text.
 
 from __future__ import annotations
 
-import re
+import itertools
 from typing import Callable
 
 import numpy as np
 import pytest
 
-from edge.asr.whisper.bias import BiasTrie, Recital
+from edge.asr.whisper.bias import BiasTrie, recital
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.asr.whisper.decoding import (
+    GLOSSARY_GAIN_CAP,
     DecodeOptions,
     Decoder,
     LogitRules,
@@ -24,6 +25,7 @@ from edge.asr.whisper.decoding import (
     without_loop,
 )
 from edge.asr.whisper.tokenizer import Tokenizer
+from edge.vocabulary import Term, Vocabulary
 
 LETTERS = "abcdefghij"
 N_STAMPS = 101  # <|0.00|> .. <|2.00|>
@@ -172,74 +174,81 @@ def test_no_fallback_for_confident_text():
     assert result.temperature == 0.0 and result.text == "ae"
 
 
-def glossary_options(vocab: int, listed: str = "bc") -> dict:
-    """Term "bc" (a small bonus) given as the glossary prompt too; a text matching `listed` recites it."""
+def glossary_options(vocab: int, beam_size: int = 1) -> dict:
+    """Term "bc" (a small bonus) given as the glossary prompt too."""
     trie = BiasTrie([((B, C), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
-    return {"glossary": (B, C), "bias": trie, "recital": Recital(re.compile(listed), re.compile("bc")), "beam_size": 1}
+    return {"glossary": (B, C), "bias": trie, "beam_size": beam_size}
 
 
-def test_a_result_that_reads_the_glossary_back_is_decoded_again_without_it():
+def glossed(seq: list[int]) -> bool:
+    """Whether this call's history holds the glossary prompt (B before SOT)."""
+    return B in seq[: seq.index(SOT)]
+
+
+Plan = dict[tuple[int, ...], dict[int, float]]  # the tokens sampled so far -> the next one's distribution
+
+
+def _two_models(plain: Plan, with_glossary: Plan) -> Policy:
+    """Next-token distributions without and with the glossary prompt; EOT after anything unplanned."""
     def policy(seq):
-        sampled = after_prefix(seq)
         if seq[-1] == SOT:
             return {A: 1.0}
-        if B in seq[: seq.index(SOT)]:  # the glossary before SOT: the model recites it
-            return {B: 0.9, A: 0.1} if not sampled else ({C: 1.0} if sampled == [B] else {EOT: 1.0})
-        return {A: 0.9, B: 0.1} if not sampled else {EOT: 1.0}
-
-    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
-    assert result.text == "a"
-    assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
-
-
-def _likely(token: int, prob: float) -> dict[int, float]:
-    """`token` the most likely, the rest spread over three others."""
-    return {token: prob, **{other: (1 - prob) / 3 for other in (G, H, I)}}
-
-
-def _term_guess(with_glossary: tuple[float, float], without: tuple[float, float] | None) -> Policy:
-    """With the glossary the model says the term "bc" then "d", without it "a" then "d" (None:
-    nothing); how sure it is of the first and last token each way."""
-    def policy(seq):
-        sampled = after_prefix(seq)
-        if seq[-1] == SOT:
-            return {A: 1.0}
-        if B in seq[: seq.index(SOT)]:
-            plan = [_likely(B, with_glossary[0]), {C: 1.0}, _likely(D, with_glossary[1])]
-        else:
-            plan = [_likely(A, without[0]), _likely(D, without[1])] if without else []
-        return plan[len(sampled)] if len(sampled) < len(plan) else {EOT: 1.0}
+        return (with_glossary if glossed(seq) else plain).get(tuple(after_prefix(seq)), {EOT: 1.0})
     return policy
 
 
-@pytest.mark.parametrize(("with_glossary", "without", "text", "decodes"), [
-    ((0.9, 0.9), (0.9, 0.9), "bcd", 1),  # sure of the term (avg log-prob -0.05): no second decode
-    ((0.3, 0.4), (0.9, 0.9), "ad", 2),  # unsure (-0.53), and surer without it (-0.07)
-    ((0.3, 0.4), (0.35, 0.4), "bcd", 2),  # unsure, but surer than without it (-0.66)
-    ((0.3, 0.4), None, "bcd", 2),  # without it, nothing (log-prob 0): not a reading to prefer
-])
-def test_a_term_the_model_is_unsure_of_with_the_glossary_stands_only_if_it_is_surer_than_without(
-    with_glossary, without, text, decodes
-):
-    options = glossary_options(make_tokenizer().vocab_size, listed="bcbc")  # the term said once: not a recital
-    result, backend = run(_term_guess(with_glossary, without), fallback=True, **options)
-    assert result.text == text
-    starts = [call.tolist()[0] for call in backend.calls if call.tolist()[0][-1:] == [SOT]]
-    assert sum(B in start for start in starts) == 1 and len(starts) == decodes + 1, starts  # + the no-speech call
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_the_glossary_lifts_a_term_the_plain_model_finds_less_likely(beam_size):
+    policy = _two_models(plain={(): {A: 0.7, B: 0.3}, (B,): {C: 1.0}},
+                         with_glossary={(): {B: 0.9, A: 0.1}, (B,): {C: 1.0}})
+    without, _ = run(policy, fallback=True, beam_size=beam_size)
+    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size, beam_size))
+    assert (without.text, result.text) == ("a", "bc")
+    assert result.avg_logprob == pytest.approx(np.log(0.3) / 3, abs=1e-3), "the plain model's own log-probs"
+    assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls]
 
 
-def test_a_result_the_model_is_unsure_of_with_the_glossary_is_decoded_again_without_it():
-    def policy(seq):
-        sampled = after_prefix(seq)
-        if seq[-1] == SOT:
-            return {A: 1.0}
-        if B in seq[: seq.index(SOT)]:  # with the glossary: any of five tokens, three times (avg log-prob -1.6)
-            return {A: 0.2, C: 0.2, D: 0.2, E: 0.2, F: 0.2} if len(sampled) < 3 else {EOT: 1.0}
-        return {A: 0.95, B: 0.05} if not sampled else {EOT: 1.0}
+def test_the_words_around_a_term_are_the_plain_models():
+    """With the glossary the model would also say "e" after the term; without it, "d": not a term token, no gain."""
+    policy = _two_models(plain={(): {B: 0.6, A: 0.4}, (B,): {C: 1.0}, (B, C): {D: 0.8, E: 0.2}},
+                         with_glossary={(): {B: 0.9, A: 0.1}, (B,): {C: 1.0}, (B, C): {E: 0.9, D: 0.1}})
+    result, _ = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size, beam_size=5))
+    assert result.text == "bcd"
 
-    result, backend = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size))
+
+def test_the_gain_is_capped():
+    """A term the plain model all but rules out (1e-6) stays out however sure the glossed one is."""
+    sure = 0.999999
+    policy = _two_models(plain={(): {A: sure, B: 1e-6}, (B,): {C: 1.0}},
+                         with_glossary={(): {B: sure, A: 1e-6}, (B,): {C: 1.0}})
+    assert np.log(sure / 1e-6) > GLOSSARY_GAIN_CAP
+    result, _ = run(policy, fallback=True, **glossary_options(make_tokenizer().vocab_size, beam_size=5))
+    assert result.text == "a"
+
+
+def test_a_result_the_glossary_leaves_unsure_is_decoded_again_without_it():
+    """The glossary lifts "b", after which the plain model can only guess; without it, "a" is sure."""
+    spread = {D: 0.2, E: 0.2, F: 0.2, G: 0.2, H: 0.2}
+    guesses = {(B, *rest): spread for n in range(4) for rest in itertools.product(spread, repeat=n)}
+    policy = _two_models(plain={(): {A: 0.9, B: 0.1}, **guesses}, with_glossary={(): {B: 0.99, A: 0.01}, **guesses})
+    vocab = make_tokenizer().vocab_size
+    trie = BiasTrie([((B,), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
+    result, backend = run(policy, fallback=True, glossary=(B,), bias=trie, beam_size=1)
     assert (result.text, result.temperature) == ("a", 0.0)
-    assert [[SOT_PREV, B, C, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+    assert [[SOT_PREV, B, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+
+
+def test_a_result_that_recites_a_term_twice_running_is_decoded_again_without_the_glossary():
+    """With the glossary the model starts with the term and says it again ("凯瑟琳 凯瑟琳" for a
+    20 s clip); without it, "a"."""
+    policy = _two_models(plain={(): {A: 0.9, B: 0.1}, (B,): {C: 1.0}, (B, C): {B: 0.9, EOT: 0.1}, (B, C, B): {C: 1.0}},
+                         with_glossary={(): {B: 0.99, A: 0.01}, (B,): {C: 1.0}, (B, C): {B: 0.9, EOT: 0.1},
+                                        (B, C, B): {C: 1.0}})
+    options = glossary_options(make_tokenizer().vocab_size)
+    plain_recital, _ = run(policy, fallback=True, **options)
+    assert plain_recital.text == "bcbc"  # no check: the glossed reading stands
+    result, _ = run(policy, fallback=True, recital=recital(Vocabulary((Term("bc"),))), **options)
+    assert result.text == "a"
 
 
 def test_a_long_prompt_loses_its_oldest_tokens_and_the_glossary_stays_whole():

@@ -115,40 +115,90 @@ def test_a_common_first_token_opens_a_term_without_a_bonus() -> None:
     assert bonus(two_tokens, Match())[6] == 0.0 and walk(two_tokens, [6, 2, 0])[1] == pytest.approx(B)
 
 
+GAIN = 0.5  # the glossary gain of every token in these tests (bonus B = 2.0 besides)
+
+
+def gained(trie: BiasTrie, tokens: list[int], gain: float = GAIN) -> tuple[Match, float]:
+    """`walk` with the glossary: every token would gain `gain`; the total of bonus and gains."""
+    match, total = Match(), 0.0
+    for token in tokens:
+        scores = np.zeros((1, len(CONTINUES)))
+        trie.add_bonus(scores, [match], np.full((1, len(CONTINUES)), gain))
+        total += scores[0, token]
+        match = trie.step(match, token, gain)
+    return match, total
+
+
+def test_the_glossary_gain_goes_to_term_tokens_only() -> None:
+    trie = toy()
+    scores = np.zeros((1, len(CONTINUES)))
+    trie.add_bonus(scores, [Match()], np.full((1, len(CONTINUES)), GAIN))
+    assert scores[0].tolist() == [0, 2 * B + GAIN, 0, 0, 0, 0, 0, 0]  # only "a" opens a term
+    assert gained(trie, [1, 2, 3])[1] == pytest.approx(4 * B + 3 * GAIN)
+
+
+def test_a_broken_off_match_loses_its_gain_with_its_bonus() -> None:
+    trie = toy()
+    assert gained(trie, [1, 2, 6])[1] == pytest.approx(0.0)
+    assert gained(trie, [1, 2, 0])[1] == pytest.approx(0.0)
+    assert gained(trie, [1, 2, 1])[1] == pytest.approx(2 * B + GAIN)  # "ab" lost, a new "a" started
+
+
+def test_a_completed_term_keeps_its_gain_unless_the_word_goes_on_or_it_repeats() -> None:
+    trie = toy()
+    assert gained(trie, [1, 4, 6])[1] == pytest.approx(4 * B + 2 * GAIN)
+    assert gained(trie, [1, 4, 5])[1] == pytest.approx(0.0)  # "ad" + "is": not the term
+    assert gained(trie, [1, 4, 6, 1, 4, 6])[1] == pytest.approx(4 * B + 2 * GAIN)  # said again: nothing more
+    chinese = toy(paths=(((1, 4), B, False),))
+    assert gained(chinese, [1, 4, 5])[1] == pytest.approx(2 * B + 2 * GAIN)
+
+
+def test_a_longer_term_through_a_completed_one_keeps_both_gains() -> None:
+    """"ab" then "ab"+5 ("Kim" and "Kimberly"): 5 goes on with the word but into the longer term."""
+    trie = toy(paths=(((1, 2), B, True), ((1, 2, 5), B, True)))
+    assert gained(trie, [1, 2, 5, 6])[1] - walk(trie, [1, 2, 5, 6])[1] == pytest.approx(3 * GAIN)
+
+
+def test_each_hypothesis_holds_its_own_gain() -> None:
+    """Gains differ per row and step: a row takes back what its own match gained."""
+    trie = toy()
+    after_a_big = trie.step(Match(), 1, 3.0)
+    after_a_small = trie.step(Match(), 1, 0.25)
+    scores = np.zeros((2, len(CONTINUES)))
+    trie.add_bonus(scores, [after_a_big, after_a_small], np.zeros((2, len(CONTINUES))))
+    assert scores[:, 6].tolist() == [-2 * B - 3.0, -2 * B - 0.25]  # breaking off
+    assert scores[:, 2].tolist() == [B, B]  # continuing keeps what was gained
+
+
+def test_a_zero_bonus_list_still_has_a_tree_when_it_is_the_glossary(tiny) -> None:
+    tokenizer = tiny.tokenizer
+    trie = build_trie(Vocabulary((Term("Ljubljana"),), bonus=0.0, glossary="auto"), tokenizer)
+    assert trie is not None and len(trie) > 1
+    scores = np.zeros((1, len(tokenizer.tokens)))
+    trie.add_bonus(scores, [Match()])
+    assert not scores.any()  # no bonus: only the glossary's gains go to its tokens
+
+
 @pytest.mark.parametrize(("terms", "text", "recites"), [
-    (["Kibana", "OpenWrt", "Fluentd"], " Kibana, OpenWrt, Fluentd.", True),  # the glossary's own form
-    (["张家界", "乌鲁木齐"], "张家界，张家界，乌鲁木齐", True),
-    (["Tegucigalpa", "Husqvarna"], "Tegucigalpa, Husqvarna,", True),  # no leading space (after Chinese)
-    (["kibana", "openwrt"], " Kibana, Openwrt.", True),  # capitalised, as the model writes a list
-    (["Niamh", "Saoirse"], " Niamh and Saoirse are booking the room.", False),  # a sentence naming both
-    (["Grace", "Will"], " Grace will send it.", False),  # a name and a word, no list
-    (["Thandiwe"], " Thandiwe?", False),  # a name called out
-    (["HashiCorp"], "HashiCorp,能够做的比我还好用。", False),  # one term, then speech
-    (["AI", "Thai"], " Thaiwan, AIX", False),  # not inside other words
+    (["凯瑟琳", "北美"], "凯瑟琳 凯瑟琳", True),  # whisper-base's recital of a 19-term list
+    (["Niamh"], " Niamh, Niamh.", True),
+    (["Kim", "Kim Lee"], " Kim Lee Kim Lee", True),
+    (["凯瑟琳", "杰西卡"], "凯瑟琳和杰西卡一分折腾", False),  # two terms in a sentence
+    (["Niamh", "Saoirse"], " Niamh and Saoirse are booking the room.", False),
+    (["Kim"], " Kim Kimberly", False),  # not inside another word
+    (["Kim"], " Kim, kim.", False),  # case counts: the model recites the list's spelling
 ])
-def test_a_hypothesis_that_recites_the_glossary_is_recognised(terms, text, recites) -> None:
-    pattern = recital(Vocabulary(tuple(Term(t) for t in terms))).listed
-    assert (pattern.search(text) is not None) is recites
-
-
-@pytest.mark.parametrize(("terms", "text", "names"), [
-    (["Niamh", "Saoirse"], " Niamh and Saoirse are booking the room.", True),
-    (["Chișinău"], " Visitors for Chișinău at the front desk.", True),
-    (["张家界"], "我们去张家界吧", True),  # no word boundaries in Chinese
-    (["AI"], " Thaiwan, AIX", False),  # not inside other words
-    (["Miele"], " The meal was cooked.", False),
-])
-def test_the_check_that_a_result_names_a_term(terms, text, names) -> None:
-    assert (recital(Vocabulary(tuple(Term(t) for t in terms))).named.search(text) is not None) is names
+def test_a_term_said_twice_running_is_a_recital(terms, text, recites) -> None:
+    assert (recital(Vocabulary(tuple(Term(t) for t in terms))).search(text) is not None) is recites
 
 
 def test_the_recital_check_stays_fast_on_names_that_overlap() -> None:
-    """{Kim, Lee, Kim Lee} split "Kim Lee Kim Lee ..." in 2^n ways; the check must not try them."""
+    """{Kim, Lee, Kim Lee} in a long run of "Kim Lee x": one pass, not one per way to split it."""
     import time
 
-    pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee")))).listed
+    pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee"))))
     start = time.perf_counter()
-    assert pattern.search(" " + "Kim Lee " * 200 + "x") is None
+    assert pattern.search(" " + "Kim Lee x " * 2000) is None
     assert time.perf_counter() - start < 0.5
 
 
@@ -253,7 +303,7 @@ def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:
 
 def test_an_empty_list_or_zero_bonus_builds_no_tree(tiny) -> None:
     assert build_trie(Vocabulary(), tiny.tokenizer) is None
-    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0), tiny.tokenizer) is None
+    assert build_trie(Vocabulary((Term("Siobhan"),), bonus=0.0, glossary=False), tiny.tokenizer) is None
     assert tiny.options(vocabulary=Vocabulary((Term("Siobhan"),), glossary=False)).glossary == ()
 
 

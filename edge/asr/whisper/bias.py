@@ -24,6 +24,14 @@ the path), so an unfinished match holds `held(n) = score[n] - kept[n]`. From n:
   lost too by a token that continues the word (word terms), or by any token
   when the hypothesis had already completed this term: a name said once is
   favoured, "Niamh Niamh Niamh" is not.
+
+With the glossary (the terms as Whisper's prompt, in a second decoder stream:
+edge/asr/whisper/decoding.py), a token that starts or extends a match also
+earns its glossary gain: how much likelier the prompted model finds it than the
+plain one. The gain differs per hypothesis and step, so a `Match` carries what
+its unfinished match has gained (`gain`) and what the term it has just
+completed gained (`gained`); they are taken back and forfeited exactly as the
+bonus is.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from edge.vocabulary import Vocabulary
 ROOT = 0
 GLOSSARY_TOKENS = 160  # of the 223 prompt tokens: the rest for the previous utterance (tiny.en: < 60 tokens)
 _WORD_BYTES = (string.ascii_letters + string.digits).encode()
-_LIST_SEPARATOR = "[,;，、；]"  # between the terms of a glossary prompt, and of its recital
+_BETWEEN = "[\\s,.;:!?，。、；：！？]*"  # what may stand between a term and its repeat
 _NOTHING = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))  # shared by every leaf
 
 
@@ -80,6 +88,8 @@ class Match:
     node: int = ROOT
     done: frozenset[int] = frozenset()
     repeated: bool = False  # `node` completes a term that `done` already had
+    gain: float = 0.0  # glossary gain of the unfinished match (taken back if it breaks off)
+    gained: float = 0.0  # glossary gain of the term `node` completes (forfeited with its bonus)
 
 
 @lru_cache(maxsize=2)
@@ -175,43 +185,65 @@ class BiasTrie:
         """What an unfinished match at `node` has earned and would lose by breaking off."""
         return float(self.score[node] - self.kept[node])
 
-    def add_bonus(self, scores: np.ndarray, states: Sequence[Match]) -> None:
-        """Add each next token's bonus (or take-back) to `scores` [B, V] in place, row b in `states[b]`."""
+    def add_bonus(self, scores: np.ndarray, states: Sequence[Match], gains: np.ndarray | None = None) -> None:
+        """Add each next token's bonus (or take-back) to `scores` [B, V] in place, row b in `states[b]`;
+        and with `gains` [B, V] (the glossary's, `glossary_gains`), each term token's gain."""
         scores[:, self._root_tokens] += self._root_bonus
         for row, state in enumerate(states):
+            if gains is not None:
+                self._add_gain(scores[row], gains[row], state)
             node = state.node
             if node == ROOT:
                 continue
             scores[row] -= self.held(node)
             tokens, adjust = self._adjust[node]
-            forfeit = self._forfeit(state)
+            forfeit = self._forfeit(state, self.completion[node])
             if forfeit is not None:
                 scores[row] -= forfeit
                 adjust = adjust + (forfeit if np.isscalar(forfeit) else forfeit[tokens])
             scores[row, tokens] += adjust
 
-    def _forfeit(self, state: Match) -> np.ndarray | float | None:
-        """Per next token, what a just-completed term loses: all of it for a repeat, or if the word goes on."""
-        earned = self.completion[state.node]
-        if not earned:
+    def _add_gain(self, row: np.ndarray, gain: np.ndarray, state: Match) -> None:
+        """A child of the match keeps what the match has gained and adds its own gain; a term's first
+        token starts a new match with its gain; anything else takes the match's gain back. The gain
+        of a term just completed is forfeited where its bonus is."""
+        change = np.full(len(row), -state.gain)
+        change[self._root_tokens] += gain[self._root_tokens]
+        children = self._children[state.node] if state.node != ROOT else {}
+        kids = np.fromiter(children, dtype=np.int64, count=len(children))
+        change[kids] = gain[kids]
+        forfeit = self._forfeit(state, state.gained)
+        if forfeit is not None:
+            change -= forfeit
+            change[kids] += forfeit if np.isscalar(forfeit) else forfeit[kids]
+        row += change
+
+    def _forfeit(self, state: Match, earned: float) -> np.ndarray | float | None:
+        """Per next token, what the term `state` has just completed loses of `earned` (its bonus or
+        its gain): all of it for a repeat, or if the word goes on."""
+        if not earned or not self._end[state.node]:
             return None
         if state.repeated:
             return earned
         return earned * self._continues if self._word_end[state.node] else None
 
-    def step(self, state: Match, token: int) -> Match:
-        """The match after `token`: deeper, a new match, or none (the root)."""
+    def step(self, state: Match, token: int, gain: float = 0.0) -> Match:
+        """The match after `token` (which earned the glossary gain `gain`): deeper, a new match, or none."""
         node = self._children[state.node].get(token)
-        if node is None:
+        if node is not None:
+            gain += state.gain
+        else:
             node = self._children[ROOT].get(token, ROOT)
+            gain = gain if node != ROOT else 0.0
         if not self._end[node]:
-            return Match(node, state.done)
-        return Match(node, state.done | {node}, repeated=node in state.done)
+            return Match(node, state.done, gain=gain)
+        return Match(node, state.done | {node}, repeated=node in state.done, gained=gain)
 
 
 def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
-    """The tree for a vocabulary (None when it is empty or its bonus is 0)."""
-    if not vocabulary or vocabulary.bonus == 0:
+    """The tree for a vocabulary (None when it is empty, or its bonus is 0 and it is never the
+    glossary, whose gains go to the tree's tokens)."""
+    if not vocabulary or (vocabulary.bonus == 0 and not vocabulary.glossary):
         return None
     paths = [
         (tokens, vocabulary.bonus * term.weight, not has_han(term.text[-1]))
@@ -223,29 +255,19 @@ def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
     return BiasTrie(paths, word_continuations(*vocab), distinctive_openings(*vocab))
 
 
-@dataclass(frozen=True)
-class Recital:
-    """What a result that reads the glossary prompt back, rather than the audio, looks like."""
+def recital(vocabulary: Vocabulary) -> re.Pattern[str]:
+    """A term said twice running, with nothing but spaces or punctuation between: how a result
+    that recites the glossary, rather than transcribing, looks.
 
-    listed: re.Pattern[str]  # two terms with a list separator between them
-    named: re.Pattern[str]  # any one term
-
-
-def recital(vocabulary: Vocabulary) -> Recital:
-    """Patterns of the terms' spellings: `listed`, two of them with a list separator (comma,
-    enumeration comma, semicolon) between them, as the glossary prompt lists them; `named`, any one.
-
-    With 10 unrelated terms as the prompt, whisper-base wrote "张家界，张家界，乌鲁木齐" and
-    "Tegucigalpa, Husqvarna," for zh clips and tiny.en "Kibana, OpenWrt, Fluentd." for mains
-    hum (scripts/bench_vocabulary.py --general --list-size 10 --prompt true). A sentence that
-    names two terms ("Niamh and Saoirse", "Grace will") is not `listed`; one that lists them
-    ("Niamh, Saoirse") is, and is decoded again without the prompt: with the prefix tree
-    alone. Case counts (the model recites the prompt's spelling); one alternation and no
-    nested repeats, so a search is linear in the text.
+    With the whole 19-term Mandarin list as the glossary, whisper-base read a 20 s clip about
+    actuaries as "凯瑟琳 凯瑟琳" (a name of the list): its recital lifted the name's first token
+    into every beam (scripts/bench_vocabulary.py --sets vocab_zh --prompt true). Case counts
+    (the model recites the list's spelling); one alternation and a backreference, no nested
+    repeats, so a search is linear in the text.
     """
     forms = sorted({form.strip() for term in vocabulary.terms for form in spellings(term.text)}, key=len, reverse=True)
-    term = "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, forms)) + ")(?![A-Za-z0-9])"  # "AI" is not in "Thai"
-    return Recital(re.compile(f"{term}\\s*{_LIST_SEPARATOR}\\s*{term}"), re.compile(term))
+    term = "(?<![A-Za-z0-9])(" + "|".join(map(re.escape, forms)) + ")"
+    return re.compile(term + _BETWEEN + "\\1(?![A-Za-z0-9])")
 
 
 def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY_TOKENS,
@@ -253,10 +275,10 @@ def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY
     """The terms as Whisper's initial prompt ("Siobhan, Ljubljana, Kubernetes."), heaviest first, within
     `limit` tokens (`whole`: all of them, or none).
 
-    The prompt makes the model expect these spellings; the tree's bonus then only
-    has to tip close calls. On scripts/vocab (tiny.en, beam 5, bonus 2) the tree alone
-    recalled 40 % of the terms; with 10-term lists as this prompt 81 %, with the whole
-    39-term list 75 % (docs/benchmarks.md).
+    The prompt makes the model expect these spellings: in the glossed decoder stream a term's
+    tokens become likelier, by a gain the tree adds to the plain stream's scores. On
+    scripts/vocab (tiny.en, beam 5, bonus 2) the tree alone recalled 40 % of the terms; with
+    10-term lists as the glossary 85 %, with the whole 39-term list 71 % (docs/benchmarks.md).
     """
     if not vocabulary:
         return ()

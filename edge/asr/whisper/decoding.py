@@ -3,10 +3,21 @@
 The decoder graph returns only the last position's logits, so the prompt is
 fed in two calls: everything up to and including <|startoftranscript|> (whose
 logits give the no-speech probability), then the rest of the prefix.
+
+With a vocabulary's glossary (its terms as a prompt), a second stream decodes the
+same hypotheses after that prompt, token for token. The plain stream's
+log-probabilities score every token; a token that starts or extends a term also
+gains how much likelier the glossed stream finds it (`glossary_gains`, held and
+taken back by the prefix tree as its bonus is). Given as a plain prompt instead,
+the terms rewrote the words around them and were recited into unclear speech
+("Ula Chișinău, Dark, Nouakchott." for "Glue the sheet to the dark blue
+background."), which took three guards to catch; as a second stream, unrelated
+10-term lists changed no word of any eval set and recall rose (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import zlib
 from collections.abc import Collection
@@ -15,21 +26,21 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.asr.whisper.bias import BiasTrie, Match, Recital
+from edge.asr.whisper.bias import BiasTrie, Match
 from edge.asr.whisper.graph import CrossKV, SelfKV, WhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer, token_texts
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
-# A result with the glossary prompt that names a term must be at least this sure, or it is
-# checked against a decode without the prompt (`Decoder._guesses_terms`). On dev-2c with
-# 10-term lists (scripts/bench_vocabulary.py), such results averaged -0.07 to -0.43 where the
-# terms were said, -0.58 to -1.40 where they were not ("Ula Chișinău, Dark, Nouakchott." for
-# "Glue the sheet to the dark blue background." on tts_espeak_en). Measured on clips decoded
-# without timestamps; in the windows of long audio, whose average counts timestamp tokens too, it
-# changed nothing on scripts/bench_vocab_long.py.
-GLOSSARY_LOGPROB_THRESHOLD = -0.5
+# The glossary (the vocabulary's terms as a prompt) runs as a second decoder stream, and a token
+# of a term gains how much likelier the prompted model finds it than the plain one, up to this
+# many nats (e^7: ~1100x). Uncapped, tiny.en wrote "诸葛亮" (a term of an unrelated 10-term list)
+# for "The girl at the booth sold 50 bonds."; with the cap at 6 / 7 / 8, 10-term lists recalled
+# 42 / 44 / 44 of scripts/vocab's 52 English terms, and only at 8 did an unrelated 10-term list put
+# a term into an eval set ("Thimphu" in tts_espeak_en; docs/benchmarks.md, "the glossary as a
+# second stream").
+GLOSSARY_GAIN_CAP = 7.0
 NO_SPEECH_THRESHOLD = 0.6
 # A detected language this unsure, on a window that is likely no speech, means noise: on
 # ../shared/eval (whisper-base int8) every speech clip's language had p >= 0.92 (zh, yue,
@@ -62,8 +73,8 @@ class DecodeOptions:
     seed: int = 0
     language: str | None = None  # multilingual models: None detects it from the first decoder step
     bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
-    glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt`
-    recital: Recital | None = None  # what a result reading the glossary back looks like (bias.recital)
+    glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt` (second stream)
+    recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,6 @@ class DecodeResult:
         return self.looped or self.compression_ratio > COMPRESSION_RATIO_THRESHOLD or (
             self.confidence < LOGPROB_THRESHOLD
         )
-
-    @property
-    def unsure(self) -> bool:
-        """Got only by a temperature fallback, or still wanting one after every temperature (the least bad)."""
-        return self.temperature > 0.0 or self.needs_fallback
 
     @property
     def confidence(self) -> float:
@@ -212,23 +218,84 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return picks
 
 
+@dataclass
+class _Stream:
+    """One decoder stream: the logits of each hypothesis' next token, and its cache."""
+
+    logits: np.ndarray
+    cache: SelfKV
+
+    def advance(self, backend: WhisperBackend, cross: CrossKV, rows: list[int], feed: np.ndarray) -> None:
+        """Keep hypotheses `rows` (in their new order) and feed each its next token.
+
+        The old cache is let go before the decoder call: alive at once are only the kept rows
+        and the decoder's output (a cache is ~12 KiB per token and hypothesis with tiny.en).
+        """
+        if rows != list(range(self.cache.k.shape[1])):
+            self.cache = self.cache.select(np.array(rows, dtype=np.int64))
+        self.logits, self.cache = backend.decode(feed, self.cache, cross)
+
+
 @dataclass(frozen=True)
 class _Prefix:
     """The decoder state after the start sequence, shared by every search of one window."""
 
     options: DecodeOptions  # with the language settled
-    logits: np.ndarray
-    cache: SelfKV
+    plain: _Stream
     no_speech: float
     language_prob: float
+    glossed: _Stream | None = None  # the same after the glossary prompt (None: no glossary here)
+
+
+class _Streams:
+    """The plain stream and, with a glossary, the glossed one: advanced together, token for token.
+
+    The glossed stream's only use is `gains`: the plain model decides every other token, so
+    the prompt cannot rewrite the words around the terms, nor recite itself.
+    """
+
+    def __init__(self, prefix: _Prefix, rows: int = 1) -> None:
+        self.plain = replace(prefix.plain)  # advanced in place: the prefix's own serves the next attempt
+        fused = prefix.glossed is not None and prefix.options.temperature == 0.0 and prefix.options.bias is not None
+        self.glossed = replace(prefix.glossed) if fused else None
+        if rows > 1:
+            logits = np.repeat(self.plain.logits[:1], rows, axis=0)
+            self.plain = _Stream(logits, self.plain.cache.select(np.zeros(rows, np.int64)))
+
+    def scores(self, rules: "LogitRules", candidates: Sequence["_Candidate"], bias: BiasTrie | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(log-probabilities, search scores, glossary gains or None) [B, V] for the next token."""
+        sequences = [c.tokens for c in candidates]
+        logprobs = rules.apply(self.plain.logits, sequences)
+        gains = None
+        if self.glossed is not None:
+            gains = glossary_gains(logprobs, rules.apply(self.glossed.logits, sequences))
+        scores = np.array([c.score for c in candidates])[:, None] + logprobs
+        if bias is not None:
+            bias.add_bonus(scores, [c.match for c in candidates], gains)
+        return logprobs, scores, gains
+
+    def advance(self, backend: WhisperBackend, cross: CrossKV, rows: list[int], tokens: list[int]) -> None:
+        """Keep hypotheses `rows` (in their new order) and feed each its next token."""
+        feed = np.array([[t] for t in tokens], dtype=np.int64)
+        for stream in (self.plain, self.glossed):
+            if stream is not None:
+                stream.advance(backend, cross, rows, feed)
+
+
+def glossary_gains(plain: np.ndarray, glossed: np.ndarray) -> np.ndarray:
+    """How much likelier each token is with the glossary: log-prob difference in [0, GLOSSARY_GAIN_CAP]."""
+    with np.errstate(invalid="ignore"):
+        gains = np.clip(glossed - plain, 0.0, GLOSSARY_GAIN_CAP)
+    return np.nan_to_num(gains, nan=0.0)
 
 
 @dataclass
 class _Candidate:
     """A hypothesis being extended: its tokens, their summed log-probability, and its search score.
 
-    `score` is `sum_logprob` plus the vocabulary bonus it holds (equal without a vocabulary);
-    `match` is where it stands in the vocabulary's prefix tree.
+    `score` is `sum_logprob` plus the vocabulary bonus and glossary gains it holds (equal without
+    a vocabulary); `match` is where it stands in the vocabulary's prefix tree.
     """
 
     tokens: list[int]
@@ -236,21 +303,15 @@ class _Candidate:
     score: float
     match: Match = Match()
 
-    def extend(self, token: int, logprob: float, score: float, bias: BiasTrie | None) -> "_Candidate":
-        match = bias.step(self.match, token) if bias is not None else self.match
+    def extend(
+        self, token: int, logprob: float, score: float, bias: BiasTrie | None, gain: float = 0.0
+    ) -> "_Candidate":
+        match = bias.step(self.match, token, gain) if bias is not None else self.match
         return _Candidate([*self.tokens, token], self.sum_logprob + logprob, score, match)
 
     def finish(self, logprob: float, score: float) -> "_Candidate":
         """The hypothesis ended by <|endoftext|> (not kept among its tokens)."""
         return _Candidate(list(self.tokens), self.sum_logprob + logprob, score, self.match)
-
-
-def biased(logprobs: np.ndarray, candidates: Sequence[_Candidate], bias: BiasTrie | None) -> np.ndarray:
-    """Each candidate's score for every next token: its score so far, the token's log-prob and bonus."""
-    scores = np.array([c.score for c in candidates])[:, None] + logprobs
-    if bias is not None:
-        bias.add_bonus(scores, [c.match for c in candidates])
-    return scores
 
 
 class LogitRules:
@@ -337,62 +398,27 @@ class Decoder:
     ) -> DecodeResult:
         """Retry at rising temperatures until the result is neither a loop nor unsure.
 
-        The prefix is decoded once and its cache reused by every attempt.
+        The prefix is decoded once and its cache reused by every attempt. With a glossary, the
+        first attempt uses it (temperature 0); a result it leaves wanting a fallback, or one that
+        recites it (`bias.recital`), is decoded again without it, from temperature 0: the
+        glossary is an aid, not a reading to sample around (in a window of long audio with the
+        glossary as a plain prompt, tiny.en fell back to temperature 0.6 and read its previous
+        text back plus a loop: that file's WER 76.5).
         """
         prefix = self._prefill(cross, options)
+        if prefix.glossed is not None:
+            result = self._search(cross, prefix)
+            if not result.needs_fallback and not _recites(result, options):
+                return result
+            prefix = replace(prefix, glossed=None)
         attempts: list[DecodeResult] = []
         for temperature in temperatures:
             result = self._search(cross, replace(prefix, options=replace(prefix.options, temperature=temperature)))
             attempts.append(result)
             if not result.needs_fallback:
-                break
-        else:
-            sane = [r for r in attempts if not r.looped and r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
-            result = max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
-        if self._reads_back(result, prefix.options):
-            return self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
-        if self._guesses_terms(result, prefix.options):
-            plain = self.decode_with_fallback(cross, replace(options, glossary=()), temperatures)
-            return plain if self._surer(plain, result) else result
-        return result
-
-    @staticmethod
-    def _surer(plain: DecodeResult, prompted: DecodeResult) -> bool:
-        """Whether the decode without the glossary replaces a prompted result that `_guesses_terms`:
-        only one with words, not `unsure`, and surer than the prompted one."""
-        return not plain.unsure and bool(plain.text.strip()) and plain.avg_logprob > prompted.avg_logprob
-
-    @staticmethod
-    def _reads_back(result: DecodeResult, options: DecodeOptions) -> bool:
-        """A result that recites the glossary prompt rather than the audio (`bias.recital`), or one that
-        needed a temperature fallback with it: the glossary is an aid, and a result the model was not
-        sure of at temperature 0 with it is decoded again without it.
-
-        In a window of long audio (vocab_en and tts_piper_en sentences joined, the file's own terms
-        as the glossary) tiny.en fell back to temperature 0.6 and read its previous text back
-        plus a loop (that file's WER 76.5); no terms were recited, so the recital check missed it.
-        """
-        if not options.glossary:
-            return False
-        return result.unsure or (options.recital is not None and options.recital.listed.search(result.text) is not None)
-
-    @staticmethod
-    def _guesses_terms(result: DecodeResult, options: DecodeOptions) -> bool:
-        """A result with the glossary prompt that names a term while the model is unsure of it
-        (average log-probability under GLOSSARY_LOGPROB_THRESHOLD): the caller decodes the audio
-        again without the prompt and keeps the one the model is surer of (`_surer`).
-
-        The prompt makes its terms likely everywhere: where tiny.en cannot make out the words it
-        puts a term in, and the rest of the sentence goes wrong with it ("Popocatépetl, Stupacity,
-        V." for "A pot of tea helps to pass the evening."). Without the prompt it was surer of its
-        own reading in each such case (-0.71 against -1.40); where the terms were said, the prompt
-        made it surer (vocab_en with 10-term lists). With the whole 39-term list as the prompt
-        (`prompt: true`) the model is less sure of real names too, and this costs recall: 39 -> 32
-        of 52 (docs/benchmarks.md).
-        """
-        if not options.glossary or options.recital is None or result.avg_logprob >= GLOSSARY_LOGPROB_THRESHOLD:
-            return False
-        return options.recital.named.search(result.text) is not None
+                return result
+        sane = [r for r in attempts if not r.looped and r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
+        return max(sane, key=lambda r: r.confidence) if sane else attempts[-1]
 
     def _prefill(self, cross: CrossKV, options: DecodeOptions) -> "_Prefix":
         """Feed the prompt so that SOT is the last token of the first call.
@@ -403,8 +429,8 @@ class Decoder:
 
         Both are read without the glossary, so that a list of terms changes neither
         whether the model thinks someone speaks nor in which language. Where speech is
-        likely, the glossary goes before the prompt in a second first call; where it is
-        not, the glossary goes unused (with it, tiny.en wrote "Thimphu, Guillermo," for
+        likely, the glossary goes before the prompt in a second stream (`_Streams`); where
+        it is not, it goes unused (as a prompt, tiny.en wrote "Thimphu, Guillermo," for
         white noise: scripts/bench_vocabulary.py --general --list-size 10 --prompt true).
         """
         tok = self.tok
@@ -419,12 +445,18 @@ class Decoder:
             # Likely no speech: no vocabulary bonus, which would otherwise lift a noise
             # hypothesis ("Mm. Mm." on ../shared/eval/nonspeech clicks) over the silence rule.
             options = replace(options, bias=None, glossary=())
-        if options.glossary:
-            logits, cache = self._start(cross, options.prompt, options.glossary)
         rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
+        plain = self._rest(cross, rest, logits, cache)
+        glossed = None
+        if options.glossary and options.bias is not None:
+            glossed = self._rest(cross, rest, *self._start(cross, options.prompt, options.glossary))
+        return _Prefix(options, plain, no_speech, language_prob, glossed)
+
+    def _rest(self, cross: CrossKV, rest: list[int], logits: np.ndarray, cache: SelfKV) -> _Stream:
+        """The stream after the start sequence's tokens that follow SOT."""
         if rest:
             logits, cache = self.backend.decode(np.array([rest], dtype=np.int64), cache, cross)
-        return _Prefix(options, logits, cache, no_speech, language_prob)
+        return _Stream(logits, cache)
 
     def _start(self, cross: CrossKV, prompt: Sequence[int], glossary: Sequence[int] = ()) -> tuple[np.ndarray, SelfKV]:
         """The logits after <|startofprev|> `glossary` `prompt` <|startoftranscript|>, and the cache.
@@ -452,9 +484,9 @@ class Decoder:
         options = prefix.options
         rules = LogitRules(self.tok, options)
         if options.temperature == 0.0 and options.beam_size > 1:
-            candidates = self._beam_search(cross, options, rules, prefix.logits, prefix.cache)
+            candidates = self._beam_search(cross, options, rules, prefix)
         else:
-            candidates = self._sample(cross, options, rules, prefix.logits, prefix.cache)
+            candidates = self._sample(cross, options, rules, prefix)
         best = max(candidates or [_Candidate([], 0.0, 0.0)], key=self._rank)
         return self._result(best, prefix)
 
@@ -483,20 +515,15 @@ class Decoder:
             language_prob=prefix.language_prob,
         )
 
-    def _sample(
-        self, cross: CrossKV, options: DecodeOptions, rules: LogitRules, logits: np.ndarray, cache: SelfKV
-    ) -> list[_Candidate]:
+    def _sample(self, cross: CrossKV, options: DecodeOptions, rules: LogitRules, prefix: _Prefix) -> list[_Candidate]:
         """Greedy (temperature 0, one row) or `best_of` independent samples batched together."""
         rows = 1 if options.temperature == 0.0 else max(1, options.best_of)
         rng = np.random.default_rng(options.seed)
+        streams = _Streams(prefix, rows)
         live = [_Candidate([], 0.0, 0.0) for _ in range(rows)]
-        if rows > 1:
-            logits = np.repeat(logits[:1], rows, axis=0)
-            cache = cache.select(np.zeros(rows, dtype=np.int64))
         done: list[_Candidate] = []
         for step in range(options.max_tokens):
-            logprobs = rules.apply(logits, [c.tokens for c in live])
-            scores = biased(logprobs, live, options.bias)
+            logprobs, scores, gains = streams.scores(rules, live, options.bias)
             picks = self._pick(scores, options.temperature, rng)
             keep, extended = [], []
             for row, (cand, token) in enumerate(zip(live, picks)):
@@ -504,15 +531,12 @@ class Decoder:
                 if token == self.tok.eot:
                     done.append(cand.finish(logprob, score))
                 else:
-                    extended.append(cand.extend(int(token), logprob, score, options.bias))
+                    extended.append(cand.extend(int(token), logprob, score, options.bias, _gain(gains, row, token)))
                     keep.append(row)
             live = extended
             if not live or step == options.max_tokens - 1:
                 break
-            if len(keep) < cache.k.shape[1]:
-                cache = cache.select(np.array(keep, dtype=np.int64))
-            tokens = np.array([[c.tokens[-1]] for c in live], dtype=np.int64)
-            logits, cache = self.backend.decode(tokens, cache, cross)
+            streams.advance(self.backend, cross, keep, [c.tokens[-1] for c in live])
         return done + live
 
     @staticmethod
@@ -529,15 +553,15 @@ class Decoder:
         return np.array([np.searchsorted(c, d, side="right") for c, d in zip(cumulative, draws)])
 
     def _beam_search(
-        self, cross: CrossKV, options: DecodeOptions, rules: LogitRules, logits: np.ndarray, cache: SelfKV
+        self, cross: CrossKV, options: DecodeOptions, rules: LogitRules, prefix: _Prefix
     ) -> list[_Candidate]:
-        """Whisper's beam search: all live beams run as one decoder batch."""
+        """Whisper's beam search: all live beams run as one decoder batch (per stream)."""
         width = options.beam_size
+        streams = _Streams(prefix)
         beams = [_Candidate([], 0.0, 0.0)]
         finished: list[_Candidate] = []
         for step in range(options.max_tokens):
-            logprobs = rules.apply(logits, [b.tokens for b in beams])
-            scores = biased(logprobs, beams, options.bias)
+            logprobs, scores, gains = streams.scores(rules, beams, options.bias)
             top = top_k(scores, width + 1)
             ranked = sorted(
                 ((float(scores[r, t]), r, int(t)) for r in range(len(beams)) for t in top[r]),
@@ -551,14 +575,19 @@ class Decoder:
                 if token == self.tok.eot:
                     newly_finished.append(beams[row].finish(logprob, score))
                 else:
-                    next_beams.append(beams[row].extend(token, logprob, score, options.bias))
+                    next_beams.append(beams[row].extend(token, logprob, score, options.bias, _gain(gains, row, token)))
                     rows.append(row)
             finished.extend(newly_finished[: max(0, width - len(finished))])
             beams = next_beams
             if len(finished) >= width or not beams or step == options.max_tokens - 1:
                 break
-            if rows != list(range(len(rows))):
-                cache = cache.select(np.array(rows, dtype=np.int64))
-            tokens = np.array([[b.tokens[-1]] for b in beams], dtype=np.int64)
-            logits, cache = self.backend.decode(tokens, cache, cross)
+            streams.advance(self.backend, cross, rows, [b.tokens[-1] for b in beams])
         return finished + beams[: max(0, width - len(finished))]
+
+
+def _recites(result: DecodeResult, options: DecodeOptions) -> bool:
+    return options.recital is not None and options.recital.search(result.text) is not None
+
+
+def _gain(gains: np.ndarray | None, row: int, token: int) -> float:
+    return 0.0 if gains is None else float(gains[row, token])

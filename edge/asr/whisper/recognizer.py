@@ -9,6 +9,7 @@ windows that end in a pause and are padded the same way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from edge.asr.base import Segment, Transcript
 from edge.asr.text import tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, Recital, build_trie, glossary, recital
+from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     LOGPROB_THRESHOLD,
@@ -73,9 +74,11 @@ SILENT_PEAK = 1e-4
 PROMPT_RESET_TEMPERATURE = 0.5
 # Frames before a seek point that its first STFT frame reads (N_FFT / 2 samples back).
 STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
-# vocabulary.prompt: auto gives a list as the prompt when all of it fits: ~10 names (10 terms of
-# scripts/vocab/terms_en.txt: 35-55 tokens). A list of 39 terms (172 tokens, 156 used) as the
-# prompt recalled 75 % against 81 % for 10-term lists, at 1.5x the decode time against 1.2x.
+# vocabulary.prompt: auto gives a list as the glossary when all of it fits: ~10 names (10 terms of
+# scripts/vocab/terms_en.txt: 35-55 tokens). The glossary runs as a second decoder stream, so a
+# longer one costs more: with the 39-term list (156 tokens used) finals took 1.65x the decode
+# time of no list and recalled 71 % of the terms, against 1.5x and 85 % for 10-term lists; a
+# 50-term list may cost at most 1.25x (issue 11), so auto gives a long list the prefix tree alone.
 AUTO_GLOSSARY_TOKENS = 64
 
 
@@ -87,9 +90,9 @@ class WhisperOptions:
     `language`: a code of the model's, or None to detect it per call (per file in long-form).
     `prompt`: text tokens given as "said before" ahead of any context (Whisper's initial prompt).
     `bias`: the vocabulary's prefix tree, or None for no vocabulary.
-    `glossary`: the vocabulary's terms as a prompt, put before `prompt` in full decodes and
-    the windows of long audio (not in partials: 160 more prompt tokens would double a short
-    greedy decode).
+    `glossary`: the vocabulary's terms as a prompt, put before `prompt` in a second decoder
+    stream whose only use is to lift the terms' tokens, in full decodes and the windows of long
+    audio (not in partials: a second stream would double a greedy decode).
     """
 
     beam_size: int = 5
@@ -97,7 +100,7 @@ class WhisperOptions:
     prompt: tuple[int, ...] = ()
     bias: BiasTrie | None = None
     glossary: tuple[int, ...] = ()
-    recital: Recital | None = None  # what a result reading the glossary back looks like (bias.recital)
+    recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class _Biasing:
 
     glossary: tuple[int, ...]
     trie: BiasTrie | None
-    recital: Recital | None
+    recital: re.Pattern[str] | None
 
 
 def token_budget(seconds: float) -> int:
@@ -196,13 +199,13 @@ class Recognizer:
     def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
         """vocabulary.prompt: always, never, or (auto) where the speech is known to be English.
 
-        With 10-term lists as the prompt tiny.en recalled 81 % of scripts/vocab's terms instead
-        of 40 %, and with unrelated 10-term lists its WER fell on every short-utterance English
-        eval set (real_en -3.6 points); on ../shared/eval/zh whisper-base lost 5.4 CER
-        (docs/benchmarks.md, "Short lists"). In the windows of long audio, once a window's
-        unheard tail was decoded again and a window that fell back from temperature 0 with the
-        prompt was decoded again without it, the prompt lifted recall on long files from 49 %
-        to 81 % (WER 14.0 -> 11.4) and left longform_en's WER as it was.
+        As a second decoder stream (decoding.py), 10-term lists recalled 85 % of scripts/vocab's
+        English terms instead of 40 % with the tree alone, and unrelated 10-term lists changed
+        no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
+        16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
+        takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
+        instead of 79 %, zh eval set +0.1 CER) but at 1.8x a decode time whose streaming
+        latency is already over its target (issue 9): there `true` is the operator's choice.
         """
         if vocabulary.glossary == "auto":
             return language == "en" or self.languages == ("en",)
