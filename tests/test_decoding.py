@@ -229,13 +229,40 @@ def test_the_gain_is_capped():
 def test_a_result_the_glossary_leaves_unsure_is_decoded_again_without_it():
     """The glossary lifts "b", after which the plain model can only guess; without it, "a" is sure."""
     spread = {D: 0.2, E: 0.2, F: 0.2, G: 0.2, H: 0.2}
-    guesses = {(B, *rest): spread for n in range(4) for rest in itertools.product(spread, repeat=n)}
+    guesses = {(B, *rest): spread for n in range(6) for rest in itertools.product(spread, repeat=n)}
     policy = _two_models(plain={(): {A: 0.9, B: 0.1}, **guesses}, with_glossary={(): {B: 0.99, A: 0.01}, **guesses})
     vocab = make_tokenizer().vocab_size
     trie = BiasTrie([((B,), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
     result, backend = run(policy, fallback=True, glossary=(B,), bias=trie, beam_size=1)
     assert (result.text, result.temperature) == ("a", 0.0)
-    assert [[SOT_PREV, B, SOT]] in [call.tolist() for call in backend.calls], "the glossary was tried first"
+    fed = [call.tolist() for call in backend.calls]
+    assert fed.count([[B]]) == 2, "the glossed search took the term: both streams fed it"
+    assert fed.count([[A]]) == 1, "then one search without the glossary"
+
+
+def test_a_match_that_breaks_off_gives_its_gain_back():
+    """The glossary lifts "b" towards the term "bcd", but the speaker goes on "bce": the gain is
+    taken back, and "a" (which the plain model prefers) wins over "bce"."""
+    policy = _two_models(plain={(): {A: 0.7, B: 0.3}, (B,): {C: 1.0}, (B, C): {E: 0.9, D: 0.1}},
+                         with_glossary={(): {B: 0.95, A: 0.05}, (B,): {C: 1.0}, (B, C): {E: 0.9, D: 0.1}})
+    vocab = make_tokenizer().vocab_size
+    trie = BiasTrie([((B, C, D), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
+    result, _ = run(policy, fallback=True, glossary=(B, C, D), bias=trie, beam_size=5)
+    assert result.text == "a"
+
+
+def test_both_streams_follow_the_beams_when_they_change_places():
+    """The beams swap rows ("bf" overtakes "a"); the glossed stream then lifts the term "e" only
+    after "b f", a history two steps back that only a correctly reordered glossed cache holds."""
+    shared = {(): {A: 0.55, B: 0.45}, (A,): {C: 0.5, D: 0.5}, (B,): {F: 0.95, G: 0.05},
+              (A, C): {G: 1.0}, (A, D): {G: 1.0}}
+    policy = _two_models(plain={**shared, (B, F): {EOT: 0.8, E: 0.2}},
+                         with_glossary={**shared, (B, F): {E: 0.99, EOT: 0.01}})
+    vocab = make_tokenizer().vocab_size
+    trie = BiasTrie([((E,), 0.1, False)], np.zeros(vocab, np.float32), np.ones(vocab, bool))
+    without, _ = run(policy, beam_size=2)
+    result, _ = run(policy, glossary=(B, E), bias=trie, beam_size=2)  # `glossed` knows the prompt by its B
+    assert (without.text, result.text) == ("acg", "bfe")
 
 
 def test_a_result_that_recites_a_term_twice_running_is_decoded_again_without_the_glossary():

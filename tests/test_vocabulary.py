@@ -172,11 +172,15 @@ def test_each_hypothesis_holds_its_own_gain() -> None:
 
 def test_a_zero_bonus_list_still_has_a_tree_when_it_is_the_glossary(tiny) -> None:
     tokenizer = tiny.tokenizer
-    trie = build_trie(Vocabulary((Term("Ljubljana"),), bonus=0.0, glossary="auto"), tokenizer)
+    names = Vocabulary((Term("Ljubljana"),), bonus=0.0, glossary="auto")
+    trie = build_trie(names, tokenizer)
     assert trie is not None and len(trie) > 1
     scores = np.zeros((1, len(tokenizer.tokens)))
     trie.add_bonus(scores, [Match()])
     assert not scores.any()  # no bonus: only the glossary's gains go to its tokens
+    assert tiny.options(vocabulary=names).bias is not None  # a short list: the glossary is used
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # too long for auto's glossary
+    assert tiny.options(vocabulary=Vocabulary(every, bonus=0.0, glossary="auto")).bias is None
 
 
 @pytest.mark.parametrize(("terms", "text", "recites"), [

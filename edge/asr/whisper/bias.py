@@ -209,8 +209,7 @@ class BiasTrie:
         of a term just completed is forfeited where its bonus is."""
         change = np.full(len(row), -state.gain)
         change[self._root_tokens] += gain[self._root_tokens]
-        children = self._children[state.node] if state.node != ROOT else {}
-        kids = np.fromiter(children, dtype=np.int64, count=len(children))
+        kids = self._adjust[state.node][0]  # the children's tokens (none at the root)
         change[kids] = gain[kids]
         forfeit = self._forfeit(state, state.gained)
         if forfeit is not None:

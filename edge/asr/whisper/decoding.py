@@ -256,7 +256,8 @@ class _Streams:
 
     def __init__(self, prefix: _Prefix, rows: int = 1) -> None:
         self.plain = replace(prefix.plain)  # advanced in place: the prefix's own serves the next attempt
-        fused = prefix.glossed is not None and prefix.options.temperature == 0.0 and prefix.options.bias is not None
+        options = prefix.options
+        fused = prefix.glossed is not None and options.temperature == 0.0 and options.bias is not None and rows == 1
         self.glossed = replace(prefix.glossed) if fused else None
         if rows > 1:
             logits = np.repeat(self.plain.logits[:1], rows, axis=0)

@@ -187,12 +187,13 @@ class Recognizer:
         if language != "auto" and language not in self.languages:
             raise ValueError(f"language {language!r} is not one this model knows ({', '.join(self.languages)})")
         biasing = self._biasing(vocabulary)
+        glossary = biasing.glossary if self._prompted(vocabulary, language) else ()
         return WhisperOptions(
             beam_size=beam_size,
             language=None if language == "auto" else language,
             prompt=self.tokenizer.encode(prompt) if prompt else (),
-            bias=biasing.trie,
-            glossary=biasing.glossary if self._prompted(vocabulary, language) else (),
+            bias=biasing.trie if vocabulary.bonus or glossary else None,  # bonus 0: the tree only carries the gains
+            glossary=glossary,
             recital=biasing.recital,
         )
 
