@@ -256,8 +256,7 @@ class _Streams:
 
     def __init__(self, prefix: _Prefix, rows: int = 1) -> None:
         self.plain = replace(prefix.plain)  # advanced in place: the prefix's own serves the next attempt
-        options = prefix.options
-        fused = prefix.glossed is not None and options.temperature == 0.0 and options.bias is not None and rows == 1
+        fused = prefix.glossed is not None and prefix.options.temperature == 0.0 and rows == 1  # built only with a tree
         self.glossed = replace(prefix.glossed) if fused else None
         if rows > 1:
             logits = np.repeat(self.plain.logits[:1], rows, axis=0)
@@ -285,10 +284,10 @@ class _Streams:
 
 
 def glossary_gains(plain: np.ndarray, glossed: np.ndarray) -> np.ndarray:
-    """How much likelier each token is with the glossary: log-prob difference in [0, GLOSSARY_GAIN_CAP]."""
+    """How much likelier each token is with the glossary: log-prob difference in [0, GLOSSARY_GAIN_CAP]
+    (0 for a token both streams rule out: fmax drops the NaN of -inf minus -inf)."""
     with np.errstate(invalid="ignore"):
-        gains = np.clip(glossed - plain, 0.0, GLOSSARY_GAIN_CAP)
-    return np.nan_to_num(gains, nan=0.0)
+        return np.fmin(np.fmax(glossed - plain, 0.0), GLOSSARY_GAIN_CAP)
 
 
 @dataclass
