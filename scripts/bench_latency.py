@@ -95,11 +95,13 @@ def proc_status_mib(pid: int, key: str) -> float | None:
     return int(line.split()[1]) / 1024 if line else None
 
 
-def _subscribe(path: Path, run: Run, timeout: float = 120.0) -> threading.Thread:
+def _subscribe(path: Path, run: Run, process: subprocess.Popen, timeout: float = 120.0) -> threading.Thread:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
             raise RuntimeError(f"daemon socket {path} never appeared")
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited ({process.returncode}) before its socket appeared:\n{process.stderr.read()[-3000:]}")
         time.sleep(0.005)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
@@ -154,7 +156,7 @@ def run_daemon(
     run = Run()
     sampler = threading.Thread(target=_sample, args=(process, run), daemon=True)
     sampler.start()
-    reader = _subscribe(work / "asr.sock", run)
+    reader = _subscribe(work / "asr.sock", run, process)
     if on_socket is not None:
         on_socket()
     if mic is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from edge.accel.board import Probe, detect_board
+from edge.accel.board import Probe, detect_board, library_problem
 from edge.accel.ort import provider_chain
 from edge.accel.select import BackendStartError, select_backend, survey
 from edge.asr.load import open_recognizer
@@ -150,6 +152,49 @@ def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_
     assert selection.warnings == ["tensorrt failed to start: TensorRT engine build failed: out of memory; trying the next backend"]
 
 
+def test_a_provider_whose_libraries_are_missing_is_skipped_with_the_file_named(tmp_path: Path, int8_model_dir: Path) -> None:
+    """onnxruntime-gpu lists TensorRT without libnvinfer; `auto` must not count on it, and say why."""
+    missing = {"TensorrtExecutionProvider": "libnvinfer.so.10: cannot open shared object file: No such file or directory"}
+    probe = Probe(root=tmp_path, providers=GPU_PROVIDERS, rknnlite=False, missing_libraries=missing)
+    tried = []
+
+    def opener(name: str, cfg):
+        tried.append(name)
+        return _Named(name)
+
+    selection = select_backend(make_config(int8_model_dir, tmp_path), opener, probe)
+    rows = by_name(selection.candidates)
+    assert tried == ["cuda"] and selection.name == "cuda"
+    assert not rows["tensorrt"].available
+    assert rows["tensorrt"].reason == f"onnxruntime has TensorrtExecutionProvider but cannot load it: {missing['TensorrtExecutionProvider']}"
+
+
+def _shared_library(directory: Path, name: str, source: str, *links: str) -> None:
+    (directory / f"{name}.c").write_text(source)
+    command = ["cc", "-shared", "-fPIC", "-o", str(directory / name), str(directory / f"{name}.c"), f"-L{directory}", *links]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def test_library_problem_names_the_library_the_loader_cannot_find(tmp_path: Path) -> None:
+    """The real dynamic loader on a provider library whose dependency is gone (as libcublasLt on a box without CUDA)."""
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler to build the stand-in provider libraries")
+    _shared_library(tmp_path, "libonnxruntime_providers_shared.so", "int shared_marker(void) { return 1; }")
+    for provider, dependency in (("cuda", "libedgecublas"), ("tensorrt", "libedgenvinfer")):
+        _shared_library(tmp_path, f"{dependency}.so", "int dependency_marker(void) { return 2; }")
+        _shared_library(tmp_path, f"libonnxruntime_providers_{provider}.so",
+                        "int dependency_marker(void);\nint f(void) { return dependency_marker(); }",
+                        f"-l{dependency.removeprefix('lib')}", f"-Wl,-rpath,{tmp_path}")
+    assert library_problem(tmp_path, "CUDAExecutionProvider") is None
+    (tmp_path / "libedgenvinfer.so").unlink()  # never loaded yet: the loader must look for it
+    problem = library_problem(tmp_path, "TensorrtExecutionProvider")
+    assert problem is not None and problem.startswith("libedgenvinfer.so: cannot open shared object file")
+    (tmp_path / "libonnxruntime_providers_tensorrt.so").write_text("not an ELF file")
+    assert library_problem(tmp_path, "TensorrtExecutionProvider") is None  # not a missing file: onnxruntime judges
+    (tmp_path / "libonnxruntime_providers_cuda.so").unlink()
+    assert library_problem(tmp_path, "CUDAExecutionProvider") is None  # no separate library: onnxruntime judges
+
+
 @pytest.mark.filterwarnings("ignore:Specified provider")
 def test_silent_onnxruntime_cpu_fallback_is_detected(tmp_path: Path, int8_model_dir: Path) -> None:
     """onnxruntime here has no CUDA: asked for it, it warns and runs on CPU; selection must notice."""
@@ -213,10 +258,13 @@ class _Named:
 @pytest.mark.parametrize("name", ["cuda", "tensorrt"])
 def test_gpu_backend_runs_on_its_provider_and_transcribes_like_cpu(name: str, tmp_path: Path, int8_model_dir: Path,
                                                                    fp32_model_dir: Path, eval_dir: Path) -> None:
-    """Opt-in (-m gpu, needs onnxruntime-gpu and a GPU); never run by us: this box has no GPU."""
+    """Opt-in (-m gpu, needs onnxruntime-gpu and a GPU). Run by scripts/gpu_check.sh on an H200 (docs/benchmarks.md)."""
     from edge.audio.audiofile import load_audio
 
     cfg = make_config(int8_model_dir, tmp_path, backend=name, strict=True, tensorrt_cache_dir=str(tmp_path / "trt"))
+    row = by_name(survey(cfg))[name]
+    if "cannot load it" in row.reason:  # the runtime is not installed (TensorRT is not on PyPI as a binary)
+        pytest.skip(row.reason)
     selection = select_backend(cfg, whisper.open)
     assert selection.name == name
     audio = load_audio(eval_dir / "real_en" / "jfk.wav")

@@ -203,6 +203,8 @@ def test_daemon_publishes_the_final_and_a_status_when_the_accelerator_fails(
     assert "fake-npu" in statuses[-1]["degraded_reason"]
     finals = subscriber.of("final")
     ended = {e["utterance_id"] for e in subscriber.of("speech_end")}
-    assert {f["utterance_id"] for f in finals} == ended  # every utterance got its final
+    # every utterance whose end this subscriber saw got its final (at fast pace the subscriber
+    # may connect after the first speech_end, and then sees only that utterance's final)
+    assert ended and ended <= {f["utterance_id"] for f in finals}
     reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     assert wer([reference], [f["text"] for f in finals]) < 0.1

@@ -6,11 +6,17 @@ is injectable (`Probe`) so tests can pretend to be a Jetson or an RK3588.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 RKNN_SOCS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
+PROVIDER_LIBRARIES = {
+    "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
+    "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",
+}
 
 @dataclass(frozen=True)
 class Probe:
@@ -19,6 +25,7 @@ class Probe:
     root: Path = Path("/")
     providers: tuple[str, ...] | None = None  # None: ask onnxruntime
     rknnlite: bool | None = None  # None: try to find the module
+    missing_libraries: dict[str, str] | None = None  # provider -> why it cannot load; None: try loading it
 
     def ort_providers(self) -> tuple[str, ...]:
         if self.providers is not None:
@@ -26,6 +33,14 @@ class Probe:
         import onnxruntime
 
         return tuple(onnxruntime.get_available_providers())
+
+    def provider_library_problem(self, provider: str) -> str | None:
+        """Why onnxruntime cannot load `provider`'s library, or None (see `library_problem`)."""
+        if self.missing_libraries is not None:
+            return self.missing_libraries.get(provider)
+        import onnxruntime
+
+        return library_problem(Path(onnxruntime.__file__).parent / "capi", provider)
 
     def has_rknnlite(self) -> bool:
         if self.rknnlite is not None:
@@ -39,6 +54,27 @@ class Probe:
         except OSError:
             return []
         return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def library_problem(capi: Path, provider: str) -> str | None:
+    """Why the provider library in onnxruntime's `capi` folder cannot load, or None when it can.
+
+    onnxruntime-gpu lists CUDA and TensorRT whatever is installed; when a
+    library they link (cuBLAS, cuDNN, libnvinfer) is missing it only logs that
+    and runs the session on CPU. Loading the provider library as onnxruntime
+    would names the missing file. Only "cannot open" counts: any other loader
+    complaint, or a build without separate provider libraries, is left to
+    onnxruntime to judge when the session starts.
+    """
+    library = capi / PROVIDER_LIBRARIES.get(provider, "-")
+    if not library.is_file():
+        return None
+    try:
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=os.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return str(exc) if "cannot open shared object file" in str(exc) else None
+    return None
 
 
 @dataclass(frozen=True)

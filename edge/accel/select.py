@@ -43,8 +43,12 @@ class Candidate:
         return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
 
 
-def _ort_candidate(name: str, provider: str, providers: tuple[str, ...], board: Board) -> Candidate:
+def _ort_candidate(name: str, provider: str, probe: Probe, board: Board) -> Candidate:
+    providers = probe.ort_providers()
     if provider in providers:
+        problem = probe.provider_library_problem(provider)
+        if problem:
+            return Candidate(name, False, f"onnxruntime has {provider} but cannot load it: {problem}")
         return Candidate(name, True, f"onnxruntime has {provider}")
     hint = " (Jetson: install NVIDIA's onnxruntime-gpu wheel for JetPack)" if board.kind == "jetson" else ""
     return Candidate(name, False, f"onnxruntime has no {provider} (it has {', '.join(providers) or 'none'}){hint}")
@@ -74,10 +78,9 @@ def survey(cfg: Config, probe: Probe | None = None) -> list[Candidate]:
     """Every backend with whether this box could run it and why (not why not)."""
     probe = probe or Probe()
     board = detect_board(probe)
-    providers = probe.ort_providers()
     return [
-        _ort_candidate("tensorrt", TENSORRT, providers, board),
-        _ort_candidate("cuda", CUDA, providers, board),
+        _ort_candidate("tensorrt", TENSORRT, probe, board),
+        _ort_candidate("cuda", CUDA, probe, board),
         _rknn_candidate(cfg, probe, board),
         Candidate("cpu", True, "onnxruntime CPU is always available"),
     ]
