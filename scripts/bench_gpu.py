@@ -38,16 +38,19 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import scoring  # noqa: E402
-from bench_recognizer import DEFAULT_EVAL_DIR, DEFAULT_MODEL, manifest  # noqa: E402
+from bench_recognizer import DEFAULT_EVAL_DIR, DEFAULT_MODEL, manifest, run_ours  # noqa: E402
 from edge.accel.select import survey  # noqa: E402
 from edge.asr.base import Recognizer  # noqa: E402
 from edge.asr.load import family_of, open_recognizer  # noqa: E402
+from edge.asr.whisper.family import accelerator_model_dir  # noqa: E402
+from edge.audio.base import SAMPLE_RATE  # noqa: E402
 from edge.audio.audiofile import load_audio  # noqa: E402
 from edge.config import Config, parse_config  # noqa: E402
 from edge.errors import one_line  # noqa: E402
 
 BACKENDS = ("cpu", "cuda", "tensorrt")
 FAIL_AFTER_STEPS = 3  # decoder calls of the broken utterance that still succeed
+Sets = dict[str, tuple[list[np.ndarray], list[str]]]  # set name -> (audio arrays, reference texts)
 
 
 @dataclass
@@ -80,6 +83,7 @@ class BackendRun:
 
 
 def config_for(backend: str, model: Path, cache_dir: Path, threads: int) -> Config:
+    """Strict: a backend that cannot start is reported, never silently replaced by CPU."""
     inference = {"backend": backend, "strict": True, "tensorrt_cache_dir": str(cache_dir), "tensorrt_fp16": True}
     return parse_config({"model": {"path": str(model), "threads": threads}, "inference": inference}, base_dir=REPO)
 
@@ -92,12 +96,13 @@ def open_backend(backend: str, cfg: Config) -> tuple[Recognizer, float]:
 
 
 def transcribe_all(recognizer: Recognizer, audios: list[np.ndarray], options: object) -> tuple[list[str], float]:
+    """Every file's text, and the seconds for all of them (one number: per-file times are noise on a GPU)."""
     start = time.perf_counter()
-    texts = [recognizer.transcribe(audio, options=options).text for audio in audios]
+    texts = [run_ours(recognizer, audio, options) for audio in audios]
     return texts, time.perf_counter() - start
 
 
-def run_backend(name: str, args, data: dict[str, tuple[list[np.ndarray], list[str]]], cache_dir: Path) -> BackendRun:
+def run_backend(name: str, args: argparse.Namespace, data: Sets, cache_dir: Path) -> BackendRun:
     """Start `name` (twice for TensorRT), warm it up on one file, then decode every set."""
     run = BackendRun(name)
     cfg = config_for(name, args.model, cache_dir, args.threads)
@@ -119,11 +124,14 @@ def run_backend(name: str, args, data: dict[str, tuple[list[np.ndarray], list[st
     for set_name, (audios, refs) in data.items():
         texts, seconds = transcribe_all(recognizer, audios, options)
         rate = scoring.error_rate(set_name, refs, texts)
-        run.sets.append(SetRun(set_name, sum(len(a) for a in audios) / 16000, seconds, rate, 0, texts))
+        run.sets.append(SetRun(set_name, sum(len(a) for a in audios) / SAMPLE_RATE, seconds, rate, 0, texts))
     return run
 
 
 def mark_agreement(runs: list[BackendRun], reference: BackendRun) -> None:
+    """Count, per set, the outputs equal to the reference's (the CPU on the same fp32 graphs)."""
+    if not reference.started:
+        return
     for run in runs:
         for set_run, ref_run in zip(run.sets, reference.sets):
             set_run.same_as_cpu_fp32 = sum(a == b for a, b in zip(set_run.texts, ref_run.texts))
@@ -132,27 +140,36 @@ def mark_agreement(runs: list[BackendRun], reference: BackendRun) -> None:
 def break_decoder_after(recognizer: Recognizer, steps: int) -> None:
     """Make the accelerator's decoder session raise from its `steps`+1-th call on: an injected
     fault standing in for a GPU that goes away mid-utterance."""
-    session = recognizer.backend.decoder
-    real_run, calls = session.run, [0]
+    recognizer.backend.decoder = _FailingSession(recognizer.backend.decoder, steps)
 
-    def failing_run(*a, **kw):
-        calls[0] += 1
-        if calls[0] > steps:
+
+class _FailingSession:
+    """An onnxruntime session whose `run` raises after `steps` calls; everything else is the real one's."""
+
+    def __init__(self, session: object, steps: int) -> None:
+        self._session, self._left = session, steps
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        self._left -= 1
+        if self._left < 0:
             raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 999: unknown error (injected by bench_gpu.py)")
-        return real_run(*a, **kw)
+        return self._session.run(*args, **kwargs)
 
-    recognizer.backend.decoder = type("Broken", (), {"run": staticmethod(failing_run)})()
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session, name)
 
 
-def forced_failure(backend: str, args, audio: np.ndarray, cpu_text: str, cache_dir: Path) -> dict[str, object]:
-    """Through the daemon's FallbackRecognizer: one good utterance, then one whose decoder breaks mid-way."""
+def forced_failure(backend: str, args: argparse.Namespace, audio: np.ndarray, cache_dir: Path) -> dict[str, object]:
+    """Through the daemon's FallbackRecognizer: one good utterance, then one whose decoder breaks mid-way;
+    the second must come back from the CPU (int8, as the daemon's safety net) exactly as the CPU says it."""
     statuses: list[str] = []
     cfg = config_for(backend, args.model, cache_dir, args.threads)
     try:
         recognizer = open_recognizer(cfg, statuses.append)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a backend that cannot start is a result
         return {"backend": backend, "ran": False, "reason": one_line(exc)}
     options = recognizer.options(beam_size=args.beam, language=args.language)
+    cpu_text = run_ours(open_backend("cpu", config_for("cpu", args.model, cache_dir, args.threads))[0], audio, options)
     before = recognizer.transcribe(audio, options=options).text
     break_decoder_after(recognizer.primary, FAIL_AFTER_STEPS)
     start = time.perf_counter()
@@ -164,7 +181,8 @@ def forced_failure(backend: str, args, audio: np.ndarray, cpu_text: str, cache_d
     }
 
 
-def load_sets(args) -> dict[str, tuple[list[np.ndarray], list[str]]]:
+def load_sets(args: argparse.Namespace) -> Sets:
+    """Each set's decoded audio and references, loaded once for every backend."""
     data = {}
     for name in args.sets:
         pairs = manifest(args.eval_dir, name, args.limit)
@@ -173,6 +191,7 @@ def load_sets(args) -> dict[str, tuple[list[np.ndarray], list[str]]]:
 
 
 def tables(runs: list[BackendRun], failure: list[dict]) -> str:
+    """One markdown row per backend and set, then each forced failure as JSON."""
     lines = ["| backend | started | start s | warm-up s | set | audio s | decode s | RTF | error % | same as CPU fp32 |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for run in runs:
@@ -202,15 +221,13 @@ def main() -> int:
     args = parser.parse_args()
     data = load_sets(args)
     with tempfile.TemporaryDirectory() as cache:
-        fp32 = args.model.with_name(args.model.name.replace("-int8", "-fp32"))
+        fp32 = accelerator_model_dir(args.model)  # what the GPU backends run
         reference = run_backend("cpu", argparse.Namespace(**{**vars(args), "model": fp32}), data, Path(cache))
         reference.name = "cpu (fp32 graphs)"
         runs = [run_backend(name, args, data, Path(cache)) for name in args.backends]
         mark_agreement([reference, *runs], reference)
-        cpu_texts = next((r.sets[0].texts for r in runs if r.name == "cpu" and r.started), [""])
         first_audio = next(iter(data.values()))[0][0]
-        failure = [forced_failure(name, args, first_audio, cpu_texts[0], Path(cache))
-                   for name in args.backends if name != "cpu"]
+        failure = [forced_failure(name, args, first_audio, Path(cache)) for name in args.backends if name != "cpu"]
     report = tables([reference, *runs], failure)
     print(report)
     if args.json:

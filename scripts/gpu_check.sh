@@ -15,28 +15,30 @@
 #   bench-MODEL.{md,json} scripts/bench_gpu.py: start-up, TensorRT cache hit, RTF and WER/CER per backend
 #                         against CPU, and a forced mid-utterance failure falling back to CPU
 #   latency-MODEL.md      scripts/bench_latency.py: the daemon on CUDA at real-time pace on one long file
-# A step that fails is logged and the next one still runs; the exit status is 1 if any failed.
+# Each file's stderr goes to FILE.log. A step that fails is logged and the next one still runs (a model
+# that fails to build skips its own other steps); the exit status is 1 if any step failed.
 set -uo pipefail
 case "${1:-}" in
     -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
 esac
-cd "$(dirname "$0")/.."
-OUT=${1:?usage: scripts/gpu_check.sh OUT_DIR [MODEL ...]}
+OUT=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [MODEL ...]}")
 shift
+[ -z "${EDGE_GPU_WHEELS:-}" ] || EDGE_GPU_WHEELS=$(realpath -m "$EDGE_GPU_WHEELS")
+SITE=$(realpath -m "${EDGE_GPU_SITE:-/tmp/edge-gpu-site}")
+cd "$(dirname "$0")/.." || exit 1
 MODELS=("${@:-whisper-tiny.en}")
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-SITE=${EDGE_GPU_SITE:-/tmp/edge-gpu-site}
 failures=0
 
-step() {  # step NAME LOG COMMAND...: run, log, count a failure, go on
-    local name=$1 log=$2
+step() {  # step NAME OUTPUT COMMAND...: run (stderr to OUTPUT.log), count a failure, go on
+    local name=$1 output=$2
     shift 2
     local start=$SECONDS
-    "$@" >"$log" 2>&1
+    "$@" >"$output" 2>"$output.log"
     local status=$?
-    echo "$name: exit $status in $((SECONDS - start)) s ($log)"
-    [ $status -eq 0 ] || { failures=$((failures + 1)); tail -n 5 "$log"; }
+    echo "$name: exit $status in $((SECONDS - start)) s ($output)"
+    [ $status -eq 0 ] || { failures=$((failures + 1)); tail -n 5 "$output.log" "$output"; }
     return $status
 }
 
@@ -54,7 +56,7 @@ dirs = {str(f.parent) for base in bases for pattern in wanted for f in base.rglo
 print(":".join(sorted(dirs)))
 EOF
 )
-export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$libs${libs:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}"
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
     uname -m

@@ -154,8 +154,9 @@ def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_
 
 def test_a_provider_whose_libraries_are_missing_is_skipped_with_the_file_named(tmp_path: Path, int8_model_dir: Path) -> None:
     """onnxruntime-gpu lists TensorRT without libnvinfer; `auto` must not count on it, and say why."""
-    missing = {"TensorrtExecutionProvider": "libnvinfer.so.10: cannot open shared object file: No such file or directory"}
-    probe = Probe(root=tmp_path, providers=GPU_PROVIDERS, rknnlite=False, missing_libraries=missing)
+    reason = "libnvinfer.so.10: cannot open shared object file: No such file or directory"
+    probe = Probe(root=tmp_path, providers=GPU_PROVIDERS, rknnlite=False,
+                  missing_libraries=(("TensorrtExecutionProvider", reason),))
     tried = []
 
     def opener(name: str, cfg):
@@ -166,7 +167,25 @@ def test_a_provider_whose_libraries_are_missing_is_skipped_with_the_file_named(t
     rows = by_name(selection.candidates)
     assert tried == ["cuda"] and selection.name == "cuda"
     assert not rows["tensorrt"].available
-    assert rows["tensorrt"].reason == f"onnxruntime has TensorrtExecutionProvider but cannot load it: {missing['TensorrtExecutionProvider']}"
+    assert rows["tensorrt"].reason == f"onnxruntime has TensorrtExecutionProvider but cannot load it: {reason}"
+
+
+def test_provider_libraries_are_not_loaded_for_a_backend_that_will_not_be_tried(tmp_path: Path, int8_model_dir: Path) -> None:
+    """A CPU box with onnxruntime-gpu must not load cuDNN and TensorRT at start just to list them."""
+    asked = []
+
+    class Recording(Probe):
+        def provider_library_problem(self, provider: str) -> str | None:
+            asked.append(provider)
+            return None
+
+    probe = Recording(root=tmp_path, providers=GPU_PROVIDERS, rknnlite=False)
+    rows = by_name(survey(make_config(int8_model_dir, tmp_path, backend="cuda"), probe))
+    assert asked == ["CUDAExecutionProvider"]
+    assert rows["tensorrt"].available and "libraries not loaded: inference.backend is cuda" in rows["tensorrt"].reason
+    asked.clear()
+    survey(make_config(int8_model_dir, tmp_path), probe)
+    assert asked == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
 
 
 def _shared_library(directory: Path, name: str, source: str, *links: str) -> None:
@@ -263,7 +282,7 @@ def test_gpu_backend_runs_on_its_provider_and_transcribes_like_cpu(name: str, tm
 
     cfg = make_config(int8_model_dir, tmp_path, backend=name, strict=True, tensorrt_cache_dir=str(tmp_path / "trt"))
     row = by_name(survey(cfg))[name]
-    if "cannot load it" in row.reason:  # the runtime is not installed (TensorRT is not on PyPI as a binary)
+    if name == "tensorrt" and "cannot load it" in row.reason:  # not installed (not on PyPI as a binary)
         pytest.skip(row.reason)
     selection = select_backend(cfg, whisper.open)
     assert selection.name == name

@@ -25,7 +25,8 @@ class Probe:
     root: Path = Path("/")
     providers: tuple[str, ...] | None = None  # None: ask onnxruntime
     rknnlite: bool | None = None  # None: try to find the module
-    missing_libraries: dict[str, str] | None = None  # provider -> why it cannot load; None: try loading it
+    # (provider, why its library cannot load) pairs; None: load them, unless `providers` is injected too
+    missing_libraries: tuple[tuple[str, str], ...] | None = None
 
     def ort_providers(self) -> tuple[str, ...]:
         if self.providers is not None:
@@ -36,8 +37,8 @@ class Probe:
 
     def provider_library_problem(self, provider: str) -> str | None:
         """Why onnxruntime cannot load `provider`'s library, or None (see `library_problem`)."""
-        if self.missing_libraries is not None:
-            return self.missing_libraries.get(provider)
+        if self.missing_libraries is not None or self.providers is not None:
+            return dict(self.missing_libraries or ()).get(provider)
         import onnxruntime
 
         return library_problem(Path(onnxruntime.__file__).parent / "capi", provider)
@@ -66,12 +67,13 @@ def library_problem(capi: Path, provider: str) -> str | None:
     complaint, or a build without separate provider libraries, is left to
     onnxruntime to judge when the session starts.
     """
-    library = capi / PROVIDER_LIBRARIES.get(provider, "-")
-    if not library.is_file():
+    import onnxruntime  # noqa: F401 - a provider library calls onnxruntime's host as it loads
+
+    if provider not in PROVIDER_LIBRARIES or not (capi / PROVIDER_LIBRARIES[provider]).is_file():
         return None
     try:
         ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=os.RTLD_GLOBAL)
-        ctypes.CDLL(str(library))
+        ctypes.CDLL(str(capi / PROVIDER_LIBRARIES[provider]))
     except OSError as exc:
         return str(exc) if "cannot open shared object file" in str(exc) else None
     return None

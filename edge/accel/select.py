@@ -43,9 +43,12 @@ class Candidate:
         return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
 
 
-def _ort_candidate(name: str, provider: str, probe: Probe, board: Board) -> Candidate:
-    providers = probe.ort_providers()
+def _ort_candidate(name: str, provider: str, providers: tuple[str, ...], probe: Probe, board: Board,
+                   wanted: str) -> Candidate:
+    """Loading a provider's library pulls in CUDA, cuDNN, TensorRT: only for a backend that may be tried."""
     if provider in providers:
+        if wanted not in ("auto", name):
+            return Candidate(name, True, f"onnxruntime has {provider} (its libraries not loaded: inference.backend is {wanted})")
         problem = probe.provider_library_problem(provider)
         if problem:
             return Candidate(name, False, f"onnxruntime has {provider} but cannot load it: {problem}")
@@ -78,9 +81,10 @@ def survey(cfg: Config, probe: Probe | None = None) -> list[Candidate]:
     """Every backend with whether this box could run it and why (not why not)."""
     probe = probe or Probe()
     board = detect_board(probe)
+    providers, wanted = probe.ort_providers(), cfg.inference.backend
     return [
-        _ort_candidate("tensorrt", TENSORRT, probe, board),
-        _ort_candidate("cuda", CUDA, probe, board),
+        _ort_candidate("tensorrt", TENSORRT, providers, probe, board, wanted),
+        _ort_candidate("cuda", CUDA, providers, probe, board, wanted),
         _rknn_candidate(cfg, probe, board),
         Candidate("cpu", True, "onnxruntime CPU is always available"),
     ]
