@@ -7,8 +7,10 @@ for the person at the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 
 from edge.publish import protocol
@@ -57,6 +59,62 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
             return
         *lines, pending = (pending + data).split(b"\n")
         yield from (line + b"\n" for line in lines)
+
+
+class Subscription:
+    """A long-lived subscriber's connection: followed to its end, woken or written to from other threads.
+
+    The socket apps (captions, mqtt) reconnect with their own policies; this is what each
+    connection needs: read its lines, let `wake()` end a blocked read (shutdown wakes recv)
+    and let `send()` put a request on the same connection.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    def follow(self, stop: threading.Event, on_line: Callable[[bytes], None],
+               on_connected: Callable[[], None] = lambda: None) -> str:
+        """Connect and hand every line to `on_line` until the connection ends; returns why it ended.
+        `on_line` may raise DaemonUnavailable to end it."""
+        try:
+            sock = connect(self.path)
+        except DaemonUnavailable as exc:
+            return str(exc)
+        with self._lock:
+            self._sock = sock
+        try:
+            if stop.is_set():  # wake() ran before the socket was registered: it could not wake us
+                return "stopped"
+            on_connected()
+            for line in read_lines(sock):
+                on_line(line)
+            return "the daemon closed the connection (stopped or restarting)"
+        except DaemonUnavailable as exc:
+            return str(exc)
+        finally:
+            with self._lock:
+                self._sock = None
+            sock.close()
+
+    def send(self, data: bytes) -> bool:
+        """Write on the current connection; False when there is none (or it broke: the reader will see)."""
+        with self._lock:
+            if self._sock is None:
+                return False
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                return False
+            return True
+
+    def wake(self) -> None:
+        """End a read blocked in follow()."""
+        with self._lock:
+            if self._sock is not None:
+                with contextlib.suppress(OSError):  # already broken: the reader is leaving anyway
+                    self._sock.shutdown(socket.SHUT_RDWR)
 
 
 def parse_event(line: bytes) -> protocol.Event:

@@ -8,15 +8,13 @@ server makes thread-safe; the connection state goes the same way as a `daemon` m
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from edge.publish import protocol
-from edge.publish.client import DaemonUnavailable, connect, parse_event, read_lines
+from edge.publish.client import DaemonUnavailable, Subscription, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +42,10 @@ class DaemonFeed:
     """Subscribes to the daemon at `path` until stop(), calling `emit(name, data)` from its thread."""
 
     def __init__(self, path: str, emit: Emit) -> None:
-        self._path = path
+        self._subscription = Subscription(path)
         self._emit = emit
         self._stop = threading.Event()
-        self._sock: socket.socket | None = None
+        self._greeted = False  # the current connection said hello: a drop then retries at once
         self._state: tuple[bool, str] | None = None
         self._thread = threading.Thread(target=self._run, name="captions-feed", daemon=True)
 
@@ -55,58 +53,36 @@ class DaemonFeed:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread: shutting the socket down wakes a blocked read."""
+        """End the thread: waking the blocked read lets it see the stop."""
         self._stop.set()
-        sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        self._subscription.wake()
         self._thread.join(_STOP_TIMEOUT_S)
 
     def _run(self) -> None:
         delay = FIRST_RETRY_S
         while not self._stop.is_set():
-            greeted, reason = self._session()
+            self._greeted = False
+            reason = self._subscription.follow(self._stop, self._forward)
             if self._stop.is_set():
                 return
             self._tell(False, reason)
-            delay = FIRST_RETRY_S if greeted else min(2 * delay, MAX_RETRY_S)
+            delay = FIRST_RETRY_S if self._greeted else min(2 * delay, MAX_RETRY_S)
             self._stop.wait(delay)
 
-    def _session(self) -> tuple[bool, str]:
-        """One connection: forward its events until it ends; returns (it said hello, why it ended)."""
-        try:
-            sock = connect(self._path)
-        except DaemonUnavailable as exc:
-            return False, str(exc)
-        self._sock = sock
-        greeted = False
-        try:
-            with sock:
-                if self._stop.is_set():  # stop() ran before the socket was there to shut down
-                    return False, "stopped"
-                for line in read_lines(sock):
-                    greeted = self._forward(line) or greeted
-        except DaemonUnavailable as exc:
-            return greeted, str(exc)
-        finally:
-            self._sock = None
-        return greeted, "the daemon closed the connection (stopped or restarting)"
-
-    def _forward(self, line: bytes) -> bool:
-        """Hand one event line to the page; True for the daemon's hello."""
+    def _forward(self, line: bytes) -> None:
+        """Hand one event line to the page (the daemon's hello: to the connection state)."""
         try:
             event = parse_event(line)
         except protocol.ProtocolError as exc:
             log.debug("skipping an event the caption page cannot use: %s", exc)
-            return False
+            return
         if isinstance(event, protocol.Hello):
             self._greet(event)
-            return True
+            self._greeted = True
+            return
         message = page_message(event)
         if message is not None:
             self._emit(*message)
-        return False
 
     def _greet(self, hello: protocol.Hello) -> None:
         if hello.protocol_version > protocol.PROTOCOL_VERSION:
@@ -122,7 +98,7 @@ class DaemonFeed:
             return
         self._state = (connected, message)
         if connected:
-            log.info("connected to edge-asr at %s (%s)", self._path, message)
+            log.info("connected to edge-asr at %s (%s)", self._subscription.path, message)
         else:
             log.warning("not connected to edge-asr: %s; retrying", message)
         self._emit("daemon", {"connected": connected, "message": message})

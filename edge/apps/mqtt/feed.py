@@ -6,16 +6,14 @@ the bridge is one subscriber, and "the daemon is up" means exactly "we are readi
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from edge.apps.mqtt.retry import Reconnecting
 from edge.publish import protocol
-from edge.publish.client import DaemonUnavailable, connect, read_lines
+from edge.publish.client import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +24,10 @@ class DaemonFeed:
     """Calls `on_event(dict)` for every event line and `on_down(reason)` whenever the connection ends."""
 
     def __init__(self, path: str, on_event: Callable[[dict[str, Any]], None], on_down: Callable[[str], None]) -> None:
-        self._path = path
+        self._subscription = Subscription(path)
         self._on_event = on_event
         self._on_down = on_down
         self._retry = Reconnecting(log, f"daemon at {path}")
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: read, reconnect with backoff, until `stop` is set (and close() called)."""
@@ -39,43 +35,16 @@ class DaemonFeed:
 
     def request_status(self) -> bool:
         """Ask for a status event; False when there is no connection to ask on."""
-        with self._lock:
-            if self._sock is None:
-                return False
-            try:
-                self._sock.sendall(STATUS_REQUEST)
-            except OSError:
-                return False  # the reader sees the broken connection and reports it
-            return True
+        return self._subscription.send(STATUS_REQUEST)
 
     def close(self) -> None:
         """Wake the reader out of recv() so that run() can return."""
-        with self._lock:
-            if self._sock is not None:
-                with contextlib.suppress(OSError):  # already broken: the reader is leaving anyway
-                    self._sock.shutdown(socket.SHUT_RDWR)
+        self._subscription.wake()
 
     def _follow(self, stop: threading.Event) -> str:
         """One connection, read to its end; returns why it ended."""
-        try:
-            sock = connect(self._path)
-        except DaemonUnavailable as exc:
-            return str(exc)
-        with self._lock:
-            self._sock = sock
-        try:
-            if stop.is_set():  # close() ran before the socket was registered: it could not wake us
-                return "stopped"
-            self._retry.connected(f"reading the daemon at {self._path}")
-            for line in read_lines(sock):
-                self._event(line)
-            return "the daemon closed the connection"
-        except DaemonUnavailable as exc:
-            return str(exc)
-        finally:
-            with self._lock:
-                self._sock = None
-            sock.close()
+        reading = f"reading the daemon at {self._subscription.path}"
+        return self._subscription.follow(stop, self._event, lambda: self._retry.connected(reading))
 
     def _event(self, line: bytes) -> None:
         try:

@@ -1,0 +1,60 @@
+"""edge.publish.client.Subscription: the connection the socket apps (captions, mqtt) follow."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from edge.publish.client import Subscription
+
+
+def _until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_follow_hands_over_lines_takes_requests_and_wakes_on_demand(tmp_path: Path) -> None:
+    path = tmp_path / "asr.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        subscription, stop = Subscription(str(path)), threading.Event()
+        lines: list[bytes] = []
+        connected, reasons = threading.Event(), []
+        reader = threading.Thread(target=lambda: reasons.append(subscription.follow(stop, lines.append, connected.set)))
+        reader.start()
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b'{"type":"hello"}\n{"type":"fin')
+            _until(lambda: lines == [b'{"type":"hello"}\n'])
+            assert connected.is_set()
+            assert subscription.send(b'{"type":"status"}\n')
+            assert conn.recv(64) == b'{"type":"status"}\n'
+            stop.set()
+            subscription.wake()  # the reader is blocked in recv: this must end it
+            reader.join(5)
+    assert not reader.is_alive()
+    assert reasons == ["the daemon closed the connection in the middle of an event"]
+    assert not subscription.send(b"{}\n")  # no connection left to write on
+
+
+def test_follow_says_why_there_is_no_connection(tmp_path: Path) -> None:
+    reason = Subscription(str(tmp_path / "none.sock")).follow(threading.Event(), lambda line: None)
+    assert reason.startswith("no edge-asr daemon at") and "socket not found" in reason
+
+
+def test_a_stop_before_the_connection_is_registered_is_still_seen(tmp_path: Path) -> None:
+    """wake() can only shut down a registered socket; a stop set earlier must end follow() at once."""
+    path = tmp_path / "asr.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        stop = threading.Event()
+        stop.set()
+        seen: list[bytes] = []
+        assert Subscription(str(path)).follow(stop, seen.append) == "stopped"
+        assert seen == []
