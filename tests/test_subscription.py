@@ -37,7 +37,7 @@ def test_follow_hands_over_lines_takes_requests_and_wakes_on_demand(tmp_path: Pa
             stop.set()
             subscription.wake()  # the reader is blocked in recv: this must end it
             reader.join(5)
-    assert not reader.is_alive()
+            assert not reader.is_alive()  # here, while the server still holds the connection open
     assert reasons == ["the daemon closed the connection in the middle of an event"]
     assert not subscription.send(b"{}\n")  # no connection left to write on
 
@@ -56,5 +56,35 @@ def test_a_stop_before_the_connection_is_registered_is_still_seen(tmp_path: Path
         stop = threading.Event()
         stop.set()
         seen: list[bytes] = []
-        assert Subscription(str(path)).follow(stop, seen.append) == "stopped"
-        assert seen == []
+        connected, reasons = threading.Event(), []
+        reader = threading.Thread(target=lambda: reasons.append(Subscription(str(path)).follow(stop, seen.append, connected.set)))
+        reader.start()
+        reader.join(5)  # in a thread: without the check follow() would block in recv for good
+        assert not reader.is_alive()
+        assert reasons == ["stopped"] and seen == [] and not connected.is_set()
+
+
+def test_a_daemon_that_stops_reading_requests_cannot_block_send_or_wake(tmp_path: Path) -> None:
+    """send() never blocks under the lock wake() needs: once the socket's buffer is full the
+    request is refused and the connection ended, with the reason."""
+    path = tmp_path / "asr.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        subscription, stop, reasons = Subscription(str(path)), threading.Event(), []
+        reader = threading.Thread(target=lambda: reasons.append(subscription.follow(stop, lambda line: None)))
+        reader.start()
+        conn, _ = server.accept()
+        with conn:  # accepted, never read
+            _until(lambda: subscription.send(b"{}\n"))
+            request = b'{"type":"status"}\n' * 4096
+            refused: list[int] = []
+            sender = threading.Thread(target=lambda: refused.extend(
+                n for n in range(1000) if not subscription.send(request)))
+            sender.start()
+            sender.join(5)  # in a thread: a blocking send would hang here, not fail
+            assert not sender.is_alive() and refused
+            reader.join(5)
+            assert not reader.is_alive()
+    assert reasons == ["the daemon stopped reading requests (its socket buffer is full)"]
+    assert not subscription.send(b"{}\n")

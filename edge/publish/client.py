@@ -73,6 +73,7 @@ class Subscription:
         self.path = path
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._cut: str | None = None  # why send() shut the current connection down, if it did
 
     def follow(self, stop: threading.Event, on_line: Callable[[bytes], None],
                on_connected: Callable[[], None] = lambda: None) -> str:
@@ -83,14 +84,14 @@ class Subscription:
         except DaemonUnavailable as exc:
             return str(exc)
         with self._lock:
-            self._sock = sock
+            self._sock, self._cut = sock, None
         try:
             if stop.is_set():  # wake() ran before the socket was registered: it could not wake us
                 return "stopped"
             on_connected()
             for line in read_lines(sock):
                 on_line(line)
-            return "the daemon closed the connection (stopped or restarting)"
+            return self._cut or "the daemon closed the connection (stopped or restarting)"
         except DaemonUnavailable as exc:
             return str(exc)
         finally:
@@ -99,22 +100,37 @@ class Subscription:
             sock.close()
 
     def send(self, data: bytes) -> bool:
-        """Write on the current connection; False when there is none (or it broke: the reader will see)."""
+        """Write a request on the current connection without blocking; False when there is none, it
+        broke (the reader will see), or the daemon has stopped reading requests.
+
+        A blocking write would hold the lock that `wake()` needs, so a daemon that no longer reads
+        could keep the app from stopping. A request the socket's buffer cannot take whole ends the
+        connection (a part sent would garble the next request): the reader sees the end and says why.
+        """
         with self._lock:
             if self._sock is None:
                 return False
             try:
-                self._sock.sendall(data)
+                sent = self._sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
             except OSError:
                 return False
-            return True
+            if sent < len(data):
+                self._cut = "the daemon stopped reading requests (its socket buffer is full)"
+                self._shut_down()
+            return sent == len(data)
 
     def wake(self) -> None:
         """End a read blocked in follow()."""
         with self._lock:
-            if self._sock is not None:
-                with contextlib.suppress(OSError):  # already broken: the reader is leaving anyway
-                    self._sock.shutdown(socket.SHUT_RDWR)
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        """Shutdown wakes a blocked recv; the caller holds the lock."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # already broken: the reader is leaving anyway
+                self._sock.shutdown(socket.SHUT_RDWR)
 
 
 def parse_event(line: bytes) -> protocol.Event:

@@ -45,7 +45,7 @@ class DaemonFeed:
         self._subscription = Subscription(path)
         self._emit = emit
         self._stop = threading.Event()
-        self._greeted = False  # the current connection said hello: a drop then retries at once
+        self._greeted = False  # the current connection said hello: a drop then retries after FIRST_RETRY_S
         self._state: tuple[bool, str] | None = None
         self._thread = threading.Thread(target=self._run, name="captions-feed", daemon=True)
 
