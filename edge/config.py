@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from edge.errors import one_line
 from edge.languages import AUTO, LanguageError, check_language
 from edge.limits import MAX_BEAM, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 from edge.vocabulary import (
@@ -86,6 +87,12 @@ class ConfigError(Exception):
 def _problem(reason: str) -> PydanticCustomError:
     """A validator failure whose text becomes the middle of our message."""
     return PydanticCustomError("edge", "{reason}", {"reason": reason})
+
+
+def _whole_problem(message: str, item: int | None = None) -> PydanticCustomError:
+    """A validator failure whose text is already the whole message after the key (it names the
+    item and what is allowed); `item`, a 1-based list position, picks that item's line."""
+    return PydanticCustomError("edge_whole", "{message}", {"message": message, "item": item})
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -519,13 +526,15 @@ class VocabularyConfig(Section):
     bonus: float = _number(DEFAULT_BONUS, 0, MAX_BONUS)  # log-probability per matched token at weight 1
     prompt: Prompt = Field("auto", description="auto, true or false")
 
-    @field_validator("terms")
+    @field_validator("terms", mode="before")
     @classmethod
-    def _terms(cls, value: list[Any]) -> list[Any]:
+    def _terms(cls, value: Any) -> list[Any]:
+        """`terms:` with every item commented out parses as null: no terms."""
+        value = [] if value is None else value
         try:
-            parse_items(value, "")
+            parse_items(value, "vocabulary.terms")
         except VocabularyError as exc:
-            raise _problem(str(exc)) from None
+            raise _whole_problem(str(exc), exc.item) from None
         return value
 
     @field_validator("file")
@@ -746,14 +755,47 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, int]]:
         return loader.construct_document(node), lines
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_message(exc, path)]) from None
+    except (ValueError, OverflowError):  # an integer of over 4300 digits, a date like 2026-13-45
+        raise ConfigError([_unreadable_value(node, path)]) from None
     finally:
         loader.dispose()
 
 
+def _unreadable_value(node: yaml.Node, path: Path) -> str:
+    """The first value YAML resolves to a type it then cannot build, and its line
+    (each tried by a fresh loader: the failed one still holds the node as in construction)."""
+    for item in _scalars(node):
+        try:
+            _Loader("").construct_object(item)
+        except (ValueError, OverflowError) as exc:
+            return (f"{path} line {item.start_mark.line + 1}: {_show(item.value)} cannot be read "
+                    f"({one_line(exc, 60)}); put text in quotes, or write a number a setting can take")
+    return f"{path}: a value cannot be read"
+
+
+def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    if isinstance(node, yaml.ScalarNode):
+        yield node
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _scalars(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _scalars(key)
+            yield from _scalars(value)
+
+
 def _key_lines(node: yaml.Node, path: Path, prefix: str = "") -> tuple[dict[str, int], list[str]]:
-    """Line of every dotted key, and one message per key written twice."""
+    """Line of every dotted key (a list's items as key.1, key.2, ...), and one message per key written twice."""
     lines: dict[str, int] = {}
     problems: list[str] = []
+    if isinstance(node, yaml.SequenceNode):
+        for number, item in enumerate(node.value, 1):
+            lines[f"{prefix}{number}"] = item.start_mark.line + 1
+            sub_lines, sub_problems = _key_lines(item, path, f"{prefix}{number}.")
+            lines.update(sub_lines)
+            problems.extend(sub_problems)
+        return lines, problems
     if not isinstance(node, yaml.MappingNode):
         return lines, problems
     for key_node, value_node in node.value:
@@ -784,11 +826,24 @@ def _messages(exc: ValidationError, where: str, lines: dict[str, int]) -> list[s
     for error in exc.errors():
         key, text = _describe(error)
         found.setdefault(key, text)
-    ordered = sorted(found, key=lambda key: lines.get(key, 1 << 30))
-    return [f"{where} line {lines[key]}: {found[key]}" if key in lines else f"{where}: {found[key]}" for key in ordered]
+    ordered = sorted(found, key=lambda key: _line(key, lines) or 1 << 30)
+    return [f"{where} line {_line(key, lines)}: {found[key]}" if _line(key, lines) else f"{where}: {found[key]}"
+            for key in ordered]
+
+
+def _line(key: str, lines: dict[str, int]) -> int | None:
+    """The line of a dotted key, or of the nearest enclosing key written in the file."""
+    while key and key not in lines:
+        key = key.rpartition(".")[0]
+    return lines.get(key)
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    """The key the error is about (with `.N` for a list item whose line is known) and its message."""
+    if error["type"] == "edge_whole":
+        key = ".".join(_field_path(error["loc"])[0])
+        item = error["ctx"]["item"]
+        return (f"{key}.{item}" if item else key), error["ctx"]["message"]
     if error["type"] == "extra_forbidden":
         key = ".".join(str(part) for part in error["loc"])
         return key, f"{key} is not a known key{_suggest(error['loc'])}"
@@ -796,6 +851,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     key = ".".join(parts)
     if error["type"] == "missing":
         return key, f"{key} is missing; expected {description}"
+    if error["input"] is None and error["type"] != "edge":
+        return key, f"{key} is empty (no value after the colon); expected {description}"
     in_union = len(parts) < len(error["loc"])
     return key, f"{key}: {_show(error['input'])} {_reason(error, in_union)}; expected {description}"
 
@@ -804,6 +861,8 @@ def _reason(error: dict[str, Any], in_union: bool) -> str:
     kind = error["type"]
     if kind == "edge":
         return error["ctx"]["reason"]
+    if kind == "bool_type" and isinstance(error["input"], str) and error["input"].strip().lower() in ("true", "false"):
+        return "is text in quotes; write true or false without quotes"
     if in_union:
         return "is not allowed"
     if kind.endswith("_type") or kind == "bool_parsing":

@@ -12,11 +12,13 @@ STATUS= follows the daemon's state. Outside systemd all of that is a no-op.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from edge.service.metrics import Metrics, start_metrics
 from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 from edge.stream.session import StreamingSession, StreamSettings
 from edge.vad.endpointer import EndpointSettings
-from edge.vocabulary import Vocabulary, VocabularyError, parse_items
+from edge.vocabulary import VocabularyError, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,25 @@ class StatusRelay:
         for message in self._pending:
             target(message)
         self._pending.clear()
+
+
+class Latest:
+    """The newest of a run of messages put by other threads, and how many were put since the last take."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._message: str | None = None
+        self._count = 0
+
+    def put(self, message: str) -> None:
+        with self._lock:
+            self._message, self._count = message, self._count + 1
+
+    def take(self) -> tuple[str, int] | None:
+        with self._lock:
+            news = None if self._message is None else (self._message, self._count)
+            self._message, self._count = None, 0
+        return news
 
 
 class Daemon:
@@ -112,6 +133,7 @@ class Daemon:
         self._status_line = ""
         self._overload = "none"  # the level subscribers were last told
         self._overload_told_at = -OVERLOAD_EVENT_GAP_S
+        self._vocabulary_news = Latest()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -126,6 +148,7 @@ class Daemon:
             try:
                 self._source.start()
                 self._set_state("waiting for audio")
+                self._notifier.ready()  # the socket serves and the source is open or waiting for its device
                 self._watchdog.start()
                 self._loop()
             finally:
@@ -174,10 +197,10 @@ class Daemon:
                 next_check = time.monotonic() + SOURCE_CHECK_S
                 self._check_source()
                 self._check_overload()
+                self._tell_vocabulary()
 
     def _on_progress(self) -> None:
-        if self._state in ("starting", "waiting for audio"):
-            self._notifier.ready()
+        if self._state == "waiting for audio":
             self._set_state("listening")
         if self._session.decode_busy_s() < DECODE_STALL_S:
             self._watchdog.beat()
@@ -197,21 +220,30 @@ class Daemon:
         return False
 
     def _shutdown(self) -> None:
-        """Publish the final in progress, flush and close subscribers, remove the socket (within SHUTDOWN_S)."""
+        """Publish the final in progress, flush and close subscribers, remove the socket (within SHUTDOWN_S).
+        Each closing step runs even if one before it fails: a worker left running aborts the interpreter."""
         began = time.monotonic()
         self._notifier.stopping()
         self._set_state("stopping")
-        self._session.finish(quick=True)
+        with ExitStack() as closing:  # callbacks run last-registered first
+            closing.callback(self._watchdog.stop)
+            if self._recorder is not None:
+                closing.callback(self._recorder.close)
+            closing.callback(self._source.close)
+            closing.callback(self._session.close, 0.1)
+            closing.callback(lambda: self._publisher.close(SHUTDOWN_S - SHUTDOWN_TAIL_S - (time.monotonic() - began)))
+            self._publish_last_final()
+        log.info("stopped after %.1f s of audio", self._session.position_s)
+
+    def _publish_last_final(self) -> None:
+        try:
+            self._session.finish(quick=True)
+        except Exception as exc:  # noqa: BLE001 - the subscribers and the socket are still to be closed
+            log.error("shutdown: the utterance in progress could not be ended: %s", one_line(exc))
+            return
         if not self._session.drain(SHUTDOWN_DRAIN_S):
             log.warning("shutdown: a final was not decoded within %.1f s; publishing its partial", SHUTDOWN_DRAIN_S)
             self._session.give_up()
-        self._publisher.close(SHUTDOWN_S - SHUTDOWN_TAIL_S - (time.monotonic() - began))
-        self._session.close(0.1)
-        self._source.close()
-        if self._recorder is not None:
-            self._recorder.close()
-        self._watchdog.stop()
-        log.info("stopped after %.1f s of audio", self._session.position_s)
 
     # --- configuration ------------------------------------------------------------
 
@@ -226,7 +258,7 @@ class Daemon:
             self._reload_failed([f"{self._config_path}: cannot be loaded: {one_line(exc)}"])
         else:
             self._apply(new)
-        if self._state not in ("starting", "waiting for audio"):
+        if self._state != "starting":
             self._notifier.ready()
 
     def _reload_failed(self, messages: list[str]) -> None:
@@ -300,24 +332,32 @@ class Daemon:
         unknown = sorted(set(request) - {"type", "terms", "reset"})
         if unknown:
             raise ProtocolError(f"vocabulary: unknown field(s) {', '.join(unknown)} (use terms or reset)", "bad_vocabulary")
-        if "terms" in request and request.get("reset"):
+        reset = request.get("reset", False)
+        if not isinstance(reset, bool):
+            raise ProtocolError(f"vocabulary: reset must be true or false, got {json.dumps(reset)[:40]}", "bad_vocabulary")
+        if "terms" in request and reset:
             raise ProtocolError("vocabulary: send terms or reset, not both", "bad_vocabulary")
         try:
-            if request.get("reset"):
-                self._use_vocabulary(self._cfg.vocabulary.vocabulary(), "vocabulary reset to the config's list")
+            if reset and self._session.set_vocabulary(self._cfg.vocabulary.vocabulary()):
+                self._vocabulary_news.put("vocabulary reset to the config's list")
             elif "terms" in request:
                 terms = parse_items(request["terms"], "terms")
-                vocabulary = self._session.vocabulary.with_terms(terms, "request" if terms else "none")
-                self._use_vocabulary(vocabulary, f"vocabulary replaced by an app ({len(terms)} terms)")
+                if self._session.set_terms(terms, "request" if terms else "none"):
+                    self._vocabulary_news.put(f"vocabulary replaced by an app ({len(terms)} terms)")
         except VocabularyError as exc:
             raise ProtocolError(f"vocabulary: {exc}; the active list is unchanged", "bad_vocabulary") from None
         active = self._session.vocabulary
         return VocabularyState(audio_time_s=self._session.position_s, source=active.source,
                                count=len(active.terms), terms=[term.text for term in active.terms])
 
-    def _use_vocabulary(self, vocabulary: Vocabulary, message: str) -> None:
-        self._session.set_vocabulary(vocabulary)
-        log.info("%s", message)
+    def _tell_vocabulary(self) -> None:
+        """The list's latest change, as one log line and one status event per check (SOURCE_CHECK_S):
+        an app that sends requests in a loop must not flood the journal or the other subscribers."""
+        news = self._vocabulary_news.take()
+        if news is None:
+            return
+        message, changes = news
+        log.info("%s%s", message, f" (the last of {changes} changes)" if changes > 1 else "")
         self._publish_status(message)
 
     def on_backend_status(self, message: str) -> None:

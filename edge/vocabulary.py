@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -29,12 +30,18 @@ DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on s
 MAX_BONUS = 10.0
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
 SOURCES = ("none", "config", "transcribe", "request")
+INVISIBLE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (soft hyphen, zero-width space, BOM), lone surrogates
+COMMENT = re.compile(r"(^|\s)#.*")  # a file's comment: "#" first on the line or after white space
+SPACED_WEIGHT = re.compile(r"\S {2,}[-+]?[\d.,]+\s*$")  # "Siobhan    2": a TAB turned into spaces
 Prompt = bool | Literal["auto"]  # vocabulary.prompt
 PROMPTS: dict[str, Prompt] = {"auto": "auto", "true": True, "false": False}  # as written on a command line
 
 
 class VocabularyError(ValueError):
-    """One invalid term, weight, line or file; str() names it."""
+    """One invalid term, weight, line or file; str() names it. `item` is the 1-based position
+    of the bad item in a YAML/JSON list, where there is one (check-config gives its line)."""
+
+    item: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,15 +77,21 @@ class Vocabulary:
 
 
 def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
-    """A validated term: whitespace folded; empty, over-long, control characters and bad weights refused."""
+    """A validated term: whitespace folded, Unicode composed (NFC: "Gdańsk" typed either way is
+    one term with one tokenization); empty, over-long, invisible characters and bad weights refused."""
+    if isinstance(text, bool):
+        raise VocabularyError(f"{where}: a term must be text, got true/false (YAML reads a bare yes, no, on, off, "
+                              "true or false that way: put the term in quotes)")
     if not isinstance(text, str):
         raise VocabularyError(f"{where}: a term must be text, got {_kind(text)}")
-    folded = " ".join(text.split())
+    folded = unicodedata.normalize("NFC", " ".join(text.split()))
     shown = _excerpt(text)
     if not folded:
         raise VocabularyError(f"{where}: the term is empty")
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in folded):
-        raise VocabularyError(f"{where}: {shown} contains a control character")
+    hidden = next((ch for ch in folded if unicodedata.category(ch) in INVISIBLE), None)
+    if hidden is not None:
+        raise VocabularyError(f"{where}: {shown} contains the invisible or invalid character "
+                              f"{_codepoint(hidden)} (often pasted from a web page or document); retype the term")
     if len(folded) > MAX_TERM_CHARS:
         raise VocabularyError(f"{where}: {shown} is longer than {MAX_TERM_CHARS} characters")
     if len(folded.split()) > MAX_TERM_WORDS:
@@ -89,10 +102,12 @@ def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
 
 
 def check_weight(weight: Any, where: str) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+    """A weight within [MIN_WEIGHT, MAX_WEIGHT]; compared before any float() (a 400-digit integer overflows it)."""
+    whole = isinstance(weight, int) and not isinstance(weight, bool)
+    if not (whole or isinstance(weight, float) and math.isfinite(weight)):
         raise VocabularyError(f"{where}: weight {_excerpt(weight)} is not a number; expected {MIN_WEIGHT} to {MAX_WEIGHT}")
     if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
-        raise VocabularyError(f"{where}: weight {weight} is out of range; expected {MIN_WEIGHT} to {MAX_WEIGHT}")
+        raise VocabularyError(f"{where}: weight {_excerpt(weight)} is out of range; expected {MIN_WEIGHT} to {MAX_WEIGHT}")
     return float(weight)
 
 
@@ -117,14 +132,22 @@ def parse_items(items: Any, where: str) -> tuple[Term, ...]:
         raise VocabularyError(_at(where, f"expected a list of terms, got {_kind(items)}"))
     if len(items) > MAX_TERMS:
         raise VocabularyError(_at(where, f"{len(items)} terms, more than {MAX_TERMS}; keep the names and terms that matter most"))
-    return check_terms((_item(item, f"{where} item {n}".strip()) for n, item in enumerate(items, 1)), where)
+    return check_terms((_item(item, f"{where} item {n}".strip(), n) for n, item in enumerate(items, 1)), where)
 
 
 def _at(where: str, message: str) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _item(item: Any, where: str) -> Term:
+def _item(item: Any, where: str, number: int) -> Term:
+    try:
+        return _checked_item(item, where)
+    except VocabularyError as exc:
+        exc.item = number
+        raise
+
+
+def _checked_item(item: Any, where: str) -> Term:
     if isinstance(item, Mapping):
         unknown = sorted(str(key) for key in item if key not in ("term", "weight"))
         if unknown:
@@ -136,14 +159,20 @@ def _item(item: Any, where: str) -> Term:
 
 
 def parse_text(text: str, where: str) -> tuple[Term, ...]:
-    """The file format: one term per line, optional TAB and weight, `#` starts a comment line."""
+    """The file format: one term per line, optional TAB and weight; `#` at the start of a line or
+    after white space starts a comment ("C#" stays a term)."""
     terms = []
     for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+        line = COMMENT.sub("", line)
+        if not line.strip():
             continue
         term, tab, weight = line.partition("\t")
-        terms.append(check_term(term, _weight_text(weight, f"{where} line {number}") if tab else 1.0,
-                                f"{where} line {number}"))
+        at = f"{where} line {number}"
+        if not tab and SPACED_WEIGHT.search(term):
+            raise VocabularyError(f"{at}: {_excerpt(term.strip())} ends in spaces and a number: a weight must follow "
+                                  "a TAB (an editor may have turned the TAB into spaces); a number that belongs "
+                                  "to the term takes a single space (\"Windows 11\")")
+        terms.append(check_term(term, _weight_text(weight, at) if tab else 1.0, at))
     return check_terms(terms, where)
 
 
@@ -173,7 +202,7 @@ def read_file(path: str | os.PathLike[str]) -> tuple[Term, ...]:
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
-        raise VocabularyError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB; at most {MAX_TERMS} terms are used")
+        raise VocabularyError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB; a list holds at most {MAX_TERMS} terms")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -198,6 +227,19 @@ def _kind(value: Any) -> str:
 
 
 def _excerpt(value: Any, limit: int = 40) -> str:
-    """A value as a message may quote it: control characters escaped, cut to `limit` characters."""
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    """A value as a message may quote it: invisible characters shown as \\uXXXX (a soft hyphen
+    must not vanish from the message), cut to `limit` characters."""
+    if isinstance(value, bool) or value is None:
+        text = json.dumps(value)  # as YAML and JSON write them: true, false, null
+    elif isinstance(value, str):
+        text = "".join(_codepoint(ch) if unicodedata.category(ch) in INVISIBLE else ch
+                       for ch in json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int) and value.bit_length() > 128:  # repr() of a 5000-digit integer raises
+        text = "(a number of more than 38 digits)"
+    else:
+        text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + '..."'
+
+
+def _codepoint(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"

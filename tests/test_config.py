@@ -96,7 +96,9 @@ def test_every_problem_is_reported_at_once_in_file_order(config_dir: Path) -> No
         ('audio:\n  block_ms: "20"\n', 'audio.block_ms: "20" is text; expected a whole number of ms from 5 to 200'),
         ("audio:\n  block_ms: 20.0\n", "audio.block_ms: 20.0 is a decimal number; expected a whole number"),
         ("inference:\n  strict: 1\n", "inference.strict: 1 is a whole number; expected true or false"),
-        ('inference:\n  strict: "true"\n', 'inference.strict: "true" is text; expected true or false'),
+        ('inference:\n  strict: "true"\n', 'inference.strict: "true" is text in quotes; write true or false without'),
+        ('vocabulary:\n  prompt: "true"\n', 'vocabulary.prompt: "true" is text in quotes; write true or false without'),
+        ("vocabulary:\n  bonus:\n", "vocabulary.bonus is empty (no value after the colon); expected a number from 0"),
         ("audio:\n  sample_rate: 4000\n", 'audio.sample_rate: 4000 is not allowed; expected "native" or'),
         ("audio:\n  channels: mono\n", 'audio.channels: "mono" is not allowed; expected "native" or'),
         ("inference:\n  retry_accelerator_s: 5\n", "inference.retry_accelerator_s: 5 is out of range"),
@@ -117,6 +119,19 @@ def test_bad_value_names_key_value_and_allowed(config_dir: Path, text: str, expe
     (message,) = problems(config_dir, text)
     assert expected in message
     assert " line 2: " in message or " line 1: " in message
+
+
+def test_a_bad_vocabulary_item_is_named_once_on_its_own_line(config_dir: Path) -> None:
+    (message,) = problems(config_dir, "vocabulary:\n  terms:\n    - ok\n    - {term: Siobhan, weight: '2,5'}\n")
+    assert message.endswith('config.yaml line 4: vocabulary.terms item 2 ("Siobhan"): weight "2,5" is not a number; '
+                            "expected 0.1 to 5.0"), message
+    (message,) = problems(config_dir, "vocabulary:\n  terms: Siobhan\n")
+    assert message.endswith("line 2: vocabulary.terms: expected a list of terms, got text"), message
+
+
+def test_terms_with_every_item_commented_out_mean_no_terms(config_dir: Path) -> None:
+    config = load_config(write(config_dir, "vocabulary:\n  terms:\n  #  - Siobhan\n"))
+    assert config.vocabulary.terms == [] and not config.vocabulary.vocabulary()
 
 
 def test_model_path_must_hold_a_manifest(config_dir: Path) -> None:

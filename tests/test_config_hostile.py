@@ -69,6 +69,22 @@ def test_a_huge_value_is_shown_as_an_excerpt(tmp_path: Path) -> None:
     assert "log.level" in found[0] and "..." in found[0]
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (f"vad:\n  threshold: {'1' * 5000}\n", "line 2: \"111"),
+        ("log:\n  level: 2026-13-45\n", 'line 2: "2026-13-45" cannot be read (month must be in 1..12)'),
+        (f"vocabulary:\n  terms:\n    - a\n    - {{term: b, weight: 1{'0' * 400}}}\n",
+         'line 4: vocabulary.terms item 2 ("b"): weight (a number of more than 38 digits) is out of range'),
+    ],
+    ids=["5000-digits", "impossible-date", "400-digit-weight"],
+)
+def test_a_value_python_cannot_build_is_one_problem_with_its_line(tmp_path: Path, text: str, needle: str) -> None:
+    """These raised ValueError/OverflowError out of the YAML loader or the weight check (exit 1, a traceback)."""
+    found = problems(write(tmp_path, text))
+    assert any(needle in message for message in found), found
+
+
 def test_an_oversized_file_is_not_read(tmp_path: Path) -> None:
     found = problems(write(tmp_path, "# padding\n" * (MAX_CONFIG_BYTES // 10 + 10)))
     assert f"larger than {MAX_CONFIG_BYTES // 1024} KiB" in found[0]

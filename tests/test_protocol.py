@@ -9,6 +9,7 @@ import pytest
 
 from edge import __version__
 from edge.publish import protocol
+from edge.vocabulary import MAX_TERM_CHARS, MAX_TERMS, MAX_WEIGHT, parse_items
 
 
 GOLDEN = Path(__file__).parent / "data" / "golden_events.jsonl"
@@ -202,3 +203,10 @@ def test_a_deeply_nested_request_is_a_bad_request_and_the_next_one_works() -> No
     results = protocol.RequestReader().feed(nested + b'\n{"type":"status"}\n')
     assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_request"
     assert results[1].kind == "status"
+
+
+def test_the_largest_vocabulary_request_fits_in_a_line_as_json_dumps_writes_it() -> None:
+    """500 Chinese terms of 48 characters with weights: 159 KB with Python's default \\uXXXX escapes."""
+    terms = [{"term": f"{n:03d}" + "深" * (MAX_TERM_CHARS - 3), "weight": MAX_WEIGHT} for n in range(MAX_TERMS)]
+    (request,) = protocol.RequestReader().feed(json.dumps({"type": "vocabulary", "terms": terms}).encode() + b"\n")
+    assert request.kind == "vocabulary" and len(parse_items(request.body["terms"], "terms")) == MAX_TERMS

@@ -17,6 +17,7 @@ from edge.publish.protocol import UtteranceEvent
 from edge.stream.session import StreamingSession, StreamSettings
 from edge.stream.worker import OverloadPolicy
 from edge.stream.stabilizer import PartialStabilizer
+from edge.vocabulary import Term, Vocabulary
 from edge.audio.base import SAMPLE_RATE
 from tests.conftest import load_manifest
 from tests.test_daemon import wer
@@ -222,3 +223,30 @@ def test_a_recent_final_is_the_next_utterances_prompt_and_a_stale_one_is_not(eva
     assert first == ()
     assert len(second) == 1 and second[0] > SAMPLE_RATE // 2  # the first final's tokens: 1 s pause < 10 s
     assert third == ()  # 12 s of silence: the context is stale
+
+
+class _RefusesAList(_Scripted):
+    """A recognizer whose options() fails for a list it cannot tokenize (a lone surrogate did so)."""
+
+    def options(self, *, beam_size: int = 5, vocabulary: Vocabulary | None = None, **_: object) -> int:
+        if vocabulary is not None and any(term.text == "refused" for term in vocabulary.terms):
+            raise TypeError("TextInputSequence must be str")
+        return beam_size
+
+    def answer(self, audio: np.ndarray, partial: bool, context: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+        return "", ()
+
+
+def test_a_list_the_recognizer_refuses_leaves_the_settings_in_use_whole() -> None:
+    out = Collector()
+    session = StreamingSession(_RefusesAList(), EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append)
+    try:
+        good = Vocabulary((Term("Siobhan"),), source="request")
+        assert session.set_vocabulary(good) and not session.set_vocabulary(good)  # the same list: no change
+        with pytest.raises(TypeError):
+            session.set_terms((Term("refused"),), "request")
+        assert session.vocabulary == good
+        session.finish(quick=True)  # rebuilt the refused list's options and raised, aborting the shutdown
+    finally:
+        session.close()

@@ -65,11 +65,16 @@ def test_missing_model_dir_is_one_line_and_exit_2(capsys, clips, tmp_path):
     assert err.count("\n") == 1 and "does not exist" in err
 
 
-@pytest.mark.parametrize("flag, value", [("--beam", "0"), ("--threads", "-1"), ("--format", "xml")])
-def test_bad_options_are_usage_errors(capsys, clips, flag, value):
+@pytest.mark.parametrize("flag, value, says", [
+    ("--beam", "0", "--beam: must be a whole number from 1 to 10, got '0'"),
+    ("--beam", "abc", "--beam: must be a whole number from 1 to 10, got 'abc'"),
+    ("--threads", "-1", "--threads: must be a whole number from 0 (all cores) to 64, got '-1'"),
+    ("--format", "xml", "invalid choice: 'xml'"),
+])
+def test_bad_options_are_usage_errors(capsys, clips, flag, value, says):
     with pytest.raises(SystemExit) as exit_info:
         main(["transcribe", flag, value, str(clips[0])])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_real_process_with_corrupt_model_has_no_traceback(int8_model_dir, clips, tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -198,7 +199,6 @@ def test_a_term_said_twice_running_is_a_recital(terms, text, recites) -> None:
 
 def test_the_recital_check_stays_fast_on_names_that_overlap() -> None:
     """{Kim, Lee, Kim Lee} in a long run of "Kim Lee x": one pass, not one per way to split it."""
-    import time
 
     pattern = recital(Vocabulary((Term("Kim"), Term("Lee"), Term("Kim Lee"))))
     start = time.perf_counter()
@@ -219,7 +219,11 @@ def test_spellings_of_word_and_chinese_terms() -> None:
         (["x" * (MAX_TERM_CHARS + 1)], f"terms item 1: \"{'x' * 35}...\" is longer than {MAX_TERM_CHARS} characters"),
         (["a b c d e f g"], "has more than 6 words"),
         (["..."], "has no letter or digit"),
-        (["bad\u0007bell"], 'terms item 1: "bad\\u0007bell" contains a control character'),
+        (["bad\u0007bell"], 'terms item 1: "bad\\u0007bell" contains the invisible or invalid character \\u0007'),
+        (["ab\ud800c"], 'terms item 1: "ab\\ud800c" contains the invisible or invalid character \\ud800'),
+        (["Kuber\u00adnetes"], 'terms item 1: "Kuber\\u00adnetes" contains the invisible or invalid character \\u00ad'),
+        ([True], "got true/false (YAML reads a bare yes, no, on, off, true or false that way: put the term in quotes)"),
+        ([{"term": "Siobhan", "weight": 10**400}], "weight (a number of more than 38 digits) is out of range"),
         ([{"term": "Siobhan", "weight": 9}], "weight 9 is out of range; expected 0.1 to 5.0"),
         ([{"term": "Siobhan", "weight": "high"}], "weight \"high\" is not a number"),
         ([{"term": "Siobhan", "wieght": 2}], "unknown field(s) wieght"),
@@ -239,6 +243,18 @@ def test_terms_are_folded_and_repeats_merged_with_the_higher_weight() -> None:
     terms = parse_items(["  Grafana   Cloud ", {"term": "grafana cloud", "weight": 3}, "张伟"], "terms")
     assert terms == (Term("grafana cloud", 3.0), Term("张伟", 1.0))
     assert check_term("Kubernetes").weight == 1.0
+
+
+def test_one_name_typed_composed_or_decomposed_is_one_term() -> None:
+    assert parse_items(["Gda\u0144sk", "Gdan\u0301sk"], "terms") == (Term("Gda\u0144sk"),)
+
+
+def test_file_comments_follow_white_space_and_a_weight_needs_its_tab() -> None:
+    text = "Siobhan  # the boss\nKubernetes\t2  # product\nC#\nWindows 11\n"
+    assert parse_text(text, "f") == (Term("Siobhan"), Term("Kubernetes", 2.0), Term("C#"), Term("Windows 11"))
+    with pytest.raises(VocabularyError, match=r'f line 2: "Saoirse    2" ends in spaces and a number: a weight must '
+                                              r"follow a TAB"):
+        parse_text("ok\nSaoirse    2\n", "f")
 
 
 def test_file_format_names_the_line(tmp_path) -> None:
@@ -269,7 +285,7 @@ def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -
     result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "Traceback" not in result.stderr
-    assert "vocabulary.terms:" in result.stderr and "item 2: the term is empty" in result.stderr
+    assert "vocabulary.terms item 2: the term is empty" in result.stderr
     assert f"vocabulary.file: \"{terms}\" -> {terms} line 2: weight \"lots\" is not a number" in result.stderr
     assert "vocabulary.bonus: 11 is out of range" in result.stderr
 
@@ -382,8 +398,23 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         error = app.wait_for(lambda e: e["type"] == "error", 10, after=seen)
         assert error["reason"] == "bad_vocabulary" and "terms item 2" in error["message"]
         assert "unchanged" in error["message"]
+        for bad, words in [({"reset": "no"}, 'reset must be true or false, got "no"'),
+                           ({"terms": [{"term": "Siobhan", "weight": 10**400}]}, "out of range"),
+                           ({"terms": ["Saoirse", "ab\ud800c"]}, "terms item 2")]:  # once crashed the shutdown
+            seen = len(app.events)
+            send(app, {"type": "vocabulary", **bad})
+            error = app.wait_for(lambda e: e["type"] == "error", 10, after=seen)
+            assert error["reason"] == "bad_vocabulary" and words in error["message"], error
         send(app, {"type": "vocabulary"})
         assert app.wait_for(lambda e: e["type"] == "vocabulary", 10, after=seen)["source"] == "request"
+
+        seen, seen_other = len(app.events), len(other.events)
+        app._sock.sendall(b'{"type":"vocabulary","terms":["Siobhan"]}\n' * 2000 + b'{"type":"vocabulary","terms":["Kubernetes"]}\n')
+        app.wait_for(lambda e: e["type"] == "vocabulary" and e["terms"] == ["Kubernetes"], 60, after=seen)
+        time.sleep(1.5)  # the daemon tells a change at its next source check (0.5 s)
+        told = [e for e in other.events[seen_other:] if "replaced by an app" in e.get("message", "")]
+        assert not other.closed.is_set() and not [e for e in other.events[seen_other:] if e["type"] == "error"]
+        assert 1 <= len(told) <= 2 and told[-1]["vocabulary"]["terms"] == 1, told  # not 2001 status events
 
         seen = len(app.events)
         daemon.send_signal(signal.SIGHUP)

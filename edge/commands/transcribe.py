@@ -25,6 +25,7 @@ import edge
 from edge.audio.audiofile import AudioFileError, AudioReader
 from edge.asr.base import LongFormRecognizer, Recognizer, Transcript
 from edge.errors import ModelError
+from edge.limits import MAX_BEAM
 from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, read_vocabulary_file
 from edge.service.memory import limit_heap_growth
 
@@ -36,25 +37,24 @@ EXIT_MODEL_ERROR = 2  # also a bad --language or --vocabulary: nothing can be tr
 PROGRESS_MIN_S = 60.0
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
-def _threads(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= 64:
-        raise argparse.ArgumentTypeError(f"must be 0 (all cores) to 64, got {number}")
-    return number
+def _whole_number(low: int, high: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse type for a whole number in [low, high], whose error says so (not 'invalid _x value')."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low}{meaning} to {high}, got {value!r}")
+        return number
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="WAV or FLAC files, any rate and channel count")
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default: text)")
-    parser.add_argument("--beam", type=_positive, default=5, help="beam size (default: 5; 1 = greedy)")
-    parser.add_argument("--threads", type=_threads, default=0, help="CPU threads (default: 0 = all cores)")
+    parser.add_argument("--beam", type=_whole_number(1, MAX_BEAM), default=5, help="beam size (default: 5; 1 = greedy)")
+    parser.add_argument("--threads", type=_whole_number(0, 64, " (all cores)"), default=0, help="CPU threads (default: 0 = all cores)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
     parser.add_argument("--language", default="auto", metavar="CODE",
                         help="language spoken, a code the model knows (zh, en, ...), or auto (default: detect)")

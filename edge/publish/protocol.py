@@ -17,7 +17,7 @@ from edge import __version__
 
 PROTOCOL_VERSION = 1
 DEFAULT_SOCKET = "/run/edge-asr/asr.sock"
-MAX_REQUEST_BYTES = 128 * 1024  # a vocabulary request of 500 terms of 48 characters fits, Chinese too (~75 KB)
+MAX_REQUEST_BYTES = 256 * 1024  # the largest vocabulary request (500 Chinese terms of 48 characters, weights) is 159 KB as json.dumps writes it (\uXXXX escapes)
 
 # Only partials are superseded by later events, so only they may be dropped for a slow reader.
 DROPPABLE_TYPES = frozenset({"partial"})

@@ -39,7 +39,7 @@ from edge.stream.stabilizer import PartialStabilizer
 from edge.stream.worker import Job, OverloadPolicy, Worker
 from edge.vad.endpointer import Boundary, Endpointer, EndpointSettings
 from edge.vad.silero import SileroVad
-from edge.vocabulary import Vocabulary
+from edge.vocabulary import Term, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class StreamingSession:
         self._endpointer = Endpointer(endpoint)
         self._history = _AudioHistory(MAX_UTTERANCE_S + 2 * HISTORY_KEEP_S)
         self._lock = threading.RLock()
+        self._settings_lock = threading.Lock()  # one settings change at a time; taken before _lock, never inside it
         self._utterance: _Utterance | None = None
         self._voiced = False  # the newest VAD window is above the threshold
         self._unpublished: list[Job] = []  # confirmed finals still being decoded, in utterance order
@@ -210,18 +211,33 @@ class StreamingSession:
     def vocabulary(self) -> Vocabulary:
         return self._stream.vocabulary
 
-    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
-        """Use another list from the next decode on (an app's request); the model is not reloaded."""
-        with self._lock:
-            self._stream = replace(self._stream, vocabulary=vocabulary)
-            self._options = self._recognizer_options(self._stream)
+    def set_vocabulary(self, vocabulary: Vocabulary) -> bool:
+        """Use another list from the next decode on (the model is not reloaded); False if it is the list in use."""
+        with self._settings_lock:
+            return self._use(replace(self._stream, vocabulary=vocabulary))
+
+    def set_terms(self, terms: tuple[Term, ...], source: str) -> bool:
+        """Another list with the bonus and prompt in use (an app's request: a reload racing it keeps its settings)."""
+        with self._settings_lock:
+            return self._use(replace(self._stream, vocabulary=self._stream.vocabulary.with_terms(terms, source)))
 
     def update_settings(self, endpoint: EndpointSettings, stream: StreamSettings) -> None:
         """Apply reloaded `vad.*` / `stream.*` values from the next window on."""
+        with self._settings_lock:
+            self._use(stream, endpoint)
+
+    def _use(self, stream: StreamSettings, endpoint: EndpointSettings | None = None) -> bool:
+        """Switch to `stream` (caller holds _settings_lock). Its options are made first, outside the
+        audio lock: a 500-term prefix tree takes ~35 ms, and a list the tokenizer refuses must leave
+        the settings in use whole."""
+        if stream == self._stream and endpoint is None:
+            return False
+        options = self._recognizer_options(stream)
         with self._lock:
-            self._endpointer.settings = endpoint
-            self._stream = stream
-            self._options = self._recognizer_options(stream)
+            if endpoint is not None:
+                self._endpointer.settings = endpoint
+            self._stream, self._options = stream, options
+        return True
 
     def feed(self, block: np.ndarray) -> None:
         """Called for every audio block, in order; never waits for recognition."""
@@ -240,10 +256,10 @@ class StreamingSession:
 
         `quick` (shutdown, which has a deadline): decode that final greedily.
         """
+        if quick:
+            with self._settings_lock:
+                self._use(replace(self._stream, final_beam=1))
         with self._lock:
-            if quick:
-                self._stream = replace(self._stream, final_beam=1)
-                self._options = self._recognizer_options(self._stream)
             for boundary in self._endpointer.flush():
                 self._on_boundary(boundary)
 
