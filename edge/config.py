@@ -205,10 +205,13 @@ class ModelConfig(Section):
     @classmethod
     def _model_dir(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if not path.is_dir():
-            raise _problem(f"-> {path} is not a directory" if path.exists() else f"-> {path} does not exist")
-        if not (path / "manifest.json").is_file():
-            raise _problem(f"-> {path} has no manifest.json")
+        try:
+            if not path.is_dir():
+                raise _problem(f"-> {path} is not a directory" if path.exists() else f"-> {path} does not exist")
+            if not (path / "manifest.json").is_file():
+                raise _problem(f"-> {path} has no manifest.json")
+        except OSError as exc:  # a directory the service user may not enter
+            raise _problem(f"-> {path} cannot be read ({exc.strerror or exc}; the service user must be able to read the model)") from None
         return path
 
     @field_validator("language")

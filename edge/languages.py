@@ -21,6 +21,7 @@ ALIASES = {
     "french": "fr", "spanish": "es", "russian": "ru", "vn": "vi", "vietnamese": "vi", "thai": "th",
 }  # fmt: skip
 MANDARIN_MODEL = "models/whisper-base-int8"
+NEAREST = {"yue": "zh"}  # whisper-base has no Cantonese code and writes Cantonese as Chinese (yue set: CER, docs)
 
 
 class LanguageError(ValueError):
@@ -55,8 +56,10 @@ def _guess(code: str, known: tuple[str, ...]) -> str | None:
     folded = code.strip().lower()
     if folded in known:
         return folded
-    alias = ALIASES.get(folded)
+    alias = ALIASES.get(folded, folded)
     if alias in known:
         return alias
+    if NEAREST.get(alias) in known:
+        return NEAREST[alias]
     close = difflib.get_close_matches(folded, known, n=1, cutoff=0.6)
     return close[0] if close else None

@@ -12,11 +12,44 @@ from typing import Any
 
 
 def read(model_dir: Path) -> dict[str, Any]:
-    """The parsed manifest; OSError or ValueError when it cannot be read."""
-    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    """The parsed manifest, its shared fields checked; OSError or ValueError (naming the field) when
+    it cannot be used: a model built by another edge-asr must fail in check-config, not at start."""
+    path = Path(model_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
     if not isinstance(manifest, dict):
-        raise ValueError(f"{Path(model_dir) / 'manifest.json'} is not a JSON object")
+        raise ValueError(f"{path} is not a JSON object")
+    problem = _field_problem(manifest)
+    if problem:
+        raise ValueError(f"{problem}; rebuild the model with scripts/build_model.py")
     return manifest
+
+
+def _field_problem(manifest: dict[str, Any]) -> str | None:
+    """The first shared field of the wrong shape: family, dims, languages, streaming."""
+    if not isinstance(manifest.get("family", "whisper"), str):
+        return f"family {manifest['family']!r} is not a name"
+    dims = manifest.get("dims")
+    if not isinstance(dims, dict) or not all(_whole(value) and value > 0 for value in dims.values()):
+        return "dims is missing or not a mapping of positive whole numbers"
+    languages = manifest.get("languages", ["en"])
+    if not isinstance(languages, list) or not languages or not all(isinstance(code, str) and code for code in languages):
+        return f"languages {languages!r} is not a list of language codes"
+    streaming = manifest.get("streaming", {})
+    if not isinstance(streaming, dict):
+        return f"streaming {streaming!r} is not a mapping"
+    for item in fields(Tuning):
+        if item.name in streaming and not _KINDS[str(item.type)](streaming[item.name]):
+            return f"streaming.{item.name} {streaming[item.name]!r} is not {_NAMES[str(item.type)]}"
+    return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS = {"int": lambda v: _whole(v) and v > 0, "float": lambda v: (_whole(v) or isinstance(v, float)) and v > 0,
+          "bool": lambda v: isinstance(v, bool)}
+_NAMES = {"int": "a positive whole number", "float": "a positive number", "bool": "true or false"}
 
 
 def languages(model_dir: Path) -> tuple[str, tuple[str, ...]]:
@@ -40,14 +73,14 @@ class Tuning:
 
 
 def tuning(model_dir: Path) -> Tuning:
-    """The manifest's `streaming` entry over the defaults; the defaults if it cannot be read."""
+    """The manifest's `streaming` entry over the defaults; the defaults if it cannot be read
+    (the model's load then reports why)."""
     try:
-        given = read(model_dir).get("streaming") or {}
+        given = read(model_dir).get("streaming", {})
     except (OSError, ValueError):
         return Tuning()
-    kinds = {"int": int, "float": float, "bool": bool}
-    known = {f.name: kinds[str(f.type)] for f in fields(Tuning)}
-    return Tuning(**{key: known[key](value) for key, value in given.items() if key in known})
+    known = {item.name for item in fields(Tuning)}
+    return Tuning(**{key: value for key, value in given.items() if key in known})
 
 
 def verify(model_dir: Path) -> list[str]:
@@ -76,7 +109,11 @@ def _file_problem(path: Path, entry: Any) -> str | None:
         return f"{path}: missing or unreadable ({exc.strerror or exc})"
     if size != entry["bytes"]:
         return f"{path}: {size} bytes, the manifest says {entry['bytes']} (damaged or replaced: rebuild the model)"
-    if _sha256(path) != entry["sha256"]:
+    try:
+        digest = _sha256(path)
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc}; the service user must be able to read the model)"
+    if digest != entry["sha256"]:
         return f"{path}: content does not match the manifest's sha256 (damaged: rebuild the model)"
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -199,3 +200,46 @@ def test_damage_further_in_is_raised_where_it_is_found(tmp_path):
             list(blocks)
     with pytest.raises(AudioFileError, match="NaN"):
         load_audio(path)
+
+
+def _wav_with_sizes(path: Path, data_size: int, seconds: float = 2.0) -> Path:
+    """16-bit mono PCM after a header whose sizes a recorder writing to a pipe left as they were."""
+    pcm = (_tone(SAMPLE_RATE, seconds) * 16000).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16)
+    riff = (data_size + 36) & 0xFFFFFFFF
+    path.write_bytes(b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", data_size) + pcm)
+    return path
+
+
+@pytest.mark.parametrize("data_size", [0x80000000, 0x7FFFF000, 0xFFFFFFFF], ids=["arecord", "sox", "all-ones"])
+def test_a_wav_streamed_to_a_pipe_is_read_whole(tmp_path, data_size):
+    """arecord and sox write placeholder sizes they cannot fix on a pipe; libsndfile reads what is there."""
+    assert load_audio(_wav_with_sizes(tmp_path / "piped.wav", data_size)).size == 2 * SAMPLE_RATE
+
+
+def test_a_header_declaring_no_samples_over_audio_says_how_to_repair_it(tmp_path):
+    path = _wav_with_sizes(tmp_path / "unclosed.wav", 0)
+    with pytest.raises(AudioFileError, match=r"header declares no audio samples, but the file holds 64044 bytes"):
+        load_audio(path)
+
+
+def test_a_flac_without_its_length_is_refused_with_the_fix(tmp_path):
+    """An encoder writing to a pipe leaves STREAMINFO's total at 0: libsndfile stops 1-4 s before the end."""
+    path = tmp_path / "piped.flac"
+    sf.write(path, _tone(SAMPLE_RATE, 11.0), SAMPLE_RATE, format="FLAC")
+    data = bytearray(path.read_bytes())
+    (info,) = struct.unpack(">Q", bytes(data[18:26]))
+    data[18:26] = struct.pack(">Q", info & ~((1 << 36) - 1))  # total samples: unknown
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioFileError, match=r"a FLAC whose header gives no length \(encoded to a pipe\)"):
+        load_audio(path)
+
+
+def test_integer_samples_stored_as_float_are_refused(tmp_path):
+    """tiny.en read JFK at +-32767 as "No", with exit 0."""
+    path = tmp_path / "scaled.wav"
+    sf.write(path, _tone(SAMPLE_RATE, 1.0) * 40000, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioFileError, match=r"float samples reach 2\d{4}, far outside -1..1"):
+        load_audio(path)
+    sf.write(path, _tone(SAMPLE_RATE, 1.0) * 6, SAMPLE_RATE, subtype="FLOAT")  # hot (peak 3), but audio
+    assert load_audio(path).size == SAMPLE_RATE

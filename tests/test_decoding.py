@@ -16,6 +16,8 @@ from edge.asr.whisper.bias import BiasTrie, recital
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.asr.whisper.decoding import (
     GLOSSARY_GAIN_CAP,
+    MAX_PROMPT_TOKENS,
+    TEXT_CTX,
     DecodeOptions,
     Decoder,
     LogitRules,
@@ -393,3 +395,22 @@ def test_a_sentence_decoded_twice_into_the_padding_is_kept_once() -> None:
     assert without_repeated_sentence(stamps, eot) == [eot + 1, *sentence, eot + 2, eot + 3, eot + 4]
     far = [*sentence, *sentence, 21, 22, 23, 24, 25]  # the copy is not near the end: left alone
     assert without_repeated_sentence(far, eot) == far
+
+
+def test_a_whole_prompt_and_a_sample_that_never_ends_stay_inside_the_text_context() -> None:
+    """223 prompt tokens, the start sequence and 224 sampled ones were 452 positions: the graph's
+    positional table has 448, and onnxruntime failed mid-utterance (a traceback in transcribe)."""
+
+    class Bounded(ScriptedBackend):
+        def decode(self, tokens: np.ndarray, cache: SelfKV, cross: CrossKV) -> tuple[np.ndarray, SelfKV]:
+            assert cache.length + tokens.shape[1] <= TEXT_CTX, cache.length + tokens.shape[1]
+            return super().decode(tokens, cache, cross)
+
+    thue_morse = [bin(n).count("1") % 2 for n in range(2000)]
+    zeros = [n for n, bit in enumerate(thue_morse) if bit == 0]
+    square_free = [(A, B, C)[later - earlier - 1] for earlier, later in zip(zeros, zeros[1:])]  # never a loop
+    for beam in (1, 3):
+        backend = Bounded(lambda seq: {square_free[len(after_prefix(seq))]: 1.0}, make_tokenizer().vocab_size)
+        cross = backend.encode(np.zeros((80, 2), np.float32))
+        result = Decoder(backend, make_tokenizer()).decode(cross, DecodeOptions(prompt=[C] * MAX_PROMPT_TOKENS, beam_size=beam))
+        assert len(result.tokens) > 200, beam  # the search ran to its (capped) length

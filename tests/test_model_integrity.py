@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from edge.asr.load import load_recognizer
 from edge.errors import ModelError
+from edge import manifest
 from edge.manifest import verify
 from tests.conftest import REPO
 
@@ -52,3 +54,45 @@ def test_check_config_reports_a_damaged_model(copy: Path, tmp_path: Path) -> Non
                          capture_output=True, text=True)
     assert run.returncode == 78
     assert "model.path:" in run.stderr and "encoder.onnx" in run.stderr and "Traceback" not in run.stderr
+
+
+def _edit_manifest(model: Path, change) -> None:  # noqa: ANN001 - a function of the manifest dict
+    data = json.loads((model / "manifest.json").read_text())
+    change(data)
+    (model / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("dims"), "dims is missing or not a mapping of positive whole numbers"),
+        (lambda m: m.update(family=["whisper"]), "family ['whisper'] is not a name"),
+        (lambda m: m["streaming"].update(final_beam="five"), "streaming.final_beam 'five' is not a positive whole number"),
+        (lambda m: m.update(streaming="x"), "streaming 'x' is not a mapping"),
+        (lambda m: m.update(languages="zh"), "languages 'zh' is not a list of language codes"),
+        (lambda m: m.update(family="parakeet"), "unknown model family 'parakeet' (this edge-asr knows whisper)"),
+    ],
+    ids=["no-dims", "family-list", "beam-text", "streaming-text", "languages-text", "other-family"],
+)
+def test_a_manifest_field_of_the_wrong_shape_fails_check_config_not_the_start(copy: Path, tmp_path: Path, change,
+                                                                              message: str) -> None:
+    """A model built by another edge-asr: these passed check-config, then the daemon exited 1 or
+    transcribe printed a traceback (TypeError, ValueError, KeyError 'dims')."""
+    _edit_manifest(copy, change)
+    with pytest.raises(ModelError) as refused:
+        load_recognizer(copy)
+    assert message in str(refused.value)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {copy}\n")
+    run = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert run.returncode == 78 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_an_unreadable_model_file_is_named_not_a_traceback(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root-only permissions after a copy; the service user gets EACCES while hashing (root here cannot be refused)."""
+    def refuse(path: Path) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(manifest, "_sha256", refuse)
+    assert verify(copy)[0].endswith("cannot be read (Permission denied; the service user must be able to read the model)")

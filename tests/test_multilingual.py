@@ -131,6 +131,9 @@ def test_model_language_is_checked_against_the_manifest(tmp_path: Path, base_mod
     with pytest.raises(ConfigError) as wrong:
         parse_config({"model": {"path": str(base_model_dir), "language": "cn"}}, base_dir=tmp_path)
     assert "model.language: \"cn\" is not a language of whisper-base-int8; did you mean 'zh'?" in str(wrong.value)
+    with pytest.raises(ConfigError) as cantonese:  # base has no yue code, and writes Cantonese as Chinese
+        parse_config({"model": {"path": str(base_model_dir), "language": "yue"}}, base_dir=tmp_path)
+    assert "\"yue\" is not a language of whisper-base-int8; did you mean 'zh'?" in str(cantonese.value)
     with pytest.raises(ConfigError) as english_only:
         parse_config({"model": {"path": str(int8_model_dir), "language": "zh"}}, base_dir=tmp_path)
     assert "an English-only model (use en or auto" in str(english_only.value)

@@ -21,12 +21,23 @@ FAMILIES: dict[str, Family] = {"whisper": whisper}
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
     """The model directory's manifest.json; a `ModelError` names what is wrong with it."""
-    if not Path(model_dir).is_dir():
+    if not Path(model_dir).exists():
         raise ModelError(f"model directory {model_dir} does not exist (build it with scripts/build_model.py)")
+    if not Path(model_dir).is_dir():
+        raise ModelError(f"model directory {model_dir} is a file, not a directory")
     try:
         return manifest.read(model_dir)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{Path(model_dir) / 'manifest.json'} is not a valid model manifest ({exc})") from None
+
+
+def read_family(model_dir: Path) -> Family:
+    """The family the manifest names (before the field: Whisper), without hashing the files."""
+    name = read_manifest(model_dir).get("family", "whisper")
+    if name not in FAMILIES:
+        known = ", ".join(sorted(FAMILIES))
+        raise ModelError(f"{Path(model_dir) / 'manifest.json'}: unknown model family {name!r} (this edge-asr knows {known})")
+    return FAMILIES[name]
 
 
 def check_model(model_dir: Path) -> None:
@@ -39,12 +50,9 @@ def check_model(model_dir: Path) -> None:
 
 def family_of(model_dir: Path) -> Family:
     """The family of a verified model directory (the manifest's `family`; before the field: Whisper)."""
-    name = read_manifest(model_dir).get("family", "whisper")
+    family = read_family(model_dir)
     check_model(model_dir)
-    if name not in FAMILIES:
-        known = ", ".join(sorted(FAMILIES))
-        raise ModelError(f"{Path(model_dir) / 'manifest.json'}: unknown model family {name!r} (this edge-asr knows {known})")
-    return FAMILIES[name]
+    return family
 
 
 def load_recognizer(model_dir: Path | str, threads: int = 0) -> Recognizer:

@@ -23,7 +23,12 @@ from edge.audio.base import SAMPLE_RATE, SourceError
 # libsndfile repairs a WAV whose data chunk is shorter than its header says and
 # only mentions it in its log, e.g. "data : 352000 (should be 175978)".
 _WAV_SHORT_DATA = re.compile(r"^data : (\d+) \(should be \d+\)", re.MULTILINE)
-_STREAMED_SIZES = {0, 0xFFFFFFFF}
+# A recorder writing to a pipe cannot go back to fill in the sizes: arecord writes 2^31, sox
+# 2^31 - 4096, others 0 or 2^32 - 1. Any data size from 2^31 - 64 KiB up is taken as "streamed".
+STREAMED_DATA_SIZE = 0x7FFF0000
+UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header gives none
+MAX_PEAK = 32.0
+HEADER_SLACK = 4096  # bytes a header with metadata chunks may take before any audio  # float samples past this are integers stored as float (tiny.en read JFK at +-32767 as "No")
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: any real recording lies between
 # Samples (all channels together) decoded per read: 256 KiB of float32, 4 s of
 # 16 kHz mono or 0.7 s of 44.1 kHz stereo; whatever the file's length or format.
@@ -64,10 +69,17 @@ def _check_header(path: Path, decoder: sf.SoundFile) -> None:
     """Refuse what the header alone shows: a 1 Hz rate asks the resampler for gigabytes."""
     if not MIN_RATE <= decoder.samplerate <= MAX_RATE:
         raise AudioFileError(f"{path}: sample rate {decoder.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
+    if decoder.frames == 0 and path.stat().st_size > HEADER_SLACK:
+        raise AudioFileError(f"{path}: its header declares no audio samples, but the file holds {path.stat().st_size} "
+                             "bytes (a recording stopped before it wrote the header's sizes: `sox --ignore-length` "
+                             "can repair it)")
     if decoder.frames == 0:
         raise AudioFileError(f"{path}: contains no audio samples")
+    if decoder.frames == UNKNOWN_FRAMES:
+        raise AudioFileError(f"{path}: a FLAC whose header gives no length (encoded to a pipe), which libsndfile "
+                             "cannot read to the end: re-encode it to a file (`flac -d` then `flac`, or ffmpeg)")
     short = _WAV_SHORT_DATA.search(decoder.extra_info or "")
-    if short is not None and int(short.group(1)) not in _STREAMED_SIZES:  # streamed WAVs with no size are fine
+    if short is not None and int(short.group(1)) < STREAMED_DATA_SIZE:  # streamed WAVs with no size are fine
         raise _truncated(path)
 
 
@@ -117,6 +129,9 @@ class AudioReader:
                 samples = self._decoder.read(frames, dtype="float32", always_2d=True)
             if not np.isfinite(samples).all():
                 raise AudioFileError(f"{self.path}: contains NaN or infinite samples")
+            if len(samples) and (peak := float(np.abs(samples).max())) > MAX_PEAK:
+                raise AudioFileError(f"{self.path}: float samples reach {peak:.0f}, far outside -1..1 (integer values "
+                                     "stored as float?); scale them to -1..1")
             done += len(samples)
             last = len(samples) < frames
             mono = _downmix(samples)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from edge import manifest
+from edge.asr.load import read_family
 from edge.config import ConfigError, default_config_path, load_for_command
+from edge.errors import ModelError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
         config = load_for_command(args.path)
     except ConfigError as exc:
         return exc.report(path)
+    try:
+        read_family(config.model.path)
+    except ModelError as exc:
+        return ConfigError([f"{path}: model.path: {exc}"]).report(path)
     damaged = manifest.verify(config.model.path)
     if damaged:
         return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)

@@ -46,8 +46,9 @@ NO_SPEECH_THRESHOLD = 0.6
 # ../shared/eval (whisper-base int8) every speech clip's language had p >= 0.92 (zh, yue,
 # en), every nonspeech file p <= 0.55 ("nn" on noise, where base then wrote "2-3-4-4-4").
 LANGUAGE_CONFIDENCE = 0.7
+TEXT_CTX = 448  # n_text_ctx of every Whisper model: the decoder's positional table has no row past it
 MAX_PROMPT_TOKENS = 223  # half the text context, minus <|startofprev|>
-MAX_SAMPLE_TOKENS = 224
+MAX_SAMPLE_TOKENS = 224  # with a whole prompt and the start sequence, 4 past TEXT_CTX: `_prefill` caps it
 TIME_PRECISION = 0.02
 # Repetition guard: a tail that repeats with period p at least
 # max(LOOP_MIN_REPEATS, ceil(LOOP_MIN_SPAN / p)) times is a decoding loop.
@@ -450,6 +451,8 @@ class Decoder:
         glossed = None
         if options.glossary and options.bias is not None:
             glossed = self._rest(cross, rest, *self._start(cross, options.prompt, options.glossary))
+        fed = max(stream.cache.length for stream in (plain, glossed) if stream is not None)
+        options = replace(options, max_tokens=min(options.max_tokens, TEXT_CTX - fed))
         return _Prefix(options, plain, no_speech, language_prob, glossed)
 
     def _rest(self, cross: CrossKV, rest: list[int], logits: np.ndarray, cache: SelfKV) -> _Stream:

@@ -12,6 +12,8 @@ Multilingual models have one `<|xx|>` token per language right after
 
 from __future__ import annotations
 
+import codecs
+
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -144,13 +146,15 @@ class Tokenizer:
         return 0 <= token < self.eot
 
     def decode(self, ids: list[int]) -> str:
-        """Text of the ordinary tokens in `ids`; special and timestamp tokens are skipped."""
+        """Text of the ordinary tokens in `ids`; special and timestamp tokens are skipped. A character
+        cut off at the end (a Chinese one is 3 bytes, often 2 tokens: a partial, or a sample that
+        stopped mid-character) is left out rather than shown as U+FFFD."""
         table = unicode_to_byte()
         data = bytearray()
         for token in ids:
             if self.is_text(token):
                 data.extend(table[ch] for ch in self.tokens[token])
-        return data.decode("utf-8", errors="replace")
+        return codecs.getincrementaldecoder("utf-8")("replace").decode(bytes(data), final=False)
 
     def timestamp_seconds(self, token: int) -> float:
         """Time of a timestamp token (Whisper's 20 ms steps)."""
