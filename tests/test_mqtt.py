@@ -30,7 +30,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.apps.mqtt.payloads import Box, final_body, status_body
+from edge.apps.mqtt.broker import BrokerLink
+from edge.apps.mqtt.payloads import Box, Topics, final_body, status_body
 from edge.apps.mqtt.spool import FILE_NAME
 from edge.config import ConfigError, parse_config
 from edge.publish import protocol
@@ -524,6 +525,56 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path: Path, mqtt_keys: dict,
     with pytest.raises(ConfigError) as info:
         parse_config({"model": {"path": "model"}, "mqtt": mqtt_keys}, base_dir=tmp_path)
     assert any(message in line for line in info.value.messages), info.value.messages
+
+
+def test_a_daemon_that_turns_the_bridge_away_is_named_and_retried_with_backoff(
+        tmp_path: Path, broker: Broker, sock_path: Path, bridges: list[Bridge]) -> None:
+    """publish.max_subscribers reached: the backoff used to restart at every accepted-then-refused
+    connection (42 tries in 30 s, each a log line) and the reason read 'the daemon closed the connection'."""
+    publisher = make_publisher(sock_path, status=lambda: dict(DAEMON_STATUS), max_subscribers=1)
+    publisher.start()
+    holder = SocketSubscriber(sock_path)
+    try:
+        bridge = new_bridge(bridges, tmp_path, sock_path, broker.port)
+        time.sleep(8)
+        tries = [line for line in bridge.text().splitlines() if "retrying" in line and "too_many_subscribers" in line]
+        assert 1 <= len(tries) <= 5, tries  # 0.5-1, 1-2, 2-4, 4-8 s apart (at a restarted backoff: ~11 in 8 s)
+        assert "the daemon refused this subscriber: 1 subscribers are connected" in tries[0]
+        assert bridge.stop() == 0
+    finally:
+        holder._sock.close()
+        publisher.close(timeout=1.0)
+
+
+class _QuietListener:
+    def link_up(self, client: mqtt.Client) -> None: ...
+    def link_down(self, reason: str) -> None: ...
+    def acked(self, client: mqtt.Client, mid: int) -> None: ...
+    def tick(self) -> None: ...
+
+
+def test_only_the_link_thread_writes_to_the_broker(tmp_path: Path, broker: Broker, subscriber: Subscriber) -> None:
+    """The feed thread publishes partials while the link thread runs paho's loop(): with paho writing
+    on both threads, interleaved bytes made mosquitto drop the bridge for a protocol error."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "manifest.json").write_text("{}")
+    settings = parse_config({"model": {"path": "model"}, "mqtt": {"host": "127.0.0.1", "port": broker.port,
+                                                                  "box_id": BOX}}, base_dir=tmp_path).mqtt
+    client = BrokerLink(settings, Topics.under(PREFIX), _QuietListener())._client()
+    writers: list[str] = []
+    write = client.loop_write
+    client.loop_write = lambda: writers.append(threading.current_thread().name) or write()  # type: ignore[method-assign]
+    client.connect("127.0.0.1", broker.port)
+    try:
+        wait_for(lambda: client.loop(0.05) == mqtt.MQTT_ERR_SUCCESS and client.is_connected(), timeout=5)
+        feed = threading.Thread(target=lambda: [client.publish(f"{PREFIX}/partial", b"p", qos=0) for _ in range(50)],
+                                name="mqtt-feed")
+        feed.start()
+        feed.join()
+        wait_for(lambda: client.loop(0.05) == mqtt.MQTT_ERR_SUCCESS and len(subscriber.on("partial")) == 50, timeout=5)
+    finally:
+        client.disconnect()
+    assert writers and set(writers) == {threading.current_thread().name}, set(writers)
 
 
 def test_config_defaults_follow_the_box(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from edge.publish.client import Subscription
+from tests.test_publisher import make_publisher, wait_for
 
 
 def _until(condition, timeout: float = 5.0) -> None:
@@ -45,6 +46,26 @@ def test_follow_hands_over_lines_takes_requests_and_wakes_on_demand(tmp_path: Pa
 def test_follow_says_why_there_is_no_connection(tmp_path: Path) -> None:
     reason = Subscription(str(tmp_path / "none.sock")).follow(threading.Event(), lambda line: None)
     assert reason.startswith("no edge-asr daemon at") and "socket not found" in reason
+
+
+def test_a_daemon_that_turns_the_subscriber_away_is_quoted(tmp_path: Path) -> None:
+    """The error event before the hang-up says why; the apps used to log 'the daemon closed the connection'."""
+    publisher = make_publisher(tmp_path / "asr.sock", max_subscribers=1)
+    publisher.start()
+    try:
+        first = Subscription(str(tmp_path / "asr.sock"))
+        stop = threading.Event()
+        holder = threading.Thread(target=first.follow, args=(stop, lambda line: None))
+        holder.start()
+        wait_for(lambda: publisher.subscriber_count == 1, timeout=5)
+        reason = Subscription(str(tmp_path / "asr.sock")).follow(threading.Event(), lambda line: None)
+        stop.set()
+        first.wake()
+        holder.join(5)
+    finally:
+        publisher.close(timeout=1.0)
+    assert reason.startswith("the daemon refused this subscriber: 1 subscribers are connected") and \
+        reason.endswith("(too_many_subscribers)"), reason
 
 
 def test_a_stop_before_the_connection_is_registered_is_still_seen(tmp_path: Path) -> None:

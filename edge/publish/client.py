@@ -61,6 +61,20 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
         yield from (line + b"\n" for line in lines)
 
 
+def _farewell(line: bytes) -> str | None:
+    """The daemon's words when this line is the error it hangs up after (too many subscribers, too slow):
+    why the connection ends, rather than 'the daemon closed the connection'."""
+    if b'"error"' not in line:
+        return None
+    try:
+        event = protocol.decode(line)
+    except protocol.ProtocolError:
+        return None
+    if event["type"] != protocol.Error.TYPE or event.get("reason") not in protocol.CLOSING_ERRORS:
+        return None
+    return f"the daemon refused this subscriber: {event.get('message', '')} ({event['reason']})"
+
+
 class Subscription:
     """A long-lived subscriber's connection: followed to its end, woken or written to from other threads.
 
@@ -91,6 +105,9 @@ class Subscription:
             on_connected()
             for line in read_lines(sock):
                 on_line(line)
+                farewell = _farewell(line)
+                if farewell is not None:
+                    return farewell
             return self._cut or "the daemon closed the connection (stopped or restarting)"
         except DaemonUnavailable as exc:
             return str(exc)

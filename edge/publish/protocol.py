@@ -19,6 +19,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_SOCKET = "/run/edge-asr/asr.sock"
 MAX_REQUEST_BYTES = 256 * 1024  # the largest vocabulary request (500 Chinese terms of 48 characters, weights) is 159 KB as json.dumps writes it (\uXXXX escapes)
 
+CLOSING_ERRORS = frozenset({"slow_subscriber", "too_many_bad_requests", "too_many_subscribers"})  # then the daemon hangs up
 # Only partials are superseded by later events, so only they may be dropped for a slow reader.
 DROPPABLE_TYPES = frozenset({"partial"})
 REQUEST_TYPES = ("status", "vocabulary")

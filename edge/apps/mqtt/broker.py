@@ -4,7 +4,8 @@ A fresh client per connection means paho keeps no messages of its own across a
 reconnect: the spool is the only record of what still needs sending, and the
 listener replays it from the oldest entry on every new connection. paho's
 network loop runs on our thread (`client.loop()`), so every refusal (DNS, TCP,
-TLS, login) is an exception or a CONNACK code we turn into one clear line.
+TLS, login) is an exception or a CONNACK code we turn into one clear line; that
+thread is also the only one that writes to the socket.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class BrokerLink:
             client.tls_set_context(self._tls)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
+        client.on_socket_register_write = _written_by_the_link_loop
         return client
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
@@ -118,6 +120,13 @@ class BrokerLink:
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
                     properties: object) -> None:
         self._listener.acked(client, mid)
+
+
+def _written_by_the_link_loop(client: mqtt.Client, userdata: object, sock: object) -> None:
+    """paho's hook for an outside event loop. Set, it makes publish() from the feed or main thread
+    only queue its packet and wake the link thread's select(); unset, paho writes on the caller's
+    thread while the link thread's loop() writes too, and the interleaved bytes (seen with partials
+    on a slow link) made the broker drop the connection for a protocol error."""
 
 
 def _goodbye(client: mqtt.Client, online_topic: str) -> None:

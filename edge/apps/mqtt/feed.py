@@ -43,8 +43,7 @@ class DaemonFeed:
 
     def _follow(self, stop: threading.Event) -> str:
         """One connection, read to its end; returns why it ended."""
-        reading = f"reading the daemon at {self._subscription.path}"
-        return self._subscription.follow(stop, self._event, lambda: self._retry.connected(reading))
+        return self._subscription.follow(stop, self._event)
 
     def _event(self, line: bytes) -> None:
         try:
@@ -52,4 +51,6 @@ class DaemonFeed:
         except protocol.ProtocolError as exc:
             log.warning("skipped a line from the daemon: %s", exc)
             return
+        if event["type"] == protocol.Hello.TYPE:  # served, not just accepted: a refused connection keeps backing off
+            self._retry.connected(f"reading the daemon at {self._subscription.path}")
         self._on_event(event)
