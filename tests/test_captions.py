@@ -244,9 +244,11 @@ def test_bad_requests_and_foreign_host_names_get_4xx(server: CaptionServer) -> N
     assert fetch(server.port, "GET", "/", host="localhost:1")[0].status == 200
     assert fetch(server.port, "GET", "/", host="[::1]")[0].status == 200
     assert fetch(server.port, "GET", "/", host="attacker.example:8080")[0].status == 403  # DNS rebinding
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
-        raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-        assert re.match(rb"HTTP/1\.[01] 400 ", raw.recv(100))
+    for request in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(request)
+            assert re.match(rb"HTTP/1\.[01] 400 ", raw.recv(100))
+    assert "Traceback" not in server.log() and "ERROR" not in server.log()  # a LAN scanner must not fill the journal
 
 
 def test_a_final_reaches_the_event_stream(daemon: FakeDaemon, stream: EventStream) -> None:

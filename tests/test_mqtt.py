@@ -12,6 +12,7 @@ scripts/fleet_consumer.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import re
@@ -435,6 +436,41 @@ def test_a_bad_password_is_a_clear_line_and_retries(tmp_path: Path, daemon: Publ
         broker.stop()
 
 
+def test_finals_the_broker_acl_refuses_stay_spooled_until_it_takes_them(tmp_path: Path, daemon: Publisher,
+                                                                         sock_path: Path, bridges: list[Bridge]) -> None:
+    """box_id that is not the ACL's user (docs/fleet.md's `pattern write edge-asr/%u/#`): over MQTT 3.1.1
+    the broker acknowledged the refused finals, the spool deleted them and nothing said so."""
+    (tmp_path / "broker").mkdir()
+    logins = {"room-3": "pw", "fleet-reader": "pr"}
+    acl = tmp_path / "broker" / "acl"
+    acl.write_text(doc_block(FLEET_DOC, "# /etc/mosquitto/acl"))
+    broker = Broker(tmp_path / "broker", password_file=password_file(tmp_path / "broker" / "passwd", logins),
+                    acl_file=acl)
+    broker.start()
+    (tmp_path / "pw").write_text("pw\n")
+    reader = Subscriber(broker.port, "fleet-reader", clean=True, topic="edge-asr/#", login=("fleet-reader", "pr"))
+    try:
+        bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, username="room-3", password_file="pw")
+        wait_for(bridge.reading, timeout=15)
+        for uid in range(3):
+            daemon.publish(final(uid))
+        refused = "the broker refused to take messages under edge-asr/box-17/ from user 'room-3': Not authorized"
+        wait_for(lambda: bridge.spooled() == 3, timeout=10)
+        seen = bridge.text().count(refused)
+        wait_for(lambda: bridge.text().count(refused) >= seen + 2, timeout=RECONNECT_S)  # sessions since, each refused
+        assert bridge.spooled() == 3 and reader.messages == []
+
+        acl.write_text(acl.read_text() + "\nuser room-3\ntopic write edge-asr/box-17/#\n")  # the fix, as an admin would
+        broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
+        wait_for(lambda: len([m for m in reader.messages if m.topic.endswith("/final")]) >= 3, timeout=RECONNECT_S)
+        wait_for(lambda: bridge.spooled() == 0, timeout=10)
+        got = [json.loads(m.payload)["seq"] for m in reader.messages if m.topic.endswith("/final")]
+        assert sorted(set(got)) == [1, 2, 3]
+    finally:
+        reader.close()
+        broker.stop()
+
+
 @pytest.mark.parametrize(("mqtt_keys", "line"), [
     ({"host": "no-such-broker.invalid"}, "WARNING edge.apps.mqtt.broker: broker no-such-broker.invalid:{port}: "
                                          "cannot resolve the host name ("),
@@ -575,6 +611,37 @@ def test_only_the_link_thread_writes_to_the_broker(tmp_path: Path, broker: Broke
     finally:
         client.disconnect()
     assert writers and set(writers) == {threading.current_thread().name}, set(writers)
+
+
+def test_a_broker_without_mqtt_5_gets_3_1_1_and_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 3.1.1-only broker (some managed ones) answers a 5 CONNECT with CONNACK 1: the bridge must still connect."""
+    server = socket.create_server(("127.0.0.1", 0))
+    levels: list[int] = []
+
+    def serve() -> None:
+        for answer in (b"\x20\x02\x00\x01", b"\x20\x02\x00\x00"):  # unacceptable protocol version; accepted
+            conn, _ = server.accept()
+            connect = conn.recv(4096)
+            levels.append(connect[connect.index(b"MQTT") + 4])
+            conn.sendall(answer)
+            if answer.endswith(b"\x01"):
+                conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "manifest.json").write_text("{}")
+    settings = parse_config({"model": {"path": "model"}, "mqtt": {"host": "127.0.0.1", "port": server.getsockname()[1],
+                                                                  "box_id": BOX}}, base_dir=tmp_path).mqtt
+    stop = threading.Event()
+    link = threading.Thread(target=BrokerLink(settings, Topics.under(PREFIX), _QuietListener()).run, args=(stop,))
+    with caplog.at_level(logging.WARNING, logger="edge.apps.mqtt.broker"):
+        link.start()
+        wait_for(lambda: len(levels) == 2, timeout=10)
+        stop.set()
+        link.join(10)
+    assert levels == [5, 4]
+    assert "speaks only MQTT 3.1.1: using it" in caplog.text
 
 
 def test_config_defaults_follow_the_box(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge.apps.captions.feed import DaemonFeed
 from edge.config import CAPTION_FONT_PX, CAPTION_LINES, CaptionsConfig
@@ -235,11 +236,25 @@ def build_app(cfg: CaptionsConfig, socket_path: str) -> web.Application:
     return app
 
 
+class _BadRequestsAtDebug(logging.Filter):
+    """aiohttp logs each malformed request (no Host, an 8 KB header, not HTTP) as an ERROR with a
+    10-line traceback, after answering it with a 400: a LAN scanner would fill the journal. One
+    debug line of ours instead; every other aiohttp record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            log.debug("refused a malformed HTTP request: %s", " ".join(str(exc).split())[:200])
+            return False
+        return True
+
+
 def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT; OSError when the address cannot be bound.
 
     `handler_cancellation`: a browser that goes away ends its stream at once (not at the
     next write), so it leaves the hub and stops counting towards MAX_BROWSERS.
     """
+    logging.getLogger("aiohttp.server").addFilter(_BadRequestsAtDebug())
     web.run_app(build_app(cfg, socket_path), host=host, port=port, print=None, access_log=None,
                 shutdown_timeout=SHUTDOWN_S, handler_cancellation=True)

@@ -33,6 +33,8 @@ LOOP_S = 0.2  # longest wait in paho's select(): bounds how late an ack is settl
 GOODBYE_S = 3.0  # on a clean stop, how long to wait for the broker to take `online: false`
 MAX_INFLIGHT = 64  # unacknowledged QoS 1 messages on the wire (the listener keeps to it too)
 _LOGIN_REFUSED = ("Bad user name or password", "Not authorized")
+_FEATURE_REFUSED = ("QoS not supported", "Retain not supported")  # MQTT 5 CONNACK codes 0x9B, 0x9A
+_NO_MQTT5 = "Unsupported protocol version"  # how paho reads a 3.1.1 broker's CONNACK 1 to our MQTT 5 CONNECT
 
 
 class SettingsError(StartupError):
@@ -65,6 +67,9 @@ class BrokerLink:
         self._retry = Reconnecting(log, self._where)
         self._refusal: str | None = None
         self._accepted = False
+        self._online_mid: int | None = None  # our `online: true`: its PUBACK says the broker lets us publish
+        self._allowed = False
+        self._protocol = mqtt.MQTTv5  # MQTTv311 once a broker turns 5 down
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: connect, serve, reconnect with backoff, until `stop` is set."""
@@ -73,30 +78,35 @@ class BrokerLink:
     def _session(self, stop: threading.Event) -> str:
         """One connection from connect to loss; returns why it ended."""
         client = self._client()
-        self._refusal, self._accepted = None, False
+        self._refusal, self._accepted, self._online_mid, self._allowed = None, False, None, False
         try:
             client.connect(self._settings.host, self._settings.broker_port, keepalive=KEEPALIVE_S)
         except OSError as exc:  # socket.gaierror, ssl.SSLError, timeouts, refusals are all OSErrors
             return describe_failure(exc, self._tls is not None)
         while not stop.is_set():
             rc = client.loop(timeout=LOOP_S)
+            if self._refusal is not None:  # a refused login, or a refused publish: the spool keeps the finals
+                client.disconnect()
+                return self._refusal
             if rc != mqtt.MQTT_ERR_SUCCESS:
-                return self._refusal or f"connection lost ({mqtt.error_string(rc)})"
+                return f"connection lost ({mqtt.error_string(rc)})"
             if self._accepted:
                 self._accepted = False
                 self._up(client)
+            if self._allowed:
+                self._allowed = False
+                self._retry.connected(f"connected to {self._where} as {self._settings.box_id}")
             self._listener.tick()
         _goodbye(client, self._topics.online)
         return "stopped"
 
     def _up(self, client: mqtt.Client) -> None:
-        client.publish(self._topics.online, ONLINE, qos=1, retain=True)
-        self._retry.connected(f"connected to {self._where} as {self._settings.box_id}")
+        self._online_mid = client.publish(self._topics.online, ONLINE, qos=1, retain=True).mid
         self._listener.link_up(client)
 
     def _client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-asr-{self._settings.box_id}",
-                             clean_session=True, reconnect_on_failure=False)
+                             protocol=self._protocol, reconnect_on_failure=False)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.will_set(self._topics.online, OFFLINE, qos=1, retain=True)
@@ -112,13 +122,26 @@ class BrokerLink:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
                     properties: object) -> None:
         """Inside loop(): only note the outcome; `_session` acts on it outside paho's locks."""
-        if reason.is_failure:
+        if str(reason) == _NO_MQTT5 and self._protocol == mqtt.MQTTv5:
+            self._protocol = mqtt.MQTTv311
+            log.warning("%s speaks only MQTT 3.1.1: using it. A 3.1.1 broker acknowledges a publish its ACL "
+                        "refuses like one it takes, so such finals would leave the spool unseen: check the ACL",
+                        self._where)
+            self._refusal = "the broker does not speak MQTT 5; trying 3.1.1"
+        elif reason.is_failure:
             self._refusal = describe_refusal(str(reason), self._settings.username)
         else:
             self._accepted = True
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
                     properties: object) -> None:
+        """Inside loop(). MQTT 5 is why the bridge speaks it: a 3.1.1 broker acknowledges a publish its
+        ACL drops as if it took it, and the spool would delete a final nobody got."""
+        if reason.is_failure:
+            self._refusal = describe_publish_refusal(str(reason), self._settings.topic_prefix, self._settings.username)
+            return
+        if mid == self._online_mid:
+            self._allowed = True
         self._listener.acked(client, mid)
 
 
@@ -163,7 +186,16 @@ def describe_refusal(reason: str, username: str | None) -> str:
     if reason in _LOGIN_REFUSED:
         who = f"user {username!r}" if username else "an anonymous client"
         return f"the broker refused the login of {who}: {reason}; check mqtt.username and mqtt.password_file"
+    if reason in _FEATURE_REFUSED:
+        return f"the broker refused the connection: {reason} (the bridge needs QoS 1 and retained messages)"
     return f"the broker refused the connection: {reason}"
+
+
+def describe_publish_refusal(reason: str, prefix: str, username: str | None) -> str:
+    """A PUBACK refusal (an ACL, a quota): the finals stay spooled and are sent again after a reconnect."""
+    who = f"user {username!r}" if username else "an anonymous client"
+    return (f"the broker refused to take messages under {prefix}/ from {who}: {reason}; the finals stay spooled. "
+            "Check the broker's ACL for this user and mqtt.box_id / mqtt.topic_prefix")
 
 
 def read_password(path: Path | None) -> str | None:
