@@ -79,9 +79,21 @@ class ConfigError(Exception):
         check-config and a refused start-up print exactly the same lines.
         """
         count = len(self.messages)
-        print("\n".join(self.messages), file=sys.stderr)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''}, not usable", file=sys.stderr)
+        level = _journal_error_prefix()
+        for line in [*self.messages, f"{path}: {count} problem{'s' if count != 1 else ''}, not usable"]:
+            print(f"{level}{line}", file=sys.stderr)
         return EX_CONFIG
+
+
+def _journal_error_prefix() -> str:
+    """"<3>" when stderr is the journal (JOURNAL_STREAM names its device:inode): these lines come before
+    logging is set up, and journald files plain stderr at info, hidden from `journalctl -p warning`."""
+    try:
+        device, inode = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        stat = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return ""
+    return "<3>" if (stat.st_dev, stat.st_ino) == (device, inode) else ""
 
 
 def _problem(reason: str) -> PydanticCustomError:

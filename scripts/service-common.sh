@@ -19,3 +19,10 @@ run() {
 
 # sd_booted(): true when systemd is PID 1 (false in containers and chroots).
 systemd_running() { [[ -d /run/systemd/system ]]; }
+
+# --destdir: made if missing, then absolute (the caller has set destdir, possibly empty).
+resolve_destdir() {
+    [[ -z "$destdir" ]] && return
+    mkdir -p -- "$destdir" || die "--destdir $destdir: cannot create it"
+    destdir="$(cd -- "$destdir" && pwd)"
+}

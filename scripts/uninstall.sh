@@ -4,7 +4,7 @@
 #   sudo scripts/uninstall.sh [--purge] [--destdir DIR]
 #
 #   --purge        also delete /etc/edge-asr (the technician's config), /var/lib/edge-asr,
-#                  /var/cache/edge-asr and the edge-asr user and group
+#                  /var/cache/edge-asr, the units' drop-ins (systemctl edit) and the edge-asr user and group
 #   --destdir DIR  dry run: remove files under DIR and only print the commands that would
 #                  change the system (systemctl, userdel)
 #
@@ -38,9 +38,7 @@ parse_args() {
     if [[ -z "$destdir" ]] && (( EUID != 0 )); then
         die "run as root (or use --destdir DIR for a dry run)"
     fi
-    if [[ -n "$destdir" ]]; then
-        destdir="$(cd "$destdir" && pwd)" || die "--destdir $destdir: no such directory"
-    fi
+    resolve_destdir
 }
 
 remove() {
@@ -74,11 +72,14 @@ main() {
     parse_args "$@"
     stop_service
     remove "$UNIT" "$CAPTIONS_UNIT" "$MQTT_UNIT" "$PREFIX"
+    if [[ "$(readlink "$destdir/usr/local/bin/edge-asr" 2>/dev/null)" == "$PREFIX/venv/bin/edge-asr" ]]; then
+        rm -f -- "$destdir/usr/local/bin/edge-asr" && say "removed /usr/local/bin/edge-asr"
+    fi
     if [[ -n "$destdir" ]] || systemd_running; then
         run systemctl daemon-reload
     fi
     if (( purge )); then
-        remove "$ETC" /var/lib/edge-asr /var/cache/edge-asr
+        remove "$ETC" /var/lib/edge-asr /var/cache/edge-asr "$UNIT.d" "$CAPTIONS_UNIT.d" "$MQTT_UNIT.d"
         remove_user
     else
         say "kept $ETC (use --purge to delete it)"

@@ -289,3 +289,11 @@ def test_gpu_backend_runs_on_its_provider_and_transcribes_like_cpu(name: str, tm
     audio = load_audio(eval_dir / "real_en" / "jfk.wav")
     expected = whisper.open("cpu", make_config(fp32_model_dir, tmp_path)).transcribe(audio).text
     assert selection.opened.transcribe(audio).text == expected
+
+
+def test_the_board_is_read_from_sysfs_where_proc_hides_the_device_tree(tmp_path: Path) -> None:
+    """A unit with ProcSubset=pid shows no /proc/device-tree: the RK3588 NPU went undetected there."""
+    root = tmp_path / "sysfs-only"
+    (root / "sys/firmware/devicetree/base").mkdir(parents=True)
+    (root / "sys/firmware/devicetree/base/compatible").write_bytes(b"radxa,rock-5b\0rockchip,rk3588\0")
+    assert Probe(root=root).compatible() == ["radxa,rock-5b", "rockchip,rk3588"]

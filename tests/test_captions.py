@@ -383,7 +383,7 @@ def test_unit_contract() -> None:
 def test_installed_disabled_and_removed_on_uninstall(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
-    (model / "manifest.json").write_text("{}")
+    (model / "manifest.json").write_text('{"name": "whisper-tiny.en-int8"}')
     root = tmp_path / "root"
     root.mkdir()
     output = script("install.sh", "--destdir", str(root), "--model-from", str(model))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,3 +249,16 @@ def test_check_config_lists_problems_without_traceback(config_dir: Path, capsys:
 
 def test_config_built_in_code_has_no_source(config_dir: Path) -> None:
     assert Config.model_validate({}, context={"base_dir": config_dir}).source_path is None
+
+
+def test_problems_at_start_reach_the_journal_as_errors(config_dir: Path, tmp_path: Path) -> None:
+    """Printed before logging is set up: journald filed them at info, out of `journalctl -p warning`."""
+    config = write(config_dir, "vad:\n  threshold: 2\n")
+    for journal in (True, False):
+        with open(tmp_path / "stderr.txt", "w") as stderr:
+            stat = os.fstat(stderr.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}" if journal else ""}
+            subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO, env=env,
+                           stderr=stderr, timeout=60, check=False)
+        lines = (tmp_path / "stderr.txt").read_text().splitlines()
+        assert len(lines) == 2 and all(line.startswith("<3>") == journal for line in lines), lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import socket
 import urllib.request
 from pathlib import Path
@@ -80,6 +82,17 @@ def test_textfile_is_written_and_rewritten_on_stop(tmp_path: Path) -> None:
         assert line in lines
     assert "edge_asr_partials_total 2.0" in lines
     assert [p.name for p in tmp_path.iterdir()] == ["edge_asr.prom"]
+
+
+def test_textfile_is_readable_by_node_exporter_under_the_units_umask(tmp_path: Path) -> None:
+    """node-exporter runs as another user; with UMask=0027 the file came out -rw-r-----."""
+    target = tmp_path / "edge_asr.prom"
+    previous = os.umask(0o027)
+    try:
+        start_metrics(MetricsConfig(enabled=True, port=0, textfile=target), recorded()).stop()
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == 0o644
 
 
 def test_disabled_exports_nothing(tmp_path: Path) -> None:

@@ -96,3 +96,14 @@ def test_an_unreadable_model_file_is_named_not_a_traceback(copy: Path, monkeypat
 
     monkeypatch.setattr(manifest, "_sha256", refuse)
     assert verify(copy)[0].endswith("cannot be read (Permission denied; the service user must be able to read the model)")
+
+
+def test_the_daemon_exits_78_on_a_damaged_model_like_check_config(copy: Path, tmp_path: Path) -> None:
+    """Exit 1 let systemd restart it five times, hashing the model each time; no restart mends it."""
+    flip_byte(copy / "decoder.onnx", 0.5)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {copy}\npublish:\n  socket: {tmp_path / 'asr.sock'}\n")
+    run = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", "file:/dev/null"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 78 and "decoder.onnx: content does not match" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

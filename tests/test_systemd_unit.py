@@ -9,6 +9,9 @@ executable `edge-asr`; every other line is checked exactly as shipped.
 
 from __future__ import annotations
 
+import json
+import os
+
 import re
 import shutil
 import subprocess
@@ -109,7 +112,7 @@ def staged(tmp_path: Path) -> tuple[Path, str]:
     """A --destdir install with a stand-in model; returns the root and the script's output."""
     model = tmp_path / "model"
     model.mkdir()
-    (model / "manifest.json").write_text("{}")
+    (model / "manifest.json").write_text('{"name": "whisper-tiny.en-int8"}')
     root = tmp_path / "root"
     root.mkdir()
     return root, script("install.sh", "--destdir", str(root), "--model-from", str(model))
@@ -149,3 +152,28 @@ def test_uninstall_keeps_config_unless_purged(staged: tuple[Path, str]) -> None:
     assert (root / "etc/edge-asr/config.yaml").is_file()
     output = script("uninstall.sh", "--destdir", str(root), "--purge")
     assert not (root / "etc/edge-asr").exists() and "userdel edge-asr" in output
+
+
+def test_install_names_models_by_manifest_despite_spaces_and_a_tight_umask(tmp_path: Path) -> None:
+    """An offline Mandarin box copies both models from a USB disk, as root with umask 027: the base
+    model used to land as whisper-tiny.en-int8, a space split the path, and /opt was unreadable."""
+    usb = tmp_path / "usb disk"
+    for folder, name in (("tiny", "whisper-tiny.en-int8"), ("base", "whisper-base-int8")):
+        (usb / folder).mkdir(parents=True)
+        (usb / folder / "manifest.json").write_text(json.dumps({"name": name}))
+    root = tmp_path / "new root"  # --destdir is created
+    result = subprocess.run(["bash", "-c", 'umask 027; exec bash "$0" "$@"', str(SCRIPTS / "install.sh"),
+                             "--destdir", str(root), "--model-from", str(usb / "tiny"), "--model-from", str(usb / "base")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    for name in ("whisper-tiny.en-int8", "whisper-base-int8"):
+        model = root / "opt/edge-asr/models" / name
+        assert (model / "manifest.json").is_file()
+        assert model.stat().st_mode & 0o005 == 0o005 and (root / "opt/edge-asr").stat().st_mode & 0o005 == 0o005
+    assert os.readlink(root / "usr/local/bin/edge-asr") == "/opt/edge-asr/venv/bin/edge-asr"
+
+    drop_in = root / "etc/systemd/system/edge-asr.service.d"
+    drop_in.mkdir()
+    (drop_in / "override.conf").write_text("[Service]\nEnvironment=X=1\n")
+    script("uninstall.sh", "--destdir", str(root), "--purge")
+    assert not drop_in.exists() and not (root / "usr/local/bin/edge-asr").is_symlink()

@@ -49,12 +49,15 @@ class Probe:
         return importlib.util.find_spec("rknnlite") is not None
 
     def compatible(self) -> list[str]:
-        """Device-tree `compatible` strings (NUL-separated), empty off ARM boards."""
-        try:
-            raw = (self.root / "proc/device-tree/compatible").read_bytes()
-        except OSError:
-            return []
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        """Device-tree `compatible` strings (NUL-separated), empty off ARM boards. sysfs first: a
+        unit with ProcSubset=pid hides /proc/device-tree, and the NPU went undetected there."""
+        for path in ("sys/firmware/devicetree/base/compatible", "proc/device-tree/compatible"):
+            try:
+                raw = (self.root / path).read_bytes()
+            except OSError:
+                continue
+            return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        return []
 
 
 def library_problem(capi: Path, provider: str) -> str | None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from edge.audio.base import PACES
 from edge.commands.service import EX_STARTUP, add_config_argument, configured
-from edge.config import Config, default_config_path
-from edge.errors import StartupError, one_line
+from edge.config import EX_CONFIG, Config, default_config_path
+from edge.errors import ModelError, StartupError, one_line
 from edge.service.memory import limit_heap_growth
 
 log = logging.getLogger("edge.run")
@@ -67,6 +67,9 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
             log.info("a reload was requested during start-up; applying it now")
             daemon.request_reload()
         code = daemon.run()
+    except ModelError as exc:  # a restart cannot mend a damaged model: no loop of re-hashing it
+        log.error("cannot start: %s", one_line(exc, limit=1000))
+        return EX_CONFIG
     except (StartupError, OSError) as exc:
         log.error("cannot start: %s", one_line(exc, limit=1000))
         return EX_STARTUP

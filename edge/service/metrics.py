@@ -9,6 +9,7 @@ node-exporter textfile rewritten atomically (temp file + rename) every few secon
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEXTFILE_INTERVAL_S = 10.0
+TEXTFILE_MODE = 0o644  # node-exporter runs as another user; the unit's UMask=0027 made the file unreadable to it
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 
@@ -143,6 +145,7 @@ class MetricsExporter:
     def _write(self) -> None:
         try:
             write_to_textfile(self._textfile, self.metrics.registry)
+            os.chmod(self._textfile, TEXTFILE_MODE)
         except OSError as exc:
             log.warning("metrics.textfile: cannot write %s: %s", self._textfile, exc)
 
