@@ -34,6 +34,7 @@ from edge.service.logs import set_level
 from edge.service.metrics import Metrics, start_metrics
 from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 from edge.stream.session import StreamingSession, StreamSettings
+from edge.stream.worker import OverloadPolicy
 from edge.vad.endpointer import EndpointSettings
 from edge.vocabulary import VocabularyError, parse_items
 
@@ -281,6 +282,7 @@ class Daemon:
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
             record=self._recorder.save if self._recorder else None,
+            overload=OverloadPolicy.patient() if self._source.can_wait else OverloadPolicy(),
         )
 
     def _apply(self, new: Config) -> None:

@@ -19,10 +19,12 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
+import soundfile
 import yaml
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from edge.audio.base import SourceStats
+from edge.audio.audiofile import load_audio
+from edge.audio.base import SAMPLE_RATE, SourceStats
 from edge.publish import protocol
 from tests.conftest import REPO, load_manifest
 
@@ -149,6 +151,26 @@ def test_fast_pace_is_set_by_recognition_not_by_reading(tmp_path, int8_model_dir
     backlog = [e["pending_finals"] for e in subscriber.of("status") if "pending_finals" in e]
     assert len(backlog) > 10 and max(backlog) <= FAST_PACE_BACKLOG + 1
     assert len(subscriber.of("final")) >= len(row["segments"])
+
+
+def test_a_file_at_fast_pace_loses_no_final_to_a_long_decode(tmp_path, int8_model_dir, eval_dir) -> None:
+    """While a 20 s utterance decoded, the reader ran through a minute of silence: counted as lag, the
+    overload policy dropped the next final (text "", dropped) although the file could have waited."""
+    rate = SAMPLE_RATE
+    long_speech = load_audio(eval_dir / "real_en" / "moonshine_two_cities.wav")[: 20 * rate]
+    short = load_audio(eval_dir / "real_en" / "speechbrain_spk1_snt1.wav")
+    gap = lambda seconds: np.zeros(int(seconds * rate), np.float32)  # noqa: E731
+    audio = np.concatenate([gap(8), long_speech, gap(1.5), short, gap(62), short, gap(1.5)])
+    soundfile.write(tmp_path / "burst.wav", audio, rate, subtype="PCM_16")
+    config = write_config(tmp_path, int8_model_dir, vad={"min_silence_ms": 1000})
+    daemon = start_daemon(config, f"file:{tmp_path / 'burst.wav'}", "--pace", "fast", "--exit-at-end")
+    subscriber = Subscriber(tmp_path / "asr.sock")
+    code, err = finish(daemon, 120)
+    subscriber.closed.wait(10)
+    assert code == 0, err
+    finals = subscriber.of("final")
+    assert len(finals) == 3 and not any(f.get("dropped") for f in finals), finals
+    assert all("small dog" in f["text"].lower() for f in finals[1:]), [f["text"] for f in finals]
 
 
 def test_invalid_config_at_start_fails_like_check_config(tmp_path, int8_model_dir) -> None:

@@ -102,3 +102,14 @@ def test_settings_can_change_between_windows() -> None:
     assert not ends(out)
     out = [b for p in [0.5] * 3 for b in endpointer.update(p)]
     assert ends(out)
+
+
+def test_the_limit_reached_in_the_closing_pause_ends_the_utterance_there() -> None:
+    """The split used to cut inside the pause and start an utterance of pure silence ("Thank you." for
+    0.2 s of it with tiny.en): speech ending 0-300 ms past the limit did so with the default settings."""
+    limit = windows(SETTINGS.max_utterance_s * 1000)
+    for early in range(1, windows(SETTINGS.min_silence_ms)):  # the pause began `early` windows before the limit
+        probs = [0.9] * (limit - early) + [0.1] * 40
+        out = run(probs, SETTINGS, flush=True)
+        assert [b.kind for b in out if b.kind in ("start", "end")] == ["start", "end"], (early, out)
+        assert ends(out)[0].end - out[0].start <= SETTINGS.max_utterance_s * SAMPLE_RATE

@@ -147,7 +147,9 @@ def test_forced_splits_lose_and_duplicate_no_words(recognizer, eval_dir) -> None
     ends = out.of("speech_end")
     assert len(ends) >= 3
     for before, after in zip(ends, ends[1:]):
-        assert after.start_s == pytest.approx(before.end_s)  # contiguous: every sample in exactly one
+        # A split is contiguous (every sample in exactly one); a limit reached in a pause ends the
+        # utterance there instead, and the next starts with the speech after it: no sample twice.
+        assert after.start_s >= before.end_s - 1e-6
     hypothesis = " ".join(f.text for f in out.of("final"))
     whole = recognizer.transcribe(audio, options=WhisperOptions(beam_size=5)).text
     assert wer([row["text"]], [hypothesis]) <= wer([row["text"]], [whole]) + 0.06

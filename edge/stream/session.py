@@ -333,7 +333,7 @@ class StreamingSession:
 
     def _submit_final(self, job: Job) -> None:
         """Queue a final; the queued ones that have waited past `max_lag_s` are dropped to make way for it."""
-        for stale in self._worker.shed(self._history.end - int(self._overload.max_lag_s * SAMPLE_RATE)):
+        for stale in self._worker.shed(self._history.end - self._overload.max_lag_s * SAMPLE_RATE):
             self._drop(stale)
         self._worker.submit(job)
 

@@ -7,6 +7,8 @@ in order: partials, then the finals' beam search, then the oldest finals' decode
 
 from __future__ import annotations
 
+import math
+
 import threading
 import time
 from collections import deque
@@ -35,6 +37,13 @@ class OverloadPolicy:
     # Queued finals whose speech ended longer ago than this are dropped when a new final is queued:
     # it bounds the lag and the queued audio (at most this plus one utterance: 88 s of float32, 5.4 MiB).
     max_lag_s: float = 60.0
+
+    @classmethod
+    def patient(cls) -> "OverloadPolicy":
+        """For a source that can wait (a file at fast pace): its reader runs ahead through silence while
+        one long final decodes, so lag in stream time is not lateness; nothing is degraded or dropped
+        (the reader's throttle bounds the queue), only partials pause."""
+        return cls(greedy_s=math.inf, max_lag_s=math.inf)
 
     def level(self, lag_s: float) -> str:
         """The most drastic step this lag calls for, one of OVERLOAD_LEVELS."""
@@ -118,7 +127,7 @@ class Worker:
         audio = sum(job.audio.size for job in finals)
         return Backlog(max(now - finals[0].end, 0) / SAMPLE_RATE, audio / SAMPLE_RATE)
 
-    def shed(self, before: int) -> list[Job]:
+    def shed(self, before: float) -> list[Job]:
         """Take out of the queue, and return, the finals whose audio ended before `before` (not the running one);
         cancelled ones are discarded too, so that their audio is not held until their turn."""
         with self._cond:

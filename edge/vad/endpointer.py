@@ -128,7 +128,10 @@ class Endpointer:
             if not self._paused:
                 self._paused = True
                 out.append(Boundary("pause", self._start, self._position))
-        if self._position - self._start >= int(s.max_utterance_s * SAMPLE_RATE):
+        limit = self._start + int(s.max_utterance_s * SAMPLE_RATE)
+        if self._position >= limit:
+            if self._silence is not None:  # the limit fell in a pause: end there, not split off a sliver of it
+                return out + self._finish(min(self._padded_end(), limit))
             out += self._split()
         return out
 
