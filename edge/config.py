@@ -570,6 +570,13 @@ class VocabularyConfig(Section):
         terms = _configured_terms(self.terms, self.file)
         return Vocabulary(terms, self.bonus, "config" if terms else "none", self.prompt)
 
+    def empty_file_warning(self) -> str | None:
+        """A warning when vocabulary.file holds no term (empty, or only comments): valid, but more often a
+        truncated copy than a list cleared on purpose. VocabularyError if the file went bad."""
+        if self.file is None or read_file(self.file):
+            return None
+        return f"vocabulary.file {self.file} holds no terms (empty, or only comments): it adds nothing to the list"
+
 
 def _configured_terms(items: list[Any], path: Path | None) -> tuple[Term, ...]:
     """vocabulary.terms and the terms of vocabulary.file together, within the list's cap."""

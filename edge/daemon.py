@@ -36,7 +36,7 @@ from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_
 from edge.stream.session import StreamingSession, StreamSettings
 from edge.stream.worker import OverloadPolicy
 from edge.vad.endpointer import EndpointSettings
-from edge.vocabulary import VocabularyError, parse_items
+from edge.vocabulary import Vocabulary, VocabularyError, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class Daemon:
 
     def _make_session(self, cfg: Config) -> StreamingSession:
         try:
-            vocabulary = cfg.vocabulary.vocabulary()
+            vocabulary = self._configured_vocabulary(cfg)
         except VocabularyError as exc:  # the file changed since the config was checked
             raise StartupError(f"vocabulary.file: {exc}") from None
         return StreamingSession(
@@ -285,10 +285,18 @@ class Daemon:
             overload=OverloadPolicy.patient() if self._source.can_wait else OverloadPolicy(),
         )
 
+    @staticmethod
+    def _configured_vocabulary(cfg: Config) -> Vocabulary:
+        """The config's list, with a warning in the journal when its file holds no term."""
+        warning = cfg.vocabulary.empty_file_warning()
+        if warning:
+            log.warning("%s", warning)
+        return cfg.vocabulary.vocabulary()
+
     def _apply(self, new: Config) -> None:
         """Apply a validated config; the config's vocabulary replaces any list an app sent."""
         try:
-            vocabulary = new.vocabulary.vocabulary()
+            vocabulary = self._configured_vocabulary(new)
         except VocabularyError as exc:  # the file changed since it was checked
             self._reload_failed([f"vocabulary.file: {exc}"])
             return

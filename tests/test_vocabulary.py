@@ -290,6 +290,21 @@ def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -
     assert "vocabulary.bonus: 11 is out of range" in result.stderr
 
 
+def test_a_vocabulary_file_with_no_term_is_valid_but_warned_about(tmp_path, int8_model_dir) -> None:
+    """A truncated copy, or one with every line commented out, silently added nothing."""
+    terms = tmp_path / "terms.txt"
+    terms.write_text("# people in this building\n\n")
+    config = write_config(tmp_path, int8_model_dir, vocabulary={"file": str(terms)})
+    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert f"warning: vocabulary.file {terms} holds no terms (empty, or only comments)" in result.stderr
+    terms.write_text("Siobhan\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+
+
 @pytest.fixture(scope="module")
 def tiny(int8_model_dir) -> Recognizer:
     return Recognizer.from_dir(int8_model_dir)

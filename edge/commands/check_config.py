@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edge import manifest
 from edge.asr.load import read_family
@@ -31,5 +32,8 @@ def run(args: argparse.Namespace) -> int:
     damaged = manifest.verify(config.model.path)
     if damaged:
         return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)
+    warning = config.vocabulary.empty_file_warning()
+    if warning:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
     return 0
