@@ -69,8 +69,9 @@ def _check_header(path: Path, decoder: sf.SoundFile) -> None:
     """Refuse what the header alone shows: a 1 Hz rate asks the resampler for gigabytes."""
     if not MIN_RATE <= decoder.samplerate <= MAX_RATE:
         raise AudioFileError(f"{path}: sample rate {decoder.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
-    if decoder.frames == 0 and path.stat().st_size > HEADER_SLACK:
-        raise AudioFileError(f"{path}: its header declares no audio samples, but the file holds {path.stat().st_size} "
+    size = path.stat().st_size
+    if decoder.frames == 0 and size > HEADER_SLACK:
+        raise AudioFileError(f"{path}: its header declares no audio samples, but the file holds {size} "
                              "bytes (a recording stopped before it wrote the header's sizes: `sox --ignore-length` "
                              "can repair it)")
     if decoder.frames == 0:

@@ -8,7 +8,6 @@ in order: partials, then the finals' beam search, then the oldest finals' decode
 from __future__ import annotations
 
 import math
-
 import threading
 import time
 from collections import deque
