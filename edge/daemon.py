@@ -49,9 +49,16 @@ SHUTDOWN_TAIL_S = 0.2  # of it, last: stopping the worker, closing the source; i
 FAST_PACE_BACKLOG = 2  # finals queued before a source that can wait is read again
 BACKLOG_POLL_S = 0.005
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
-DECODE_STALL_S = 30.0  # a decode running this long counts as a stalled pipeline
+DECODE_STALL_S = 30.0  # a decode running this long on CPU counts as a stalled pipeline
 # Near a threshold the overload level can change with every decode: one status event per 5 s at most.
 OVERLOAD_EVENT_GAP_S = 5.0
+
+
+def decode_stall_s(backend: str, timeout_ms: int) -> float:
+    """How long one decode may run before the watchdog stops pinging. On an accelerator a decode
+    first waits out `inference.timeout_ms` and is then run again on CPU: the service must not be
+    restarted before that fallback had its chance (timeout_ms may be up to 120 s, WatchdogSec is 30)."""
+    return DECODE_STALL_S if backend == "cpu" else timeout_ms / 1000 + DECODE_STALL_S
 
 
 class StatusRelay:
@@ -122,6 +129,7 @@ class Daemon:
         self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
         self._metrics = Metrics()
         self._backend = recognizer.backend_name
+        self._decode_stall_s = decode_stall_s(self._backend, cfg.inference.timeout_ms)
         self._backend_news: str | None = None  # the latest selection/fallback message
         self._metrics.set_backend(self._backend, requested=cfg.inference.backend)
         self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
@@ -192,8 +200,8 @@ class Daemon:
             elif self._source.ended:
                 if self._at_end():
                     return
-            elif self._source.stats().reconnecting:
-                self._watchdog.beat()  # no audio by design: a restart would only drop the subscribers
+            elif self._source.stats().awaiting_audio:
+                self._watchdog.beat()  # the source watches for its audio itself: a restart would only drop the subscribers
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SOURCE_CHECK_S
                 self._check_source()
@@ -203,7 +211,7 @@ class Daemon:
     def _on_progress(self) -> None:
         if self._state == "waiting for audio":
             self._set_state("listening")
-        if self._session.decode_busy_s() < DECODE_STALL_S:
+        if self._session.decode_busy_s() < self._decode_stall_s:
             self._watchdog.beat()
 
     def _at_end(self) -> bool:

@@ -24,7 +24,7 @@ import yaml
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from edge.audio.audiofile import load_audio
-from edge.audio.base import SAMPLE_RATE, SourceStats
+from edge.audio.base import SAMPLE_RATE, MicStats, SourceStats
 from edge.publish import protocol
 from tests.conftest import REPO, load_manifest
 
@@ -283,14 +283,16 @@ def test_ready_while_the_microphone_is_still_missing(tmp_path, int8_model_dir) -
 
 class _StallingSource:
     """Delivers `seconds` of silence, then nothing, while reporting `state_after`
-    ("running": a dead capture thread; "lost": a device being reopened; "stuck": one that cannot close)."""
+    ("running": a dead capture thread; "lost": a device being reopened; "stuck": one that cannot close)
+    in `stats` (a microphone's MicStats: "running" is within audio.stall_timeout_ms, which it watches itself)."""
 
     ended = False
     can_wait = False
 
-    def __init__(self, seconds: float, state_after: str = "running") -> None:
+    def __init__(self, seconds: float, state_after: str = "running", stats: type[SourceStats] = SourceStats) -> None:
         self._blocks = int(seconds * 50)
         self._state_after = state_after
+        self._stats = stats
 
     def start(self) -> None:
         pass
@@ -304,14 +306,15 @@ class _StallingSource:
         return np.zeros(320, dtype=np.float32)
 
     def stats(self) -> SourceStats:
-        return SourceStats("stalling", "running" if self._blocks > 0 else self._state_after)
+        return self._stats("stalling", "running" if self._blocks > 0 else self._state_after)
 
     def close(self) -> None:
         pass
 
 
-def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source: _StallingSource) -> list[float]:
-    """Seconds (from start) of each WATCHDOG=1 a daemon on `source` sends within 3.5 s."""
+def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=None, seconds: float = 3.5,
+                    **sections: dict) -> list[float]:
+    """Seconds (from start) of each WATCHDOG=1 a daemon on `source` sends within `seconds`."""
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.asr.whisper.recognizer import Recognizer
@@ -320,13 +323,13 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source: _StallingSou
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    config = write_config(tmp_path, model_dir)
-    daemon = Daemon(load_config(config), config, Recognizer.from_dir(model_dir), source)
+    config = write_config(tmp_path, model_dir, **sections)
+    daemon = Daemon(load_config(config), config, recognizer or Recognizer.from_dir(model_dir), source)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
         began = time.monotonic()
-        messages = _messages(notify, 3.5)
+        messages = _messages(notify, seconds)
     finally:
         daemon.request_stop()
         runner.join(5)
@@ -344,6 +347,59 @@ def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, 
 def test_watchdog_keeps_pinging_while_the_device_is_reopened(tmp_path, int8_model_dir, monkeypatch) -> None:
     pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after="lost"))
     assert max(pings) > 3.0  # the reconnecting capture layer is progress: systemd must not restart it
+
+
+def test_watchdog_leaves_a_silent_microphone_to_its_own_stall_timeout(tmp_path, int8_model_dir, monkeypatch) -> None:
+    """audio.stall_timeout_ms may be up to 60 s, twice WatchdogSec: an open microphone that has not
+    yet reached it must not get the service restarted (it reopens the device itself, tests/test_capture.py)."""
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, "running", stats=MicStats))
+    assert max(pings) > 3.0
+
+
+class _HangingAccelerator:
+    """A recognizer on "cuda" whose first call hangs for `hang_s`, as a wedged accelerator does."""
+
+    backend_name = "cuda"
+
+    def __init__(self, cpu, hang_s: float) -> None:
+        self._cpu = cpu
+        self._hang_s = hang_s
+        self.languages = cpu.languages
+        self.options = cpu.options
+
+    def transcribe(self, audio, **request):
+        time.sleep(self._hang_s)
+        self._hang_s = 0.0
+        return self._cpu.transcribe(audio, **request)
+
+
+def _longest_gap_s(pings: list[float]) -> float:
+    return max(later - earlier for earlier, later in zip(pings, pings[1:]))
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_the_watchdog_waits_out_the_accelerator_deadline(tmp_path, int8_model_dir, eval_dir, monkeypatch,
+                                                          accelerated) -> None:
+    """A hung accelerator decode is given inference.timeout_ms, then CPU: the watchdog must not restart
+    the service first (with timeout_ms at its 120 s and WatchdogSec 30 s it did). On CPU the same hang
+    is a stalled pipeline. Scaled down: a decode may run DECODE_STALL_S = 0.5 s, the deadline is 1.5 s."""
+    from edge.asr.fallback import FallbackRecognizer
+    from edge.asr.whisper.recognizer import Recognizer
+    from edge.audio.file import FileSource
+
+    monkeypatch.setattr("edge.daemon.DECODE_STALL_S", 0.5)
+    cpu = Recognizer.from_dir(int8_model_dir)
+    hanging = _HangingAccelerator(cpu, hang_s=2.5)
+    recognizer = FallbackRecognizer(hanging, lambda: cpu, lambda _: None, timeout_ms=1500) if accelerated else hanging
+    if not accelerated:
+        hanging.backend_name = "cpu"
+    row = next(r for r in load_manifest("real_en") if r["audio"] == "jfk.wav")
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, FileSource(row["path"]), recognizer, seconds=5.0,
+                            inference={"timeout_ms": 1500})
+    if accelerated:
+        assert _longest_gap_s(pings) < 0.5, pings  # pings every 0.1 s throughout: the fallback took over at 1.5 s
+    else:
+        assert _longest_gap_s(pings) > 1.0, pings  # the hang (2.5 s) outlived DECODE_STALL_S
 
 
 def test_debug_recording_writes_one_wav_per_utterance(tmp_path, int8_model_dir, eval_dir) -> None:

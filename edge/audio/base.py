@@ -41,6 +41,12 @@ class SourceStats:
         """No audio by design: the device is being reopened."""
         return self.state in RECONNECTING_STATES
 
+    @property
+    def awaiting_audio(self) -> bool:
+        """No audio now, and the source is itself watching for it (here: reopening a device), so
+        the daemon's watchdog must not restart the service for the silence."""
+        return self.reconnecting
+
 
 @dataclass(frozen=True)
 class MicStats(SourceStats):
@@ -57,6 +63,12 @@ class MicStats(SourceStats):
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         return {key: values[key] for key in self.ORDER}
+
+    @property
+    def awaiting_audio(self) -> bool:
+        """An open microphone with no frames yet is within `audio.stall_timeout_ms` (up to 60 s, longer
+        than the watchdog's 30 s): past it the source declares the device lost and reopens it."""
+        return self.reconnecting or self.state == "running"
 
 
 class AudioSource(Protocol):
