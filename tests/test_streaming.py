@@ -19,6 +19,7 @@ from edge.stream.worker import OverloadPolicy
 from edge.stream.stabilizer import PartialStabilizer
 from edge.vocabulary import Term, Vocabulary
 from edge.audio.base import SAMPLE_RATE
+from edge.vad.silero import WINDOW
 from tests.conftest import load_manifest
 from tests.test_daemon import wer
 
@@ -252,3 +253,71 @@ def test_a_list_the_recognizer_refuses_leaves_the_settings_in_use_whole() -> Non
         session.finish(quick=True)  # rebuilt the refused list's options and raised, aborting the shutdown
     finally:
         session.close()
+
+
+# --- the onset: audio kept from before a speech start -------------------------------------
+
+
+class _LevelVad:
+    """The audio's level is the speech probability: an onset scripted to the window (fed one window at a time)."""
+
+    def feed(self, block: np.ndarray) -> list[float]:
+        assert block.size == WINDOW
+        return [float(block[0])]
+
+
+class _Listener:
+    """Keeps the audio of every final decode."""
+
+    backend_name = "cpu"
+    languages = ("en",)
+
+    def __init__(self) -> None:
+        self.finals: list[np.ndarray] = []
+
+    def options(self, **_: object) -> None:
+        return None
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, **_: object) -> Transcript:
+        if not partial:
+            self.finals.append(audio)
+        return Transcript.empty(audio.size / SAMPLE_RATE, "en")
+
+
+def _windows(seconds: float) -> int:
+    return round(seconds * SAMPLE_RATE / WINDOW) * WINDOW
+
+
+def _final_audio(parts: list[tuple[float, float]], **vad: int) -> np.ndarray:
+    """The one final's audio for `parts` ((level, seconds), in whole VAD windows)."""
+    audio = np.concatenate([np.full(_windows(seconds), level, np.float32) for level, seconds in parts])
+    listener, out = _Listener(), Collector()
+    endpoint = replace(EndpointSettings.from_config(), **vad)
+    session = StreamingSession(listener, endpoint, StreamSettings.from_config(), out.emit, out.errors.append,
+                               vad=_LevelVad())
+    try:
+        for i in range(0, audio.size, WINDOW):
+            session.feed(audio[i : i + WINDOW])
+        session.finish()
+        assert session.drain(10)
+    finally:
+        session.close()
+    assert len(listener.finals) == 1 and out.errors == []
+    return listener.finals[0]
+
+
+@pytest.mark.parametrize(("parts", "vad"), [
+    # vad.min_speech_ms and speech_pad_ms at their largest: the start is 7 s before speech is confirmed
+    ([(0.0, 61.0), (0.6, 6.0), (0.0, 2.0)], {"min_speech_ms": 5000, "speech_pad_ms": 2000}),
+    # one voiced window, then 5 s inside the hysteresis band (0.35-0.5) before speech is confirmed
+    ([(0.0, 61.0), (0.6, 0.032), (0.4, 5.0), (0.6, 1.0), (0.0, 2.0)], {}),
+], ids=["longest-padding", "hovering-vad"])
+def test_the_audio_from_a_late_confirmed_onset_is_all_kept(parts, vad) -> None:
+    """The session kept only the last 3 s before a start when its history was full (every ~31 s): a start
+    confirmed later than that (long min_speech_ms + speech_pad_ms, or a VAD hovering under the threshold)
+    lost its first words. Leading silence of 61 s puts such a discard inside the onset."""
+    audio = _final_audio(parts, **vad)
+    for level, seconds in parts[1:-1]:
+        assert np.count_nonzero(audio == np.float32(level)) >= _windows(seconds), level
+    pad = vad.get("speech_pad_ms", 200) * SAMPLE_RATE // 1000
+    assert np.all(audio[:pad] == 0) and audio[pad] != 0  # the padding before the onset too

@@ -44,7 +44,9 @@ from edge.vocabulary import Term, Vocabulary
 log = logging.getLogger(__name__)
 
 FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
-HISTORY_KEEP_S = 3.0  # audio kept before a speech start (padding and onset detection)
+# Audio held: the longest utterance and some. A start is confirmed at most 7 s after it
+# (vad.min_speech_ms + speech_pad_ms at their largest), inside the utterance's own span.
+HISTORY_S = MAX_UTTERANCE_S + 6.0
 CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
 
 
@@ -155,7 +157,7 @@ class StreamingSession:
         self._on_error = on_error
         self._vad = vad or SileroVad()
         self._endpointer = Endpointer(endpoint)
-        self._history = _AudioHistory(MAX_UTTERANCE_S + 2 * HISTORY_KEEP_S)
+        self._history = _AudioHistory(HISTORY_S)
         self._lock = threading.RLock()
         self._settings_lock = threading.Lock()  # one settings change at a time; taken before _lock, never inside it
         self._utterance: _Utterance | None = None
@@ -242,9 +244,7 @@ class StreamingSession:
     def feed(self, block: np.ndarray) -> None:
         """Called for every audio block, in order; never waits for recognition."""
         with self._lock:
-            lookback = self._history.end - int(HISTORY_KEEP_S * SAMPLE_RATE)
-            keep_from = self._utterance.start if self._utterance else lookback
-            self._history.append(block, keep_from)
+            self._history.append(block, self._endpointer.earliest_start())
             for probability in self._vad.feed(block):
                 self._voiced = probability >= self._endpointer.settings.threshold
                 for boundary in self._endpointer.update(probability):

@@ -81,6 +81,14 @@ class Endpointer:
         self._paused = False  # a pause boundary has been announced
         self._recent: deque[tuple[int, float]] = deque()  # (window start, probability) for split search
 
+    def earliest_start(self) -> int:
+        """The earliest sample a coming `start` may name: the caller may let go of the audio before it.
+        Without a limit of its own, since a VAD hovering under the threshold keeps a candidate for long."""
+        if self._start is not None:
+            return self._start
+        onset = self._position if self._candidate is None else self._candidate
+        return max(self._floor, onset - _samples(self.settings.speech_pad_ms), 0)
+
     def update(self, probability: float) -> list[Boundary]:
         """Advance by one window."""
         window_start = self._position
