@@ -535,6 +535,45 @@ def test_the_bridge_follows_a_daemon_restart(tmp_path: Path, broker: Broker, sub
         restarted.close(timeout=1.0)
 
 
+def test_finals_published_while_the_bridge_was_away_are_replayed(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                                 sock_path: Path, bridges: list[Bridge]) -> None:
+    """The bridge killed while the daemon goes on, then the daemon restarted while the bridge is down:
+    after each start the bridge asks for the finals after the last one it spooled (a new daemon run:
+    all it holds), so the fleet gets every final once, in order; what the daemon no longer holds is counted."""
+    daemon = make_publisher(sock_path, status=lambda: dict(DAEMON_STATUS))
+    daemon.start()
+    first = new_bridge(bridges, tmp_path, sock_path, broker.port)
+    wait_for(lambda: first.reading() and daemon.subscriber_count == 1, timeout=10)
+    for uid in (1, 2):
+        daemon.publish(final(uid, f"a{uid}"))
+    wait_for(lambda: len(subscriber.on("final")) == 2, timeout=10)
+    first.stop(signal.SIGKILL)
+    wait_for(lambda: daemon.subscriber_count == 0, timeout=10)
+    for uid in (3, 4):  # nobody reads these
+        daemon.publish(final(uid, f"a{uid}"))
+
+    second = new_bridge(bridges, tmp_path, sock_path, broker.port)
+    wait_for(lambda: second.reading(times=2) and daemon.subscriber_count == 1, timeout=10)
+    daemon.publish(final(5, "a5"))
+    wait_for(lambda: len(unique_in_order(subscriber.bodies("final"))) == 5, timeout=10)
+    second.stop(signal.SIGKILL)
+    daemon.close(timeout=1.0)
+
+    restarted = make_publisher(sock_path, status=lambda: dict(DAEMON_STATUS), max_pending_finals=4)  # holds 2
+    restarted.start()
+    try:
+        for uid in (1, 2, 3, 4):
+            restarted.publish(final(uid, f"b{uid}"))
+        third = new_bridge(bridges, tmp_path, sock_path, broker.port)
+        wait_for(lambda: len(unique_in_order(subscriber.bodies("final"))) == 7, timeout=10)
+        wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["daemon_missed"] == 2, timeout=10)
+    finally:
+        restarted.close(timeout=1.0)
+    assert [b["text"] for b in unique_in_order(subscriber.bodies("final"))] == ["a1", "a2", "a3", "a4", "a5", "b3", "b4"]
+    assert "re-sent 2 final(s)" in second.text() and "2 final(s) published while the bridge" in third.text()
+    assert third.stop() == 0
+
+
 def test_disabled_bridge_exits_with_ex_config(tmp_path: Path) -> None:
     bridge = Bridge(tmp_path, tmp_path / "none.sock", 1883, enabled=False)
     result = subprocess.run([sys.executable, "-m", "edge", "mqtt", "--config", str(bridge.config)],

@@ -39,6 +39,7 @@ def test_events_round_trip_and_encode_to_one_line() -> None:
         protocol.Status(audio_time_s=3.0, fields={"uptime_s": 9.5, "backend": "cpu", "queues": {"audio": 0}}),
         protocol.Error(reason="slow_subscriber", message="read faster", audio_time_s=3.0),
         protocol.VocabularyState(source="request", count=2, terms=["Siobhan", "张伟"], audio_time_s=3.0),
+        protocol.Replayed(after=41, count=3, missing=0, audio_time_s=3.0),
     ]
     assert [e.TYPE for e in events] == list(protocol.EVENT_TYPES)
     for event in events:

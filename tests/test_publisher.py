@@ -121,10 +121,73 @@ def test_hello_on_connect(publisher: Publisher, sock_path: Path) -> None:
         "protocol_version": protocol.PROTOCOL_VERSION,
         "daemon_version": hello["daemon_version"],
         **HELLO,
+        "run_id": hello["run_id"],
     }
-    wait_for(lambda: publisher.subscriber_count == 1)
+    assert len(hello["run_id"]) == 32 and connect(sock_path).sock and Client(sock_path).event()["run_id"] == hello["run_id"]
+    assert make_publisher(sock_path.with_name("other.sock"))._hello_event().run_id != hello["run_id"]  # new per start
+    wait_for(lambda: publisher.subscriber_count == 3)
     client.close()
-    wait_for(lambda: publisher.subscriber_count == 0)
+    wait_for(lambda: publisher.subscriber_count <= 2)
+
+
+def _finals(client: Client) -> list[int]:
+    """utterance_ids of the finals before the `replay` reply, and the reply."""
+    ids = []
+    while (event := client.event())["type"] != "replay":
+        if event["type"] == "final":
+            ids.append(event["utterance_id"])
+    return ids + [event]
+
+
+def test_replay_re_sends_the_finals_a_subscriber_missed(sock_path: Path) -> None:
+    """A subscriber that was away (the MQTT bridge restarting) asks for the finals after its last one:
+    it gets them as they were sent, then the reply; what the daemon no longer holds is counted."""
+    publisher = make_publisher(sock_path, max_pending_finals=16)  # holds the last 8
+    publisher.start()
+    try:
+        early = connect(sock_path)
+        for uid in range(1, 13):
+            for event in utterance(uid, partials=2):
+                publisher.publish(event)
+        sent = [line for line in (early.line() for _ in range(12 * 5)) if b'"type":"final"' in line]
+        late = connect(sock_path)
+        late.send(b'{"type":"replay","after":6}\n')
+        replayed = [late.line() for _ in range(6)]
+        assert replayed == sent[6:12]  # byte for byte what was published
+        assert late.event() == {"type": "replay", "audio_time_s": 126.0, "after": 6, "count": 6, "missing": 0}
+        late.send(b'{"type":"replay","after":0}\n')
+        *ids, reply = _finals(late)
+        assert ids == list(range(5, 13)) and (reply["count"], reply["missing"]) == (8, 4)  # 1-4 are gone
+        late.send(b'{"type":"replay","after":12}\n{"type":"replay","after":40}\n')
+        assert [_finals(late)[-1]["count"] for _ in range(2)] == [0, 0]
+        for bad in (b'-1', b'"6"', b'true', b'1.5', b'null'):
+            late.send(b'{"type":"replay","after":' + bad + b'}\n')
+            error = late.event()
+            assert error["reason"] == "bad_request" and "whole number of 0 or more" in error["message"], error
+    finally:
+        publisher.close(timeout=1.0)
+
+
+def test_a_replay_reaches_the_subscriber_before_any_later_final(sock_path: Path) -> None:
+    """The reply is made on the loop with the fan-out: every final published after it comes after it."""
+    publisher = make_publisher(sock_path)
+    publisher.start()
+    try:
+        client = connect(sock_path)
+        for uid in range(1, 4):
+            publisher.publish(utterance(uid, partials=0)[1])
+        client.send(b'{"type":"replay","after":0}\n')
+        for uid in range(4, 40):
+            publisher.publish(utterance(uid, partials=0)[1])
+        events = [client.event()]
+        while not ({"replay", 39} <= {e.get("utterance_id", e["type"]) for e in events}):
+            events.append(client.event())
+        at = next(i for i, e in enumerate(events) if e["type"] == "replay")
+        count = events[at]["count"]
+        assert count >= 3 and [e["utterance_id"] for e in events[at + 1 :]] == list(range(count + 1, 40))
+        assert {e["utterance_id"] for e in events[:at]} == set(range(1, count + 1))  # live, then replayed
+    finally:
+        publisher.close(timeout=1.0)
 
 
 def test_hello_callable_follows_backend_changes(sock_path: Path) -> None:

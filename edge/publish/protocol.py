@@ -22,7 +22,7 @@ MAX_REQUEST_BYTES = 256 * 1024  # the largest vocabulary request (500 Chinese te
 CLOSING_ERRORS = frozenset({"slow_subscriber", "too_many_bad_requests", "too_many_subscribers"})  # then the daemon hangs up
 # Only partials are superseded by later events, so only they may be dropped for a slow reader.
 DROPPABLE_TYPES = frozenset({"partial"})
-REQUEST_TYPES = ("status", "vocabulary")
+REQUEST_TYPES = ("status", "vocabulary", "replay")
 
 
 class ProtocolError(ValueError):
@@ -204,6 +204,7 @@ class Hello(Event):
     backend_requested: str = _optional("auto")
     degraded: bool = _optional(False)
     degraded_reason: str = _optional("")
+    run_id: str = _optional("")  # new each time the daemon starts: utterance_ids count within it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,8 +291,28 @@ class VocabularyState(Event):
     terms: list[str] = field(metadata={"check": _texts})
 
 
+@dataclass(frozen=True, kw_only=True)
+class Replayed(Event):
+    """The reply to a `replay` request, after the `count` finals it re-sent (those past `after`
+    that the daemon still holds); `missing` finals past `after` it no longer holds."""
+
+    TYPE: ClassVar[str] = "replay"
+    after: int
+    count: int
+    missing: int
+
+
+def replay_after(request: Mapping[str, Any]) -> int:
+    """A `replay` request's `after`: the utterance_id of the last final the subscriber has (0: none)."""
+    after = request.get("after")
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ProtocolError(f"replay: `after` must be a whole number of 0 or more (the utterance_id of the last "
+                            f"final you have, 0 for none), not {json.dumps(after)}", "bad_request")
+    return after
+
+
 EVENT_CLASSES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (Hello, SpeechStart, Partial, Final, SpeechEnd, Status, Error, VocabularyState)
+    cls.TYPE: cls for cls in (Hello, SpeechStart, Partial, Final, SpeechEnd, Status, Error, VocabularyState, Replayed)
 }
 EVENT_TYPES = tuple(EVENT_CLASSES)
 UtteranceEvent = SpeechStart | Partial | Final | SpeechEnd

@@ -105,6 +105,25 @@ class _Queue:
         self._kept.clear()
 
 
+class _RecentFinals:
+    """The last finals published, for `replay` requests: a subscriber that was away (the MQTT bridge
+    restarting, the daemon restarting under it) asks for the finals after the last one it has.
+    Finals come in utterance order and every utterance_id gets one, so what is missing is countable."""
+
+    def __init__(self, size: int) -> None:
+        self._lines: deque[tuple[int, bytes]] = deque(maxlen=size)
+        self._newest = 0
+
+    def add(self, utterance_id: int, line: bytes) -> None:
+        self._lines.append((utterance_id, line))
+        self._newest = max(self._newest, utterance_id)
+
+    def after(self, utterance_id: int) -> tuple[list[bytes], int]:
+        """The held finals after `utterance_id`, and how many after it are no longer held."""
+        oldest = self._lines[0][0] if self._lines else self._newest + 1
+        return [line for held, line in self._lines if held > utterance_id], max(0, oldest - utterance_id - 1)
+
+
 class _Subscriber:
     def __init__(self, sub_id: int, writer: asyncio.StreamWriter, queue: _Queue) -> None:
         self.id = sub_id
@@ -155,6 +174,9 @@ class Publisher:
         self._max_subscribers = cfg.max_subscribers
         self._tcp = (cfg.tcp_host, cfg.tcp_port) if cfg.tcp_port > 0 else None
         self._subscribers: dict[int, _Subscriber] = {}
+        # Half the kept-event cap: a replay of all of them still leaves the requester room for live events.
+        self._recent = _RecentFinals(max(1, cfg.max_pending_finals // 2))
+        self._run_id = secrets.token_hex(16)
         self._refused = 0
         self._lingering: dict[asyncio.WriteTransport, asyncio.Task] = {}  # evicted, still flushing
         self._next_id = 1
@@ -201,7 +223,8 @@ class Publisher:
         if self._closed:
             return
         try:
-            self._loop.call_soon_threadsafe(self._fan_out, line, event.TYPE in protocol.DROPPABLE_TYPES)
+            final_id = event.utterance_id if isinstance(event, protocol.Final) else None
+            self._loop.call_soon_threadsafe(self._fan_out, line, event.TYPE in protocol.DROPPABLE_TYPES, final_id)
         except RuntimeError:
             pass  # the loop closed between the check and the call: same as after close()
 
@@ -312,7 +335,9 @@ class Publisher:
                 server = await asyncio.start_server(self._serve, sock=sock)
             self._servers.append(server)
 
-    def _fan_out(self, line: bytes, droppable: bool) -> None:
+    def _fan_out(self, line: bytes, droppable: bool, final_id: int | None = None) -> None:
+        if final_id is not None:
+            self._recent.add(final_id, line)
         for sub in list(self._subscribers.values()):
             self._offer(sub, line, droppable)
 
@@ -413,12 +438,22 @@ class Publisher:
             return self._error_event(request.reason, str(request))
         handler = self._requests.get(request.kind)
         try:
+            if request.kind == protocol.Replayed.TYPE:
+                return self._replay(sub, protocol.replay_after(request.body))
             return self._status_event(sub) if handler is None else await asyncio.to_thread(handler, request.body)
         except protocol.ProtocolError as exc:
             return self._error_event(exc.reason, str(exc))
         except Exception as exc:  # the daemon's callback must not take the publisher down
             log.warning("%s request failed: %s", request.kind, exc)
             return self._error_event(f"{request.kind}_unavailable", f"{request.kind} is unavailable: {exc}")
+
+    def _replay(self, sub: _Subscriber, after: int) -> protocol.Replayed:
+        """Re-send the held finals after `after`. On the loop thread with no await until the reply is
+        queued, so every later final reaches `sub` after the reply, and every earlier one before it."""
+        lines, missing = self._recent.after(after)
+        for line in lines:
+            self._offer(sub, line, droppable=False)
+        return protocol.Replayed(audio_time_s=self._audio_time_s, after=after, count=len(lines), missing=missing)
 
     def _send_own(self, sub: _Subscriber, event: protocol.Event) -> None:
         self._offer(sub, event.encode(), droppable=False)
@@ -518,7 +553,7 @@ class Publisher:
     def _hello_event(self) -> protocol.Hello:
         fields = self._hello() if callable(self._hello) else self._hello
         try:
-            return protocol.Hello(audio_time_s=self._audio_time_now(), **fields)
+            return protocol.Hello(audio_time_s=self._audio_time_now(), run_id=self._run_id, **fields)
         except TypeError as exc:
             raise protocol.ProtocolError(
                 f"hello needs model, backend, sample_rate (and optionally daemon_version, backend_requested, "

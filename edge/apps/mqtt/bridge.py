@@ -7,6 +7,10 @@ go out in id order, at most MAX_INFLIGHT unacknowledged at a time, and each is d
 when its PUBACK arrives. A new connection starts the pump again from the oldest
 spooled final, so nothing is lost and the only duplicates are finals whose PUBACK the
 old connection never delivered (same box_id, boot_id, seq: consumers drop them).
+
+Finals the daemon published while the bridge was not reading it (the bridge restarting,
+the daemon restarting under it) are asked for again with a `replay` request after each
+`hello`, from the last final the spool took (its run_id and utterance_id, kept with it).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Bridge:
         self._sent_upto = 0  # highest spool id handed to the current connection
         self._acks: deque[int] = deque()  # PUBACKed message ids, settled by the next pump
         self._seq = 0
+        self._run_id: str | None = None  # the daemon's, from its hello
+        self._held: list[dict[str, Any]] | None = None  # finals read while a replay is on its way
         self._finals_sent = 0
         self._warned_full = False
         self._daemon: dict[str, Any] | None = None
@@ -91,7 +97,10 @@ class Bridge:
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == protocol.Final.TYPE:
-            self._take_final(event)
+            if self._held is None:
+                self._take_final(event)
+            else:
+                self._held.append(event)
         elif kind == protocol.Partial.TYPE and self._settings.partials:
             self._publish(self._topics.partial, partial_body(event, self._box), qos=0, retain=False)
         elif kind == protocol.Status.TYPE:
@@ -100,12 +109,47 @@ class Bridge:
             self._publish_status()
             if came_back:
                 self._state_changed()
+        elif kind == protocol.Replayed.TYPE:
+            self._replayed(event)
         elif kind == protocol.Hello.TYPE:
+            self._ask_replay(event.get("run_id"))
             self._feed.request_status()  # a (re)started daemon: its status goes out at once
 
+    def _ask_replay(self, run_id: Any) -> None:
+        """Ask for the finals published while this bridge did not read them: after the last one taken
+        of the same daemon run, or all a new run still holds. Not on a first start (nothing taken yet),
+        nor from a daemon without run_id (older than replay)."""
+        self._run_id = run_id if isinstance(run_id, str) and run_id else None
+        last = self._spool.last_final
+        if self._run_id is None or last is None:
+            return
+        if self._feed.request_replay(last[1] if last[0] == self._run_id else 0):
+            self._held = []
+
+    def _replayed(self, reply: dict[str, Any]) -> None:
+        count, missing = reply.get("count"), reply.get("missing")
+        if count:
+            log.info("the daemon re-sent %s final(s) published while the bridge was not reading it", count)
+        if isinstance(missing, int) and missing > 0:
+            log.warning("%d final(s) published while the bridge was not reading the daemon are no longer held "
+                        "by it (it keeps the last publish.max_pending_finals / 2); counted as daemon_missed", missing)
+            self._spool.count_missed(missing)
+        self._take_held()
+
+    def _take_held(self) -> None:
+        """The finals read while a replay was on its way, replayed and live alike, in utterance order."""
+        held, self._held = self._held or [], None
+        for event in sorted(held, key=lambda final: _utterance_id(final) or 0):
+            self._take_final(event)
+
     def _take_final(self, event: dict[str, Any]) -> None:
+        utterance_id = _utterance_id(event)
+        mark = (self._run_id, utterance_id) if self._run_id and utterance_id is not None else None
+        last = self._spool.last_final
+        if mark and last and last[0] == mark[0] and mark[1] <= last[1]:
+            return  # taken already: a replayed final that was also read live
         self._seq += 1
-        dropped = self._spool.add(final_body(event, self._box, self._seq))
+        dropped = self._spool.add(final_body(event, self._box, self._seq), mark)
         if dropped and not self._warned_full:
             log.warning("spool full (mqtt.spool_max_mb: %s): dropping the oldest finals; "
                         "the count is spool_dropped in the status", self._settings.spool_max_mb)
@@ -113,6 +157,7 @@ class Bridge:
         self._pump()
 
     def _daemon_down(self, reason: str) -> None:
+        self._take_held()  # a replay cut short: what did arrive is kept
         self._daemon, self._daemon_error = None, reason
         self._publish_status()
         self._state_changed()
@@ -184,3 +229,8 @@ class Bridge:
         daemon = "running" if self._daemon is not None else self._daemon_error
         self._on_state(f"broker: {broker}; daemon: {daemon}; {self._spool.stats()['spooled']} final(s) spooled")
 
+
+
+def _utterance_id(final: dict[str, Any]) -> int | None:
+    value = final.get("utterance_id")
+    return value if type(value) is int else None

@@ -6,6 +6,7 @@ the bridge is one subscriber, and "the daemon is up" means exactly "we are readi
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -36,6 +37,10 @@ class DaemonFeed:
     def request_status(self) -> bool:
         """Ask for a status event; False when there is no connection to ask on."""
         return self._subscription.send(STATUS_REQUEST)
+
+    def request_replay(self, after: int) -> bool:
+        """Ask for the finals after utterance `after` that the daemon still holds; False without a connection."""
+        return self._subscription.send(json.dumps({"type": "replay", "after": after}).encode() + b"\n")
 
     def close(self) -> None:
         """Wake the reader out of recv() so that run() can return."""

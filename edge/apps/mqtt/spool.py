@@ -21,7 +21,11 @@ _SCHEMA = """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS finals (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS last_final (one INTEGER PRIMARY KEY CHECK (one = 1), run_id TEXT NOT NULL,
+                                       utterance_id INTEGER NOT NULL);
 """
+
+Mark = tuple[str, int]  # (the daemon's run_id, utterance_id) of a final
 
 
 class Spool:
@@ -41,13 +45,21 @@ class Spool:
             self._count, self._bytes = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM finals").fetchone()
             self.dropped = self._counter("dropped")
+            self.missed = self._counter("missed")
+            row = self._db.execute("SELECT run_id, utterance_id FROM last_final").fetchone()
+            self.last_final: Mark | None = tuple(row) if row else None
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"mqtt.spool_dir {directory}: cannot open the spool: {one_line(exc)}") from None
 
-    def add(self, payload: bytes) -> int:
-        """Store one final; returns how many of the oldest were dropped to stay under the bound."""
+    def add(self, payload: bytes, mark: Mark | None = None) -> int:
+        """Store one final, and `mark` as the last final taken in the same commit (a restarted bridge
+        asks the daemon for the finals after it); returns how many of the oldest were dropped to stay
+        under the bound."""
         with self._lock, self._db:
             self._db.execute("INSERT INTO finals (payload) VALUES (?)", (payload,))
+            if mark is not None:
+                self._db.execute("INSERT OR REPLACE INTO last_final VALUES (1, ?, ?)", mark)
+                self.last_final = mark
             self._count += 1
             self._bytes += len(payload)
             dropped = 0
@@ -60,6 +72,12 @@ class Spool:
                 self.dropped += dropped
                 self._db.execute("INSERT OR REPLACE INTO counters VALUES ('dropped', ?)", (self.dropped,))
             return dropped
+
+    def count_missed(self, finals: int) -> None:
+        """Finals the daemon published while the bridge was away and no longer holds."""
+        with self._lock, self._db:
+            self.missed += finals
+            self._db.execute("INSERT OR REPLACE INTO counters VALUES ('missed', ?)", (self.missed,))
 
     def after(self, last_id: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to `limit` finals with an id above `last_id`, in order."""
@@ -76,7 +94,8 @@ class Spool:
                     self._forget(row[0])
 
     def stats(self) -> dict[str, int]:
-        return {"spooled": self._count, "spool_bytes": self._bytes, "spool_dropped": self.dropped}
+        return {"spooled": self._count, "spool_bytes": self._bytes, "spool_dropped": self.dropped,
+                "daemon_missed": self.missed}
 
     def close(self) -> None:
         with self._lock:
