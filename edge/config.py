@@ -39,7 +39,7 @@ from pydantic_core import PydanticCustomError
 
 from edge.errors import one_line
 from edge.languages import AUTO, LanguageError, check_language
-from edge.limits import MAX_BEAM, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
+from edge.limits import MAX_BEAM, MAX_SPEECH_PAD_MS, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 from edge.vocabulary import (
     DEFAULT_BONUS,
     MAX_BONUS,
@@ -192,7 +192,7 @@ class AudioConfig(Section):
 class VadConfig(Section):
     threshold: float = _number(0.5, 0.05, 0.95)
     min_silence_ms: int = _whole(300, 50, 5000, "ms")
-    speech_pad_ms: int = _whole(200, 0, 2000, "ms")
+    speech_pad_ms: int = _whole(200, 0, MAX_SPEECH_PAD_MS, "ms")
     min_speech_ms: int = _whole(150, 0, 5000, "ms")
     max_utterance_s: Literal["auto"] | Annotated[float, Field(ge=2, le=MAX_UTTERANCE_S)] = _auto(
         f"a number of seconds from 2 to {MAX_UTTERANCE_S}")

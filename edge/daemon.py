@@ -201,7 +201,7 @@ class Daemon:
                 if self._at_end():
                     return
             elif self._source.stats().awaiting_audio:
-                self._watchdog.beat()  # the source watches for its audio itself: a restart would only drop the subscribers
+                self._beat_unless_wedged()  # the source watches for its audio itself: a restart would only drop the subscribers
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SOURCE_CHECK_S
                 self._check_source()
@@ -211,6 +211,10 @@ class Daemon:
     def _on_progress(self) -> None:
         if self._state == "waiting for audio":
             self._set_state("listening")
+        self._beat_unless_wedged()
+
+    def _beat_unless_wedged(self) -> None:
+        """Progress for the watchdog, unless a decode has run past its stall limit."""
         if self._session.decode_busy_s() < self._decode_stall_s:
             self._watchdog.beat()
 
@@ -224,7 +228,7 @@ class Daemon:
                 if self._stop.is_set():
                     return True  # SIGTERM while draining: _shutdown() has the deadline
             return True
-        self._watchdog.beat()  # idle by design, not stalled
+        self._beat_unless_wedged()  # idle by design, not stalled
         self._stop.wait(READ_TIMEOUT_S)
         return False
 

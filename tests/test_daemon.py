@@ -402,6 +402,56 @@ def test_the_watchdog_waits_out_the_accelerator_deadline(tmp_path, int8_model_di
         assert _longest_gap_s(pings) > 1.0, pings  # the hang (2.5 s) outlived DECODE_STALL_S
 
 
+class _PacedMicrophone:
+    """A healthy microphone at real time, `block_ms` per block: a read whose block is not due within
+    its timeout returns None (as MicSource.read does), while the state stays "running"."""
+
+    ended = False
+    can_wait = False
+
+    def __init__(self, audio: np.ndarray, block_ms: int) -> None:
+        self._audio = audio
+        self._block = SAMPLE_RATE * block_ms // 1000
+        self._position = 0
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def read(self, timeout: float) -> np.ndarray | None:
+        wait = self._started + (self._position + self._block) / SAMPLE_RATE - time.monotonic()
+        if wait > timeout:
+            time.sleep(timeout)
+            return None
+        time.sleep(max(wait, 0.0))
+        block = self._audio[self._position : self._position + self._block]
+        self._position += self._block
+        return block if block.size == self._block else np.zeros(self._block, np.float32)
+
+    def stats(self) -> MicStats:
+        return MicStats("paced", "running", position_s=self._position / SAMPLE_RATE)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_wedged_decode_stops_the_pings_between_a_microphones_blocks(tmp_path, int8_model_dir, eval_dir,
+                                                                       monkeypatch) -> None:
+    """With audio.block_ms over the main loop's 0.1 s read timeout, reads of a healthy microphone come
+    back empty between blocks; those waits must not vouch for a decode that has hung (3 s here, over
+    a DECODE_STALL_S scaled down to 0.5 s)."""
+    from edge.asr.whisper.recognizer import Recognizer
+
+    monkeypatch.setattr("edge.daemon.DECODE_STALL_S", 0.5)
+    hanging = _HangingAccelerator(Recognizer.from_dir(int8_model_dir), hang_s=3.0)
+    hanging.backend_name = "cpu"
+    row = next(r for r in load_manifest("real_en") if r["audio"] == "jfk.wav")
+    microphone = _PacedMicrophone(load_audio(row["path"]), block_ms=200)
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, microphone, hanging, seconds=5.0,
+                            audio={"block_ms": 200})
+    assert _longest_gap_s(pings) > 1.0, pings
+
+
 def test_debug_recording_writes_one_wav_per_utterance(tmp_path, int8_model_dir, eval_dir) -> None:
     import soundfile
 

@@ -321,3 +321,36 @@ def test_the_audio_from_a_late_confirmed_onset_is_all_kept(parts, vad) -> None:
         assert np.count_nonzero(audio == np.float32(level)) >= _windows(seconds), level
     pad = vad.get("speech_pad_ms", 200) * SAMPLE_RATE // 1000
     assert np.all(audio[:pad] == 0) and audio[pad] != 0  # the padding before the onset too
+
+
+def test_a_start_confirmed_after_a_long_hover_reaches_back_half_the_utterance_limit() -> None:
+    """40 s inside the hysteresis band after one voiced window: the start is put no further back than
+    half of max_utterance_s (20 s), so one final of about 11 s, not one past Whisper's 30 s window."""
+    audio = _final_audio([(0.0, 61.0), (0.6, 0.032), (0.4, 40.0), (0.6, 1.0), (0.0, 2.0)])
+    assert 10.0 < audio.size / SAMPLE_RATE < 11.5
+    assert np.count_nonzero(audio == np.float32(0.6)) == _windows(1.0)  # the confirmed speech, whole
+
+
+def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
+    """The history keeps the largest padding (2 s) before a possible onset, whatever speech_pad_ms is
+    now, so a reload raising it in silence still gets its 2 s (it got 0.6 s after the history made room)."""
+    listener, out = _Listener(), Collector()
+    session = StreamingSession(listener, EndpointSettings.from_config(), StreamSettings.from_config(), out.emit,
+                               out.errors.append, vad=_LevelVad())
+
+    def feed(level: float, seconds: float) -> None:
+        for _ in range(_windows(seconds) // WINDOW):
+            session.feed(np.full(WINDOW, level, np.float32))
+
+    try:
+        feed(0.0, 34.2)  # the history fills in silence and makes room
+        session.update_settings(replace(EndpointSettings.from_config(), speech_pad_ms=2000), StreamSettings.from_config())
+        feed(0.0, 0.2)
+        feed(0.6, 2.0)
+        feed(0.0, 2.5)
+        session.finish()
+        assert session.drain(10)
+    finally:
+        session.close()
+    audio = listener.finals[0]
+    assert np.argmax(audio != 0) == 2 * SAMPLE_RATE and out.errors == []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edge.config import VadConfig, resolve
+from edge.limits import MAX_SPEECH_PAD_MS, MAX_UTTERANCE_S
 from edge.manifest import Tuning
 from edge.audio.base import SAMPLE_RATE
 from edge.vad.silero import WINDOW
@@ -83,11 +84,17 @@ class Endpointer:
 
     def earliest_start(self) -> int:
         """The earliest sample a coming `start` may name: the caller may let go of the audio before it.
-        Without a limit of its own, since a VAD hovering under the threshold keeps a candidate for long."""
+        With the largest padding, so that a reload raising `speech_pad_ms` finds its audio still held."""
         if self._start is not None:
             return self._start
         onset = self._position if self._candidate is None else self._candidate
-        return max(self._floor, onset - _samples(self.settings.speech_pad_ms), 0)
+        return self._onset_start(onset, _samples(MAX_SPEECH_PAD_MS), _samples(MAX_UTTERANCE_S * 1000))
+
+    def _onset_start(self, onset: int, pad: int, max_utterance: int) -> int:
+        """`pad` before `onset`, but not before the previous utterance's end, nor more than half the
+        utterance limit back: a VAD hovering under the threshold keeps its candidate indefinitely, and
+        a start confirmed that late leaves the utterance at least half its limit (as a split does)."""
+        return max(self._floor, onset - pad, self._position - max_utterance // 2, 0)
 
     def update(self, probability: float) -> list[Boundary]:
         """Advance by one window."""
@@ -115,7 +122,7 @@ class Endpointer:
             self._candidate = None
         if self._candidate is None or self._voiced < max(_samples(s.min_speech_ms), 1):
             return []
-        self._start = max(self._floor, self._candidate - _samples(s.speech_pad_ms), 0)
+        self._start = self._onset_start(self._candidate, _samples(s.speech_pad_ms), _samples(s.max_utterance_s * 1000))
         self._candidate = None
         self._recent.clear()
         self._remember(window_start, probability)
