@@ -574,6 +574,81 @@ def test_finals_published_while_the_bridge_was_away_are_replayed(tmp_path: Path,
     assert third.stop() == 0
 
 
+class _OfflineBridge:
+    """The bridge's feed-thread side alone: events in through its entry points, requests recorded, a real spool."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        from edge.apps.mqtt.bridge import Bridge as BridgeCore
+        from edge.config import MqttConfig
+
+        self.core = BridgeCore(MqttConfig(enabled=True, box_id=BOX, spool_dir=spool_dir, port=1), "/nonexistent.sock")
+        self.asked: list[int] = []
+        self.core._feed.request_replay = lambda after: self.asked.append(after) or True
+        self.core._feed.request_status = lambda: True
+        self.spool_dir = spool_dir
+
+    def hello(self, run_id: str) -> None:
+        self.core._on_event({"type": "hello", "audio_time_s": 0.0, "run_id": run_id})
+
+    def finals(self, *ids: int) -> None:
+        for uid in ids:
+            self.core._on_event(final(uid).to_dict() if uid < 2**53 else {**final(1).to_dict(), "utterance_id": uid})
+
+    def replayed(self, count: Any, missing: Any) -> None:
+        self.core._on_event({"type": "replay", "audio_time_s": 1.0, "after": 0, "count": count, "missing": missing})
+
+    def down(self) -> None:
+        self.core._daemon_down("the daemon closed the connection")
+
+    def spooled(self) -> list[int]:
+        with sqlite3.connect(self.spool_dir / FILE_NAME) as db:
+            return [json.loads(row[0])["utterance_id"] for row in db.execute("SELECT payload FROM finals ORDER BY id")]
+
+
+def test_a_replay_cut_short_is_asked_again_from_its_gap(tmp_path: Path) -> None:
+    bridge = _OfflineBridge(tmp_path)
+    bridge.hello("R")
+    bridge.finals(*range(1, 11))
+    bridge.down()
+    bridge.hello("R")  # asks after 10
+    bridge.finals(20, 21, 11, 12, 13)  # two live finals, then the replay, cut after 13
+    bridge.down()
+    bridge.hello("R")
+    assert bridge.asked == [10, 13] and bridge.spooled() == list(range(1, 14))  # 20, 21 come again after 14-19
+
+
+def test_a_daemon_restart_before_the_first_final_is_replayed_from_the_start(tmp_path: Path) -> None:
+    """A fresh spool (or one made before replay existed) has no last final; a run seen is enough."""
+    bridge = _OfflineBridge(tmp_path)
+    bridge.hello("R1")  # a first start: nothing to ask
+    bridge.down()
+    bridge.hello("R2")
+    bridge.finals(4, 1, 2, 3)
+    bridge.replayed(3, 0)
+    assert bridge.asked == [0] and bridge.spooled() == [1, 2, 3, 4]
+
+
+def test_a_refused_replay_lets_the_held_finals_through(tmp_path: Path) -> None:
+    bridge = _OfflineBridge(tmp_path)
+    bridge.hello("R")
+    bridge.finals(1)
+    bridge.down()
+    bridge.hello("R")
+    bridge.finals(2)
+    bridge.core._on_event({"type": "error", "audio_time_s": 1.0, "reason": "unknown_type", "message": "no replay"})
+    bridge.finals(3)
+    assert bridge.spooled() == [1, 2, 3]
+
+
+def test_numbers_out_of_range_from_the_daemon_do_not_stop_the_bridge(tmp_path: Path) -> None:
+    bridge = _OfflineBridge(tmp_path)
+    bridge.hello("R")
+    bridge.finals(1, 2**63)  # kept, without a place in the replay order
+    bridge.replayed(True, 2**63)
+    assert bridge.spooled() == [1, 2**63] and bridge.core._spool.last_final == ("R", 1)
+    assert bridge.core._spool.missed == 0
+
+
 def test_disabled_bridge_exits_with_ex_config(tmp_path: Path) -> None:
     bridge = Bridge(tmp_path, tmp_path / "none.sock", 1883, enabled=False)
     result = subprocess.run([sys.executable, "-m", "edge", "mqtt", "--config", str(bridge.config)],

@@ -33,6 +33,9 @@ from edge.publish import protocol
 
 log = logging.getLogger(__name__)
 
+REPLAY_REFUSALS = ("unknown_type", "bad_request")  # a daemon's error reply to the replay request
+MAX_EXACT = 2**53  # the largest whole number every JSON reader holds exactly
+
 
 class Bridge:
     """`run()` until `stop()`; `on_state` gets a one-line summary whenever a connection comes or goes."""
@@ -111,6 +114,9 @@ class Bridge:
                 self._state_changed()
         elif kind == protocol.Replayed.TYPE:
             self._replayed(event)
+        elif kind == protocol.Error.TYPE and self._held is not None and event.get("reason") in REPLAY_REFUSALS:
+            log.warning("the daemon refused the replay request (%s); going on with live finals", event.get("message"))
+            self._take_held()
         elif kind == protocol.Hello.TYPE:
             self._ask_replay(event.get("run_id"))
             self._feed.request_status()  # a (re)started daemon: its status goes out at once
@@ -119,28 +125,36 @@ class Bridge:
         """Ask for the finals published while this bridge did not read them: after the last one taken
         of the same daemon run, or all a new run still holds. Not on a first start (nothing taken yet),
         nor from a daemon without run_id (older than replay)."""
-        self._run_id = run_id if isinstance(run_id, str) and run_id else None
-        last = self._spool.last_final
+        previous, self._run_id = self._run_id, run_id if isinstance(run_id, str) and run_id else None
+        last = self._spool.last_final or ((previous, 0) if previous else None)  # a run seen, none of its finals
         if self._run_id is None or last is None:
             return
         if self._feed.request_replay(last[1] if last[0] == self._run_id else 0):
             self._held = []
 
     def _replayed(self, reply: dict[str, Any]) -> None:
-        count, missing = reply.get("count"), reply.get("missing")
+        count, missing = _whole(reply.get("count")), _whole(reply.get("missing"))
         if count:
             log.info("the daemon re-sent %s final(s) published while the bridge was not reading it", count)
-        if isinstance(missing, int) and missing > 0:
+        if missing:
             log.warning("%d final(s) published while the bridge was not reading the daemon are no longer held "
                         "by it (it keeps the last publish.max_pending_finals / 2); counted as daemon_missed", missing)
             self._spool.count_missed(missing)
         self._take_held()
 
-    def _take_held(self) -> None:
-        """The finals read while a replay was on its way, replayed and live alike, in utterance order."""
+    def _take_held(self, cut: bool = False) -> None:
+        """The finals read while a replay was on its way, replayed and live alike, in utterance order.
+        `cut` (the connection ended first): only those that follow the last one taken without a gap; the
+        rest are asked for again, from there, on the next connection."""
         held, self._held = self._held or [], None
+        last = self._spool.last_final
+        following = last[1] + 1 if last and last[0] == self._run_id else 1
         for event in sorted(held, key=lambda final: _utterance_id(final) or 0):
+            utterance_id = _utterance_id(event)
+            if cut and utterance_id is not None and utterance_id > following:
+                return
             self._take_final(event)
+            following = max(following, (utterance_id or 0) + 1)
 
     def _take_final(self, event: dict[str, Any]) -> None:
         utterance_id = _utterance_id(event)
@@ -157,7 +171,7 @@ class Bridge:
         self._pump()
 
     def _daemon_down(self, reason: str) -> None:
-        self._take_held()  # a replay cut short: what did arrive is kept
+        self._take_held(cut=True)  # a replay cut short: what did arrive in order is kept
         self._daemon, self._daemon_error = None, reason
         self._publish_status()
         self._state_changed()
@@ -232,5 +246,10 @@ class Bridge:
 
 
 def _utterance_id(final: dict[str, Any]) -> int | None:
-    value = final.get("utterance_id")
-    return value if type(value) is int else None
+    return _whole(final.get("utterance_id"))
+
+
+def _whole(value: Any) -> int | None:
+    """A count or id from the daemon, if it is one: a whole number that JSON readers hold exactly
+    (and sqlite's INTEGER does), not a bool."""
+    return value if type(value) is int and 0 <= value <= MAX_EXACT else None
