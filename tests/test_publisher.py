@@ -123,11 +123,13 @@ def test_hello_on_connect(publisher: Publisher, sock_path: Path) -> None:
         **HELLO,
         "run_id": hello["run_id"],
     }
-    assert len(hello["run_id"]) == 32 and connect(sock_path).sock and Client(sock_path).event()["run_id"] == hello["run_id"]
+    again = Client(sock_path)
+    assert len(hello["run_id"]) == 32 and again.event()["run_id"] == hello["run_id"]  # one per daemon run
     assert make_publisher(sock_path.with_name("other.sock"))._hello_event().run_id != hello["run_id"]  # new per start
-    wait_for(lambda: publisher.subscriber_count == 3)
+    wait_for(lambda: publisher.subscriber_count == 2)
     client.close()
-    wait_for(lambda: publisher.subscriber_count <= 2)
+    again.close()
+    wait_for(lambda: publisher.subscriber_count == 0)
 
 
 def _finals(client: Client) -> list[int]:
@@ -490,18 +492,41 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_optional_tcp_listener(sock_path: Path) -> None:
+@pytest.fixture
+def tcp_publisher(sock_path: Path) -> Iterator[tuple[Publisher, int]]:
+    """A started publisher with its TCP listener on, and the port."""
     port = _free_port()
     pub = make_publisher(sock_path, tcp_host="127.0.0.1", tcp_port=port)
     pub.start()
-    try:
-        client = Client(("127.0.0.1", port))
-        assert client.event()["type"] == "hello"
-        event = protocol.SpeechStart(utterance_id=1, start_s=0.0, audio_time_s=0.5)
-        pub.publish(event)
-        assert client.event() == event.to_dict()
-    finally:
-        pub.close(1.0)
+    yield pub, port
+    pub.close(1.0)
+
+
+def test_optional_tcp_listener(tcp_publisher: tuple[Publisher, int]) -> None:
+    pub, port = tcp_publisher
+    client = Client(("127.0.0.1", port))
+    assert client.event()["type"] == "hello"
+    event = protocol.SpeechStart(utterance_id=1, start_s=0.0, audio_time_s=0.5)
+    pub.publish(event)
+    assert client.event() == event.to_dict()
+
+
+def test_a_tcp_peer_that_hangs_up_is_let_go_in_silence(tcp_publisher: tuple[Publisher, int]) -> None:
+    """TCP cannot tell a half-close from a close until a write fails: a closed peer used to stay
+    counted (toward publish.max_subscribers) until the next event. EOF now ends a TCP subscription
+    once its replies are sent; `echo ... | nc` still gets its status."""
+    pub, port = tcp_publisher
+    gone = Client(("127.0.0.1", port))
+    assert gone.event()["type"] == "hello"
+    wait_for(lambda: pub.subscriber_count == 1)
+    gone.close()
+    wait_for(lambda: pub.subscriber_count == 0, timeout=2.0)
+
+    asking = Client(("127.0.0.1", port))
+    asking.send(b'{"type":"status"}\n')
+    asking.sock.shutdown(socket.SHUT_WR)
+    assert [e["type"] for e in asking.events_until_eof()] == ["hello", "status"]
+    wait_for(lambda: pub.subscriber_count == 0, timeout=2.0)
 
 
 def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:

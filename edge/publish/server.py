@@ -131,6 +131,7 @@ class _Subscriber:
         self.queue = queue
         self.wakeup = asyncio.Event()
         self.pump: asyncio.Task | None = None
+        self.finishing = False  # close once the queue is sent
 
     def stats(self) -> dict:
         """Queue depth in events, plus bytes already handed to the socket but not yet sent."""
@@ -386,11 +387,22 @@ class Publisher:
             log.debug("subscriber %d: read failed: %s", sub.id, exc)
             self._drop(sub)
         else:
-            if not writer.transport.is_closing() and _peer_hung_up(writer):
-                self._drop(sub)
+            if not writer.transport.is_closing():
+                self._after_eof(sub)
         # A half-closed client may still be reading: stay until the pump ends.
         assert sub.pump is not None
         await asyncio.wait([sub.pump])
+
+    def _after_eof(self, sub: _Subscriber) -> None:
+        """The peer sent EOF. A Unix-socket peer that only half-closed (`echo ... | socat`) keeps its
+        subscription; one that closed entirely is dropped. TCP cannot tell the two apart until a write
+        fails, which in a silent room may be hours while the peer counts toward max_subscribers: there
+        EOF ends the subscription once what is queued for it (its replies) has been sent."""
+        if _peer_hung_up(sub.writer):
+            self._drop(sub)
+        elif sub.writer.get_extra_info("socket").family != socket.AF_UNIX:
+            sub.finishing = True
+            sub.wakeup.set()
 
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
         """One more than publish.max_subscribers: say why and close, so descriptors stay bounded."""
@@ -467,7 +479,7 @@ class Publisher:
                 line = sub.queue.pop()
                 if line is not None:
                     writer.write(line)
-                elif self._draining:
+                elif self._draining or sub.finishing:
                     break
                 else:
                     sub.wakeup.clear()
