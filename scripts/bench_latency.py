@@ -281,7 +281,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="file names of the eval set (default: all)")
     parser.add_argument("--eval-set", default="longform_en", choices=("longform_en", "longform_zh"))
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=lambda value: Path(value).resolve(), default=DEFAULT_MODEL,
+                        help="a built model directory (relative to the current directory)")
     parser.add_argument("--via-mic", action="store_true", help="play the files into the PulseAudio virtual microphone")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. vad.min_silence_ms=250"

@@ -336,7 +336,7 @@ class Publisher:
                 server = await asyncio.start_server(self._serve, sock=sock)
             self._servers.append(server)
 
-    def _fan_out(self, line: bytes, droppable: bool, final_id: int | None = None) -> None:
+    def _fan_out(self, line: bytes, droppable: bool, final_id: int | None) -> None:
         if final_id is not None:
             self._recent.add(final_id, line)
         for sub in list(self._subscribers.values()):

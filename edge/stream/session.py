@@ -44,8 +44,8 @@ from edge.vocabulary import Term, Vocabulary
 log = logging.getLogger(__name__)
 
 FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
-# Audio held: the longest utterance and some. A start is confirmed at most 7 s after it
-# (vad.min_speech_ms + speech_pad_ms at their largest), inside the utterance's own span.
+# Audio held: the longest utterance and some. A start is confirmed at most half the utterance
+# limit after it (Endpointer.earliest_start), inside the utterance's own span.
 HISTORY_S = MAX_UTTERANCE_S + 6.0
 CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
 

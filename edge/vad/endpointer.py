@@ -88,13 +88,14 @@ class Endpointer:
         if self._start is not None:
             return self._start
         onset = self._position if self._candidate is None else self._candidate
-        return self._onset_start(onset, _samples(MAX_SPEECH_PAD_MS), _samples(MAX_UTTERANCE_S * 1000))
+        return self._onset_start(onset, MAX_SPEECH_PAD_MS, MAX_UTTERANCE_S)
 
-    def _onset_start(self, onset: int, pad: int, max_utterance: int) -> int:
-        """`pad` before `onset`, but not before the previous utterance's end, nor more than half the
+    def _onset_start(self, onset: int, pad_ms: float, max_utterance_s: float) -> int:
+        """`pad_ms` before `onset`, but not before the previous utterance's end, nor more than half the
         utterance limit back: a VAD hovering under the threshold keeps its candidate indefinitely, and
         a start confirmed that late leaves the utterance at least half its limit (as a split does)."""
-        return max(self._floor, onset - pad, self._position - max_utterance // 2, 0)
+        reach = int(max_utterance_s * SAMPLE_RATE / 2)
+        return max(self._floor, onset - _samples(pad_ms), self._position - reach, 0)
 
     def update(self, probability: float) -> list[Boundary]:
         """Advance by one window."""
@@ -122,7 +123,7 @@ class Endpointer:
             self._candidate = None
         if self._candidate is None or self._voiced < max(_samples(s.min_speech_ms), 1):
             return []
-        self._start = self._onset_start(self._candidate, _samples(s.speech_pad_ms), _samples(s.max_utterance_s * 1000))
+        self._start = self._onset_start(self._candidate, s.speech_pad_ms, s.max_utterance_s)
         self._candidate = None
         self._recent.clear()
         self._remember(window_start, probability)

@@ -244,7 +244,6 @@ class Bridge:
         self._on_state(f"broker: {broker}; daemon: {daemon}; {self._spool.stats()['spooled']} final(s) spooled")
 
 
-
 def _utterance_id(final: dict[str, Any]) -> int | None:
     return _whole(final.get("utterance_id"))
 
