@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.asr.base import Interrupt
 from edge.audio.audiofile import load_audio
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.errors import BackendError
@@ -48,6 +50,9 @@ class FlakyBackend:
             else:
                 raise BackendError("NPU returned an error")
         return self.inner.decode(tokens, cache, cross)
+
+    def interruptible(self, interrupt: Interrupt) -> AbstractContextManager[None]:
+        return self.inner.interruptible(interrupt)
 
 
 class Clock:

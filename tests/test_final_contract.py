@@ -68,7 +68,7 @@ class ScriptedRecognizer:
         return None
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
-                   options: object | None = None) -> Transcript:
+                   options: object | None = None, interrupt: object | None = None) -> Transcript:
         level = round(float(np.abs(audio).max()), 1)
         if not partial:
             self.final_contexts[level] = tuple(context)

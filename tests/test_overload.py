@@ -38,7 +38,7 @@ class _Slow:
     def options(self, *, beam_size: int = 5, **_: object) -> int:  # language, prompt, ...: whatever the family takes
         return beam_size
 
-    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
         seconds = audio.size / SAMPLE_RATE
         time.sleep(seconds * (self.quick_factor if partial else self.factor) / self.speed)
         return Transcript(f"{seconds:.1f} seconds", (1,), 0.0, 0.0, 1.0, ())
@@ -106,12 +106,14 @@ def test_dropped_is_on_the_wire_only_when_true() -> None:
 
 def test_overload_metrics_follow_the_sessions_totals() -> None:
     metrics = Metrics()
-    totals = {"partials_skipped": 4, "finals_degraded": 2, "finals_dropped": 1, "finals_dropped_s": 3.5}
+    totals = {"partials_skipped": 4, "partials_interrupted": 3, "finals_degraded": 2, "finals_dropped": 1,
+              "finals_dropped_s": 3.5}
     metrics.record_overload({"lag_s": 61.5, **totals})
     metrics.record_overload({"lag_s": 12.0, **totals, "finals_dropped": 2, "finals_dropped_s": 5.0})
     text = generate_latest(metrics.registry).decode()
     assert _metric(text, "edge_asr_lag_seconds") == 12.0
     assert _metric(text, "edge_asr_partials_skipped_total") == 4
+    assert _metric(text, "edge_asr_partials_interrupted_total") == 3
     assert _metric(text, "edge_asr_finals_degraded_total") == 2
     assert _metric(text, "edge_asr_finals_dropped_total") == 2
     assert _metric(text, "edge_asr_finals_dropped_seconds_total") == 5.0

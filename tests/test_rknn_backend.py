@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edge.audio.audiofile import load_audio
+from edge.asr.base import Interrupt, Interrupted
 from edge.errors import BackendError
 from edge.asr.whisper.ort import OrtWhisperBackend
 from edge.accel.rknn import missing_files
@@ -121,3 +122,22 @@ def test_transcripts_match_the_cpu_backend(clip: str, rknn_backend: RknnWhisperB
     got = Recognizer(rknn_backend, tokenizer)
     assert got.backend_name == "rknn"
     assert got.transcribe(audio, options=WhisperOptions(beam_size=5)).text == expected
+
+
+def test_an_interrupt_is_checked_before_each_npu_call(rknn_backend: RknnWhisperBackend, opened: dict) -> None:
+    """RKNNLite cannot stop a call under way: once set, the next NPU call is refused, and only inside the block."""
+    mel = np.zeros((80, 200), np.float32)
+    cross = rknn_backend.encode(mel)
+    tokens = np.array([[50257, 50362]], np.int64)
+    interrupt = Interrupt()
+    with rknn_backend.interruptible(interrupt):
+        rknn_backend.decode(tokens, rknn_backend.empty_cache(1), cross)
+        calls = opened["decoder_500"].calls, opened["encoder_500"].calls
+        interrupt.set()
+        with pytest.raises(Interrupted):
+            rknn_backend.decode(tokens, rknn_backend.empty_cache(1), cross)
+        with pytest.raises(Interrupted):
+            rknn_backend.encode(mel)
+        assert (opened["decoder_500"].calls, opened["encoder_500"].calls) == calls
+    logits, _ = rknn_backend.decode(tokens, rknn_backend.empty_cache(1), cross)
+    assert opened["decoder_500"].calls == calls[0] + 2 and logits.shape[0] == 1

@@ -11,7 +11,7 @@ import pytest
 
 from edge.audio.audiofile import load_audio
 from edge.vad.endpointer import EndpointSettings
-from edge.asr.base import Transcript
+from edge.asr.base import Interrupt, Transcript
 from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
 from edge.publish.protocol import UtteranceEvent
 from edge.stream.session import StreamingSession, StreamSettings
@@ -166,7 +166,7 @@ class _Scripted:
     def options(self, *, beam_size: int = 5, **_: object) -> int:  # language, prompt, vocabulary: unused here
         return beam_size
 
-    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
         text, tokens = self.answer(audio, partial, tuple(context))
         return Transcript(text, tokens, 0.0, 0.0, 1.0, ())
 
@@ -354,3 +354,40 @@ def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
         session.close()
     audio = listener.finals[0]
     assert np.argmax(audio != 0) == 2 * SAMPLE_RATE and out.errors == []
+
+
+# --- a final never waits for a partial ----------------------------------------------------
+
+
+class _HeldPartials(_Listener):
+    """Partials decode until interrupted (10 s at most); finals are instant."""
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, interrupt: Interrupt | None = None,
+                   **_: object) -> Transcript:
+        if not partial:
+            return Transcript("the final", (1,), 0.0, 0.0, 1.0, ())
+        stopped = threading.Event()
+        with interrupt.on_set(stopped.set):
+            stopped.wait(10)
+        interrupt.check()
+        return Transcript("a stale partial", (2,), 0.0, 0.0, 1.0, ())
+
+
+def test_the_final_interrupts_a_partial_still_decoding() -> None:
+    """2 s of speech fed at once: the first partial is still decoding when the pause queues the final, which
+    goes first; without the interrupt it waited the partial's 10 s."""
+    out = Collector()
+    session = StreamingSession(_HeldPartials(), EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+    audio = np.concatenate([np.zeros(_windows(1.0), np.float32), np.full(_windows(2.0), 0.6, np.float32),
+                            np.zeros(_windows(2.0), np.float32)])
+    try:
+        for i in range(0, audio.size, WINDOW):
+            session.feed(audio[i : i + WINDOW])
+        session.finish()
+        assert session.drain(5)
+        stats = session.stats()
+    finally:
+        session.close()
+    assert [e.text for e in out.of("final")] == ["the final"] and out.of("partial") == []
+    assert stats["partials_interrupted"] == 1 and out.errors == []

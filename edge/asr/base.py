@@ -7,6 +7,9 @@ module that satisfies `Family`; a model directory names its family in
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence, TYPE_CHECKING, runtime_checkable
@@ -42,6 +45,53 @@ class Transcript:
         return cls("", (), 0.0, no_speech_prob, 0.0, (), language)
 
 
+class Interrupted(Exception):
+    """A decode given up because its `Interrupt` was set: its caller no longer wants the result."""
+
+
+class Interrupt:
+    """Set from another thread to stop one decode early (a partial when a final needs the recognizer).
+
+    A backend that can stop a call under way (onnxruntime's `RunOptions.terminate`) registers
+    a hook with `on_set`; any backend checks `check()` between its calls.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._hooks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+    @property
+    def is_set(self) -> bool:
+        return self._set
+
+    def check(self) -> None:
+        """Raise `Interrupted` once set."""
+        if self._set:
+            raise Interrupted("the decode was interrupted")
+
+    @contextmanager
+    def on_set(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Within the block, `hook` runs (on the setting thread) when this is set, or at once if it already is."""
+        with self._lock:
+            self._hooks.append(hook)
+            already = self._set
+        if already:
+            hook()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.remove(hook)
+
+
 class Recognizer(Protocol):
     """16 kHz mono float32 audio in, a `Transcript` out, on whatever backend the family opened."""
 
@@ -68,14 +118,15 @@ class Recognizer(Protocol):
         """
         ...
 
-    def transcribe(
-        self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (), options: object | None = None
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
+                   options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
         """Up to 30 s of audio (longer is the family's long-form mode).
 
         `partial`: cheap and fast (live partials). `context`: the tokens of what
         was said just before, to keep a short utterance consistent with it.
         `options`: from `options()`; None means the family's defaults.
+        `interrupt`: once set (from another thread), the call raises `Interrupted` as soon as
+        the backend can stop.
         """
         ...
 

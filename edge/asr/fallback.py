@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.asr.base import Recognizer, Transcript
+from edge.asr.base import Interrupt, Interrupted, Recognizer, Transcript
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import one_line
 from edge.vocabulary import Vocabulary
@@ -102,16 +102,17 @@ class FallbackRecognizer:
     ) -> object:
         return self.primary.options(beam_size=beam_size, language=language, prompt=prompt, vocabulary=vocabulary)
 
-    def transcribe(
-        self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (), options: object | None = None
-    ) -> Transcript:
-        request = {"partial": partial, "context": context, "options": options}
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
+                   options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
+        request = {"partial": partial, "context": context, "options": options, "interrupt": interrupt}
         with self._lock:
             if not self._use_accelerator():
                 return self.cpu.transcribe(audio, **request)
             name = self.primary.backend_name
             try:
                 result = call_with_deadline(lambda: self.primary.transcribe(audio, **request), self._deadline(audio))
+            except Interrupted:  # the caller withdrew the request: the accelerator did nothing wrong
+                raise
             except Exception as exc:  # noqa: BLE001 - whatever broke, CPU gets the same audio
                 return self._fall_back(name, exc, audio, request)
             self._recovered(name)

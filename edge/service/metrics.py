@@ -59,6 +59,8 @@ class Metrics:
             name: Counter(series, help_text, registry=reg)
             for name, series, help_text in (
                 ("partials_skipped", "edge_asr_partials_skipped", "Partials not decoded: superseded, or suspended"),
+                ("partials_interrupted", "edge_asr_partials_interrupted",
+                 "Partials stopped mid-decode: a final needed the recognizer"),
                 ("finals_degraded", "edge_asr_finals_degraded", "Finals decoded in one greedy pass: recognition lagged"),
                 ("finals_dropped", "edge_asr_finals_dropped", "Finals not decoded: recognition lagged too far"),
                 ("finals_dropped_s", "edge_asr_finals_dropped_seconds", "Speech in the finals not decoded"),

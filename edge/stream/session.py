@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.asr.base import Recognizer
+from edge.asr.base import Interrupt, Interrupted, Recognizer
 from edge.audio.base import SAMPLE_RATE
 from edge.config import StreamConfig, resolve
 from edge.limits import MAX_UTTERANCE_S
@@ -185,6 +185,7 @@ class StreamingSession:
             "utterances": self.utterances,
             "pending_finals": self._worker.pending_finals,
             "partials_skipped": self._worker.partials_skipped + self._partials_suspended,
+            "partials_interrupted": self._worker.partials_interrupted,
             "lag_s": round(backlog.lag_s, 3),
             "backlog_s": round(backlog.audio_s, 3),
             "overload": self._overload.level(backlog.lag_s),
@@ -371,7 +372,8 @@ class StreamingSession:
             return
         utterance.last_partial_at = now
         audio = self._history.slice(utterance.start, now)
-        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=self._options["partial"]))
+        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio,
+                                options=self._options["partial"], interrupt=Interrupt()))
 
     def _run_job(self, job: Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
@@ -380,8 +382,11 @@ class StreamingSession:
             context = self._context.prompt_for(job.start)
             quick = job.kind == "partial" or self._late(job)
         try:
-            transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options)
+            transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
+                                                     interrupt=job.interrupt)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
+        except Interrupted:  # a partial that a final overtook: nothing to show
+            return
         except Exception as exc:  # a failed decode must not kill the worker thread
             log.exception("recognition failed (utterance %d)", job.utterance_id)
             if job.kind == "final" and not job.cancelled:

@@ -1,5 +1,9 @@
 """The recognition thread: finals first and in order, then only the newest partial.
 
+A final queued while a partial decodes interrupts that partial, and drops the one waiting:
+their text would be stale once the final is out, and the final would otherwise wait for the
+running one (base on 2 cores: 61-202 ms, 5 of 13 finals, docs/benchmarks.md).
+
 When recognition is slower than the audio, `OverloadPolicy` says what is given up,
 in order: partials, then the finals' beam search, then the oldest finals' decode
 (docs/operations.md#overload).
@@ -17,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from edge.asr.base import Interrupt
 from edge.audio.base import SAMPLE_RATE
 
 OVERLOAD_LEVELS = ("none", "partials_suspended", "greedy_finals", "dropping_finals")
@@ -68,6 +73,7 @@ class Job:
     end: int
     audio: np.ndarray
     options: object | None = None  # the recognizer family's options (beam width, language)
+    interrupt: Interrupt | None = None  # a partial's: set when a final is queued behind it
     cancelled: bool = False
     confirmed: bool = False
     text: str | None = None
@@ -90,17 +96,27 @@ class Worker:
         self._stopping = False
         self._cond = threading.Condition()
         self.partials_skipped = 0
+        self.partials_interrupted = 0
         self._thread = threading.Thread(target=self._loop, name="recognizer", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
         with self._cond:
+            self.partials_skipped += self._partial is not None  # superseded, or stale once a final is queued
             if job.kind == "final":
                 self._finals.append(job)
+                self._interrupt_partial()
+                self._partial = None
             else:
-                self.partials_skipped += self._partial is not None
                 self._partial = job
             self._cond.notify()
+
+    def _interrupt_partial(self) -> None:
+        """Stop the partial being decoded, if one is (called with the lock held)."""
+        running = self._running
+        if running is not None and running.interrupt is not None and not running.interrupt.is_set:
+            running.interrupt.set()
+            self.partials_interrupted += 1
 
     def drop_partial(self) -> int:
         """Empty the partial slot; 1 if a partial was waiting there, else 0."""

@@ -24,10 +24,13 @@ recognizer never knows which hardware it runs on.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from edge.asr.base import Interrupt
 
 
 @dataclass(frozen=True)
@@ -65,4 +68,8 @@ class WhisperBackend(Protocol):
 
     def decode(self, tokens: np.ndarray, cache: SelfKV, cross: CrossKV) -> tuple[np.ndarray, SelfKV]:
         """Return logits [B, V] of the last position and the extended cache."""
+        ...
+
+    def interruptible(self, interrupt: Interrupt) -> AbstractContextManager[None]:
+        """Within the block, `encode`/`decode` raise `Interrupted` once `interrupt` is set (one caller thread)."""
         ...

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from edge.asr.base import Segment, Transcript
+from edge.asr.base import Interrupt, Segment, Transcript
 from edge.asr.text import tidy
 from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
@@ -223,20 +224,19 @@ class Recognizer:
                                                  recital(vocabulary) if prompt else None)}
         return self._biases[vocabulary]
 
-    def transcribe(
-        self,
-        audio: np.ndarray,
-        *,
-        partial: bool = False,
-        context: Sequence[int] = (),
-        options: object | None = None,
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
+                   options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
         """Transcribe up to 30 s; `partial` = greedy with no fallback (cheap, for live partials).
 
         `context`: text tokens said just before, given as Whisper's previous-text prompt,
         which keeps a short utterance cut off at a pause consistent with what preceded it.
+        `interrupt`: raises `Interrupted` once set, as soon as the backend can stop.
         """
-        wanted = _whisper_options(options)
+        with self.backend.interruptible(interrupt) if interrupt else nullcontext():
+            return self._transcribe(audio, partial, context, _whisper_options(options))
+
+    def _transcribe(self, audio: np.ndarray, partial: bool, context: Sequence[int], wanted: WhisperOptions) -> Transcript:
+        """`transcribe`, with the options read."""
         context = context if self.use_context else ()
         if partial:
             wanted = replace(wanted, beam_size=1)

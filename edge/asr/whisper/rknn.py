@@ -18,12 +18,15 @@ edge/accel/rknn.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from edge.accel.rknn import ModelOpener, StaticModel, read_manifest, rknnlite_opener
+from edge.asr.base import Interrupt
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.errors import BackendError
 
@@ -45,12 +48,28 @@ class RknnWhisperBackend:
         self._mask_value = float(manifest["mask_value"])
         self._open = opener or rknnlite_opener(self.rknn_dir, core_mask)
         self._models: dict[str, StaticModel] = {}
+        self._interrupt: Interrupt | None = None  # set inside `interruptible`
 
     def _model(self, stem: str) -> StaticModel:
         """Open lazily: a short-utterance box never loads the 30 s bucket."""
         if stem not in self._models:
             self._models[stem] = self._open(stem)
         return self._models[stem]
+
+    @contextmanager
+    def interruptible(self, interrupt: Interrupt) -> Iterator[None]:
+        """RKNNLite cannot stop an inference under way: the flag is checked before each NPU call
+        (one call per decoder token)."""
+        self._interrupt = interrupt
+        try:
+            yield
+        finally:
+            self._interrupt = None
+
+    def _infer(self, model: StaticModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if self._interrupt is not None:
+            self._interrupt.check()
+        return model.inference(inputs=inputs)
 
     def bucket(self, frames: int) -> int:
         for size in self._buckets:
@@ -62,7 +81,7 @@ class RknnWhisperBackend:
         frames = self.bucket(mel.shape[1])
         padded = np.full((1, mel.shape[0], frames), mel.min(), np.float32)
         padded[0, :, : mel.shape[1]] = mel
-        k, v = self._model(f"encoder_{frames}").inference(inputs=[padded])
+        k, v = self._infer(self._model(f"encoder_{frames}"), [padded])
         shape = (self._layers, 1, self._heads, frames // 2, self._head_dim)
         return CrossKV(np.reshape(k, shape), np.reshape(v, shape))
 
@@ -96,7 +115,7 @@ class RknnWhisperBackend:
         for i in range(tokens.shape[1]):
             position = past + i
             step_tokens[:rows, 0] = tokens[:, i]
-            logits, new_k, new_v = decoder.inference(inputs=[
+            logits, new_k, new_v = self._infer(decoder, [
                 step_tokens, np.array([position], np.int64), k.reshape(flat), v.reshape(flat),
                 self.mask(position), *cross,
             ])
