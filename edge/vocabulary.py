@@ -25,6 +25,10 @@ from typing import Any, Literal
 MAX_TERMS = 500  # rooms need tens; the cap bounds a request's size and the prefix tree
 MAX_TERM_CHARS = 48  # "International Monetary Fund Annual Meetings" fits; a sentence does not
 MAX_TERM_WORDS = 6
+# Chinese and Japanese are written without spaces: their cap is in characters, about two a word
+# ("中国科学院自动化研究所", 11, fits; "我们今天下午三点在会议室开会", 14, a sentence, does not).
+MAX_TERM_UNSPACED = 2 * MAX_TERM_WORDS
+UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 MIN_WEIGHT, MAX_WEIGHT = 0.1, 5.0
 DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on scripts/vocab (docs/benchmarks.md)
 MAX_BONUS = 10.0
@@ -96,6 +100,9 @@ def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
         raise VocabularyError(f"{where}: {shown} is longer than {MAX_TERM_CHARS} characters")
     if len(folded.split()) > MAX_TERM_WORDS:
         raise VocabularyError(f"{where}: {shown} has more than {MAX_TERM_WORDS} words; list names and terms, not sentences")
+    if len(UNSPACED.findall(folded)) > MAX_TERM_UNSPACED:
+        raise VocabularyError(f"{where}: {shown} has more than {MAX_TERM_UNSPACED} Chinese or Japanese characters; "
+                              "list names and terms, not sentences")
     if not any(ch.isalnum() for ch in folded):
         raise VocabularyError(f"{where}: {shown} has no letter or digit")
     return Term(folded, check_weight(weight, f"{where} ({shown})"))

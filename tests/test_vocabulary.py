@@ -218,6 +218,7 @@ def test_spellings_of_word_and_chinese_terms() -> None:
         (["ok", ""], "terms item 2: the term is empty"),
         (["x" * (MAX_TERM_CHARS + 1)], f"terms item 1: \"{'x' * 35}...\" is longer than {MAX_TERM_CHARS} characters"),
         (["a b c d e f g"], "has more than 6 words"),
+        (["我们今天下午三点在会议室开会"], '"我们今天下午三点在会议室开会" has more than 12 Chinese or Japanese characters'),
         (["..."], "has no letter or digit"),
         (["bad\u0007bell"], 'terms item 1: "bad\\u0007bell" contains the invisible or invalid character \\u0007'),
         (["ab\ud800c"], 'terms item 1: "ab\\ud800c" contains the invisible or invalid character \\ud800'),
@@ -452,3 +453,9 @@ def test_a_term_the_vocabulary_vouches_for_does_not_trigger_a_sampled_retry() ->
     assert unsure.needs_fallback
     vouched = DecodeResult(**{**unsure.__dict__, "avg_score": -0.2})
     assert not vouched.needs_fallback and vouched.avg_logprob == -1.5  # the model's own figure stays as it was
+
+
+def test_a_long_chinese_name_is_a_term() -> None:
+    """The 12-character cap leaves room for organisations and places, with Latin words among them."""
+    terms = parse_items(["中国科学院自动化研究所", "阿里云 ECS 弹性计算", "深圳市南山区科技园"], "terms")
+    assert [term.text for term in terms] == ["中国科学院自动化研究所", "阿里云 ECS 弹性计算", "深圳市南山区科技园"]
