@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Where a streaming final's time goes (not a test): its wait for the recognizer thread, and its decode.
 
+It also reports how long the caption went without a partial inside each utterance (speech start,
+each partial, speech end): the price a final pays for interrupting partials is paid there.
+
 Feeds one long-form file through the streaming session in-process at real-time pace (the daemon's
 blocks and the model's `auto` settings, real Silero), and logs every final decode: what the thread
 was running when the final was queued (a partial, another final, nothing), how long the final
@@ -69,9 +72,11 @@ def main() -> int:
     rows: list[dict] = []
     instrument(rows)
     model_tuning = tuning(args.model)
+    shown: list[tuple[float, str]] = []  # (wall time, event type) of speech_start, partial, speech_end
     session = StreamingSession(load_recognizer(args.model), EndpointSettings.from_config(None, model_tuning),
                                StreamSettings.from_config(None, args.language, model_tuning),
-                               lambda event: None, lambda message: print("error:", message, file=sys.stderr))
+                               lambda event: shown.append((time.monotonic(), event.TYPE)),
+                               lambda message: print("error:", message, file=sys.stderr))
     audio = np.concatenate([load_audio(args.audio), np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)])
     began = time.monotonic()
     try:
@@ -94,7 +99,23 @@ def main() -> int:
           f"({len(rows) - len(used)} cancelled when speech resumed); {len(waits)} waited >= 10 ms "
           f"({', '.join(waits) or '-'} ms); decodes not cancelled took "
           f"{min(r['decode_ms'] for r in used):.0f}-{max(r['decode_ms'] for r in used):.0f} ms")
+    gaps = caption_gaps(shown)
+    print(f"caption: {sum(kind == 'partial' for _, kind in shown)} partials shown; longest gap per utterance "
+          f"p50 {np.percentile(gaps, 50):.2f} s, max {max(gaps):.2f} s")
     return 0
+
+
+def caption_gaps(shown: list[tuple[float, str]]) -> list[float]:
+    """Per utterance, the longest time between its speech start, its partials and its speech end."""
+    gaps, since, longest = [], 0.0, 0.0
+    for at, kind in shown:
+        if kind == "speech_start":
+            since, longest = at, 0.0
+        elif kind in ("partial", "speech_end"):
+            longest, since = max(longest, at - since), at
+            if kind == "speech_end":
+                gaps.append(longest)
+    return gaps
 
 
 if __name__ == "__main__":

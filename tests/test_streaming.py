@@ -356,38 +356,98 @@ def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
     assert np.argmax(audio != 0) == 2 * SAMPLE_RATE and out.errors == []
 
 
-# --- a final never waits for a partial ----------------------------------------------------
+# --- a final never waits for a partial, a cancelled final stops ----------------------------
 
 
-class _HeldPartials(_Listener):
-    """Partials decode until interrupted (10 s at most); finals are instant."""
+class _HeldDecodes(_Listener):
+    """Partials instant, or held until interrupted or `release`d (`hold_partials`); the first final held until
+    interrupted (`hold_first_final`; 10 s at most each), the others instant."""
+
+    def __init__(self, *, hold_partials: bool = False, hold_first_final: bool = False) -> None:
+        super().__init__()
+        self.hold_partials, self.hold_first_final = hold_partials, hold_first_final
+        self.partials = 0
+        self.partial_started, self.final_started, self.release = threading.Event(), threading.Event(), threading.Event()
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, interrupt: Interrupt | None = None,
                    **_: object) -> Transcript:
-        if not partial:
-            return Transcript("the final", (1,), 0.0, 0.0, 1.0, ())
-        stopped = threading.Event()
-        with interrupt.on_set(stopped.set):
-            stopped.wait(10)
+        if partial:
+            self.partials += 1
+            self.partial_started.set()
+            if self.hold_partials:
+                self._held(interrupt)
+            return Transcript("a partial", (2,), 0.0, 0.0, 1.0, ())
+        if self.hold_first_final and not self.final_started.is_set():
+            self.final_started.set()
+            self._held(interrupt)
+        return Transcript("the final", (1,), 0.0, 0.0, 1.0, ())
+
+    def _held(self, interrupt: Interrupt) -> None:
+        with interrupt.on_set(self.release.set):
+            self.release.wait(10)
         interrupt.check()
-        return Transcript("a stale partial", (2,), 0.0, 0.0, 1.0, ())
 
 
-def test_the_final_interrupts_a_partial_still_decoding() -> None:
-    """2 s of speech fed at once: the first partial is still decoding when the pause queues the final, which
-    goes first; without the interrupt it waited the partial's 10 s."""
-    out = Collector()
-    session = StreamingSession(_HeldPartials(), EndpointSettings.from_config(), StreamSettings.from_config(),
-                               out.emit, out.errors.append, vad=_LevelVad())
-    audio = np.concatenate([np.zeros(_windows(1.0), np.float32), np.full(_windows(2.0), 0.6, np.float32),
-                            np.zeros(_windows(2.0), np.float32)])
+class _Fed:
+    """A session on scripted VAD levels (`_LevelVad`), fed one window at a time."""
+
+    def __init__(self, recognizer, stream: StreamSettings | None = None) -> None:
+        self.out = Collector()
+        self.session = StreamingSession(recognizer, EndpointSettings.from_config(),
+                                        stream or StreamSettings.from_config(), self.out.emit, self.out.errors.append,
+                                        vad=_LevelVad())
+
+    def feed(self, level: float, seconds: float) -> None:
+        for _ in range(_windows(seconds) // WINDOW):
+            self.session.feed(np.full(WINDOW, level, np.float32))
+
+
+@pytest.mark.parametrize(("interval_ms", "interrupts"), [(5000, True), (500, False)], ids=["fresh", "stale"])
+def test_a_final_interrupts_the_partial_under_way_while_the_caption_is_fresh(interval_ms: int, interrupts: bool) -> None:
+    """The pause queues the final while the first partial is still decoding (held up to 10 s). With partials
+    every 5 s the caption is fresh and the final goes first (it waited the 10 s before). With partials every
+    500 ms the caption has shown nothing for 2 s, over two intervals: that partial is what it waits for, so
+    the final waits behind it."""
+    recognizer = _HeldDecodes(hold_partials=True)
+    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=interval_ms))
     try:
-        for i in range(0, audio.size, WINDOW):
-            session.feed(audio[i : i + WINDOW])
-        session.finish()
-        assert session.drain(5)
-        stats = session.stats()
+        fed.feed(0.0, 1.0)
+        fed.feed(0.6, 2.0)
+        assert recognizer.partial_started.wait(5)
+        fed.feed(0.0, 2.0)
+        fed.session.finish()
+        if not interrupts:
+            assert not fed.session.drain(0.3)
+            recognizer.release.set()
+        assert fed.session.drain(5)
+        stats = fed.session.stats()
     finally:
-        session.close()
-    assert [e.text for e in out.of("final")] == ["the final"] and out.of("partial") == []
-    assert stats["partials_interrupted"] == 1 and out.errors == []
+        fed.session.close()
+    assert [e.text for e in fed.out.of("final")] == ["the final"] and fed.out.of("partial") == []
+    assert stats["partials_interrupted"] == int(interrupts) and fed.out.errors == []
+
+
+def test_a_speculative_final_cancelled_by_resumed_speech_stops_and_a_partial_follows_at_once() -> None:
+    """A dip starts a speculative final; speech resumes: that decode is interrupted (it held the recognizer
+    for 10 s before), and the partial it overtook is asked again at once, not a partial interval later
+    (5 s here)."""
+    recognizer = _HeldDecodes(hold_first_final=True)
+    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=5000))
+    try:
+        fed.feed(0.0, 1.0)
+        fed.feed(0.6, 1.0)
+        assert recognizer.partial_started.wait(5)
+        fed.feed(0.0, 0.1)  # a dip: the speculative final starts
+        assert recognizer.final_started.wait(5)
+        partials = recognizer.partials
+        fed.feed(0.6, 0.1)
+        deadline = time.monotonic() + 5
+        while recognizer.partials == partials and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recognizer.partials == partials + 1
+        fed.feed(0.0, 2.0)
+        fed.session.finish()
+        assert fed.session.drain(5)
+    finally:
+        fed.session.close()
+    assert [e.text for e in fed.out.of("final")] == ["the final"] and fed.out.errors == []

@@ -58,7 +58,8 @@ class Metrics:
         self._overload = {  # the session's running totals (status fields) and the counters that follow them
             name: Counter(series, help_text, registry=reg)
             for name, series, help_text in (
-                ("partials_skipped", "edge_asr_partials_skipped", "Partials not decoded: superseded, or suspended"),
+                ("partials_skipped", "edge_asr_partials_skipped",
+                 "Partials not decoded: superseded, dropped for a final, or suspended"),
                 ("partials_interrupted", "edge_asr_partials_interrupted",
                  "Partials stopped mid-decode: a final needed the recognizer"),
                 ("finals_degraded", "edge_asr_finals_degraded", "Finals decoded in one greedy pass: recognition lagged"),

@@ -10,7 +10,10 @@ still gets its final, marked `dropped`, with its newest partial as the text.
 
 The final is started speculatively when the endpointer announces a pause, and
 published only once the silence reaches `vad.min_silence_ms` (or discarded if
-speech resumes): most of the beam search overlaps the silence wait.
+speech resumes): most of the beam search overlaps the silence wait. A final
+queued interrupts the partial being decoded while the caption is fresh; a
+speculative final discarded is interrupted in turn, and the next partial is
+requested at once, so that a speaker's short dips do not starve the caption.
 
 Per utterance the order is: speech_start, partials, speech_end (as soon as the
 endpoint is decided), then exactly one final, whose text may be empty (the VAD
@@ -44,6 +47,10 @@ from edge.vocabulary import Term, Vocabulary
 log = logging.getLogger(__name__)
 
 FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this often
+# A speculative final interrupts the partial being decoded only while the caption is fresh (a partial shown
+# less than this many partial intervals ago). With a dip every 0.7 s and partials slower than that, interrupting
+# at every dip left a 12 s utterance 7.5 s without a partial, this rule 1.8 s (scripts/bench_caption_gaps.py).
+PREEMPT_STALE_INTERVALS = 2
 # Audio held: the longest utterance and some. A start is confirmed at most half the utterance
 # limit after it (Endpointer.earliest_start), inside the utterance's own span.
 HISTORY_S = MAX_UTTERANCE_S + 6.0
@@ -130,6 +137,7 @@ class _Utterance:
     stabilizer: PartialStabilizer = field(default_factory=PartialStabilizer)
     last_partial_at: int | None = None  # stream position of the last partial request
     has_text: bool = False
+    shown_at: int | None = None  # stream position when a partial was last shown (its text may be unchanged)
     last_text: str = ""
     speculative: Job | None = None
 
@@ -168,6 +176,7 @@ class StreamingSession:
         self.utterances = 0
         self._overload = overload
         self._partials_suspended = 0
+        self._partials_interrupted = 0
         self._finals_degraded = 0
         self._finals_dropped = 0
         self._dropped_samples = 0
@@ -185,7 +194,7 @@ class StreamingSession:
             "utterances": self.utterances,
             "pending_finals": self._worker.pending_finals,
             "partials_skipped": self._worker.partials_skipped + self._partials_suspended,
-            "partials_interrupted": self._worker.partials_interrupted,
+            "partials_interrupted": self._partials_interrupted,
             "lag_s": round(backlog.lag_s, 3),
             "backlog_s": round(backlog.audio_s, 3),
             "overload": self._overload.level(backlog.lag_s),
@@ -272,7 +281,7 @@ class StreamingSession:
         """Shutdown deadline: publish each final still being decoded with its newest partial's text."""
         with self._lock:
             for job in list(self._unpublished):
-                job.cancelled = True
+                _cancel(job)
                 job.text = job.fallback_text
                 self._publish_final(job)
 
@@ -300,20 +309,32 @@ class StreamingSession:
         self._emit(SpeechStart(audio_time_s=self.position_s, utterance_id=self._utterance.utterance_id, start_s=_s(start)))
 
     def _final_job(self, utterance_id: int, start: int, end: int) -> Job:
+        """The interrupt stops its decode once nobody wants it (speech resumed, or shutdown gave up on it)."""
         audio = self._history.slice(start, end)
-        return Job("final", utterance_id, start, end, audio, options=self._options["final"])
+        return Job("final", utterance_id, start, end, audio, options=self._options["final"], interrupt=Interrupt())
 
     def _speculate(self, start: int, end: int) -> None:
         """Decode the final now, in case the pause turns out to be the end."""
         assert self._utterance is not None
         self._cancel_speculation()
-        self._utterance.speculative = self._final_job(self._utterance.utterance_id, start, end)
-        self._submit_final(self._utterance.speculative)
+        job = self._final_job(self._utterance.utterance_id, start, end)
+        job.preempts = self._caption_fresh(self._utterance)
+        self._utterance.speculative = job
+        self._submit_final(job)
+
+    def _caption_fresh(self, utterance: _Utterance) -> bool:
+        """A partial was shown (or the utterance began) less than PREEMPT_STALE_INTERVALS partial intervals ago."""
+        since = utterance.start if utterance.shown_at is None else utterance.shown_at
+        fresh_ms = PREEMPT_STALE_INTERVALS * self._stream.partial_interval_ms
+        return self._history.end - since < fresh_ms * SAMPLE_RATE // 1000
 
     def _cancel_speculation(self) -> None:
+        """Speech resumed: stop the speculative decode, and let a partial follow at once (the speculative
+        final dropped the partial waiting, and may have interrupted the one under way)."""
         if self._utterance and self._utterance.speculative:
-            self._utterance.speculative.cancelled = True
+            _cancel(self._utterance.speculative)
             self._utterance.speculative = None
+            self._utterance.last_partial_at = None
 
     def _end(self, start: int, end: int) -> None:
         utterance = self._utterance
@@ -323,7 +344,7 @@ class StreamingSession:
         job = utterance.speculative
         if job is None or job.end > end:  # a forced split inside the pause: decode exactly [start, end)
             if job is not None:
-                job.cancelled = True
+                _cancel(job)
             job = self._final_job(utterance.utterance_id, start, end)
             self._submit_final(job)
         job.end = end  # the speculative decode stopped at the first silent window; the utterance owns the padding
@@ -385,9 +406,11 @@ class StreamingSession:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
                                                      interrupt=job.interrupt)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
-        except Interrupted:  # a partial that a final overtook: nothing to show
-            return
         except Exception as exc:  # a failed decode must not kill the worker thread
+            if isinstance(exc, Interrupted) and (job.kind == "partial" or job.cancelled):  # nobody wants it now
+                with self._lock:
+                    self._partials_interrupted += job.kind == "partial"
+                return
             log.exception("recognition failed (utterance %d)", job.utterance_id)
             if job.kind == "final" and not job.cancelled:
                 self._on_error(f"recognition failed for utterance {job.utterance_id}: {exc}")
@@ -413,7 +436,7 @@ class StreamingSession:
         if utterance is None or utterance.utterance_id != job.utterance_id or utterance.speculative or not text:
             return
         stable, shown = utterance.stabilizer.update(text)
-        utterance.has_text = True
+        utterance.has_text, utterance.shown_at = True, self._history.end
         if shown == utterance.last_text:
             return
         utterance.last_text = shown
@@ -432,6 +455,13 @@ class StreamingSession:
         self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=text,
                          start_s=_s(job.start), end_s=_s(job.end), language=job.language, decode_s=job.decode_s,
                          dropped=job.dropped))
+
+
+def _cancel(job: Job) -> None:
+    """A final nobody will publish: its decode, if running, stops."""
+    job.cancelled = True
+    if job.interrupt is not None:
+        job.interrupt.set()
 
 
 def _s(position: int) -> float:

@@ -1,6 +1,7 @@
 """The recognition thread: finals first and in order, then only the newest partial.
 
-A final queued while a partial decodes interrupts that partial, and drops the one waiting:
+A final queued while a partial decodes interrupts that partial (unless the session says the
+caption needs it: `Job.preempts`), and drops the one waiting:
 their text would be stale once the final is out, and the final would otherwise wait for the
 running one (base on 2 cores: 61-202 ms, 5 of 13 finals, docs/benchmarks.md).
 
@@ -73,7 +74,8 @@ class Job:
     end: int
     audio: np.ndarray
     options: object | None = None  # the recognizer family's options (beam width, language)
-    interrupt: Interrupt | None = None  # a partial's: set when a final is queued behind it
+    interrupt: Interrupt | None = None  # set when nobody wants the result: a partial a final overtook, a final cancelled
+    preempts: bool = True  # a final: interrupts the partial being decoded (not while the caption is stale)
     cancelled: bool = False
     confirmed: bool = False
     text: str | None = None
@@ -96,7 +98,6 @@ class Worker:
         self._stopping = False
         self._cond = threading.Condition()
         self.partials_skipped = 0
-        self.partials_interrupted = 0
         self._thread = threading.Thread(target=self._loop, name="recognizer", daemon=True)
         self._thread.start()
 
@@ -105,7 +106,8 @@ class Worker:
             self.partials_skipped += self._partial is not None  # superseded, or stale once a final is queued
             if job.kind == "final":
                 self._finals.append(job)
-                self._interrupt_partial()
+                if job.preempts:
+                    self._interrupt_partial()
                 self._partial = None
             else:
                 self._partial = job
@@ -114,9 +116,8 @@ class Worker:
     def _interrupt_partial(self) -> None:
         """Stop the partial being decoded, if one is (called with the lock held)."""
         running = self._running
-        if running is not None and running.interrupt is not None and not running.interrupt.is_set:
+        if running is not None and running.kind == "partial" and running.interrupt is not None:
             running.interrupt.set()
-            self.partials_interrupted += 1
 
     def drop_partial(self) -> int:
         """Empty the partial slot; 1 if a partial was waiting there, else 0."""

@@ -71,5 +71,5 @@ class WhisperBackend(Protocol):
         ...
 
     def interruptible(self, interrupt: Interrupt) -> AbstractContextManager[None]:
-        """Within the block, `encode`/`decode` raise `Interrupted` once `interrupt` is set (one caller thread)."""
+        """Within the block, this thread's `encode`/`decode` raise `Interrupted` once `interrupt` is set."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,7 @@ class OrtWhisperBackend:
         self._heads = int(dims["n_text_head"])
         self._head_dim = int(dims["n_text_state"]) // self._heads
         options = session_options(threads)
-        self._run_options: ort.RunOptions | None = None  # set inside `interruptible`
+        self._interruptible = threading.local()  # `run_options` inside `interruptible`, for its thread only
         self.encoder = ort.InferenceSession(
             str(self.model_dir / "encoder.onnx"), options, providers=list(providers)
         )
@@ -71,14 +72,14 @@ class OrtWhisperBackend:
         once. A TensorRT engine is one node, so there it stops at the next run (not run on a GPU)."""
         run_options = ort.RunOptions()
         with interrupt.on_set(lambda: setattr(run_options, "terminate", True)):
-            self._run_options = run_options
+            self._interruptible.run_options = run_options
             try:
                 yield
             finally:
-                self._run_options = None
+                self._interruptible.run_options = None
 
     def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        run_options = self._run_options
+        run_options = getattr(self._interruptible, "run_options", None)
         try:
             return session.run(None, feeds, run_options)
         except Exception:  # onnxruntime raises its own untyped errors

@@ -18,6 +18,7 @@ edge/accel/rknn.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,7 @@ class RknnWhisperBackend:
         self._mask_value = float(manifest["mask_value"])
         self._open = opener or rknnlite_opener(self.rknn_dir, core_mask)
         self._models: dict[str, StaticModel] = {}
-        self._interrupt: Interrupt | None = None  # set inside `interruptible`
+        self._interruptible = threading.local()  # `interrupt` inside `interruptible`, for its thread only
 
     def _model(self, stem: str) -> StaticModel:
         """Open lazily: a short-utterance box never loads the 30 s bucket."""
@@ -60,15 +61,16 @@ class RknnWhisperBackend:
     def interruptible(self, interrupt: Interrupt) -> Iterator[None]:
         """RKNNLite cannot stop an inference under way: the flag is checked before each NPU call
         (one call per decoder token)."""
-        self._interrupt = interrupt
+        self._interruptible.interrupt = interrupt
         try:
             yield
         finally:
-            self._interrupt = None
+            self._interruptible.interrupt = None
 
     def _infer(self, model: StaticModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        if self._interrupt is not None:
-            self._interrupt.check()
+        interrupt = getattr(self._interruptible, "interrupt", None)
+        if interrupt is not None:
+            interrupt.check()
         return model.inference(inputs=inputs)
 
     def bucket(self, frames: int) -> int:
