@@ -207,7 +207,8 @@ def test_a_deeply_nested_request_is_a_bad_request_and_the_next_one_works() -> No
 
 
 def test_the_largest_vocabulary_request_fits_in_a_line_as_json_dumps_writes_it() -> None:
-    """500 Chinese terms of 48 characters with weights: 159 KB with Python's default \\uXXXX escapes."""
-    terms = [{"term": f"{n:03d}" + "深" * (MAX_TERM_CHARS - 3), "weight": MAX_WEIGHT} for n in range(MAX_TERMS)]
+    """500 terms of 48 characters outside ASCII with weights: 159 KB with Python's default \\uXXXX escapes.
+    (Cyrillic: a Chinese term is capped at 12 characters, a word written without spaces at 48.)"""
+    terms = [{"term": f"{n:03d}" + "д" * (MAX_TERM_CHARS - 3), "weight": MAX_WEIGHT} for n in range(MAX_TERMS)]
     (request,) = protocol.RequestReader().feed(json.dumps({"type": "vocabulary", "terms": terms}).encode() + b"\n")
     assert request.kind == "vocabulary" and len(parse_items(request.body["terms"], "terms")) == MAX_TERMS

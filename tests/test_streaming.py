@@ -360,21 +360,20 @@ def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
 
 
 class _HeldDecodes(_Listener):
-    """Partials instant, or held until interrupted or `release`d (`hold_partials`); the first final held until
-    interrupted (`hold_first_final`; 10 s at most each), the others instant."""
+    """Partials instant, except those numbered in `held` (1 is the first), held until interrupted or `release`d;
+    the first final held until interrupted (`hold_first_final`; 10 s at most each), the others instant."""
 
-    def __init__(self, *, hold_partials: bool = False, hold_first_final: bool = False) -> None:
+    def __init__(self, *, held: frozenset[int] = frozenset(), hold_first_final: bool = False) -> None:
         super().__init__()
-        self.hold_partials, self.hold_first_final = hold_partials, hold_first_final
+        self.held, self.hold_first_final = held, hold_first_final
         self.partials = 0
-        self.partial_started, self.final_started, self.release = threading.Event(), threading.Event(), threading.Event()
+        self.final_started, self.release = threading.Event(), threading.Event()
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, interrupt: Interrupt | None = None,
                    **_: object) -> Transcript:
         if partial:
             self.partials += 1
-            self.partial_started.set()
-            if self.hold_partials:
+            if self.partials in self.held:
                 self._held(interrupt)
             return Transcript("a partial", (2,), 0.0, 0.0, 1.0, ())
         if self.hold_first_final and not self.final_started.is_set():
@@ -382,9 +381,18 @@ class _HeldDecodes(_Listener):
             self._held(interrupt)
         return Transcript("the final", (1,), 0.0, 0.0, 1.0, ())
 
+    def started(self, partials: int) -> bool:
+        """Wait (5 s at most) until `partials` partial decodes have started."""
+        deadline = time.monotonic() + 5
+        while self.partials < partials and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.partials >= partials
+
     def _held(self, interrupt: Interrupt) -> None:
-        with interrupt.on_set(self.release.set):
-            self.release.wait(10)
+        stopped, deadline = threading.Event(), time.monotonic() + 10
+        with interrupt.on_set(stopped.set):
+            while not (stopped.is_set() or self.release.is_set()) and time.monotonic() < deadline:
+                stopped.wait(0.01)
         interrupt.check()
 
 
@@ -402,52 +410,99 @@ class _Fed:
             self.session.feed(np.full(WINDOW, level, np.float32))
 
 
-@pytest.mark.parametrize(("interval_ms", "interrupts"), [(5000, True), (500, False)], ids=["fresh", "stale"])
-def test_a_final_interrupts_the_partial_under_way_while_the_caption_is_fresh(interval_ms: int, interrupts: bool) -> None:
-    """The pause queues the final while the first partial is still decoding (held up to 10 s). With partials
-    every 5 s the caption is fresh and the final goes first (it waited the 10 s before). With partials every
-    500 ms the caption has shown nothing for 2 s, over two intervals: that partial is what it waits for, so
-    the final waits behind it."""
-    recognizer = _HeldDecodes(hold_partials=True)
+def _run_held_partial(interval_ms: int, after_speech: list[tuple[float, float]], release: bool = False
+                      ) -> tuple[_HeldDecodes, Collector, dict]:
+    """1 s of silence and 2 s of speech, the first partial held (up to 10 s) while `after_speech` is fed;
+    `release` lets it finish then, and waits for it to be shown. Then 2 s of silence: the session drains
+    within 5 s."""
+    recognizer = _HeldDecodes(held=frozenset({1}))
     fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=interval_ms))
     try:
         fed.feed(0.0, 1.0)
         fed.feed(0.6, 2.0)
-        assert recognizer.partial_started.wait(5)
+        assert recognizer.started(1)
+        for level, seconds in after_speech:
+            fed.feed(level, seconds)
+        if release:
+            time.sleep(0.3)
+            assert recognizer.partials == 1 and not fed.out.of("partial")  # still decoding, not interrupted
+            recognizer.release.set()
+            deadline = time.monotonic() + 5
+            while not fed.out.of("partial") and time.monotonic() < deadline:
+                time.sleep(0.01)
         fed.feed(0.0, 2.0)
         fed.session.finish()
-        if not interrupts:
-            assert not fed.session.drain(0.3)
-            recognizer.release.set()
+        assert fed.session.drain(5)
+        return recognizer, fed.out, fed.session.stats()
+    finally:
+        fed.session.close()
+
+
+def test_a_final_interrupts_the_partial_under_way_while_the_caption_is_fresh() -> None:
+    """Partials every 5 s: 2 s after speech_start the caption is fresh, so the pause's final interrupts the
+    partial still decoding and goes first (it waited the partial's 10 s before)."""
+    _, out, stats = _run_held_partial(5000, [])
+    assert [e.text for e in out.of("final")] == ["the final"] and out.of("partial") == []
+    assert stats["partials_interrupted"] == 1 and out.errors == []
+
+
+def test_a_stale_caption_keeps_its_partial_through_a_dip() -> None:
+    """Partials every 500 ms: the caption has shown nothing for 2 s, so a dip's speculative final lets the
+    partial under way finish, and when speech resumes the caption shows it."""
+    _, out, stats = _run_held_partial(500, [(0.0, 0.1), (0.6, 0.1)], release=True)
+    assert [e.text for e in out.of("partial")] == ["a partial"] and [e.text for e in out.of("final")] == ["the final"]
+    assert stats["partials_interrupted"] == 0 and out.errors == []
+
+
+def test_the_end_interrupts_a_partial_that_a_stale_caption_kept() -> None:
+    """The dip turns out to be the end: nothing can show that partial now, so the final stops waiting for it."""
+    _, out, stats = _run_held_partial(500, [(0.0, 0.1)])
+    assert [e.text for e in out.of("final")] == ["the final"] and out.of("partial") == []
+    assert stats["partials_interrupted"] == 1 and out.errors == []
+
+
+def test_a_speculative_final_cancelled_by_resumed_speech_stops_and_the_partial_it_displaced_follows() -> None:
+    """Partials every 5 s; the first is shown, the second is decoding when a dip's speculative final interrupts
+    it. Speech resumes: that final's decode is interrupted (it held the recognizer for 10 s before), and a
+    partial is asked again 200 ms after the displaced one, as an utterance's first partials are, not 5 s after."""
+    recognizer = _HeldDecodes(held=frozenset({2}), hold_first_final=True)
+    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=5000))
+    try:
+        fed.feed(0.0, 1.0)
+        fed.feed(0.6, 0.5)
+        assert recognizer.started(1)
+        fed.feed(0.6, 5.0)
+        assert recognizer.started(2) and [e.text for e in fed.out.of("partial")] == ["a partial"]
+        fed.feed(0.0, 0.1)  # a dip: the speculative final starts
+        assert recognizer.final_started.wait(5)
+        fed.feed(0.6, 0.1)
+        assert recognizer.started(3)
+        fed.feed(0.0, 2.0)
+        fed.session.finish()
         assert fed.session.drain(5)
         stats = fed.session.stats()
     finally:
         fed.session.close()
-    assert [e.text for e in fed.out.of("final")] == ["the final"] and fed.out.of("partial") == []
-    assert stats["partials_interrupted"] == int(interrupts) and fed.out.errors == []
+    assert [e.text for e in fed.out.of("final")] == ["the final"] and stats["partials_interrupted"] == 1
 
 
-def test_a_speculative_final_cancelled_by_resumed_speech_stops_and_a_partial_follows_at_once() -> None:
-    """A dip starts a speculative final; speech resumes: that decode is interrupted (it held the recognizer
-    for 10 s before), and the partial it overtook is asked again at once, not a partial interval later
-    (5 s here)."""
-    recognizer = _HeldDecodes(hold_first_final=True)
-    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=5000))
+def test_a_flapping_vad_does_not_multiply_partials() -> None:
+    """Speech that dips every other VAD window for 3 s, decodes instant: each dip is a speculative final that
+    speech cancels. Nothing was displaced, so partials keep their 500 ms interval (a partial at every resume
+    made one every 64 ms)."""
+    recognizer = _HeldDecodes()
+    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=500))
+    flapping = np.concatenate([np.full(WINDOW, 0.6, np.float32), np.zeros(WINDOW, np.float32)] * 47)
     try:
         fed.feed(0.0, 1.0)
-        fed.feed(0.6, 1.0)
-        assert recognizer.partial_started.wait(5)
-        fed.feed(0.0, 0.1)  # a dip: the speculative final starts
-        assert recognizer.final_started.wait(5)
-        partials = recognizer.partials
-        fed.feed(0.6, 0.1)
-        deadline = time.monotonic() + 5
-        while recognizer.partials == partials and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert recognizer.partials == partials + 1
+        fed.feed(0.6, 0.5)
+        began = time.monotonic()
+        for i in range(0, flapping.size, WINDOW):  # at real time, so that each decode is done before the next
+            fed.session.feed(flapping[i : i + WINDOW])
+            time.sleep(max(0.0, began + (i + WINDOW) / SAMPLE_RATE - time.monotonic()))
         fed.feed(0.0, 2.0)
         fed.session.finish()
         assert fed.session.drain(5)
     finally:
         fed.session.close()
-    assert [e.text for e in fed.out.of("final")] == ["the final"] and fed.out.errors == []
+    assert 2 <= recognizer.partials <= 3.5 / 0.5 + 2

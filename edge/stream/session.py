@@ -10,10 +10,11 @@ still gets its final, marked `dropped`, with its newest partial as the text.
 
 The final is started speculatively when the endpointer announces a pause, and
 published only once the silence reaches `vad.min_silence_ms` (or discarded if
-speech resumes): most of the beam search overlaps the silence wait. A final
-queued interrupts the partial being decoded while the caption is fresh; a
-speculative final discarded is interrupted in turn, and the next partial is
-requested at once, so that a speaker's short dips do not starve the caption.
+speech resumes): most of the beam search overlaps the silence wait. The end of
+an utterance, and a pause while the caption is fresh, interrupt the partial
+being decoded, so that the final does not wait for it; a speculative final
+discarded is interrupted in turn, and a partial it displaced is asked for again
+at the pace of an utterance's first partials.
 
 Per utterance the order is: speech_start, partials, speech_end (as soon as the
 endpoint is decided), then exactly one final, whose text may be empty (the VAD
@@ -134,10 +135,11 @@ class _Context:
 class _Utterance:
     utterance_id: int
     start: int
+    shown_at: int  # stream position of speech_start or of the last partial shown (its text may be unchanged)
     stabilizer: PartialStabilizer = field(default_factory=PartialStabilizer)
     last_partial_at: int | None = None  # stream position of the last partial request
+    retry_partial: bool = False  # a speculative final displaced a partial: ask again at FIRST_PARTIAL_STEP_MS
     has_text: bool = False
-    shown_at: int | None = None  # stream position when a partial was last shown (its text may be unchanged)
     last_text: str = ""
     speculative: Job | None = None
 
@@ -303,7 +305,7 @@ class StreamingSession:
             self._end(boundary.start, boundary.end)
 
     def _begin(self, start: int) -> None:
-        self._utterance = _Utterance(self._next_id, start)
+        self._utterance = _Utterance(self._next_id, start, shown_at=self._history.end)
         self._next_id += 1
         self.utterances += 1
         self._emit(SpeechStart(audio_time_s=self.position_s, utterance_id=self._utterance.utterance_id, start_s=_s(start)))
@@ -320,21 +322,19 @@ class StreamingSession:
         job = self._final_job(self._utterance.utterance_id, start, end)
         job.preempts = self._caption_fresh(self._utterance)
         self._utterance.speculative = job
-        self._submit_final(job)
+        self._utterance.retry_partial = self._submit_final(job)
 
     def _caption_fresh(self, utterance: _Utterance) -> bool:
-        """A partial was shown (or the utterance began) less than PREEMPT_STALE_INTERVALS partial intervals ago."""
-        since = utterance.start if utterance.shown_at is None else utterance.shown_at
+        """A partial was shown (or speech_start sent) less than PREEMPT_STALE_INTERVALS partial intervals ago."""
         fresh_ms = PREEMPT_STALE_INTERVALS * self._stream.partial_interval_ms
-        return self._history.end - since < fresh_ms * SAMPLE_RATE // 1000
+        return self._history.end - utterance.shown_at < fresh_ms * SAMPLE_RATE // 1000
 
     def _cancel_speculation(self) -> None:
-        """Speech resumed: stop the speculative decode, and let a partial follow at once (the speculative
-        final dropped the partial waiting, and may have interrupted the one under way)."""
+        """Speech resumed: stop the speculative decode. If it displaced a partial, the next one comes as soon as
+        an utterance's first partials do (a VAD flapping every window must not turn that into a partial a window)."""
         if self._utterance and self._utterance.speculative:
             _cancel(self._utterance.speculative)
             self._utterance.speculative = None
-            self._utterance.last_partial_at = None
 
     def _end(self, start: int, end: int) -> None:
         utterance = self._utterance
@@ -347,17 +347,19 @@ class StreamingSession:
                 _cancel(job)
             job = self._final_job(utterance.utterance_id, start, end)
             self._submit_final(job)
+        self._worker.interrupt_partial()  # a speculative final that let it run: its text can no longer be shown
         job.end = end  # the speculative decode stopped at the first silent window; the utterance owns the padding
         job.confirmed = True
         job.fallback_text = utterance.last_text
         self._unpublished.append(job)
         self._publish_ready()
 
-    def _submit_final(self, job: Job) -> None:
-        """Queue a final; the queued ones that have waited past `max_lag_s` are dropped to make way for it."""
+    def _submit_final(self, job: Job) -> bool:
+        """Queue a final; the queued ones that have waited past `max_lag_s` are dropped to make way for it.
+        True if it displaced a partial (dropped from the queue, or interrupted)."""
         for stale in self._worker.shed(self._history.end - self._overload.max_lag_s * SAMPLE_RATE):
             self._drop(stale)
-        self._worker.submit(job)
+        return self._worker.submit(job)
 
     def _drop(self, job: Job) -> None:
         """A final that will not be decoded: its newest partial stands in, marked `dropped` (docs/protocol.md)."""
@@ -380,7 +382,7 @@ class StreamingSession:
         if utterance is None or not self._voiced or utterance.speculative is not None:
             return
         now = self._history.end
-        step_ms = self._stream.partial_interval_ms if utterance.has_text else min(
+        step_ms = self._stream.partial_interval_ms if utterance.has_text and not utterance.retry_partial else min(
             FIRST_PARTIAL_STEP_MS, self._stream.partial_interval_ms
         )
         if utterance.last_partial_at is not None and now - utterance.last_partial_at < step_ms * SAMPLE_RATE // 1000:
@@ -391,7 +393,7 @@ class StreamingSession:
             return
         if self._worker.partial_pending:
             return
-        utterance.last_partial_at = now
+        utterance.last_partial_at, utterance.retry_partial = now, False
         audio = self._history.slice(utterance.start, now)
         self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio,
                                 options=self._options["partial"], interrupt=Interrupt()))

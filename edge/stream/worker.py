@@ -101,23 +101,33 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="recognizer", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> bool:
+        """Queue a job; True if a final displaced a partial (the one waiting, or, if it preempts, the one running)."""
         with self._cond:
-            self.partials_skipped += self._partial is not None  # superseded, or stale once a final is queued
-            if job.kind == "final":
-                self._finals.append(job)
-                if job.preempts:
-                    self._interrupt_partial()
-                self._partial = None
-            else:
+            waiting = self._partial is not None
+            self.partials_skipped += waiting  # superseded, or stale once a final is queued
+            if job.kind == "partial":
                 self._partial = job
+                self._cond.notify()
+                return False
+            self._finals.append(job)
+            self._partial = None
+            interrupted = job.preempts and self._interrupt_partial()
             self._cond.notify()
+            return waiting or interrupted
 
-    def _interrupt_partial(self) -> None:
-        """Stop the partial being decoded, if one is (called with the lock held)."""
+    def interrupt_partial(self) -> None:
+        """Stop the partial being decoded, if one is."""
+        with self._cond:
+            self._interrupt_partial()
+
+    def _interrupt_partial(self) -> bool:
+        """True if a running partial was told to stop (called with the lock held)."""
         running = self._running
-        if running is not None and running.kind == "partial" and running.interrupt is not None:
-            running.interrupt.set()
+        if running is None or running.kind != "partial" or running.interrupt is None or running.interrupt.is_set:
+            return False
+        running.interrupt.set()
+        return True
 
     def drop_partial(self) -> int:
         """Empty the partial slot; 1 if a partial was waiting there, else 0."""
