@@ -85,7 +85,7 @@ def test_an_interrupted_partial_stops_at_the_next_decoder_step(backend: OrtWhisp
     assert Recognizer(again, tokenizer).transcribe(audio, partial=True, interrupt=Interrupt()).text == expected.text
 
 
-class _Interrupted:
+class _Withdrawn:
     """An accelerator recognizer whose every call is withdrawn by its caller."""
 
     backend_name = "fake-npu"
@@ -101,7 +101,7 @@ def test_an_interrupted_call_is_not_an_accelerator_failure() -> None:
     def no_cpu():
         raise AssertionError("an interrupted call must not be re-run on CPU")
 
-    fallback = FallbackRecognizer(_Interrupted(), no_cpu, statuses.append, timeout_ms=5000)
+    fallback = FallbackRecognizer(_Withdrawn(), no_cpu, statuses.append, timeout_ms=5000)
     with pytest.raises(Interrupted):
         fallback.transcribe(np.zeros(SAMPLE_RATE, np.float32), partial=True, interrupt=Interrupt())
     assert statuses == [] and fallback.backend_name == "fake-npu"
@@ -179,7 +179,7 @@ def test_nothing_but_a_final_interrupts_and_only_a_partial() -> None:
         worker.stop(5)
 
 
-def test_a_partial_without_an_interrupt_is_decoded_as_before(backend: OrtWhisperBackend, audio: np.ndarray,
+def test_an_unset_interrupt_changes_no_decode(backend: OrtWhisperBackend, audio: np.ndarray,
                                                              int8_model_dir: Path) -> None:
     """The options and the text are the same with an unset interrupt as without one, beam search included."""
     recognizer = Recognizer(backend, Tokenizer.from_dir(int8_model_dir))

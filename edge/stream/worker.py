@@ -1,9 +1,9 @@
 """The recognition thread: finals first and in order, then only the newest partial.
 
 A final queued while a partial decodes interrupts that partial (unless the session says the
-caption needs it: `Job.preempts`), and drops the one waiting:
-their text would be stale once the final is out, and the final would otherwise wait for the
-running one (base on 2 cores: 61-202 ms, 5 of 13 finals, docs/benchmarks.md).
+caption needs it: `Job.preempts`), and drops the one waiting: their text would be stale once
+the final is out, and the final would otherwise wait for the running one (base on 2 cores:
+61-202 ms, 5 of 13 finals, docs/benchmarks.md).
 
 When recognition is slower than the audio, `OverloadPolicy` says what is given up,
 in order: partials, then the finals' beam search, then the oldest finals' decode
