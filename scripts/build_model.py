@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct2_reader import parse_ct2, read_ct2  # noqa: E402
 from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights  # noqa: E402
 
-FORMAT = 1
+FORMAT = 2  # 2: the decoder takes cross K/V per layer (edge/asr/whisper/graph.py)
 BUILDER_VERSION = 4  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning;
 # 4: batch-invariant tiny.en decoder (MatMulNBits)
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.asr.whisper.graph import cross_input
+
 OPSET = 17
 LN_EPSILON = 1e-5
 MASK_VALUE = -1e9  # not -inf: keeps the mask finite and harmless if an engine runs it in fp16
@@ -355,7 +357,7 @@ def build_decoder(weights: Weights, dims: Dims, *, linear_as_conv: bool = False)
     for i in range(dims.n_text_layer):
         prefix = f"decoder/layer_{i}"
         cache = (layer_slice(g, prefix, "self_k", i), layer_slice(g, prefix, "self_v", i))
-        cross = (layer_slice(g, prefix, "cross_k", i), layer_slice(g, prefix, "cross_v", i))
+        cross = (cross_input("cross_k", i), cross_input("cross_v", i))
         x, k_all, v_all = decoder_block(g, prefix, x, weights, dims, cache, cross, mask)
         new_k.append(k_all)
         new_v.append(v_all)
@@ -369,13 +371,14 @@ def build_decoder(weights: Weights, dims: Dims, *, linear_as_conv: bool = False)
 def _decoder_inputs(dims: Dims) -> list[onnx.ValueInfoProto]:
     layers, heads, head_dim = dims.n_text_layer, dims.n_text_head, dims.n_text_state // dims.n_text_head
     cache = [layers, "B", heads, "P", head_dim]
-    cross = [layers, 1, heads, "T", head_dim]
+    cross = [1, heads, "T", head_dim]
     return [
         helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "N"]),
         helper.make_tensor_value_info("self_k", TensorProto.FLOAT, cache),
         helper.make_tensor_value_info("self_v", TensorProto.FLOAT, cache),
-        helper.make_tensor_value_info("cross_k", TensorProto.FLOAT, cross),
-        helper.make_tensor_value_info("cross_v", TensorProto.FLOAT, cross),
+    ] + [
+        helper.make_tensor_value_info(cross_input(name, i), TensorProto.FLOAT, cross)
+        for name in ("cross_k", "cross_v") for i in range(layers)
     ]
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import onnx
 import pytest
 
 from edge.accel.board import Probe, detect_board, library_problem
@@ -259,6 +260,10 @@ def test_tensorrt_provider_chain(fp32_model_dir: Path, tmp_path: Path) -> None:
     assert encoder["trt_profile_max_shapes"] == "mel:1x80x3000"
     assert "self_k:4x10x6x448x64" in options["trt_profile_max_shapes"]
     assert "self_k:4x1x6x0x64" in options["trt_profile_min_shapes"]
+    assert "cross_v_3:1x6x1500x64" in options["trt_profile_max_shapes"]
+    graph_inputs = {item.name for item in onnx.load(fp32_model_dir / "decoder.onnx", load_external_data=False).graph.input}
+    for key in ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"):
+        assert {entry.split(":")[0] for entry in options[key].split(",")} == graph_inputs
 
 
 def test_accelerators_use_the_fp32_graphs(int8_model_dir: Path, fp32_model_dir: Path) -> None:

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 
+from edge.asr.whisper.graph import cross_feeds
 from tests.conftest import _built_model, load_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -149,7 +150,7 @@ def _empty_cache(case: Case, batch: int) -> np.ndarray:
 
 
 def _step(decoder: ort.InferenceSession, tokens: list[list[int]], cache, cross) -> tuple[np.ndarray, tuple]:
-    feed = {"tokens": np.array(tokens, np.int64), "self_k": cache[0], "self_v": cache[1], "cross_k": cross[0], "cross_v": cross[1]}
+    feed = {"tokens": np.array(tokens, np.int64), "self_k": cache[0], "self_v": cache[1], **cross_feeds(*cross)}
     logits, k, v = decoder.run(None, feed)
     return logits, (k, v)
 
@@ -184,7 +185,7 @@ def _greedy_path(case: Case, tokens: Tokens, decoder: ort.InferenceSession, cros
 def test_manifest_describes_files_and_source(precision: str, case: Case, source, model_dirs: dict[str, Path]) -> None:
     directory = model_dirs[precision]
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert manifest["format"] == 1 and manifest["opset"] == 17
+    assert manifest["format"] == 2 and manifest["opset"] == 17
     assert manifest["name"] == directory.name and manifest["precision"] == precision
     assert manifest["source"] == source.as_dict()
     assert manifest["dims"]["n_text_layer"] == case.layers and manifest["dims"]["n_vocab"] == case.vocab

@@ -6,7 +6,9 @@ import shutil
 
 import jiwer
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from edge.audio.audiofile import load_audio
@@ -155,6 +157,31 @@ def test_corrupt_model_is_one_clear_error(int8_model_dir, tmp_path):
     with pytest.raises(ModelError) as err:
         Recognizer.from_dir(broken)
     assert "cannot load the model" in str(err.value) and "\n" not in str(err.value)
+
+
+def _stacked_cross_decoder(decoder: onnx.ModelProto) -> onnx.ModelProto:
+    """The decoder as a format-1 build had it: one stacked cross_k/cross_v [L, 1, H, T, D], sliced per layer."""
+    graph = decoder.graph
+    per_layer = [item for item in graph.input if item.name.startswith("cross_")]
+    layers = len(per_layer) // 2
+    for item in per_layer:
+        graph.input.remove(item)
+    for kind in ("cross_k", "cross_v"):
+        graph.input.append(helper.make_tensor_value_info(kind, TensorProto.FLOAT, [layers, 1, "H", "T", "D"]))
+        for layer in range(layers):
+            index = helper.make_tensor(f"{kind}_index_{layer}", TensorProto.INT64, [], [layer])
+            graph.node.insert(0, helper.make_node("Gather", [kind, index.name], [f"{kind}_{layer}"], axis=0))
+            graph.initializer.append(index)
+    return decoder
+
+
+def test_a_decoder_of_an_older_build_asks_for_a_rebuild(int8_model_dir, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(int8_model_dir, old, ignore=shutil.ignore_patterns("decoder.onnx"))
+    onnx.save(_stacked_cross_decoder(onnx.load(int8_model_dir / "decoder.onnx")), old / "decoder.onnx")
+    with pytest.raises(ModelError, match=r"decoder.onnx takes the stacked cross_k/cross_v of an older edge-asr build "
+                                         r"\(manifest format 1\): rebuild it with scripts/build_model.py$"):
+        Recognizer.from_dir(old)
 
 
 def _result(no_speech: float, avg_logprob: float, text: str = " I'm sorry,") -> DecodeResult:

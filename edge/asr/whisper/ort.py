@@ -14,8 +14,10 @@ import onnxruntime as ort
 
 from edge.accel.ort import CPU, ProviderSpec, session_options, tensorrt_profile
 from edge.asr.base import Interrupt, Interrupted
-from edge.asr.whisper.graph import CrossKV, SelfKV
+from edge.asr.whisper.graph import CrossKV, SelfKV, cross_feeds, cross_input
+from edge.errors import ModelError
 from edge.limits import MAX_BEAM
+
 
 class OrtWhisperBackend:
     """Whisper encoder + decoder as two onnxruntime sessions."""
@@ -43,8 +45,23 @@ class OrtWhisperBackend:
         self.decoder = ort.InferenceSession(
             str(self.model_dir / "decoder.onnx"), options, providers=list(decoder_providers or providers)
         )
+        self._check_cross_inputs()
         if self.active_providers == [CPU]:
             self._prove(int(dims["n_mels"]))
+
+    def _check_cross_inputs(self) -> None:
+        """A decoder from before manifest format 2 takes the stacked cross_k/cross_v: ask for a
+        rebuild in words, not with onnxruntime's missing-input error at the first step."""
+        inputs = {item.name for item in self.decoder.get_inputs()}
+        wanted = [cross_input(kind, layer) for kind in ("cross_k", "cross_v") for layer in range(self._layers)]
+        missing = [name for name in wanted if name not in inputs]
+        if not missing:
+            return
+        path = self.model_dir / "decoder.onnx"
+        if "cross_k" in inputs:
+            raise ModelError(f"{path} takes the stacked cross_k/cross_v of an older edge-asr build (manifest format 1): "
+                             "rebuild it with scripts/build_model.py")
+        raise ModelError(f"{path} lacks the decoder inputs {', '.join(missing)}: rebuild it with scripts/build_model.py")
 
     def _prove(self, n_mels: int) -> None:
         """Run two mel frames and one decoder step now: an onnxruntime without a kernel the graphs
@@ -102,8 +119,7 @@ class OrtWhisperBackend:
                 "tokens": tokens.astype(np.int64, copy=False),
                 "self_k": cache.k,
                 "self_v": cache.v,
-                "cross_k": cross.k,
-                "cross_v": cross.v,
+                **cross_feeds(cross.k, cross.v),
             },
         )
         return logits, SelfKV(k, v)
@@ -115,10 +131,11 @@ def tensorrt_profiles(dims: dict[str, int]) -> tuple[dict[str, str], dict[str, s
     head_dim, ctx, audio = dims["n_text_state"] // heads, dims["n_text_ctx"], dims["n_audio_ctx"]
     mels = dims["n_mels"]
     encoder = {"mel": ([1, mels, 2], [1, mels, audio], [1, mels, 2 * audio])}
+    cross = ([1, heads, 1, head_dim], [1, heads, audio // 2, head_dim], [1, heads, audio, head_dim])
     decoder = {
         "tokens": ([1, 1], [5, 1], [MAX_BEAM, ctx]),
         "self_k": ([layers, 1, heads, 0, head_dim], [layers, 5, heads, 64, head_dim], [layers, MAX_BEAM, heads, ctx, head_dim]),
-        "cross_k": ([layers, 1, heads, 1, head_dim], [layers, 1, heads, audio // 2, head_dim], [layers, 1, heads, audio, head_dim]),
     }
-    decoder["self_v"], decoder["cross_v"] = decoder["self_k"], decoder["cross_k"]
+    decoder["self_v"] = decoder["self_k"]
+    decoder.update({cross_input(kind, layer): cross for kind in ("cross_k", "cross_v") for layer in range(layers)})
     return tensorrt_profile(encoder), tensorrt_profile(decoder)

@@ -44,7 +44,7 @@ from edge.asr.whisper.features import (
     quietest_frame,
     window_frames,
 )
-from edge.asr.whisper.tokenizer import Tokenizer, TokenizerError
+from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
 from edge.manifest import tuning
@@ -167,7 +167,7 @@ class Recognizer:
         try:
             tokenizer = Tokenizer.from_dir(model_dir)
             backend = OrtWhisperBackend(model_dir, threads=threads)
-        except TokenizerError as exc:
+        except ModelError as exc:  # a TokenizerError, or a decoder of an older build
             raise ModelError(str(exc)) from None
         except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt graph
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
