@@ -454,6 +454,14 @@ def test_a_stale_caption_keeps_its_partial_through_a_dip() -> None:
     assert stats["partials_interrupted"] == 0 and out.errors == []
 
 
+def test_a_partial_that_a_stale_caption_kept_is_shown_when_it_finishes_in_the_dip() -> None:
+    """The partial finishes while the dip's speculative final waits behind it: the caption shows it at once,
+    before speech_end, not never."""
+    _, out, stats = _run_held_partial(500, [(0.0, 0.1)], release=True)
+    assert [e.TYPE for e in out.events] == ["speech_start", "partial", "speech_end", "final"]
+    assert out.of("partial")[0].text == "a partial" and stats["partials_interrupted"] == 0 and out.errors == []
+
+
 def test_the_end_interrupts_a_partial_that_a_stale_caption_kept() -> None:
     """The dip turns out to be the end: nothing can show that partial now, so the final stops waiting for it."""
     _, out, stats = _run_held_partial(500, [(0.0, 0.1)])

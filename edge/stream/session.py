@@ -434,8 +434,10 @@ class StreamingSession:
         return True
 
     def _publish_partial(self, job: Job, text: str) -> None:
+        """Shown while its utterance lasts, in a pause too: a partial a stale caption kept through a dip
+        (PREEMPT_STALE_INTERVALS) is the text the room waited for, and speech_end has not been sent yet."""
         utterance = self._utterance
-        if utterance is None or utterance.utterance_id != job.utterance_id or utterance.speculative or not text:
+        if utterance is None or utterance.utterance_id != job.utterance_id or not text:
             return
         stable, shown = utterance.stabilizer.update(text)
         utterance.has_text, utterance.shown_at = True, self._history.end
