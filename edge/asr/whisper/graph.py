@@ -39,7 +39,8 @@ def cross_input(kind: str, layer: int) -> str:
     One input per layer, not the encoder's stacked [L, ...] tensor: onnxruntime copies a slice
     of a graph input, so a stacked input cost every decoder step a copy of the whole encoder
     output. Per layer, the caller passes views of it and nothing is copied: whisper-base int8,
-    12 s of audio, 2 hypotheses, 2 threads, 7.1 -> 4.1 ms a step (docs/benchmarks.md).
+    30 s of audio, 2 hypotheses, 2 threads, 6.9-7.3 -> 5.1-5.5 ms a step
+    (scripts/bench_decoder_step.py; docs/benchmarks.md).
     """
     return f"{kind}_{layer}"
 
