@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.asr.whisper.graph import cross_input
+from edge.asr.whisper.graph import cross_input, cross_inputs
 
 OPSET = 17
 LN_EPSILON = 1e-5
@@ -377,8 +377,7 @@ def _decoder_inputs(dims: Dims) -> list[onnx.ValueInfoProto]:
         helper.make_tensor_value_info("self_k", TensorProto.FLOAT, cache),
         helper.make_tensor_value_info("self_v", TensorProto.FLOAT, cache),
     ] + [
-        helper.make_tensor_value_info(cross_input(name, i), TensorProto.FLOAT, cross)
-        for name in ("cross_k", "cross_v") for i in range(layers)
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, cross) for name in cross_inputs(layers)
     ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from edge.asr.whisper.graph import cross_input
 from edge.audio.audiofile import load_audio
 from edge.asr.whisper.decoding import DecodeOptions, DecodeResult
 from edge.asr.whisper.recognizer import Recognizer, WhisperOptions, shows_nothing, token_budget
@@ -170,7 +171,7 @@ def _stacked_cross_decoder(decoder: onnx.ModelProto) -> onnx.ModelProto:
         graph.input.append(helper.make_tensor_value_info(kind, TensorProto.FLOAT, [layers, 1, "H", "T", "D"]))
         for layer in range(layers):
             index = helper.make_tensor(f"{kind}_index_{layer}", TensorProto.INT64, [], [layer])
-            graph.node.insert(0, helper.make_node("Gather", [kind, index.name], [f"{kind}_{layer}"], axis=0))
+            graph.node.insert(0, helper.make_node("Gather", [kind, index.name], [cross_input(kind, layer)], axis=0))
             graph.initializer.append(index)
     return decoder
 

@@ -45,10 +45,14 @@ def cross_input(kind: str, layer: int) -> str:
     return f"{kind}_{layer}"
 
 
+def cross_inputs(layers: int) -> list[str]:
+    """All the decoder's cross inputs, keys of every layer then values."""
+    return [cross_input(kind, layer) for kind in ("cross_k", "cross_v") for layer in range(layers)]
+
+
 def cross_feeds(k: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     """The decoder's cross inputs from the encoder's stacked [L, 1, H, T, D] outputs, as views."""
-    return {cross_input(kind, layer): stacked[layer] for kind, stacked in (("cross_k", k), ("cross_v", v))
-            for layer in range(stacked.shape[0])}
+    return dict(zip(cross_inputs(k.shape[0]), [*k, *v]))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from edge.accel.ort import CPU, ProviderSpec, session_options, tensorrt_profile
 from edge.asr.base import Interrupt, Interrupted
-from edge.asr.whisper.graph import CrossKV, SelfKV, cross_feeds, cross_input
+from edge.asr.whisper.graph import CrossKV, SelfKV, cross_feeds, cross_inputs
 from edge.errors import ModelError
 from edge.limits import MAX_BEAM
 
@@ -53,8 +53,7 @@ class OrtWhisperBackend:
         """A decoder from before manifest format 2 takes the stacked cross_k/cross_v: ask for a
         rebuild in words, not with onnxruntime's missing-input error at the first step."""
         inputs = {item.name for item in self.decoder.get_inputs()}
-        wanted = [cross_input(kind, layer) for kind in ("cross_k", "cross_v") for layer in range(self._layers)]
-        missing = [name for name in wanted if name not in inputs]
+        missing = [name for name in cross_inputs(self._layers) if name not in inputs]
         if not missing:
             return
         path = self.model_dir / "decoder.onnx"
@@ -137,5 +136,5 @@ def tensorrt_profiles(dims: dict[str, int]) -> tuple[dict[str, str], dict[str, s
         "self_k": ([layers, 1, heads, 0, head_dim], [layers, 5, heads, 64, head_dim], [layers, MAX_BEAM, heads, ctx, head_dim]),
     }
     decoder["self_v"] = decoder["self_k"]
-    decoder.update({cross_input(kind, layer): cross for kind in ("cross_k", "cross_v") for layer in range(layers)})
+    decoder.update(dict.fromkeys(cross_inputs(layers), cross))
     return tensorrt_profile(encoder), tensorrt_profile(decoder)
