@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import logging
@@ -357,6 +358,47 @@ def test_half_closed_client_still_gets_its_reply_and_events(publisher: Publisher
     event = protocol.SpeechStart(utterance_id=1, start_s=0.0, audio_time_s=0.1)
     publisher.publish(event)
     assert client.event() == event.to_dict()
+
+
+def test_a_half_closed_client_that_then_closes_is_let_go_in_silence(sock_path: Path) -> None:
+    """`echo status | nc -U -q 1`: EOF first, the close later, and no event in between (a silent
+    room). Its slot used to be held until the next event, so such checks filled max_subscribers."""
+    pub = make_publisher(sock_path, max_subscribers=2)
+    pub.start()
+    try:
+        for _ in range(3):
+            client = connect(sock_path)
+            client.send(b'{"type":"status"}\n')
+            client.sock.shutdown(socket.SHUT_WR)
+            assert client.event()["type"] == "status"
+            time.sleep(0.3)  # nc's -q: the daemon reads EOF well before the close
+            client.close()
+            wait_for(lambda: pub.subscriber_count == 0, timeout=3.0)
+        both = [connect(sock_path), connect(sock_path)]  # hello, not too_many_subscribers
+        assert pub.subscriber_count == len(both)
+    finally:
+        pub.close(1.0)
+
+
+def test_a_client_that_asks_and_never_reads_is_held_back_by_its_socket(sock_path: Path) -> None:
+    """Replies wait for the client to take the ones before, so a client that sends and never reads
+    blocks on its own socket: the daemon holds one queued reply for it, not one per request."""
+    pub = make_publisher(sock_path, max_pending_finals=100_000)  # only back-pressure can bound it
+    pub.start()
+    try:
+        flooder = connect(sock_path, rcvbuf=4096)
+        flooder.sock.setblocking(False)
+        deadline = time.monotonic() + 3.0
+        with contextlib.suppress(BlockingIOError):
+            while time.monotonic() < deadline:
+                flooder.sock.send(b'{"type":"status"}\n' * 1000)
+        asking = connect(sock_path)
+        asking.send(b'{"type":"status"}\n')
+        status = asking.event()
+        held = next(q for q in status["subscriber_queues"] if q["id"] != status["subscriber_id"])
+        assert held["depth"] <= 1 and held["buffered_bytes"] <= 2 * 64 * 1024
+    finally:
+        pub.close(1.0)
 
 
 def test_failing_status_provider_gives_an_error_event(sock_path: Path) -> None:
