@@ -122,6 +122,37 @@ def test_status_reports_a_daemon_side_error(capsys, sock_path: Path) -> None:
     assert code == 1 and out == "" and "warming up" in err
 
 
+def test_status_skips_broadcasts_that_arrive_before_its_reply(capsys, sock_path: Path) -> None:
+    """An `overload` error (the connection stays open) and a reload's `status` broadcast can come
+    first: in overload, when an operator most needs `edge-asr status`, it used to fail."""
+    sock_path.parent.mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen()
+    lines = [
+        {"type": "hello", "audio_time_s": 1.0},
+        {"type": "error", "reason": "overload", "message": "decoding is behind", "audio_time_s": 1.0},
+        {"type": "status", "audio_time_s": 1.1, "message": "reloaded"},
+        {"type": "status", "audio_time_s": 1.2, "backend": "cpu", "subscribers": 1, "subscriber_id": 4,
+         "subscriber_queues": []},
+    ]
+
+    def daemon() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+
+    thread = threading.Thread(target=daemon)
+    thread.start()
+    try:
+        code, out, err = run_cli(capsys, "status", "--socket", str(sock_path), "--format", "json")
+    finally:
+        thread.join()
+        server.close()
+    assert (code, err) == (0, "") and json.loads(out)["subscriber_id"] == 4
+
+
 def test_status_without_daemon_fails(capsys, sock_path: Path) -> None:
     code, out, err = run_cli(capsys, "status", "--socket", str(sock_path), "--format", "json")
     assert code == 1 and out == "" and err.startswith("edge-asr status: no edge-asr daemon at")

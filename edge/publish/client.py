@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import fields
+from typing import Any
 
 from edge.publish import protocol
 
@@ -20,6 +21,14 @@ RECV_BYTES = 65536
 
 class DaemonUnavailable(Exception):
     """No daemon to talk to, or it went away badly; the message is one line for the user."""
+
+
+def refuse_newer_protocol(version: Any, app: str) -> None:
+    """docs/protocol.md: an app refuses a daemon whose hello names a newer protocol, whose fields may
+    mean something else now. DaemonUnavailable names the fix."""
+    if isinstance(version, int) and version > protocol.PROTOCOL_VERSION:
+        raise DaemonUnavailable(f"the daemon speaks protocol {version}, newer than this {app}'s "
+                                f"{protocol.PROTOCOL_VERSION}: upgrade edge-asr")
 
 
 def connect(path: str, timeout: float | None = None) -> socket.socket:
@@ -164,8 +173,14 @@ def parse_event(line: bytes) -> protocol.Event:
     return protocol.Event.from_dict(data)
 
 
+# The errors that answer a status request. Others can arrive first and are not the answer: an
+# `overload` broadcast (the connection stays open) while an operator asks why the box is slow.
+STATUS_FAILURES = protocol.CLOSING_ERRORS | {"status_unavailable"}
+
+
 def request_status(path: str, timeout: float) -> dict:
-    """The daemon's status event; DaemonUnavailable if there is none or it answers an error."""
+    """The daemon's status event; DaemonUnavailable if there is none or it answers an error.
+    A `status` broadcast (a reload's) has no subscriber_id: the reply to this request has."""
     with connect(path, timeout) as sock:
         try:
             sock.sendall(b'{"type":"status"}\n')
@@ -173,9 +188,9 @@ def request_status(path: str, timeout: float) -> dict:
             raise DaemonUnavailable(f"cannot send to {path}: {exc.strerror or exc}") from None
         for line in read_lines(sock):
             event = _decode(line)
-            if event["type"] == "status":
+            if event["type"] == "status" and "subscriber_id" in event:
                 return event
-            if event["type"] == "error":
+            if event["type"] == "error" and event.get("reason") in STATUS_FAILURES:
                 raise DaemonUnavailable(f"the daemon answered: {event.get('message', event)}")
     raise DaemonUnavailable("the daemon closed the connection before answering")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.publish import protocol
-from edge.publish.client import DaemonUnavailable, Subscription, parse_event
+from edge.publish.client import Subscription, parse_event, refuse_newer_protocol
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,7 @@ class DaemonFeed:
             self._emit(*message)
 
     def _greet(self, hello: protocol.Hello) -> None:
-        if hello.protocol_version > protocol.PROTOCOL_VERSION:
-            raise DaemonUnavailable(
-                f"the daemon speaks protocol {hello.protocol_version}, newer than this caption server's "
-                f"{protocol.PROTOCOL_VERSION}: upgrade edge-asr"
-            )
+        refuse_newer_protocol(hello.protocol_version, "caption server")
         self._tell(True, f"{hello.model} on {hello.backend}")
 
     def _tell(self, connected: bool, message: str) -> None:

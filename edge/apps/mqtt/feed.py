@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.apps.mqtt.retry import Reconnecting
 from edge.publish import protocol
-from edge.publish.client import Subscription
+from edge.publish.client import Subscription, refuse_newer_protocol
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +57,6 @@ class DaemonFeed:
             log.warning("skipped a line from the daemon: %s", exc)
             return
         if event["type"] == protocol.Hello.TYPE:  # served, not just accepted: a refused connection keeps backing off
+            refuse_newer_protocol(event.get("protocol_version"), "MQTT bridge")
             self._retry.connected(f"reading the daemon at {self._subscription.path}")
         self._on_event(event)
