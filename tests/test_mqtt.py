@@ -11,6 +11,7 @@ scripts/fleet_consumer.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import types
 import subprocess
 import sys
 import threading
@@ -649,6 +651,34 @@ def test_numbers_out_of_range_from_the_daemon_do_not_stop_the_bridge(tmp_path: P
     assert bridge.core._spool.missed == 0
 
 
+class _Link:
+    """What the bridge uses of a paho client: publish, numbering each message."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def publish(self, topic: str, body: bytes, qos: int = 0, retain: bool = False) -> Any:
+        self.sent.append(json.loads(body).get("utterance_id", -1) if topic.endswith("/final") else -1)
+        return types.SimpleNamespace(mid=len(self.sent))
+
+
+def test_finals_acknowledged_as_the_link_drops_are_not_sent_again(tmp_path: Path) -> None:
+    """paho can read PUBACKs in the same loop call that loses the connection: they used to be
+    thrown away by the next connection, and those finals were sent twice."""
+    bridge = _OfflineBridge(tmp_path)
+    first = _Link()
+    bridge.core.link_up(first)
+    bridge.hello("R")
+    bridge.finals(1, 2, 3)
+    for mid, uid in enumerate(first.sent, 1):
+        if uid in (1, 2):
+            bridge.core.acked(first, mid)
+    bridge.core.link_down("the broker went away")
+    second = _Link()
+    bridge.core.link_up(second)
+    assert [uid for uid in second.sent if uid > 0] == [3] and bridge.spooled() == [3]
+
+
 def test_disabled_bridge_exits_with_ex_config(tmp_path: Path) -> None:
     bridge = Bridge(tmp_path, tmp_path / "none.sock", 1883, enabled=False)
     result = subprocess.run([sys.executable, "-m", "edge", "mqtt", "--config", str(bridge.config)],
@@ -694,6 +724,36 @@ def test_a_daemon_that_turns_the_bridge_away_is_named_and_retried_with_backoff(
     finally:
         holder._sock.close()
         publisher.close(timeout=1.0)
+
+
+def test_a_daemon_with_a_newer_protocol_is_refused_by_name(sock_path: Path) -> None:
+    """docs/protocol.md: refuse a newer protocol_version, whose fields may mean something else."""
+    from edge.apps.mqtt.feed import DaemonFeed
+
+    sock_path.parent.mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen()
+    events: list[dict] = []
+    feed = DaemonFeed(str(sock_path), events.append, lambda reason: None)
+
+    def daemon() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b'{"type":"hello","audio_time_s":0.0,"protocol_version":2,"model":"m","backend":"cpu",'
+                         b'"sample_rate":16000}\n{"type":"final","audio_time_s":1.0}\n')
+            conn.settimeout(3.0)  # a bridge that reads on is cut off here, and the test fails rather than hangs
+            with contextlib.suppress(TimeoutError):
+                conn.recv(10)
+
+    thread = threading.Thread(target=daemon)
+    thread.start()
+    try:
+        reason = feed._follow(threading.Event())
+    finally:
+        thread.join()
+        server.close()
+    assert reason == "the daemon speaks protocol 2, newer than this MQTT bridge's 1: upgrade edge-asr" and events == []
 
 
 class _QuietListener:

@@ -191,7 +191,9 @@ class Bridge:
         self._state_changed()
 
     def link_down(self, reason: str) -> None:
+        """PUBACKs read in the loop that lost the link still count: settled now, those finals are not sent again."""
         with self._lock:
+            self._settle()
             self._client = None
         self._last_broker_error = reason
         self._state_changed()
