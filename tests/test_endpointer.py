@@ -113,3 +113,23 @@ def test_the_limit_reached_in_the_closing_pause_ends_the_utterance_there() -> No
         out = run(probs, SETTINGS, flush=True)
         assert [b.kind for b in out if b.kind in ("start", "end")] == ["start", "end"], (early, out)
         assert ends(out)[0].end - out[0].start <= SETTINGS.max_utterance_s * SAMPLE_RATE
+
+
+def test_a_low_threshold_still_hears_silence() -> None:
+    """At vad.threshold 0.1 the hysteresis (0.15) left no probability silent: the utterance never
+    ended and went on in forced splits through a minute of silence."""
+    settings = replace(SETTINGS, threshold=0.1)
+    out = run([0.9] * windows(2000) + [0.0] * windows(60_000), settings)
+    assert [b.kind for b in out] == ["start", "pause", "end"]
+    assert out[-1].end == windows(2000) * WINDOW + 96 * SAMPLE_RATE // 1000
+
+
+def test_a_reload_that_lowers_the_limit_in_a_pause_keeps_the_speech_heard() -> None:
+    """15 s of speech, a pause, then max_utterance_s 20 -> 5: the utterance used to end at 5 s and the
+    10 s of speech after it were in no final."""
+    endpointer = Endpointer(SETTINGS)
+    out = [b for p in [0.9] * windows(15_000) + [0.1] for b in endpointer.update(p)]
+    endpointer.settings = replace(SETTINGS, max_utterance_s=5)
+    out += [b for p in [0.1] * 20 for b in endpointer.update(p)]
+    assert [b.kind for b in out] == ["start", "pause", "end"]
+    assert out[-1].end >= windows(15_000) * WINDOW

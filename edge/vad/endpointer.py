@@ -22,6 +22,10 @@ from edge.audio.base import SAMPLE_RATE
 from edge.vad.silero import WINDOW
 
 HYSTERESIS = 0.15  # speech continues until the probability falls this far below the threshold
+# ... but never below this: at vad.threshold <= 0.15 (the config allows 0.05) no probability was
+# silent, so an utterance never ended and went on in forced splits through silence. Silero's
+# get_speech_timestamps uses the same floor.
+SILENCE_FLOOR = 0.01
 SPLIT_SEARCH_S = 3.0  # a forced split is cut at the quietest window of this last stretch (or of its last half)
 
 Kind = Literal["start", "pause", "resume", "end"]
@@ -62,6 +66,11 @@ class Boundary:
 
 def _samples(ms: float) -> int:
     return int(round(ms * SAMPLE_RATE / 1000))
+
+
+def _silent(probability: float, threshold: float) -> bool:
+    """Below the threshold by the hysteresis, with a floor: a pause, or no speech."""
+    return probability < max(threshold - HYSTERESIS, SILENCE_FLOOR)
 
 
 class Endpointer:
@@ -119,7 +128,7 @@ class Endpointer:
             if self._candidate is None:
                 self._candidate, self._voiced = window_start, 0
             self._voiced += WINDOW
-        elif probability < s.threshold - HYSTERESIS:
+        elif _silent(probability, s.threshold):
             self._candidate = None
         if self._candidate is None or self._voiced < max(_samples(s.min_speech_ms), 1):
             return []
@@ -136,7 +145,7 @@ class Endpointer:
             if self._paused:
                 out.append(Boundary("resume", self._start))
             self._silence, self._paused = None, False
-        elif probability < s.threshold - HYSTERESIS and self._silence is None:
+        elif _silent(probability, s.threshold) and self._silence is None:
             self._silence = window_start
         if self._silence is not None:
             if self._position - self._silence >= _samples(s.min_silence_ms):
@@ -146,8 +155,9 @@ class Endpointer:
                 out.append(Boundary("pause", self._start, self._position))
         limit = self._start + int(s.max_utterance_s * SAMPLE_RATE)
         if self._position >= limit:
-            if self._silence is not None:  # the limit fell in a pause: end there, not split off a sliver of it
-                return out + self._finish(min(self._padded_end(), limit))
+            if self._silence is not None:  # the limit fell in a pause: end there, not split off a sliver of it,
+                # and not before the speech heard (a reload that lowered the limit in a pause cut it there)
+                return out + self._finish(min(self._padded_end(), max(limit, self._silence)))
             out += self._split()
         return out
 
