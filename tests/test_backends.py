@@ -46,10 +46,14 @@ def rk3588_root(tmp_path: Path, *, runtime: bool = True) -> Path:
     return root
 
 
-def rknn_models(tmp_path: Path, *, complete: bool = True) -> Path:
+RKNN_MANIFEST = {"format": 1, "dims": {"n_text_layer": 4, "n_text_head": 6, "n_text_state": 384},
+                 "encoder_frames": [500, 1000], "batch": 5, "cache_slots": 224, "mask_value": -10000.0}
+
+
+def rknn_models(tmp_path: Path, *, complete: bool = True, manifest: object = RKNN_MANIFEST) -> Path:
     directory = tmp_path / "rknn-models"
     directory.mkdir()
-    (directory / "rknn_manifest.json").write_text(json.dumps({"encoder_frames": [500, 1000]}))
+    (directory / "rknn_manifest.json").write_text(json.dumps(manifest))
     stems = ["encoder_500", "decoder_500", "encoder_1000", "decoder_1000"]
     for stem in stems if complete else stems[:2]:
         (directory / f"{stem}.rknn").write_bytes(b"")
@@ -127,6 +131,22 @@ def test_rk3588_missing_pieces_are_named(tmp_path: Path, int8_model_dir: Path, r
     cfg = make_config(int8_model_dir, tmp_path, rknn_model_dir=str(rknn_models(tmp_path, complete=complete)))
     row = by_name(survey(cfg, probe))["rknn"]
     assert not row.available and reason in row.reason
+
+
+@pytest.mark.parametrize(("manifest", "problem"), [
+    ([], "not a JSON object"),
+    ({**RKNN_MANIFEST, "encoder_frames": 1000}, "encoder_frames 1000 is not a list of frame counts"),
+    ({**RKNN_MANIFEST, "dims": {}}, "dims {} lacks whole numbers for n_text_layer, n_text_head, n_text_state"),
+    ({**RKNN_MANIFEST, "batch": "5"}, "batch '5' is not a whole number above 0"),
+])
+def test_a_malformed_rknn_manifest_is_named_and_leaves_the_other_backends(tmp_path: Path, int8_model_dir: Path,
+                                                                          manifest: object, problem: str) -> None:
+    """It was a KeyError or TypeError traceback from `run` and `backends`, even with inference.backend: cpu."""
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
+    models = rknn_models(tmp_path, manifest=manifest)
+    rows = by_name(survey(make_config(int8_model_dir, tmp_path, rknn_model_dir=str(models)), probe))
+    assert not rows["rknn"].available and rows["cpu"].available
+    assert rows["rknn"].reason.startswith(f"{models / 'rknn_manifest.json'}: {problem}; convert the model again")
 
 
 def test_rk3588_without_converted_models(tmp_path: Path, int8_model_dir: Path) -> None:
@@ -269,6 +289,31 @@ def test_tensorrt_provider_chain(fp32_model_dir: Path, tmp_path: Path) -> None:
 def test_accelerators_use_the_fp32_graphs(int8_model_dir: Path, fp32_model_dir: Path) -> None:
     assert accelerator_model_dir(int8_model_dir) == fp32_model_dir
     assert accelerator_model_dir(fp32_model_dir) == fp32_model_dir
+
+
+def _linked_pair(tmp_path: Path, int8_model_dir: Path, fp32_model_dir: Path, **sibling_fields) -> Path:
+    """model.path and its fp32 sibling, their files linked, the sibling's manifest changed by `sibling_fields`."""
+    for source, changes in ((int8_model_dir, {}), (fp32_model_dir, sibling_fields)):
+        copy = tmp_path / source.name
+        copy.mkdir(parents=True)
+        for item in source.iterdir():
+            if item.name != "manifest.json":
+                (copy / item.name).symlink_to(item)
+        manifest = json.loads((source / "manifest.json").read_text())
+        (copy / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+    return tmp_path / int8_model_dir.name
+
+
+def test_the_fp32_graphs_a_gpu_runs_are_checked_like_model_path(tmp_path: Path, int8_model_dir: Path,
+                                                                  fp32_model_dir: Path) -> None:
+    """They were opened unchecked: a damaged decoder.onnx, or one left from another build, ran and the GPU
+    printed other words than the CPU; now the GPU backend fails to start, and selection falls back."""
+    files = json.loads((fp32_model_dir / "manifest.json").read_text())["files"]
+    damaged = {**files, "decoder.onnx": {**files["decoder.onnx"], "sha256": "0" * 64}}
+    with pytest.raises(BackendError, match=r"decoder.onnx: content does not match .*the GPU runs .*whisper-tiny.en-fp32"):
+        accelerator_model_dir(_linked_pair(tmp_path / "damaged", int8_model_dir, fp32_model_dir, files=damaged))
+    with pytest.raises(BackendError, match=r"is not the fp32 build of .*\(its builder differ\)"):
+        accelerator_model_dir(_linked_pair(tmp_path / "stale", int8_model_dir, fp32_model_dir, builder={"version": 0}))
 
 
 class _Named:

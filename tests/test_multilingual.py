@@ -67,6 +67,7 @@ def test_chinese_is_shown_simplified_without_spaces_between_han() -> None:
     assert tidy("我们用 Kubernetes 部署 到 深圳", "zh") == "我们用 Kubernetes 部署到深圳"
     assert tidy("2024年3月,股价涨了3.5%", "zh") == "2024年3月，股价涨了3.5%"  # numbers stay as written
     assert tidy("他说: 好的. OK, fine.", "zh") == "他说：好的。OK, fine."
+    assert tidy("好的... 走吧…", "zh") == "好的……走吧……"  # an ellipsis, not "。.."
     assert tidy("Hello world", "en") == "Hello world"
     assert tidy("這是", "yue") == "這是"  # Cantonese keeps the model's characters
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_an_interrupt_is_checked_before_each_npu_call(rknn_backend: RknnWhisperB
         assert (opened["decoder_500"].calls, opened["encoder_500"].calls) == calls
     logits, _ = rknn_backend.decode(tokens, rknn_backend.empty_cache(1), cross)
     assert opened["decoder_500"].calls == calls[0] + 2 and logits.shape[0] == 1
+
+
+def test_warm_up_opens_and_runs_what_the_shortest_utterance_uses(static_dir: Path, fp32_model_dir: Path) -> None:
+    """Every window is at least 10 s: the 10 s bucket's encoder and decoder, not the 5 s encoder alone, so
+    that a decoder RKNNLite cannot load fails selection at start-up rather than the first utterance."""
+    opened: dict[str, OrtStaticModel] = {}
+
+    def opener(stem: str) -> OrtStaticModel:
+        opened[stem] = OrtStaticModel(static_dir / f"{stem}.onnx")
+        return opened[stem]
+
+    RknnWhisperBackend(static_dir, fp32_model_dir, opener=opener).warm_up()
+    assert {stem: model.calls for stem, model in opened.items()} == {"encoder_1000": 1, "decoder_1000": 1}
+
+
+def test_rknn_files_of_another_model_are_refused_by_name(static_dir: Path, fp32_model_dir: Path, tmp_path: Path) -> None:
+    """whisper-base as model.path with tiny.en's .rknn files failed at the first decode (51865 tokens, 51864 logits)."""
+    manifest = json.loads((fp32_model_dir / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "dims": {**manifest["dims"], "n_vocab": 51865}}))
+    with pytest.raises(BackendError, match=f"{static_dir} was converted from another model than {tmp_path} \\(n_vocab differ\\)"):
+        RknnWhisperBackend(static_dir, tmp_path, opener=lambda stem: None)

@@ -43,13 +43,42 @@ class StaticModel(Protocol):
 ModelOpener = Callable[[str], StaticModel]  # stem ("encoder_1000") -> loaded model
 
 
+DIMS = ("n_text_layer", "n_text_head", "n_text_state")  # the decoder's shape, which the backend lays out
+
+
 def read_manifest(model_dir: Path) -> dict:
-    """rknn_manifest.json written by scripts/rknn_export.py (copied by convert_rknn.py)."""
+    """rknn_manifest.json written by scripts/rknn_export.py (copied by convert_rknn.py), its fields checked:
+    one of the wrong shape was a KeyError at start-up, even with inference.backend: cpu (survey reads it)."""
     path = Path(model_dir) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot read {path}: {exc}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise BackendError(f"{path}: {problem}; convert the model again with scripts/convert_rknn.py")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    frames = manifest.get("encoder_frames")
+    if not isinstance(frames, list) or not frames or not all(map(_count, frames)):
+        return f"encoder_frames {frames!r} is not a list of frame counts"
+    for key in ("batch", "cache_slots"):
+        if not _count(manifest.get(key)):
+            return f"{key} {manifest.get(key)!r} is not a whole number above 0"
+    if type(manifest.get("mask_value")) not in (int, float):
+        return f"mask_value {manifest.get('mask_value')!r} is not a number"
+    dims = manifest.get("dims")
+    if not isinstance(dims, dict) or not all(_count(dims.get(key)) for key in DIMS):
+        return f"dims {dims!r} lacks whole numbers for {', '.join(DIMS)}"
+    return None
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value > 0
 
 
 def missing_files(model_dir: Path, suffix: str = ".rknn") -> list[str]:

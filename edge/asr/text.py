@@ -18,7 +18,7 @@ _HAN = re.compile(f"[{CJK_CHARS}]")
 _SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK_CHARS}])\\s+(?=[{CJK_CHARS}])")
 # ASCII punctuation right after a Han character, as whisper-base often writes it in Chinese
 _FULL_WIDTH = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
-_ASCII_AFTER_HAN = re.compile("(?<=[\u3400-\u9fff])([,.?!:;])\\s*")
+_ASCII_AFTER_HAN = re.compile("(?<=[\u3400-\u9fff])(\\.{2,}|…+|[,.?!:;])\\s*")  # an ellipsis first: "好的..."
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han characters
 
@@ -50,8 +50,8 @@ def join_cjk(text: str) -> str:
 
 
 def full_width_punctuation(text: str) -> str:
-    """"好的, 走吧." -> "好的，走吧。": Chinese punctuation after Chinese text; "3.5" and "OK, fine" stay."""
-    return _ASCII_AFTER_HAN.sub(lambda m: _FULL_WIDTH[m.group(1)], text)
+    """"好的, 走吧..." -> "好的，走吧……": Chinese punctuation after Chinese text; "3.5" and "OK, fine" stay."""
+    return _ASCII_AFTER_HAN.sub(lambda m: _FULL_WIDTH.get(m.group(1), "……"), text)
 
 
 def tidy(text: str, language: str) -> str:

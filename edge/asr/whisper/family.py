@@ -7,17 +7,14 @@ from typing import TYPE_CHECKING
 import json
 from pathlib import Path
 
-import numpy as np
-
 from edge.accel.ort import REQUIRED_PROVIDER, provider_chain
-from edge.asr.whisper.features import N_MELS
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
 from edge.asr.whisper.recognizer import Recognizer
 from edge.asr.whisper.rknn import RknnWhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.errors import BackendError
-from edge.manifest import tuning
+from edge.manifest import read, tuning, verify
 
 if TYPE_CHECKING:  # the schema is not loaded for offline transcription
     from edge.config import Config
@@ -34,20 +31,38 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
     return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(model_dir), use_context=tuning(model_dir).context)
 
 
+# What an fp32 sibling must share with model.path to be the same model: one left from another build
+# would run, and the GPU would print other words than the CPU fallback.
+SAME_BUILD = ("format", "source", "builder", "dims")
+
+
 def accelerator_model_dir(model_path: Path) -> Path:
-    """GPUs run the fp32 graphs: the int8 ones use quantization ops TensorRT cannot take (models/README.md)."""
+    """GPUs run the fp32 graphs: the int8 ones use quantization ops TensorRT cannot take (models/README.md).
+
+    The sibling is checked as model.path is (size and sha256 of every file: a flipped byte loads and
+    runs, wrong), and must come from the same build; BackendError says which and how to fix it.
+    """
     manifest = json.loads((Path(model_path) / "manifest.json").read_text())
     if manifest.get("precision") != "int8":
         return Path(model_path)
     sibling = Path(model_path).with_name(Path(model_path).name.replace("-int8", "-fp32"))
-    return sibling if (sibling / "manifest.json").is_file() else Path(model_path)
+    if not (sibling / "manifest.json").is_file():
+        return Path(model_path)
+    problems = verify(sibling)
+    if problems:
+        raise BackendError(f"{problems[0]}: the GPU runs {sibling}; rebuild it with scripts/build_model.py")
+    other = [key for key in SAME_BUILD if read(sibling).get(key) != manifest.get(key)]
+    if other:
+        raise BackendError(f"{sibling} is not the fp32 build of {model_path} (its {', '.join(other)} differ): "
+                           "rebuild both with scripts/build_model.py")
+    return sibling
 
 
 def open_backend(name: str, cfg: Config) -> WhisperBackend:
     """Start the graphs on one backend and prove they run where they were asked to."""
     if name == "rknn":
         backend = RknnWhisperBackend(cfg.inference.rknn_model_dir, cfg.model.path, core_mask=cfg.inference.rknn_core_mask)
-        backend.encode(np.zeros((N_MELS, 2), np.float32))  # loads the NPU runtime now, not mid-utterance
+        backend.warm_up()
         return backend
     return _open_ort(name, cfg)
 

@@ -28,8 +28,10 @@ import numpy as np
 
 from edge.accel.rknn import ModelOpener, StaticModel, read_manifest, rknnlite_opener
 from edge.asr.base import Interrupt
+from edge.asr.whisper.features import FRAMES_PER_SECOND, MIN_WINDOW_SECONDS, N_MELS
 from edge.asr.whisper.graph import CrossKV, SelfKV
 from edge.errors import BackendError
+from edge.manifest import read
 
 
 class RknnWhisperBackend:
@@ -42,6 +44,7 @@ class RknnWhisperBackend:
         self.rknn_dir = Path(rknn_dir)
         manifest = read_manifest(self.rknn_dir)
         dims = manifest["dims"]
+        _check_same_model(dims, self.rknn_dir, self.model_dir)
         self._layers, self._heads = int(dims["n_text_layer"]), int(dims["n_text_head"])
         self._head_dim = int(dims["n_text_state"]) // self._heads
         self._buckets = sorted(int(f) for f in manifest["encoder_frames"])
@@ -50,6 +53,13 @@ class RknnWhisperBackend:
         self._open = opener or rknnlite_opener(self.rknn_dir, core_mask)
         self._models: dict[str, StaticModel] = {}
         self._interruptible = threading.local()  # `interrupt` inside `interruptible`, for its thread only
+
+    def warm_up(self) -> None:
+        """Open and run what the shortest utterance uses (every window is at least MIN_WINDOW_SECONDS: that
+        bucket's encoder and decoder) at start-up, so that a .rknn RKNNLite cannot load fails selection
+        rather than the first utterance."""
+        cross = self.encode(np.zeros((N_MELS, int(MIN_WINDOW_SECONDS * FRAMES_PER_SECOND)), np.float32))
+        self.decode(np.zeros((1, 1), np.int64), self.empty_cache(1), cross)
 
     def _model(self, stem: str) -> StaticModel:
         """Open lazily: a short-utterance box never loads the 30 s bucket."""
@@ -137,3 +147,17 @@ class RknnWhisperBackend:
         for model in self._models.values():
             model.release()
         self._models.clear()
+
+
+def _check_same_model(dims: dict, rknn_dir: Path, model_dir: Path) -> None:
+    """The .rknn files and model.path (whose tokenizer reads their logits) must be one model: the defaults
+    pair whisper-tiny.en-rknn with whatever model.path says, and base's 51865 tokens against tiny.en's
+    51864 logits failed at the first decode."""
+    try:
+        expected = read(model_dir)["dims"]
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read {Path(model_dir) / 'manifest.json'}: {exc}") from None
+    other = [key for key in expected if dims.get(key) != expected[key]]
+    if other:
+        raise BackendError(f"{rknn_dir} was converted from another model than {model_dir} ({', '.join(other)} differ): "
+                           "convert model.path with scripts/convert_rknn.py and point inference.rknn_model_dir at it")
