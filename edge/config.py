@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from edge.errors import one_line
+from edge.errors import one_line, visible
 from edge.languages import AUTO, LanguageError, check_language
 from edge.limits import MAX_BEAM, MAX_SPEECH_PAD_MS, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 from edge.vocabulary import (
@@ -114,7 +115,26 @@ def _base_dir(info: ValidationInfo) -> Path:
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
-    return (_base_dir(info) / value.expanduser()).resolve()
+    """Relative to the config file; a `~user` this box lacks or a symlink loop is the key's error (they were
+    RuntimeError tracebacks)."""
+    try:
+        return (_base_dir(info) / value.expanduser()).resolve()
+    except (RuntimeError, OSError) as exc:
+        raise _problem(f"cannot be resolved to a path ({one_line(exc)})") from None
+
+
+def _kind_problem(path: Path, kind: str, missing_ok: bool = False) -> str | None:
+    """Why `path` is not the existing `kind` ("file" or "directory") a key names, or None. One the user
+    cannot reach says so: a PermissionError from `sudo -u edge-asr edge-asr check-config` was a traceback."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None if missing_ok else f"-> {path} does not exist"
+    except OSError as exc:
+        return f"-> {path} cannot be reached ({exc.strerror or exc}; the service user needs access to it)"
+    if not (stat.S_ISDIR(mode) if kind == "directory" else stat.S_ISREG(mode)):
+        return f"-> {path} is not a {kind}"
+    return None
 
 
 def _require_absolute(value: Path | None) -> Path | None:
@@ -142,7 +162,15 @@ def _check_port(value: int) -> int:
     return _zero_or_range(value, 1024, 65535)
 
 
-LaxPath = Annotated[Path, Field(strict=False)]
+def _no_nul(value: Path) -> Path:
+    """A NUL cannot be in a path: check-config passed "/tmp/a\\0b.sock" and `run` died on it with a traceback."""
+    if "\0" in str(value):
+        raise _problem("holds a NUL character, which no path can")
+    return value
+
+
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (sun_path is 108 with its NUL)
+LaxPath = Annotated[Path, Field(strict=False), AfterValidator(_no_nul)]
 
 
 def _whole(default: int, low: int, high: int, unit: str = "") -> Any:
@@ -217,9 +245,10 @@ class ModelConfig(Section):
     @classmethod
     def _model_dir(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
+        problem = _kind_problem(path, "directory")
+        if problem:
+            raise _problem(problem)
         try:
-            if not path.is_dir():
-                raise _problem(f"-> {path} is not a directory" if path.exists() else f"-> {path} does not exist")
             if not (path / "manifest.json").is_file():
                 raise _problem(f"-> {path} has no manifest.json")
         except OSError as exc:  # a directory the service user may not enter
@@ -267,8 +296,9 @@ class InferenceConfig(Section):
     @classmethod
     def _rknn_dir(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if info.data.get("backend") == "rknn" and not path.is_dir():
-            raise _problem(f"-> {path} is not a directory (needed because inference.backend is rknn)")
+        problem = _kind_problem(path, "directory") if info.data.get("backend") == "rknn" else None
+        if problem:
+            raise _problem(f"{problem} (needed because inference.backend is rknn)")
         return path
 
 
@@ -282,9 +312,19 @@ class PublishConfig(Section):
     tcp_port: int = _port(0, "off")
     tcp_host: str = Field("127.0.0.1", description="an IP address, e.g. 127.0.0.1")
 
-    _socket = field_validator("socket")(_require_absolute)
     _valid_tcp_port = field_validator("tcp_port")(_check_port)
     _host = field_validator("tcp_host")(_require_ip)
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: Path) -> Path:
+        """Absolute, and short enough for a Unix socket's address (sun_path: 107 bytes and a NUL); a longer
+        one passed check-config and stopped `run` ("AF_UNIX path too long")."""
+        _require_absolute(value)
+        size = len(os.fsencode(value))
+        if size > MAX_SOCKET_PATH:
+            raise _problem(f"is {size} bytes long; a Unix socket path can be at most {MAX_SOCKET_PATH}")
+        return value
 
     @field_validator("socket_mode")
     @classmethod
@@ -386,7 +426,14 @@ class DebugConfig(Section):
         None, description="null, or an absolute directory (audio is written to disk only when set)"
     )
 
-    _dir = field_validator("record_audio_dir")(_require_absolute)
+    @field_validator("record_audio_dir")
+    @classmethod
+    def _dir(cls, value: Path | None) -> Path | None:
+        """Absolute, and a directory if it exists (it is made if not): /etc/passwd stopped `run` at start."""
+        problem = value is not None and _kind_problem(_require_absolute(value), "directory", missing_ok=True)
+        if problem:
+            raise _problem(problem)
+        return value
 
 
 _BOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -406,8 +453,9 @@ def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
     if value is None:
         return None
     path = _resolve(value, info)
-    if not path.is_file():
-        raise _problem(f"-> {path} is not a file" if path.exists() else f"-> {path} does not exist")
+    problem = _kind_problem(path, "file")
+    if problem:
+        raise _problem(problem)
     return path
 
 
@@ -868,7 +916,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         return (f"{key}.{item}" if item else key), error["ctx"]["message"]
     if error["type"] == "extra_forbidden":
         key = ".".join(str(part) for part in error["loc"])
-        return key, f"{key} is not a known key{_suggest(error['loc'])}"
+        return key, f"{visible(key)} is not a known key{_suggest(error['loc'])}"
     parts, description = _field_path(error["loc"])
     key = ".".join(parts)
     if error["type"] == "missing":
@@ -885,6 +933,8 @@ def _reason(error: dict[str, Any], in_union: bool) -> str:
         return error["ctx"]["reason"]
     if kind == "bool_type" and isinstance(error["input"], str) and error["input"].strip().lower() in ("true", "false"):
         return "is text in quotes; write true or false without quotes"
+    if kind == "string_type" and isinstance(error["input"], bool):  # model.language: no (Norwegian)
+        return "is true/false (YAML reads a bare yes, no, on or off that way: put the value in quotes)"
     if in_union:
         return "is not allowed"
     if kind.endswith("_type") or kind == "bool_parsing":
@@ -953,5 +1003,5 @@ def _show(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = f'"{value}"' if isinstance(value, (str, Path)) else repr(value)
+    text = f'"{visible(str(value))}"' if isinstance(value, (str, Path)) else repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."

@@ -7,13 +7,27 @@ already written for the person reading the journal, so callers print it as is.
 
 from __future__ import annotations
 
+import unicodedata
+
 MAX_LINE = 200
+INVISIBLE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (soft hyphen, zero-width space, BOM), lone surrogates
 
 
 def one_line(exc: BaseException, limit: int = MAX_LINE) -> str:
     """An exception as one short line: whitespace folded, the type when there is no message."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def codepoint(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def visible(text: str) -> str:
+    """`text` as a message may quote it: what a terminal does not show (controls, format characters such as
+    a soft hyphen, spaces other than the plain one, like a pasted non-breaking space) as \\uXXXX."""
+    return "".join(codepoint(ch) if unicodedata.category(ch) in INVISIBLE or (ch.isspace() and ch != " ") else ch
+                   for ch in text)
 
 
 class StartupError(Exception):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.errors import INVISIBLE, codepoint, visible
+
 MAX_TERMS = 500  # rooms need tens; the cap bounds a request's size and the prefix tree
 MAX_TERM_CHARS = 48  # "International Monetary Fund Annual Meetings" fits; a sentence does not
 MAX_TERM_WORDS = 6
@@ -34,7 +36,6 @@ DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on s
 MAX_BONUS = 10.0
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
 SOURCES = ("none", "config", "transcribe", "request")
-INVISIBLE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (soft hyphen, zero-width space, BOM), lone surrogates
 COMMENT = re.compile(r"(^|\s)#.*")  # a file's comment: "#" first on the line or after white space
 SPACED_WEIGHT = re.compile(r"\S {2,}[-+]?[\d.,]+\s*$")  # "Siobhan    2": a TAB turned into spaces
 Prompt = bool | Literal["auto"]  # vocabulary.prompt
@@ -92,10 +93,12 @@ def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
     shown = _excerpt(text)
     if not folded:
         raise VocabularyError(f"{where}: the term is empty")
-    hidden = next((ch for ch in folded if unicodedata.category(ch) in INVISIBLE), None)
+    # Looked for before folding: split() takes a line separator (U+2028) or a form feed for a space,
+    # and "Sio\u2028bhan" became the term "Sio bhan".
+    hidden = next((ch for ch in text.strip(" \t\r\n") if unicodedata.category(ch) in INVISIBLE and ch != "\t"), None)
     if hidden is not None:
         raise VocabularyError(f"{where}: {shown} contains the invisible or invalid character "
-                              f"{_codepoint(hidden)} (often pasted from a web page or document); retype the term")
+                              f"{codepoint(hidden)} (often pasted from a web page or document); retype the term")
     if len(folded) > MAX_TERM_CHARS:
         raise VocabularyError(f"{where}: {shown} is longer than {MAX_TERM_CHARS} characters")
     if len(folded.split()) > MAX_TERM_WORDS:
@@ -169,7 +172,8 @@ def parse_text(text: str, where: str) -> tuple[Term, ...]:
     """The file format: one term per line, optional TAB and weight; `#` at the start of a line or
     after white space starts a comment ("C#" stays a term)."""
     terms = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 or a form feed in a term is refused
+        line = line.removesuffix("\r")
         line = COMMENT.sub("", line)
         if not line.strip():
             continue
@@ -239,8 +243,7 @@ def _excerpt(value: Any, limit: int = 40) -> str:
     if isinstance(value, bool) or value is None:
         text = json.dumps(value)  # as YAML and JSON write them: true, false, null
     elif isinstance(value, str):
-        text = "".join(_codepoint(ch) if unicodedata.category(ch) in INVISIBLE else ch
-                       for ch in json.dumps(value, ensure_ascii=False))
+        text = visible(json.dumps(value, ensure_ascii=False))
     elif isinstance(value, int) and value.bit_length() > 128:  # repr() of a 5000-digit integer raises
         text = "(a number of more than 38 digits)"
     else:
@@ -248,5 +251,3 @@ def _excerpt(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 4] + '..."'
 
 
-def _codepoint(ch: str) -> str:
-    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge.cli import main
 from edge.commands import check_config
 from edge import config as config_module
 from edge.config import (
@@ -229,19 +230,29 @@ def test_default_config_path_precedence(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_check_config_ok(config_dir: Path, int8_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(config_dir, REPO_CONFIG.read_text().replace("path: models/whisper-tiny.en-int8", f"path: {int8_model_dir}"))
-    assert check_config.run(argparse.Namespace(path=str(path))) == 0
+    assert check_config.run(argparse.Namespace(path=str(path), config_path=None)) == 0
     assert capsys.readouterr().out.startswith(f"{path.resolve()}: OK")
+
+
+def test_check_config_takes_config_like_every_command(config_dir: Path, int8_model_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing file's message says `--config PATH`, which check-config refused ("unrecognized arguments")."""
+    path = write(config_dir, REPO_CONFIG.read_text().replace("path: models/whisper-tiny.en-int8", f"path: {int8_model_dir}"))
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path.resolve()}: OK")
+    assert main(["check-config", str(path), "--config", str(config_dir / "other.yaml")]) == 2
+    assert "two config files given" in capsys.readouterr().err
 
 
 def test_check_config_refuses_a_model_without_file_hashes(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(config_dir, REPO_CONFIG.read_text())
-    assert check_config.run(argparse.Namespace(path=str(path))) == EX_CONFIG
+    assert check_config.run(argparse.Namespace(path=str(path), config_path=None)) == EX_CONFIG
     assert "model.path:" in capsys.readouterr().err
 
 
 def test_check_config_lists_problems_without_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(config_dir, "vad:\n  threshold: 2\nlog:\n  level: loud\n")
-    assert check_config.run(argparse.Namespace(path=str(path))) == EX_CONFIG
+    assert check_config.run(argparse.Namespace(path=str(path), config_path=None)) == EX_CONFIG
     err = capsys.readouterr().err
     assert "vad.threshold" in err and "log.level" in err and "2 problems" in err
     assert "Traceback" not in err

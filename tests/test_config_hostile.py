@@ -111,6 +111,52 @@ def test_a_symlink_loop_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert "symbolic links" in problems(loop)[0] or "Too many levels" in problems(loop)[0]
 
 
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ('model:\n  path: "~nosuchuser/models"\n',
+         'model.path: "~nosuchuser/models" cannot be resolved to a path (Could not determine home directory.)'),
+        ("vocabulary:\n  file: LOOP\n", 'vocabulary.file: "LOOP" cannot be resolved to a path (Symlink loop from'),
+        ('publish:\n  socket: "/run/a\\0b.sock"\n', 'publish.socket: "/run/a\\u0000b.sock" holds a NUL character'),
+        (f"publish:\n  socket: /run/{'x' * 110}.sock\n", "is 120 bytes long; a Unix socket path can be at most 107"),
+        ("debug:\n  record_audio_dir: /etc/passwd\n", 'debug.record_audio_dir: "/etc/passwd" -> /etc/passwd is not a directory'),
+        ("model:\n  path: MODEL\n  language: no\n", "model.language: false is true/false (YAML reads a bare yes, no, on or off that "
+                                      "way: put the value in quotes)"),
+        ('log:\n  level: "info\u00a0"\n', 'log.level: "info\\u00a0" is not one of the choices'),
+        ("vad:\n  \u00a0threshold: 0.5\n", "vad.\\u00a0threshold is not a known key"),
+    ],
+    ids=["unknown-home", "symlink-loop", "nul", "long-socket", "record-dir-a-file", "bare-no", "nbsp-value", "nbsp-key"],
+)
+def test_paths_and_pasted_values_are_one_clear_problem(tmp_path: Path, int8_model_dir: Path, keys: str,
+                                                        expected: str) -> None:
+    """Each was a traceback (RuntimeError, PermissionError), passed check-config and stopped `run`, or
+    printed a character the technician cannot see (a pasted non-breaking space)."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    keys = keys.replace("LOOP", str(loop)).replace("MODEL", str(int8_model_dir))
+    path = write(tmp_path, f"model:\n  path: {int8_model_dir}\n" * ("model:" not in keys) + keys)
+    found = problems(path)
+    assert len(found) == 1 and expected.replace("LOOP", str(loop)) in found[0], found
+
+
+def test_a_file_the_service_user_cannot_reach_is_named(tmp_path: Path, int8_model_dir: Path, monkeypatch) -> None:
+    """`sudo -u edge-asr edge-asr check-config` on a password file in a directory it may not enter: a
+    PermissionError traceback before. (The tests run as root, who reaches every file: the refusal is staged.)"""
+    secret = tmp_path / "private" / "pw"
+    real_stat = Path.stat
+
+    def stat(path: Path, *args, **kwargs):
+        if path == secret:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    found = problems(write(tmp_path, f"model:\n  path: {int8_model_dir}\nmqtt:\n  enabled: true\n  box_id: b1\n"
+                                     f"  username: u\n  password_file: {secret}\n"))
+    assert f"-> {secret} cannot be reached (Permission denied; the service user needs access to it)" in found[0]
+
+
 # --- the daemon: a bad reload never stops it ----------------------------------------------
 
 

@@ -266,6 +266,16 @@ def test_file_format_names_the_line(tmp_path) -> None:
         parse_text("a\n\t2\n", "f")
 
 
+def test_only_a_newline_ends_a_files_line() -> None:
+    """splitlines() also split at U+2028, U+0085 and a form feed: "Sio\u2028bhan" became two junk terms
+    and the lines after it were misnumbered. Such a character is refused in its term, on its line."""
+    assert parse_text("Siobhan\r\nKubernetes\t2\r\n", "f") == (Term("Siobhan"), Term("Kubernetes", 2.0))
+    for hidden in ("\u2028", "\x85", "\x0c", "\x1e"):
+        with pytest.raises(VocabularyError, match=f"f line 2: .* contains the invisible or invalid character "
+                                                  f"\\\\u{ord(hidden):04x}"):
+            parse_text(f"ok\nSio{hidden}bhan\nlast\n", "f")
+
+
 def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

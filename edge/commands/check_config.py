@@ -12,17 +12,21 @@ from edge.errors import ModelError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "path",
-        nargs="?",
-        help="config file (default: $EDGE_ASR_CONFIG, ./config.yaml, then /etc/edge-asr/config.yaml)",
-    )
+    where = "config file (default: $EDGE_ASR_CONFIG, ./config.yaml, then /etc/edge-asr/config.yaml)"
+    parser.add_argument("path", nargs="?", help=where)
+    parser.add_argument("--config", dest="config_path", metavar="PATH",
+                        help="the same, as every other command takes it (a config error says --config PATH)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = default_config_path(args.path)
+    if args.path and args.config_path and args.path != args.config_path:
+        print(f"edge-asr check-config: two config files given ({args.path}, --config {args.config_path}): "
+              "give one", file=sys.stderr)
+        return 2
+    chosen = args.path or args.config_path
+    path = default_config_path(chosen)
     try:
-        config = load_for_command(args.path)
+        config = load_for_command(chosen)
     except ConfigError as exc:
         return exc.report(path)
     try:
