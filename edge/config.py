@@ -61,6 +61,7 @@ ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_SECTIONS = ("vad", "stream", "log", "vocabulary")  # applied on SIGHUP; every other change needs a restart
 LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
+OTHER_SERVICES = {"captions": "edge-asr-captions", "mqtt": "edge-asr-mqtt"}  # sections the daemon does not read
 MAX_CONFIG_BYTES = 256 * 1024  # the documented config is 6 KiB
 MAX_CONFIG_DEPTH = 8  # YAML nesting; the schema's deepest key (mqtt.tls.ca_file) is 3
 MAX_SHOWN = 80  # characters of a bad value quoted in a message
@@ -704,11 +705,26 @@ def load_for_command(cli_value: str | os.PathLike[str] | None, *, defaults_if_ab
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
-    """Dotted keys that changed but only take effect after a restart."""
+    """Dotted keys of the daemon's that changed but only take effect after a restart."""
+    live = LIVE_KEYS if new.model.path == old.model.path else ()
+    return [key for key in _changed(old, new)
+            if key.split(".")[0] not in (*LIVE_SECTIONS, *OTHER_SERVICES) and key not in live]
+
+
+def changed_elsewhere(old: Config, new: Config) -> dict[str, list[str]]:
+    """Changed keys that another service reads, by its unit: a daemon reload cannot apply them, and a
+    daemon restart would not either (the daemon said "needs restart" for captions.title)."""
+    found: dict[str, list[str]] = {}
+    for key in _changed(old, new):
+        unit = OTHER_SERVICES.get(key.split(".")[0])
+        if unit:
+            found.setdefault(unit, []).append(key)
+    return found
+
+
+def _changed(old: Config, new: Config) -> list[str]:
     before, after = dict(_flatten(old)), dict(_flatten(new))
-    live = LIVE_KEYS if after.get("model.path") == before.get("model.path") else ()
-    return [key for key in after
-            if after[key] != before.get(key) and key.split(".")[0] not in LIVE_SECTIONS and key not in live]
+    return [key for key in after if after[key] != before.get(key)]
 
 
 def _flatten(config: Config) -> Iterator[tuple[str, Any]]:

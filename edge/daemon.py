@@ -25,7 +25,7 @@ from typing import Any
 from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
-from edge.config import LIVE_SECTIONS, Config, ConfigError, load_config, restart_needed
+from edge.config import LIVE_SECTIONS, OTHER_SERVICES, Config, ConfigError, changed_elsewhere, load_config, restart_needed
 from edge.errors import StartupError, one_line
 from edge.manifest import tuning
 from edge.publish.protocol import Error, Event, Final, Partial, ProtocolError, Status, UtteranceEvent, VocabularyState
@@ -313,7 +313,9 @@ class Daemon:
             self._reload_failed([f"vocabulary.file: {exc}"])
             return
         pending = restart_needed(self._cfg, new)
-        live = {name: getattr(new, name) for name in LIVE_SECTIONS}
+        for unit, keys in changed_elsewhere(self._cfg, new).items():
+            log.info("reload: %s changed: %s reads it (systemctl restart %s applies it)", ", ".join(keys), unit, unit)
+        live = {name: getattr(new, name) for name in (*LIVE_SECTIONS, *OTHER_SERVICES)}  # said once per change
         if "model.language" not in pending:
             live["model"] = self._cfg.model.model_copy(update={"language": new.model.language})
         self._cfg = self._cfg.model_copy(update=live)

@@ -3,6 +3,7 @@ plus the device-resolution rules that need no audio server."""
 
 from __future__ import annotations
 
+import logging
 import time
 from types import SimpleNamespace
 
@@ -173,6 +174,24 @@ def test_absent_device_can_be_waited_for(monkeypatch) -> None:
             wait_for_state(source, "running", within_s=4.0)
             assert source.read(1.0) is not None
             assert source.stats().reopens == 0
+        finally:
+            source.close()
+
+
+def test_an_absent_device_is_said_once_while_it_stays_away(monkeypatch, caplog) -> None:
+    """Each retry logged a warning listing every device: with the backoff at 1 s, a line a second."""
+    caplog.set_level(logging.DEBUG, logger="edge.audio.mic")
+    with open_virtual_mic(monkeypatch) as mic:
+        mic.stop()
+        source = MicSource(audio_cfg(device=mic.device), wait_for_device=True)
+        source.start()
+        try:
+            capture_for(source, 3.5)
+            retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(retries) >= 2 and len(warnings) == 1 and "waiting for it to appear" in warnings[0].getMessage()
+            mic.start()
+            wait_for_state(source, "running", within_s=4.0)
         finally:
             source.close()
 

@@ -20,6 +20,7 @@ from edge.config import (
     SYSTEM_PATH,
     Config,
     ConfigError,
+    changed_elsewhere,
     default_config_path,
     load_config,
     parse_config,
@@ -215,6 +216,16 @@ def test_restart_needed_lists_only_non_live_keys(config_dir: Path) -> None:
     )
     assert restart_needed(old, new) == ["model.threads", "publish.queue_size"]
     assert restart_needed(old, old) == []
+
+
+def test_keys_another_service_reads_are_not_the_daemons_restart(config_dir: Path) -> None:
+    """The daemon said "needs restart for captions.title, mqtt.partials": a technician restarted it, lost
+    audio and subscribers, and the caption page still showed the old title."""
+    old = parse_config({}, base_dir=config_dir)
+    new = parse_config({"captions": {"title": "Room 4"}, "mqtt": {"partials": True}, "model": {"threads": 2}},
+                       base_dir=config_dir)
+    assert restart_needed(old, new) == ["model.threads"]
+    assert changed_elsewhere(old, new) == {"edge-asr-captions": ["captions.title"], "edge-asr-mqtt": ["mqtt.partials"]}
 
 
 def test_default_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import logging
 import socket
 import urllib.request
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import MetricsConfig
-from edge.service.metrics import Metrics, MetricsError, start_metrics
+from edge.service.metrics import Metrics, start_metrics
 
 
 def free_port() -> int:
@@ -60,13 +61,35 @@ def test_http_endpoint_serves_metrics() -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{cfg.port}/metrics", timeout=1)
 
 
-def test_port_in_use_is_a_clear_error() -> None:
+def test_a_port_that_cannot_be_had_is_an_error_in_the_journal_not_a_stop(tmp_path: Path, caplog) -> None:
+    """A taken port (or the unit's ban on IP sockets) stopped the daemon: five restarts and a failed unit,
+    for metrics. Now the error says why and how, and the textfile still comes."""
+    target = tmp_path / "edge_asr.prom"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(MetricsError, match=f"metrics.port: cannot listen on 127.0.0.1:{port}"):
-            start_metrics(MetricsConfig(enabled=True, port=port))
+        exporter = start_metrics(MetricsConfig(enabled=True, port=port, textfile=target), recorded())
+    exporter.stop()
+    assert exporter.port is None and target.is_file()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"metrics.port: cannot listen on 127.0.0.1:{port} (")
+    assert "running without the scrape endpoint" in errors[0] and "metrics.port: 0" in errors[0]
+
+
+def test_a_textfile_that_cannot_be_written_is_said_once_and_its_recovery_once(tmp_path: Path, caplog) -> None:
+    """Every 10 s, forever, it was a warning: 8,640 journal lines a day."""
+    caplog.set_level(logging.INFO, logger="edge.service.metrics")
+    target = tmp_path / "missing" / "edge_asr.prom"
+    exporter = start_metrics(MetricsConfig(enabled=True, port=0, textfile=target), recorded())
+    for _ in range(3):
+        exporter._write()
+    target.parent.mkdir()
+    exporter._write()
+    exporter._write()
+    exporter.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "edge.service.metrics"]
+    assert len(said) == 2 and "cannot write" in said[0] and said[1].endswith("written again")
 
 
 def test_textfile_is_written_and_rewritten_on_stop(tmp_path: Path) -> None:

@@ -259,6 +259,7 @@ class MicSource:
         self._closed_input_overflows = 0
         self._lost_s = 0.0
         self._reopens = 0
+        self._said: str | None = None  # the last reopen failure put in the journal
 
     def start(self) -> None:
         """Open the device; absent device: raise, or wait for it (see class docstring)."""
@@ -270,6 +271,7 @@ class MicSource:
             if not self._wait:
                 raise
             log.warning("%s; waiting for it to appear", exc)
+            self._said = str(exc)
             self._schedule_retry("waiting")
 
     def read(self, timeout: float) -> np.ndarray | None:
@@ -390,12 +392,21 @@ class MicSource:
         try:
             self._connect()
         except CaptureError as exc:
-            log.warning("%s; retrying in %.1f s", exc, self._schedule_retry(self._state))
+            self._say_failure(str(exc), self._schedule_retry(self._state))
             return
         self._backoff.reset()
+        self._said = None
         if was_lost_at is not None:
             self._lost_s += self._last_data - was_lost_at
             self._reopens += 1
+
+    def _say_failure(self, problem: str, retry_s: float) -> None:
+        """A reopen failure as a warning when it is new, then at debug level: each one lists every device,
+        and with the backoff at its cap (30 s; 1 s allowed) an absent microphone filled the journal."""
+        level = logging.DEBUG if problem == self._said else logging.WARNING
+        log.log(level, "%s; retrying in %.1f s%s", problem, retry_s, "" if level == logging.DEBUG else
+                " (said once while it lasts; `edge-asr status` shows the state)")
+        self._said = problem
 
     def _take(self) -> np.ndarray:
         block, self._pending = self._pending[: self._block], self._pending[self._block :]

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server, write_to_textfile
 
-from edge.errors import StartupError
-
 if TYPE_CHECKING:
     from edge.config import MetricsConfig
 
@@ -27,10 +25,6 @@ TEXTFILE_INTERVAL_S = 10.0
 TEXTFILE_MODE = 0o644  # node-exporter runs as another user; the unit's UMask=0027 made the file unreadable to it
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
-
-
-class MetricsError(StartupError):
-    """The metrics endpoint could not be started (e.g. metrics.port in use)."""
 
 
 class Metrics:
@@ -113,12 +107,19 @@ class MetricsExporter:
         self._textfile: str | None = None
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._failing: str | None = None  # the textfile's last write error, said once
 
     def serve_http(self, host: str, port: int) -> None:
+        """The scrape endpoint, or an error in the journal and none: metrics are not worth the recognition.
+        A port taken, or the default unit's ban on IP sockets, used to stop the daemon (exit 1, five
+        restarts, a failed unit)."""
         try:
             self._server, self._server_thread = start_http_server(port, addr=host, registry=self.metrics.registry)
         except OSError as exc:
-            raise MetricsError(f"metrics.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            log.error("metrics.port: cannot listen on %s:%d (%s); running without the scrape endpoint. The default "
+                      "unit allows no IP listener: see docs/operations.md (TCP publishing and the metrics HTTP "
+                      "endpoint), or use metrics.textfile with metrics.port: 0", host, port, exc.strerror or exc)
+            return
         self.port = self._server.server_port
         log.info("metrics on http://%s:%d/metrics", host, self.port)
 
@@ -146,15 +147,24 @@ class MetricsExporter:
             self._write()
 
     def _write(self) -> None:
+        """A failure is logged when it starts or changes, and the recovery once: every 10 s it made
+        8,640 journal lines a day (a read-only directory under the unit without its drop-in)."""
         try:
             write_to_textfile(self._textfile, self.metrics.registry)
             os.chmod(self._textfile, TEXTFILE_MODE)
         except OSError as exc:
-            log.warning("metrics.textfile: cannot write %s: %s", self._textfile, exc)
+            problem = f"metrics.textfile: cannot write {self._textfile}: {exc}"
+            if problem != self._failing:
+                log.warning("%s (said once; retried every %.0f s)", problem, TEXTFILE_INTERVAL_S)
+            self._failing = problem
+            return
+        if self._failing is not None:
+            log.info("metrics.textfile: %s written again", self._textfile)
+            self._failing = None
 
 
 def start_metrics(cfg: MetricsConfig, metrics: Metrics | None = None) -> MetricsExporter:
-    """Export `metrics` as cfg says (nothing when disabled); raises MetricsError if the port is taken."""
+    """Export `metrics` as cfg says (nothing when disabled); a listener that cannot start is logged, not fatal."""
     exporter = MetricsExporter(metrics or Metrics())
     if not cfg.enabled:
         return exporter
