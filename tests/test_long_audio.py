@@ -143,6 +143,27 @@ def test_a_window_whose_text_ends_early_has_its_tail_decoded_again(
     assert [s for s, _, _ in result.segments] == [0.0, heard_s][: len(result.segments)]  # the tail's stamps are shifted
 
 
+def test_a_tail_whose_text_goes_on_past_its_last_closed_segment_is_followed(int8, monkeypatch) -> None:
+    """The tail said "<|0.00|> tail one <|1.00|><|1.00|> tail two" (no closing timestamp): the seek loop
+    had moved past the window, so "tail two" and the audio after 1 s of the tail were in no window."""
+    begin = int8.tokenizer.timestamp_begin
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([_noise(2.0, 0.1, rng), _noise(6.0, 0.2, rng)])
+    one = _said(int8, " tail one", 0.0, 1.0, 0.1)
+    open_tail = replace(one, tokens=(*one.tokens, begin + 50, *int8.tokenizer.encode(" tail two")))
+    answers = [_said(int8, " first words", 0.0, 2.0, 0.1), open_tail, _said(int8, " tail two", 0.0, 4.0, 0.1)]
+    calls: list[tuple[int, int]] = []
+
+    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
+        calls.append((seek, frames))
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr(int8, "_decode_window", decode)
+    result = int8.transcribe_long(audio)
+    assert calls == [(0, 800), (200, 600), (300, 500)] and result.text == "first words tail one tail two"
+    assert [s for s, _, _ in result.segments] == [0.0, 2.0, 3.0]
+
+
 @pytest.mark.parametrize(
     "closed_s, rest_no_speech, rest_logprob, rest_temperature, text",
     [
