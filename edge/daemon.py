@@ -5,7 +5,7 @@ decoding runs on the session's worker thread and the publisher has its own.
 Signals only set flags that the main loop acts on between blocks, so SIGHUP
 and SIGTERM never interrupt a half-processed block.
 
-systemd: READY=1 once the model is loaded *and* the first audio block arrived;
+systemd: READY=1 once the model is loaded, the socket serves and the source is open (or waiting for its device);
 WATCHDOG=1 only while blocks keep being processed and no decode is wedged;
 STATUS= follows the daemon's state. Outside systemd all of that is a no-op.
 """
@@ -261,7 +261,8 @@ class Daemon:
     # --- configuration ------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: apply vad.*, stream.*, log.level live; report the rest as needing a restart."""
+        """SIGHUP: apply vad.*, stream.*, vocabulary.*, log.level and model.language live; report the rest as
+        needing a restart (captions.* and mqtt.*: as another service's)."""
         self._notifier.reloading()
         try:
             new = load_config(self._config_path)
