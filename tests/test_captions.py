@@ -7,8 +7,10 @@ test puts the real daemon (`edge-asr run` on a long-form file at real-time pace)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
+import http.server
 import json
 import math
 import re
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from edge.apps.captions.server import MAX_BROWSERS, MAX_PENDING
+from edge.apps.captions.server import MAX_BROWSERS, MAX_PENDING, Hub
 from edge.config import CAPTION_LINES
 from edge.publish import protocol
 from edge.publish.client import parse_event
@@ -269,6 +271,26 @@ def test_a_reader_behind_gets_every_final_in_order_and_the_newest_partial(
     assert finals == list(range(first, first + MAX_PENDING // 2))
     while stream.next_of("partial")["text"] != "the newest partial":  # older ones may come or not
         pass
+
+
+def test_a_partial_waiting_when_the_daemon_goes_away_is_not_shown_after_it() -> None:
+    """A browser behind held its newest partial apart and got it after everything else: after the
+    daemon's restart it showed the old run's partial, which no final of the new run cleared."""
+    async def scenario() -> tuple[list[bytes], bytes | None]:
+        hub = Hub()
+        browser = hub.join(None)
+        hub.send("partial", {"id": 61, "text": "stale", "stable": ""})
+        hub.send("daemon", {"connected": False, "message": "restarting"})
+        hub.send("daemon", {"connected": True, "message": "back"})
+        sent = [await browser.next() for _ in range(3)]
+        try:
+            return sent, await asyncio.wait_for(browser.next(), 0.3)
+        except asyncio.TimeoutError:
+            return sent, None
+
+    sent, after = asyncio.run(scenario())
+    assert [chunk.split(b"\n")[0] for chunk in sent] == [b"event: daemon"] * 3
+    assert after is None, after
 
 
 def test_a_stalled_browser_is_cut_off_and_never_slows_the_others(daemon: FakeDaemon, server: CaptionServer) -> None:
@@ -550,6 +572,53 @@ def test_page_shows_reconnecting_and_recovers_without_a_reload(
     daemon.final(EN)
     until(browser, "return document.querySelector('.line:last-child')?.textContent", EN)
     assert browser.execute_script("return window.sameDocument") is True
+
+
+class _SilentStream(http.server.BaseHTTPRequestHandler):
+    """The page, and an event stream that says the daemon is there once and then nothing more: what a
+    half-open connection to a box that lost power looks like to the browser (no error, no data)."""
+
+    page = b""
+    streams = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/events"):
+            type(self).streams += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'event: daemon\ndata: {"connected": true, "message": "up"}\n\n')
+            self.wfile.flush()
+            time.sleep(30)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_stream_gone_silent_is_noticed_and_reconnected(browser, monkeypatch) -> None:
+    """The heartbeat was an SSE comment, which a page's script never sees: on a half-open connection a
+    screen kept showing "Live" with nothing new. Now it reconnects after three heartbeats of silence."""
+    from edge.apps.captions import server as caption_server
+    from edge.config import CaptionsConfig
+
+    monkeypatch.setattr(caption_server, "HEARTBEAT_S", 0.5)
+    _SilentStream.page, _SilentStream.streams = caption_server.render_page(CaptionsConfig())[0], 0
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SilentStream)
+    httpd.daemon_threads, httpd.block_on_close = True, False  # its streams hang by design: never wait for them
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{httpd.server_address[1]}/")
+        until(browser, "return document.body.dataset.state", "live")
+        until(browser, "return document.body.dataset.state", "reconnecting", timeout=5)
+        wait_for(lambda: _SilentStream.streams >= 2, timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # --- beside the real daemon -----------------------------------------------------------------

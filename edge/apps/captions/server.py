@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 
 MAX_BROWSERS = 64  # open event streams; more get 503 (bounds the server's memory)
 MAX_PENDING = 256  # finals (and other kept events) one browser may lag behind before it is cut off
-HEARTBEAT_S = 15.0  # a comment line this often finds browsers gone without a goodbye, and keeps proxies open
+HEARTBEAT_S = 15.0  # an `alive` event this often finds browsers gone without a goodbye, and keeps proxies open
 SHUTDOWN_S = 2.0
-KEEP_ALIVE = b": keep-alive\n\n"
+# An event, not an SSE comment, which a page's script never sees: the page reconnects when even this stops
+# (a screen on the LAN whose box lost power or network kept showing "Live" on a half-open connection).
+KEEP_ALIVE = b"event: alive\ndata: {}\n\n"
 
 _SETTINGS = "__SETTINGS__"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
@@ -81,7 +83,7 @@ class Browser:
         """Kept chunks in order, then the newest partial; KEEP_ALIVE after a quiet spell; None once closed.
 
         The page ignores a partial of an utterance whose final it already has, so sending
-        the partial last never shows stale text.
+        the partial last never shows stale text; a `daemon` event drops it (`Hub.send`).
         """
         if not self._kept and self._partial is None and not self.closed:
             self._ready.clear()
@@ -93,6 +95,9 @@ class Browser:
             return self._kept.popleft()
         chunk, self._partial = self._partial, None
         return chunk or KEEP_ALIVE
+
+    def forget_partial(self) -> None:
+        self._partial = None
 
     def close(self, abort: bool = False) -> None:
         """Stop the stream; `abort` also cuts the connection, waking a write stuck on a full socket."""
@@ -127,6 +132,8 @@ class Hub:
         if name == "daemon":
             self._daemon = chunk
         for browser in list(self._browsers):
+            if name == "daemon":  # a partial of the run before must not come after it: nothing would clear it
+                browser.forget_partial()
             if not browser.offer(chunk, droppable=name == "partial"):
                 log.warning("a caption page fell %d events behind; disconnecting it", MAX_PENDING)
                 self.leave(browser)
@@ -142,7 +149,7 @@ def render_page(cfg: CaptionsConfig) -> tuple[bytes, str]:
     html = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
     settings = {
         "lines": cfg.lines, "font_size": cfg.font_size, "theme": cfg.theme, "title": cfg.title,
-        "bounds": {"lines": CAPTION_LINES, "size": CAPTION_FONT_PX},
+        "bounds": {"lines": CAPTION_LINES, "size": CAPTION_FONT_PX}, "heartbeat_s": HEARTBEAT_S,
     }
     # "<" escaped: no text in the settings can close the <script> element that holds them.
     html = html.replace(_SETTINGS, json.dumps(settings, ensure_ascii=False).replace("<", "\\u003c"))
