@@ -414,8 +414,7 @@ class StreamingSession:
                     self._partials_interrupted += job.kind == "partial"
                 return
             log.exception("recognition failed (utterance %d)", job.utterance_id)
-            if job.kind == "final" and not job.cancelled:
-                self._on_error(f"recognition failed for utterance {job.utterance_id}: {exc}")
+            job.failure = f"recognition failed for utterance {job.utterance_id}: {exc}"
             text, tokens, language = "", (), ""
         with self._lock:
             if job.kind == "partial":
@@ -451,6 +450,8 @@ class StreamingSession:
         """Every utterance's one final, empty text included; only a final with text becomes the next one's context
         (an empty one would drop the words said just before)."""
         self._unpublished.remove(job)
+        if job.failure:  # only now: a speculative decode that failed is replaced if the speech goes on
+            self._on_error(job.failure)
         if self._record is not None:
             self._record(job.utterance_id, job.start / SAMPLE_RATE, job.audio)
         text = job.text or ""

@@ -84,6 +84,7 @@ class Job:
     decode_s: float = 0.0
     fallback_text: str = ""  # the newest partial, published instead if shutdown cannot wait for the decode
     dropped: bool = False  # never decoded (overload): `text` is the fallback
+    failure: str = ""  # why its decode failed: told (recognition_failed) just before its final, if it is published
 
 
 class Worker:
