@@ -100,6 +100,17 @@ def test_a_term_said_again_earns_nothing_the_second_time() -> None:
     assert walk(trie, [1, 4, 6, 1, 2, 3, 6])[1] == pytest.approx(once + 4 * B)  # another term still earns
 
 
+def test_a_term_inside_a_longer_one_is_not_said_when_the_word_runs_on() -> None:
+    """Terms "Kuber" and "Kubernetes": "Kubernet said" kept Kuber's bonus (and its glossary gain), since
+    the longer match took back only what it had added; "Kuber" was never said, the word ran on."""
+    trie = toy(paths=(((1, 4), B, True), ((1, 4, 5, 2), B, True)))  # "ad", and "ad"+"is"+"b" (5 lengthens the word)
+    assert walk(trie, [1, 4, 5, 6])[1] == pytest.approx(0.0)
+    assert gained(trie, [1, 4, 5, 6])[1] == pytest.approx(0.0)
+    assert walk(trie, [1, 4, 5, 2, 6])[1] == pytest.approx(4 * B)  # the longer term, said
+    assert walk(trie, [1, 4, 6])[1] == pytest.approx(2 * B)  # the shorter one, said
+    assert walk(trie, [1, 4, 6, 1, 4, 5, 6])[1] == pytest.approx(2 * B)  # said, then again but run on: once
+
+
 def test_no_bonus_leaks_into_unrelated_rows() -> None:
     trie = toy()
     scores = np.zeros((2, len(CONTINUES)))
@@ -210,6 +221,30 @@ def test_spellings_of_word_and_chinese_terms() -> None:
     assert spellings("ljubljana") == {" ljubljana", " Ljubljana"}
     assert " Kubernetes" in spellings("Kubernetes") and "Kubernetes" not in spellings("Kubernetes")
     assert {"张伟", " 张伟", "張偉", " 張偉"} <= spellings("张伟")
+    assert {" Kubernetes", "Kubernetes"} <= spellings("Kubernetes", unspaced=True)  # a model that writes Chinese
+
+
+@pytest.mark.parametrize(("text", "earns"), [
+    ("我们用PostgreSQL存数据", True),  # a Latin term inside Chinese, written without spaces
+    ("我们用 PostgreSQL，存数据", True),  # ... and followed by full-width punctuation
+    ("我每天吃维生素C的时候", True),  # a Chinese term that ends in a Latin letter, then Han text
+    (" PostgreSQLs are", False),  # a Latin word that runs on is still not the term
+])
+def test_latin_in_chinese_text_keeps_its_bonus(text: str, earns: bool) -> None:
+    """Every Han character and full-width mark counted as lengthening the word before it, and a Latin
+    term had only spaced spellings: "PostgreSQL" and "维生素C" earned nothing in Chinese speech."""
+    from tests.conftest import _built_model
+    from edge.asr.whisper.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(_built_model("whisper-base-int8"))
+    trie = build_trie(Vocabulary(parse_items(["PostgreSQL", "维生素C"], "t")), tokenizer)
+    match, total = Match(), 0.0
+    for token in tokenizer.encode(text):
+        scores = np.zeros((1, len(tokenizer.tokens)))
+        trie.add_bonus(scores, [match])
+        total += scores[0, token]
+        match = trie.step(match, token)
+    assert (total > 0) == earns, total
 
 
 @pytest.mark.parametrize(

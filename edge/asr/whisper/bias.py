@@ -55,18 +55,20 @@ _BETWEEN = "[\\s,.;:!?，。、；：！？]*"  # what may stand between a term 
 _NOTHING = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))  # shared by every leaf
 
 
-def spellings(text: str) -> set[str]:
+def spellings(text: str, unspaced: bool = False) -> set[str]:
     """The surface forms a model may write for a term.
 
     Whisper writes a word with its leading space (even the first of a
     transcript), so a word term never starts inside another word; Chinese
-    text mostly comes without spaces.
+    text mostly comes without spaces, and so does a Latin term inside it
+    ("我们用PostgreSQL存数据"): `unspaced` (a model that writes Chinese) adds
+    the forms without the space.
     """
     capitalised = text[:1].upper() + text[1:]
     words = " ".join(word[:1].upper() + word[1:] for word in text.split())
     forms = {text, capitalised, words}
     if not has_han(text):
-        return {" " + form for form in forms}
+        return {space + form for form in forms for space in (" ", "")[: 1 + unspaced]}
     forms |= {to_traditional(form) for form in forms}
     return {space + form for form in forms for space in ("", " ")}
 
@@ -74,10 +76,14 @@ def spellings(text: str) -> set[str]:
 @lru_cache(maxsize=2)
 def word_continuations(tokens: tuple[str, ...], eot: int) -> np.ndarray:
     """1.0 for each token that continues the word before it (no leading space, starts with a
-    letter, digit or a non-ASCII byte), 0.0 for the rest: word starts, punctuation, specials."""
+    letter, digit or a byte of a two-byte character: "ń", "é", Cyrillic), 0.0 for the rest: word
+    starts, punctuation, specials, and characters of three bytes or more (Han, kana, Hangul,
+    full-width punctuation), which follow a Latin word without a space in Chinese text: after
+    "维生素C" or "PostgreSQL" a "的" or "，" took the term's whole bonus back."""
     table = unicode_to_byte()
     first = np.array([table.get(token[:1], 32) if token else 32 for token in tokens[:eot]])
-    continues = (first >= 0x80) | np.isin(first, np.frombuffer(_WORD_BYTES, dtype=np.uint8))
+    two_byte = (first >= 0x80) & (first < 0xE0)  # lead bytes 0xC2-0xDF and continuation bytes
+    continues = two_byte | np.isin(first, np.frombuffer(_WORD_BYTES, dtype=np.uint8))
     return np.concatenate([continues, np.zeros(len(tokens) - eot, dtype=bool)]).astype(np.float32)
 
 
@@ -120,6 +126,7 @@ class BiasTrie:
         self._children: list[dict[int, int]] = [{}]
         self._edge = [0.0]  # bonus for the token that leads into each node
         self._parent = [ROOT]
+        self._token = [-1]  # the token that leads into each node
         self._end = [False]
         self._word_end = [False]
         self._continues = continues_word
@@ -148,6 +155,7 @@ class BiasTrie:
                 self._children.append({})
                 self._edge.append(earned)
                 self._parent.append(node)
+                self._token.append(token)
                 self._end.append(False)
                 self._word_end.append(False)
             self._edge[child] = max(self._edge[child], earned)
@@ -157,14 +165,23 @@ class BiasTrie:
             self._word_end[node] = word
 
     def _totals(self) -> tuple[np.ndarray, np.ndarray]:
-        """score (bonus along the path) and kept (score at the deepest completed term on it); parents come first."""
+        """score (bonus along the path) and kept (score at the deepest completed term on it); parents come first.
+
+        A word term is completed only where its word ends: past "Kuber" into "Kubernetes" by a token
+        that lengthens the word, "Kuber" is not said, and a break-off takes its bonus back too ("Kubernet
+        said" kept Kuber's bonus)."""
         count = len(self._children)
         score, kept = np.zeros(count), np.zeros(count)
         for node in range(1, count):
             parent = self._parent[node]
             score[node] = score[parent] + self._edge[node]
-            kept[node] = score[node] if self._end[node] else kept[parent]
+            before = kept[self._parent[parent]] if self._word_goes_on(parent, self._token[node]) else kept[parent]
+            kept[node] = score[node] if self._end[node] else before
         return score, kept
+
+    def _word_goes_on(self, node: int, token: int) -> bool:
+        """Whether `token` after the word term completed at `node` lengthens its word (so it is not said)."""
+        return self._end[node] and self._word_end[node] and bool(self._continues[token])
 
     def _completion(self, node: int) -> float:
         """What the term completed at `node` earned (0 where no term ends)."""
@@ -230,7 +247,7 @@ class BiasTrie:
         """The match after `token` (which earned the glossary gain `gain`): deeper, a new match, or none."""
         node = self._children[state.node].get(token)
         if node is not None:
-            gain += state.gain
+            gain += state.gain + (state.gained if self._word_goes_on(state.node, token) else 0.0)
         else:
             node = self._children[ROOT].get(token, ROOT)
             gain = gain if node != ROOT else 0.0
@@ -247,7 +264,7 @@ def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
     paths = [
         (tokens, vocabulary.bonus * term.weight, not has_han(term.text[-1]))
         for term in vocabulary.terms
-        for form in sorted(spellings(term.text))
+        for form in sorted(spellings(term.text, unspaced=tokenizer.multilingual))
         if (tokens := tokenizer.encode(form))
     ]
     vocab = (tokenizer.tokens, tokenizer.eot)
