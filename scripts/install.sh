@@ -110,10 +110,20 @@ model_sources() {
     return 0
 }
 
+# A model replaces the installed one only once its copy is whole: the contents of a symlinked
+# source, not the link (a USB stick's link left a dangling model after the old one was deleted),
+# and every file at the size and sha256 its manifest lists (edge.manifest.verify, as check-config).
 copy_model() {
-    local source="$1" name="$2" target="$3"
+    local source="$1" name="$2" target="$3" problem
     rm -rf "$target/$name.new"
-    cp -R "$source" "$target/$name.new"
+    mkdir -p "$target/$name.new"
+    cp -RL "$source/." "$target/$name.new/" || die "cannot copy $source; the installed $name is kept"
+    problem="$(PYTHONPATH="$REPO" "$python" -c 'import sys; from edge.manifest import verify; print(*verify(sys.argv[1])[:1])' "$target/$name.new")" \
+        || die "cannot check the copy of $source; the installed $name is kept"
+    if [[ -n "$problem" ]]; then
+        rm -rf "$target/$name.new"
+        die "$source is not a whole model ($problem); the installed $name is kept"
+    fi
     rm -rf "${target:?}/$name"
     mv "$target/$name.new" "$target/$name"
     chmod -R u=rwX,go=rX "$target/$name"
@@ -191,7 +201,8 @@ enable_service() {
     run systemctl daemon-reload
     run systemctl enable "$SERVICE.service"
     # An upgrade restarts a running daemon only if the kept config is still valid.
-    if run "$PREFIX/venv/bin/edge-asr" check-config "$ETC/config.yaml"; then
+    # As the service user, which must read the config and the files it names (docs/operations.md).
+    if run runuser -u "$SERVICE" -- "$PREFIX/venv/bin/edge-asr" check-config "$ETC/config.yaml"; then
         run systemctl try-restart "$SERVICE.service" "$SERVICE-captions.service" "$SERVICE-mqtt.service"
     else
         die "$ETC/config.yaml has problems (listed above): fix them, then: systemctl restart $SERVICE"

@@ -35,7 +35,7 @@ from edge.publish.client import parse_event
 from tests.conftest import REPO
 from tests.test_daemon import Subscriber, finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
-from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, unit_with_venv
+from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, stand_in_model, unit_with_venv
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome as WebDriver
@@ -403,9 +403,7 @@ def test_unit_contract() -> None:
 
 
 def test_installed_disabled_and_removed_on_uninstall(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "manifest.json").write_text('{"name": "whisper-tiny.en-int8"}')
+    model = stand_in_model(tmp_path / "model")
     root = tmp_path / "root"
     root.mkdir()
     output = script("install.sh", "--destdir", str(root), "--model-from", str(model))

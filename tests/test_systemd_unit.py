@@ -9,6 +9,7 @@ executable `edge-asr`; every other line is checked exactly as shipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -107,12 +108,21 @@ def test_scripts_are_valid_bash(name: str) -> None:
     assert result.returncode == 0, result.stdout
 
 
+def stand_in_model(directory: Path, name: str = "whisper-tiny.en-int8") -> Path:
+    """A model directory install.sh accepts: a manifest naming `name` and listing one file's size and sha256."""
+    directory.mkdir(parents=True)
+    weights = b"stand-in weights"
+    (directory / "decoder.onnx").write_bytes(weights)
+    files = {"decoder.onnx": {"bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}}
+    dims = {"n_mels": 80, "n_text_layer": 4}  # a manifest edge-asr can read; its graphs are not loaded here
+    (directory / "manifest.json").write_text(json.dumps({"name": name, "dims": dims, "files": files}))
+    return directory
+
+
 @pytest.fixture
 def staged(tmp_path: Path) -> tuple[Path, str]:
     """A --destdir install with a stand-in model; returns the root and the script's output."""
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "manifest.json").write_text('{"name": "whisper-tiny.en-int8"}')
+    model = stand_in_model(tmp_path / "model")
     root = tmp_path / "root"
     root.mkdir()
     return root, script("install.sh", "--destdir", str(root), "--model-from", str(model))
@@ -144,6 +154,26 @@ def test_reinstall_keeps_the_technicians_config(staged: tuple[Path, str], tmp_pa
     assert "kept your /etc/edge-asr/config.yaml" in output
 
 
+def test_a_model_is_installed_only_whole_and_never_as_a_link(staged: tuple[Path, str], tmp_path: Path) -> None:
+    """A symlinked --model-from was copied as the link (the installed model vanished with the USB stick,
+    or dangled, after the working one was deleted), and a damaged copy replaced a working model."""
+    root, _ = staged
+    installed = root / "opt/edge-asr/models/whisper-tiny.en-int8"
+    newer = stand_in_model(tmp_path / "usb/real")
+    (tmp_path / "usb/current").symlink_to("real")
+    script("install.sh", "--destdir", str(root), "--model-from", str(tmp_path / "usb/current"))
+    assert not installed.is_symlink() and (installed / "decoder.onnx").read_bytes() == b"stand-in weights"
+
+    (newer / "decoder.onnx").write_bytes(b"stand-in weightz")  # a flipped byte on the stick
+    result = subprocess.run(["bash", str(SCRIPTS / "install.sh"), "--destdir", str(root), "--model-from", str(newer)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "is not a whole model (" in result.stderr and "decoder.onnx: content does not match" in result.stderr
+    assert "the installed whisper-tiny.en-int8 is kept" in result.stderr
+    assert (installed / "decoder.onnx").read_bytes() == b"stand-in weights"
+    assert not (root / "opt/edge-asr/models/whisper-tiny.en-int8.new").exists()
+
+
 def test_uninstall_keeps_config_unless_purged(staged: tuple[Path, str]) -> None:
     root, _ = staged
     output = script("uninstall.sh", "--destdir", str(root))
@@ -159,8 +189,7 @@ def test_install_names_models_by_manifest_despite_spaces_and_a_tight_umask(tmp_p
     model used to land as whisper-tiny.en-int8, a space split the path, and /opt was unreadable."""
     usb = tmp_path / "usb disk"
     for folder, name in (("tiny", "whisper-tiny.en-int8"), ("base", "whisper-base-int8")):
-        (usb / folder).mkdir(parents=True)
-        (usb / folder / "manifest.json").write_text(json.dumps({"name": name}))
+        stand_in_model(usb / folder, name)
     root = tmp_path / "new root"  # --destdir is created
     result = subprocess.run(["bash", "-c", 'umask 027; exec bash "$0" "$@"', str(SCRIPTS / "install.sh"),
                              "--destdir", str(root), "--model-from", str(usb / "tiny"), "--model-from", str(usb / "base")],
