@@ -38,7 +38,8 @@ install_system_packages() {
 install_python_env() {
     local python=${PYTHON:-python3}
     [ -x .venv/bin/python ] || "$python" -m venv .venv
-    local stamp=".venv/.edge-asr-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+    local stamp
+    stamp=".venv/.edge-asr-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && return 0
     echo "bootstrap: installing Python packages into .venv/"
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip

@@ -147,6 +147,8 @@ def convert_precision(args: argparse.Namespace, precision: str, manifest: dict) 
     """Build every graph of one precision that the check utterances need (all with --all-buckets)."""
     out = args.out / precision
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.rknn"):  # another platform's or toolkit's, or of other exports: never kept
+        stale.unlink()
     shutil.copy(args.exports / MANIFEST, out / MANIFEST)
     built: dict[str, SimulatedModel] = {}
 
@@ -171,7 +173,7 @@ def convert_precision(args: argparse.Namespace, precision: str, manifest: dict) 
     if args.all_buckets:
         for frames in manifest["encoder_frames"]:
             for stem in (f"encoder_{frames}", f"decoder_{frames}"):
-                if not (out / f"{stem}.rknn").exists():
+                if stem not in built:
                     open_sim(stem).release()
                     timings[stem] = {"build_s": round(built[stem].build_s, 1)}
     return {"encoder": encoder_stats, "decoder": decoder_stats, "timings": timings}

@@ -97,7 +97,7 @@ def script(name: str, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("name", ["install.sh", "uninstall.sh", "service-common.sh"])
+@pytest.mark.parametrize("name", sorted(path.name for path in SCRIPTS.glob("*.sh")))
 def test_scripts_are_valid_bash(name: str) -> None:
     assert subprocess.run(["bash", "-n", str(SCRIPTS / name)], capture_output=True).returncode == 0
     if shutil.which("shellcheck") is None:
