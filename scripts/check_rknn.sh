@@ -45,9 +45,8 @@ main() {
     done
     setup_venv
     [[ $setup_only == 1 ]] && return
-    if [[ ! -f "$FP32_DIR/manifest.json" ]]; then
-        "$MAIN_PY" "$REPO/scripts/build_model.py" --model "$MODEL"
-    fi
+    # Always: it says "up to date" when it is, and rebuilds a model left by an older builder.
+    "$MAIN_PY" "$REPO/scripts/build_model.py" --model "$MODEL"
     "$MAIN_PY" "$REPO/scripts/rknn_export.py" --model "$MODEL" --out "$EXPORT_DIR"
     "$RKNN_VENV/bin/python" "$REPO/scripts/convert_rknn.py" \
         --exports "$EXPORT_DIR" --out "$OUT_DIR" --model "$FP32_DIR" "${args[@]}"
