@@ -111,6 +111,17 @@ def test_a_term_inside_a_longer_one_is_not_said_when_the_word_runs_on() -> None:
     assert walk(trie, [1, 4, 6, 1, 4, 5, 6])[1] == pytest.approx(2 * B)  # said, then again but run on: once
 
 
+def test_a_hypothesis_the_token_budget_cut_ranks_without_its_unfinished_match() -> None:
+    """Cut at max_tokens in the middle of a term, it kept the bonus and gain an end of text takes back."""
+    from edge.asr.whisper.decoding import _Candidate
+
+    trie = toy()
+    half = _Candidate([1], -1.0, -1.0 + 2 * B + GAIN, trie.step(Match(), 1, GAIN))  # "a" of "abc": unfinished
+    assert half.cut(trie).score == pytest.approx(-1.0)
+    whole = _Candidate([1, 4], -2.0, -2.0 + 4 * B, walk(trie, [1, 4])[0])  # "ad": a completed term keeps it
+    assert whole.cut(trie).score == pytest.approx(-2.0 + 4 * B) and half.cut(None) is half
+
+
 def test_no_bonus_leaks_into_unrelated_rows() -> None:
     trie = toy()
     scores = np.zeros((2, len(CONTINUES)))

@@ -314,6 +314,13 @@ class _Candidate:
         """The hypothesis ended by <|endoftext|> (not kept among its tokens)."""
         return _Candidate(list(self.tokens), self.sum_logprob + logprob, score, self.match)
 
+    def cut(self, bias: BiasTrie | None) -> "_Candidate":
+        """The hypothesis the token budget ended: ranked without the bonus and gain of a match it left
+        unfinished, as an end of text takes them back (they ranked it above finished ones)."""
+        if bias is None:
+            return self
+        return replace(self, score=self.score - bias.held(self.match.node) - self.match.gain)
+
 
 class LogitRules:
     """Whisper's logit filters: suppression, timestamp grammar, loop guard."""
@@ -540,7 +547,7 @@ class Decoder:
             if not live or step == options.max_tokens - 1:
                 break
             streams.advance(self.backend, cross, keep, [c.tokens[-1] for c in live])
-        return done + live
+        return done + [c.cut(options.bias) for c in live]
 
     @staticmethod
     def _pick(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
@@ -585,7 +592,7 @@ class Decoder:
             if len(finished) >= width or not beams or step == options.max_tokens - 1:
                 break
             streams.advance(self.backend, cross, rows, [b.tokens[-1] for b in beams])
-        return finished + beams[: max(0, width - len(finished))]
+        return finished + [b.cut(options.bias) for b in beams[: max(0, width - len(finished))]]
 
 
 def _recites(result: DecodeResult, options: DecodeOptions) -> bool:
