@@ -109,6 +109,8 @@ def test_a_term_inside_a_longer_one_is_not_said_when_the_word_runs_on() -> None:
     assert walk(trie, [1, 4, 5, 2, 6])[1] == pytest.approx(4 * B)  # the longer term, said
     assert walk(trie, [1, 4, 6])[1] == pytest.approx(2 * B)  # the shorter one, said
     assert walk(trie, [1, 4, 6, 1, 4, 5, 6])[1] == pytest.approx(2 * B)  # said, then again but run on: once
+    nested = toy(paths=(((1,), B, True), ((1, 5), B, True), ((1, 5, 5, 2), B, True)))  # "a", "a"+5, "a"+5+5+"b"
+    assert walk(nested, [1, 5, 5, 6])[1] == pytest.approx(0.0)  # past both shorter terms, then broken off
 
 
 def test_a_hypothesis_the_token_budget_cut_ranks_without_its_unfinished_match() -> None:

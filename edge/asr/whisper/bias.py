@@ -172,11 +172,12 @@ class BiasTrie:
         said" kept Kuber's bonus)."""
         count = len(self._children)
         score, kept = np.zeros(count), np.zeros(count)
+        unended = np.zeros(count)  # kept, were no term to end at the node itself
         for node in range(1, count):
             parent = self._parent[node]
             score[node] = score[parent] + self._edge[node]
-            before = kept[self._parent[parent]] if self._word_goes_on(parent, self._token[node]) else kept[parent]
-            kept[node] = score[node] if self._end[node] else before
+            unended[node] = unended[parent] if self._word_goes_on(parent, self._token[node]) else kept[parent]
+            kept[node] = score[node] if self._end[node] else unended[node]
         return score, kept
 
     def _word_goes_on(self, node: int, token: int) -> bool:
