@@ -124,18 +124,23 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
         raise _problem(f"cannot be resolved to a path ({one_line(exc)})") from None
 
 
-def _kind_problem(path: Path, kind: str, missing_ok: bool = False) -> str | None:
-    """Why `path` is not the existing `kind` ("file" or "directory") a key names, or None. One the user
-    cannot reach says so: a PermissionError from `sudo -u edge-asr edge-asr check-config` was a traceback."""
+def _require_kind(path: Path, kind: str, *, missing_ok: bool = False, why: str = "") -> Path:
+    """`path`, if it is the existing `kind` ("file" or "directory") a key names; else the key's error, `why`
+    after it. One the user cannot reach says so: a PermissionError from `sudo -u edge-asr edge-asr
+    check-config` was a traceback."""
     try:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return None if missing_ok else f"-> {path} does not exist"
+        if missing_ok:
+            return path
+        problem = f"-> {path} does not exist"
     except OSError as exc:
-        return f"-> {path} cannot be reached ({exc.strerror or exc}; the service user needs access to it)"
-    if not (stat.S_ISDIR(mode) if kind == "directory" else stat.S_ISREG(mode)):
-        return f"-> {path} is not a {kind}"
-    return None
+        problem = f"-> {path} cannot be reached ({exc.strerror or exc}; the service user needs access to it)"
+    else:
+        if stat.S_ISDIR(mode) if kind == "directory" else stat.S_ISREG(mode):
+            return path
+        problem = f"-> {path} is not a {kind}"
+    raise _problem(problem + why)
 
 
 def _require_absolute(value: Path | None) -> Path | None:
@@ -245,10 +250,7 @@ class ModelConfig(Section):
     @field_validator("path")
     @classmethod
     def _model_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        path = _resolve(value, info)
-        problem = _kind_problem(path, "directory")
-        if problem:
-            raise _problem(problem)
+        path = _require_kind(_resolve(value, info), "directory")
         try:
             if not (path / "manifest.json").is_file():
                 raise _problem(f"-> {path} has no manifest.json")
@@ -297,9 +299,8 @@ class InferenceConfig(Section):
     @classmethod
     def _rknn_dir(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        problem = _kind_problem(path, "directory") if info.data.get("backend") == "rknn" else None
-        if problem:
-            raise _problem(f"{problem} (needed because inference.backend is rknn)")
+        if info.data.get("backend") == "rknn":
+            _require_kind(path, "directory", why=" (needed because inference.backend is rknn)")
         return path
 
 
@@ -431,10 +432,7 @@ class DebugConfig(Section):
     @classmethod
     def _dir(cls, value: Path | None) -> Path | None:
         """Absolute, and a directory if it exists (it is made if not): /etc/passwd stopped `run` at start."""
-        problem = value is not None and _kind_problem(_require_absolute(value), "directory", missing_ok=True)
-        if problem:
-            raise _problem(problem)
-        return value
+        return None if value is None else _require_kind(_require_absolute(value), "directory", missing_ok=True)
 
 
 _BOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -453,11 +451,7 @@ def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
     """A file the bridge reads at start (relative to the config file); checked now so a typo is a config error."""
     if value is None:
         return None
-    path = _resolve(value, info)
-    problem = _kind_problem(path, "file")
-    if problem:
-        raise _problem(problem)
-    return path
+    return _require_kind(_resolve(value, info), "file")
 
 
 class MqttTlsConfig(Section):

@@ -29,7 +29,7 @@ def _field_problem(manifest: dict[str, Any]) -> str | None:
     if not isinstance(manifest.get("family", "whisper"), str):
         return f"family {manifest['family']!r} is not a name"
     dims = manifest.get("dims")
-    if not isinstance(dims, dict) or not all(_whole(value) and value > 0 for value in dims.values()):
+    if not isinstance(dims, dict) or not all(map(positive_whole, dims.values())):
         return "dims is missing or not a mapping of positive whole numbers"
     languages = manifest.get("languages", ["en"])
     if not isinstance(languages, list) or not languages or not all(isinstance(code, str) and code for code in languages):
@@ -47,7 +47,12 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_KINDS = {"int": lambda v: _whole(v) and v > 0, "float": lambda v: (_whole(v) or isinstance(v, float)) and v > 0,
+def positive_whole(value: Any) -> bool:
+    """A count or size a manifest may hold: a whole number above 0, not a bool."""
+    return _whole(value) and value > 0
+
+
+_KINDS = {"int": positive_whole, "float": lambda v: (_whole(v) or isinstance(v, float)) and v > 0,
           "bool": lambda v: isinstance(v, bool)}
 _NAMES = {"int": "a positive whole number", "float": "a positive number", "bool": "true or false"}
 

@@ -114,6 +114,18 @@ def _noise(seconds: float, level: float, rng: np.random.Generator) -> np.ndarray
     return (level * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
 
 
+def _scripted(int8: Recognizer, monkeypatch: pytest.MonkeyPatch, answers: list[DecodeResult]) -> list[tuple[int, int]]:
+    """`_decode_window` answers `answers` in turn (as it returns them: after fallback); the (seek, frames) it was asked."""
+    calls: list[tuple[int, int]] = []
+
+    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
+        calls.append((seek, frames))
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr(int8, "_decode_window", decode)
+    return calls
+
+
 @pytest.mark.parametrize(
     "heard_s, tail_level, tail_no_speech, tail_logprob, decoded, text",
     [
@@ -130,14 +142,7 @@ def test_a_window_whose_text_ends_early_has_its_tail_decoded_again(
     rng = np.random.default_rng(0)
     audio = np.concatenate([_noise(heard_s, 0.1, rng), _noise(8.0 - heard_s, tail_level, rng)])
     tail = _said(int8, " tail words", 0.0, 5.0, tail_no_speech, tail_logprob)
-    answers = [_said(int8, " first words", 0.0, heard_s, 0.1), tail]  # as `_decode_window` returns them: after fallback
-    calls: list[tuple[int, int]] = []
-
-    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
-        calls.append((seek, frames))
-        return answers[len(calls) - 1]
-
-    monkeypatch.setattr(int8, "_decode_window", decode)
+    calls = _scripted(int8, monkeypatch, [_said(int8, " first words", 0.0, heard_s, 0.1), tail])
     result = int8.transcribe_long(audio)
     assert calls == decoded and result.text == text
     assert [s for s, _, _ in result.segments] == [0.0, heard_s][: len(result.segments)]  # the tail's stamps are shifted
@@ -151,14 +156,8 @@ def test_a_tail_whose_text_goes_on_past_its_last_closed_segment_is_followed(int8
     audio = np.concatenate([_noise(2.0, 0.1, rng), _noise(6.0, 0.2, rng)])
     one = _said(int8, " tail one", 0.0, 1.0, 0.1)
     open_tail = replace(one, tokens=(*one.tokens, begin + 50, *int8.tokenizer.encode(" tail two")))
-    answers = [_said(int8, " first words", 0.0, 2.0, 0.1), open_tail, _said(int8, " tail two", 0.0, 4.0, 0.1)]
-    calls: list[tuple[int, int]] = []
-
-    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
-        calls.append((seek, frames))
-        return answers[len(calls) - 1]
-
-    monkeypatch.setattr(int8, "_decode_window", decode)
+    calls = _scripted(int8, monkeypatch,
+                      [_said(int8, " first words", 0.0, 2.0, 0.1), open_tail, _said(int8, " tail two", 0.0, 4.0, 0.1)])
     result = int8.transcribe_long(audio)
     assert calls == [(0, 800), (200, 600), (300, 500)] and result.text == "first words tail one tail two"
     assert [s for s, _, _ in result.segments] == [0.0, 2.0, 3.0]
@@ -182,13 +181,7 @@ def test_a_short_last_window_counts_only_where_the_model_is_sure_of_it(
     closed = replace(closed, tokens=(*closed.tokens, begin + round(closed_s * 50)))  # "<|0.00|> ... <|t|><|t|>"
     rest = replace(_said(int8, " tail words", 0.0, 8.0 - closed_s, rest_no_speech, rest_logprob),
                    temperature=rest_temperature)
-    calls: list[tuple[int, int]] = []
-
-    def decode(mel: np.ndarray, seek: int, frames: int, wanted: WhisperOptions, loudest: float) -> DecodeResult:
-        calls.append((seek, frames))
-        return (closed, rest)[len(calls) - 1]
-
-    monkeypatch.setattr(int8, "_decode_window", decode)
+    calls = _scripted(int8, monkeypatch, [closed, rest])
     result = int8.transcribe_long(_noise(8.0, 0.1, np.random.default_rng(0)))
     assert calls == [(0, 800), (2, round((8.0 - closed_s) * 100))] and result.text == text
 

@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edge.errors import BackendError
+from edge.manifest import positive_whole
 
 MANIFEST = "rknn_manifest.json"
 LIBRKNNRT = Path("usr/lib/librknnrt.so")
@@ -64,21 +65,17 @@ def _manifest_problem(manifest: object) -> str | None:
     if not isinstance(manifest, dict):
         return "not a JSON object"
     frames = manifest.get("encoder_frames")
-    if not isinstance(frames, list) or not frames or not all(map(_count, frames)):
+    if not isinstance(frames, list) or not frames or not all(map(positive_whole, frames)):
         return f"encoder_frames {frames!r} is not a list of frame counts"
     for key in ("batch", "cache_slots"):
-        if not _count(manifest.get(key)):
+        if not positive_whole(manifest.get(key)):
             return f"{key} {manifest.get(key)!r} is not a whole number above 0"
     if type(manifest.get("mask_value")) not in (int, float):
         return f"mask_value {manifest.get('mask_value')!r} is not a number"
     dims = manifest.get("dims")
-    if not isinstance(dims, dict) or not all(_count(dims.get(key)) for key in DIMS):
+    if not isinstance(dims, dict) or not all(positive_whole(dims.get(key)) for key in DIMS):
         return f"dims {dims!r} lacks whole numbers for {', '.join(DIMS)}"
     return None
-
-
-def _count(value: object) -> bool:
-    return type(value) is int and value > 0
 
 
 def missing_files(model_dir: Path, suffix: str = ".rknn") -> list[str]:

@@ -403,9 +403,11 @@ class MicSource:
     def _say_failure(self, problem: str, retry_s: float) -> None:
         """A reopen failure as a warning when it is new, then at debug level: each one lists every device,
         and with the backoff at its cap (30 s; 1 s allowed) an absent microphone filled the journal."""
-        level = logging.DEBUG if problem == self._said else logging.WARNING
-        log.log(level, "%s; retrying in %.1f s%s", problem, retry_s, "" if level == logging.DEBUG else
-                " (said once while it lasts; `edge-asr status` shows the state)")
+        if problem == self._said:
+            log.debug("%s; retrying in %.1f s", problem, retry_s)
+        else:
+            log.warning("%s; retrying in %.1f s (said once while it lasts; `edge-asr status` shows the state)",
+                        problem, retry_s)
         self._said = problem
 
     def _take(self) -> np.ndarray:
