@@ -141,6 +141,7 @@ class _Utterance:
     retry_partial: bool = False  # a speculative final displaced a partial: ask again at FIRST_PARTIAL_STEP_MS
     has_text: bool = False
     last_text: str = ""
+    last_stable: str = ""
     speculative: Job | None = None
 
 
@@ -440,9 +441,9 @@ class StreamingSession:
             return
         stable, shown = utterance.stabilizer.update(text)
         utterance.has_text, utterance.shown_at = True, self._history.end
-        if shown == utterance.last_text:
-            return
-        utterance.last_text = shown
+        if (shown, stable) == (utterance.last_text, utterance.last_stable):
+            return  # a partial whose stable part grew is sent: a caption draws it settled
+        utterance.last_text, utterance.last_stable = shown, stable
         self._emit(Partial(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=shown, stable_text=stable,
                            start_s=_s(job.start), end_s=_s(job.end)))
 
