@@ -698,6 +698,30 @@ def load_for_command(cli_value: str | os.PathLike[str] | None, *, defaults_if_ab
     return load_config(path)
 
 
+class _SocketOnly(BaseModel):
+    """publish.socket alone, validated as in the whole file."""
+
+    model_config = ConfigDict(extra="ignore")
+    publish: PublishConfig = _section("publish")
+
+
+def configured_socket(cli_value: str | os.PathLike[str] | None) -> Path:
+    """publish.socket of the config `default_config_path` finds (the default where there is no --config and no
+    file), read even where the file's other keys are invalid: a daemon still runs the config it started with,
+    and a technician's edit since (a model.path not yet copied) must not hide it from `listen` and `status`.
+    ConfigError where the file cannot be read or publish.socket itself is bad."""
+    path = default_config_path(cli_value)
+    if not cli_value and not path.is_file():
+        return PublishConfig.model_fields["socket"].default
+    data, lines = _parse_yaml(_read(path), path)
+    publish = data.get("publish") if isinstance(data, dict) else None
+    written = {"socket": publish["socket"]} if isinstance(publish, dict) and "socket" in publish else {}
+    try:
+        return _SocketOnly.model_validate({"publish": written}, context={"base_dir": path.resolve().parent}).publish.socket
+    except ValidationError as exc:
+        raise ConfigError(_messages(exc, str(path), lines)) from None
+
+
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Dotted keys of the daemon's that changed but only take effect after a restart."""
     live = LIVE_KEYS if new.model.path == old.model.path else ()

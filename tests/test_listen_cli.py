@@ -168,13 +168,46 @@ def test_default_socket_comes_from_the_config(tmp_path: Path, int8_model_dir: Pa
     assert listen.socket_path(_args(config)) == "/srv/asr/events.sock"
 
 
-def test_default_socket_survives_a_broken_or_missing_config(tmp_path: Path, monkeypatch) -> None:
+def test_default_socket_is_read_where_other_keys_are_invalid(tmp_path: Path, capsys) -> None:
+    # A daemon still runs the config it started with; an edit since must not hide it from listen/status.
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  path: /not/copied/yet\npublish:\n  socket: /srv/asr/events.sock\n")
+    assert listen.socket_path(_args(config)) == "/srv/asr/events.sock"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_config_at_the_usual_place_falls_back_with_a_warning(tmp_path: Path, monkeypatch, capsys) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("publish: [this is not: a mapping\n")
-    assert listen.socket_path(_args(config)) == protocol.DEFAULT_SOCKET
-    assert listen.socket_path(_args(tmp_path / "absent.yaml")) == protocol.DEFAULT_SOCKET
-    monkeypatch.setitem(sys.modules, "edge.config", None)  # the module itself missing
-    assert listen.socket_path(_args(config)) == protocol.DEFAULT_SOCKET
+    monkeypatch.setenv("EDGE_ASR_CONFIG", str(config))
+    assert listen.socket_path(_args()) == protocol.DEFAULT_SOCKET
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge-asr listen: {config}") and f"(trying {protocol.DEFAULT_SOCKET})" in err
+    monkeypatch.setenv("EDGE_ASR_CONFIG", str(tmp_path / "absent.yaml"))
+    assert listen.socket_path(_args()) == protocol.DEFAULT_SOCKET
+
+
+def test_a_given_config_without_a_usable_socket_is_an_error(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("publish:\n  socket: relative.sock\n")
+    for command in ("listen", "status"):
+        code, out, err = run_cli(capsys, command, "--config", str(config))
+        assert code == 78 and out == "" and "publish.socket" in err and "relative.sock" in err
+    code, _, err = run_cli(capsys, "listen", "--config", str(tmp_path / "absent.yaml"))
+    assert code == 78 and "absent.yaml" in err
+
+
+def test_listen_exits_1_and_says_why_when_the_daemon_refuses_it(capsys, sock_path: Path) -> None:
+    pub = make_publisher(sock_path, max_subscribers=1)
+    pub.start()
+    try:
+        with client.connect(str(sock_path)) as first:
+            assert json.loads(next(client.read_lines(first)))["type"] == "hello"
+            code, out, err = run_cli(capsys, "listen", "--socket", str(sock_path))
+    finally:
+        pub.close(1.0)
+    assert code == 1 and json.loads(out)["reason"] == "too_many_subscribers"
+    assert err.startswith("edge-asr listen: the daemon refused this subscriber:") and "too_many_subscribers" in err
 
 
 def test_explicit_socket_wins() -> None:

@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 
-from edge.config import ConfigError, load_for_command
+from edge.config import ConfigError, configured_socket, default_config_path
 from edge.publish import protocol
-from edge.publish.client import DaemonUnavailable, connect, read_lines
+from edge.publish.client import DaemonUnavailable, connect, farewell, read_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,27 +25,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="config file to take publish.socket from")
 
 
-def socket_path(args: argparse.Namespace) -> str:
+def socket_path(args: argparse.Namespace, command: str = "listen") -> str:
     """--socket, else publish.socket of the config, else the built-in default.
 
-    These are diagnostic tools: a missing or broken config (or config module) must
-    not stop them from trying the usual place.
+    Only publish.socket is read, so a config whose other keys are invalid still gives it
+    (`config.configured_socket`). A --config that cannot give it is an error (ConfigError); the
+    config found at the usual places is a diagnostic tool's guess, so there a warning says why
+    the built-in default is tried instead.
     """
     if args.socket:
         return args.socket
     try:
-        return str(load_for_command(args.config).publish.socket)
-    except ConfigError:
+        return str(configured_socket(args.config))
+    except ConfigError as exc:
+        if args.config:
+            raise
+        print(f"edge-asr {command}: {exc.messages[0]} (trying {protocol.DEFAULT_SOCKET})", file=sys.stderr)
         return protocol.DEFAULT_SOCKET
 
 
 def run(args: argparse.Namespace) -> int:
-    path = socket_path(args)
+    """Exit 0 when the daemon stops, 1 when it refused or dropped this subscriber (the reason on stderr:
+    a script must tell "too slow" from "stopped"), 78 for a --config without a usable publish.socket."""
+    try:
+        path = socket_path(args)
+    except ConfigError as exc:
+        return exc.report(default_config_path(args.config))
     try:
         with connect(path) as sock:
             for line in read_lines(sock):
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
+                refused = farewell(line)
+                if refused is not None:
+                    print(f"edge-asr listen: {refused}", file=sys.stderr)
+                    return 1
     except DaemonUnavailable as exc:
         print(f"edge-asr listen: {exc}", file=sys.stderr)
         return 1

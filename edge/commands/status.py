@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from edge.commands import listen
+from edge.config import ConfigError, default_config_path
 from edge.publish.client import DaemonUnavailable, request_status
 
 
@@ -24,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = listen.socket_path(args)
+    try:
+        path = listen.socket_path(args, "status")
+    except ConfigError as exc:
+        return exc.report(default_config_path(args.config))
     try:
         event = request_status(path, args.timeout)
     except DaemonUnavailable as exc:

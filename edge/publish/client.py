@@ -70,7 +70,7 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
         yield from (line + b"\n" for line in lines)
 
 
-def _farewell(line: bytes) -> str | None:
+def farewell(line: bytes) -> str | None:
     """The daemon's words when this line is the error it hangs up after (too many subscribers, too slow):
     why the connection ends, rather than 'the daemon closed the connection'."""
     if b'"error"' not in line:
@@ -114,9 +114,9 @@ class Subscription:
             on_connected()
             for line in read_lines(sock):
                 on_line(line)
-                farewell = _farewell(line)
-                if farewell is not None:
-                    return farewell
+                refused = farewell(line)
+                if refused is not None:
+                    return refused
             return self._cut or "the daemon closed the connection (stopped or restarting)"
         except DaemonUnavailable as exc:
             return str(exc)
