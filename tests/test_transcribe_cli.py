@@ -142,8 +142,39 @@ def test_a_file_damaged_part_way_is_reported_and_the_next_one_transcribed(capsys
     sf.write(damaged, samples.astype(np.float32), 16000, subtype="FLOAT")
     code, out, err = _run(capsys, "--format", "jsonl", "--beam", "1", str(damaged), str(clips[0]))
     assert code == EXIT_FILE_ERRORS
-    assert err == f"edge-asr transcribe: {damaged}: contains NaN or infinite samples\n"
-    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(clips[0])]
+    assert err == f"edge-asr transcribe: {damaged}: contains NaN or infinite samples (the text above is of the audio before it)\n"
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["file"] for line in lines] == [str(damaged), str(clips[0])]
+    assert lines[0]["text"] == "" and lines[1]["text"]  # a tone: no words, but its 35 s were decoded, not dropped
+
+
+def test_a_recognition_failure_is_reported_and_the_next_file_transcribed(capsys, clips, monkeypatch):
+    import edge.asr.load
+
+    fake = _WholeAudioOnly()
+    heard = fake.transcribe
+
+    def fail_first(audio, **kwargs):
+        if not fake.heard:
+            fake.heard.append(0)
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+        return heard(audio, **kwargs)
+
+    fake.transcribe = fail_first
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: fake)
+    code, out, err = _run(capsys, str(clips[0]), str(clips[0]))
+    assert code == EXIT_FILE_ERRORS and out == f"{clips[0]}: heard\n"
+    assert err == f"edge-asr transcribe: {clips[0]}: recognition failed (RuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION)\n"
+
+
+def test_a_file_name_that_is_not_utf8_is_transcribed(capsys, clips, tmp_path, monkeypatch):
+    import edge.asr.load
+
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: _WholeAudioOnly())
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.wav")
+    os.symlink(clips[0], os.fsencode(odd))
+    code, out, err = _run(capsys, "--format", "jsonl", odd)
+    assert (code, err) == (0, "") and json.loads(out)["file"].endswith("caf\\udce9.wav")
 
 
 class _WholeAudioOnly:

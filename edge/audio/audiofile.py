@@ -1,4 +1,4 @@
-"""Read any WAV/FLAC file into the one format the recognizer takes: 16 kHz mono float32.
+"""Read any WAV/FLAC (or MP3/Ogg) file into the one format the recognizer takes: 16 kHz mono float32.
 
 `AudioReader` decodes and resamples block by block, so memory does not depend on
 the length of the file; `load_audio` is the same reader drained into one array.
@@ -27,8 +27,12 @@ _WAV_SHORT_DATA = re.compile(r"^data : (\d+) \(should be \d+\)", re.MULTILINE)
 # 2^31 - 4096, others 0 or 2^32 - 1. Any data size from 2^31 - 64 KiB up is taken as "streamed".
 STREAMED_DATA_SIZE = 0x7FFF0000
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header gives none
-MAX_PEAK = 32.0
-HEADER_SLACK = 4096  # bytes a header with metadata chunks may take before any audio  # float samples past this are integers stored as float (tiny.en read JFK at +-32767 as "No")
+MAX_PEAK = 32.0  # float samples past this are integers stored as float (tiny.en read JFK at +-32767 as "No")
+HEADER_SLACK = 4096  # bytes a header with metadata chunks may take before any audio
+# Compressed formats whose header gives an estimate of the length, not a count: an MP3 without
+# a Xing/Info frame declared 267,365 frames and decoded 266,112 (libsndfile 1.2.2).
+ESTIMATED_LENGTH = ("MP3", "OGG")
+ESTIMATE_SLACK = 0.02  # of the estimate: fewer frames than that is a cut file (half an MP3: 38,063 of 80,000)
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: any real recording lies between
 # Samples (all channels together) decoded per read: 256 KiB of float32, 4 s of
 # 16 kHz mono or 0.7 s of 44.1 kHz stereo; whatever the file's length or format.
@@ -62,7 +66,7 @@ def _decoding(path: Path) -> Iterator[None]:
         yield
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioFileError(f"{path}: not a readable WAV/FLAC file ({reason})") from None
+        raise AudioFileError(f"{path}: not a readable audio file: WAV, FLAC, MP3 or Ogg ({reason})") from None
 
 
 def _check_header(path: Path, decoder: sf.SoundFile) -> None:
@@ -70,6 +74,10 @@ def _check_header(path: Path, decoder: sf.SoundFile) -> None:
     if not MIN_RATE <= decoder.samplerate <= MAX_RATE:
         raise AudioFileError(f"{path}: sample rate {decoder.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
     size = path.stat().st_size
+    if decoder.format in ESTIMATED_LENGTH:
+        if decoder.frames == 0:
+            raise AudioFileError(f"{path}: contains no audio samples (or is cut short)")
+        return
     if decoder.frames == 0 and size > HEADER_SLACK:
         raise AudioFileError(f"{path}: its header declares no audio samples, but the file holds {size} "
                              "bytes (a recording stopped before it wrote the header's sizes: `sox --ignore-length` "
@@ -94,11 +102,11 @@ def _downmix(samples: np.ndarray) -> np.ndarray:
 
 
 class AudioReader:
-    """A WAV/FLAC file as 16 kHz mono float32 blocks, decoded and resampled (soxr HQ) as they are read.
+    """A WAV/FLAC (or MP3/Ogg) file as 16 kHz mono float32 blocks, decoded and resampled (soxr HQ) as they are read.
 
     Opening checks all that the header tells (path, format, rate, length), so a bad
     file fails before any work; damage found further in (a cut FLAC, NaN samples,
-    fewer samples than declared) raises `AudioFileError` from the block that shows it.
+    fewer samples than declared) raises `AudioFileError` after the audio before it.
     Each iteration starts again from the beginning; close the reader (or use `with`) when done.
     """
 
@@ -106,7 +114,7 @@ class AudioReader:
         self.path = Path(path)
         _check_readable(self.path)
         with _decoding(self.path):
-            self._decoder = sf.SoundFile(str(self.path))
+            self._decoder = sf.SoundFile(os.fsencode(self.path))  # a name that is not UTF-8 too
         try:
             _check_header(self.path, self._decoder)
         except AudioFileError:
@@ -128,21 +136,35 @@ class AudioReader:
         while True:
             with _decoding(self.path):
                 samples = self._decoder.read(frames, dtype="float32", always_2d=True)
-            if not np.isfinite(samples).all():
-                raise AudioFileError(f"{self.path}: contains NaN or infinite samples")
-            if len(samples) and (peak := float(np.abs(samples).max())) > MAX_PEAK:
-                raise AudioFileError(f"{self.path}: float samples reach {peak:.0f}, far outside -1..1 (integer values "
-                                     "stored as float?); scale them to -1..1")
+            damage = self._damage(samples)
+            if damage is not None:
+                samples = samples[: damage[0]]
             done += len(samples)
-            last = len(samples) < frames
+            last = len(samples) < frames or damage is not None
             mono = _downmix(samples)
             block = mono if resampler is None else resampler.resample_chunk(mono, last=last)
             if len(block):
                 yield block
+            if damage is not None:
+                raise damage[1]
             if last:
                 break
-        if done < declared:
+        estimated = self._decoder.format in ESTIMATED_LENGTH
+        if done < (declared * (1 - ESTIMATE_SLACK) if estimated else declared):
             raise _truncated(self.path)
+
+    def _damage(self, samples: np.ndarray) -> tuple[int, AudioFileError] | None:
+        """The first frame that is not audio, and why; None when all are. The frames before it are delivered
+        (docs/operations.md: what came before is recognised)."""
+        bad = ~np.isfinite(samples).all(axis=1) | (np.abs(samples) > MAX_PEAK).any(axis=1)
+        if not bad.any():
+            return None
+        first = int(np.argmax(bad))
+        if not np.isfinite(samples[first]).all():
+            return first, AudioFileError(f"{self.path}: contains NaN or infinite samples")
+        peak = float(np.abs(samples[np.isfinite(samples)]).max())  # of the block: the first bad frame's may be lower
+        return first, AudioFileError(f"{self.path}: float samples reach {peak:.0f}, far outside -1..1 (integer "
+                                     "values stored as float?); scale them to -1..1")
 
     def close(self) -> None:
         self._decoder.close()

@@ -1,4 +1,4 @@
-"""Transcribe WAV/FLAC files offline and print the text (or one JSON line per file).
+"""Transcribe WAV/FLAC (or MP3/Ogg) files offline and print the text (or one JSON line per file).
 
 Each file is decoded as it is transcribed, never whole, so an hour takes no more
 memory than a minute. A file that cannot be read (even part-way) is reported on
@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float) -> None:
     text = transcript.text
+    name = name.encode("utf-8", "backslashreplace").decode("utf-8")  # a name that is not UTF-8: "caf\\udce9.wav"
     if args.format == "jsonl":
         record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3),
                   "language": transcript.language}
@@ -96,21 +97,44 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             with AudioReader(name) as reader:
-                transcript = _transcribe(recognizer, reader, options)
+                audio = _UpToDamage(reader)
+                transcript = _transcribe(recognizer, audio, reader, options)
         except AudioFileError as exc:
             print(f"edge-asr transcribe: {exc}", file=sys.stderr)
             failed += 1
             continue
+        except (RuntimeError, MemoryError) as exc:  # the backend failed on this file: the next ones may still go
+            print(f"edge-asr transcribe: {name}: recognition failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+            failed += 1
+            continue
         _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start)
+        if audio.damage is not None:
+            print(f"edge-asr transcribe: {audio.damage} (the text above is of the audio before it)", file=sys.stderr)
+            failed += 1
     return EXIT_FILE_ERRORS if failed else 0
 
 
-def _transcribe(recognizer: Recognizer, reader: AudioReader, options: object) -> Transcript:
+class _UpToDamage:
+    """A reader whose damage part-way (a cut file, NaN samples) ends the audio there, kept to be told after the
+    text of what came before: a cut recording's first hour is still worth its transcript."""
+
+    def __init__(self, reader: AudioReader) -> None:
+        self.reader = reader
+        self.damage: AudioFileError | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        try:
+            yield from self.reader
+        except AudioFileError as exc:
+            self.damage = exc
+
+
+def _transcribe(recognizer: Recognizer, audio: _UpToDamage, reader: AudioReader, options: object) -> Transcript:
     """The whole file: streamed where the model family can (bounded memory), else decoded whole."""
     if not isinstance(recognizer, LongFormRecognizer):
-        return recognizer.transcribe(np.concatenate(list(reader)), options=options)
+        return recognizer.transcribe(np.concatenate([np.zeros(0, np.float32), *audio]), options=options)
     with _progress(reader.path.name, reader.duration_s) as progress:
-        return recognizer.transcribe_stream(reader, options=options, progress=progress)
+        return recognizer.transcribe_stream(audio, options=options, progress=progress)
 
 
 @contextmanager
