@@ -427,6 +427,7 @@ class DebugConfig(Section):
     record_audio_dir: LaxPath | None = Field(
         None, description="null, or an absolute directory (audio is written to disk only when set)"
     )
+    record_max_mb: int = _whole(1000, 1, 1_000_000, "MB")  # recording stops there: 115 MB an hour of speech
 
     @field_validator("record_audio_dir")
     @classmethod

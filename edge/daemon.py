@@ -132,7 +132,8 @@ class Daemon:
         self._decode_stall_s = decode_stall_s(self._backend, cfg.inference.timeout_ms)
         self._backend_news: str | None = None  # the latest selection/fallback message
         self._metrics.set_backend(self._backend, requested=cfg.inference.backend)
-        self._recorder = UtteranceRecorder(cfg.debug.record_audio_dir) if cfg.debug.record_audio_dir else None
+        self._recorder = (UtteranceRecorder(cfg.debug.record_audio_dir, cfg.debug.record_max_mb * 1_000_000)
+                          if cfg.debug.record_audio_dir else None)
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,

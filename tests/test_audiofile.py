@@ -133,21 +133,6 @@ def test_an_absurd_sample_rate_is_refused_before_decoding(tmp_path):
         load_audio(path)
 
 
-def test_recordings_are_private_whatever_the_umask(tmp_path):
-    from edge.audio.recorder import UtteranceRecorder
-
-    old = os.umask(0o022)
-    try:
-        recorder = UtteranceRecorder(tmp_path / "rec")
-        recorder.save(1, 0.0, _tone(SAMPLE_RATE, 0.2))
-        recorder.close(5.0)
-    finally:
-        os.umask(old)
-    (written,) = list((tmp_path / "rec").iterdir())
-    assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o700
-    assert stat.S_IMODE(written.stat().st_mode) == 0o600
-
-
 def _wav_with_nan_at(tmp_path: Path, seconds: float, nan_at_s: float) -> Path:
     samples = _tone(SAMPLE_RATE, seconds)
     samples[int(nan_at_s * SAMPLE_RATE)] = np.nan

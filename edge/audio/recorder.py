@@ -3,10 +3,17 @@
 Audio reaches the disk only when a technician sets that key. Files are written
 on the recorder's own thread from a bounded queue: disk I/O never stalls the
 audio path or the recognizer, and a slow disk loses recordings, not speech.
+
+Speech is about 115 MB an hour of 16-bit 16 kHz audio, and a key left set runs for
+months: recording stops (and says so once) at `debug.record_max_mb` of recordings in
+the directory, or when the file system has less than MIN_FREE_BYTES left for the box.
+Each file is encoded in memory and renamed into place once whole, so a full disk or a
+kill never leaves a WAV whose header and data disagree.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
@@ -18,61 +25,119 @@ import numpy as np
 import soundfile
 
 from edge.audio.base import SAMPLE_RATE
+from edge.errors import StartupError
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 16
+MIN_FREE_BYTES = 256 * 2**20  # left to the journal and the rest of the box
+PATTERN = "*-utt*.wav"  # this recorder's files (the name `save` gives)
 
 
 class UtteranceRecorder:
     """Writes each utterance's 16 kHz audio as a 16-bit WAV file."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = Path(directory)
         _private_dir(self.directory)
+        self.max_bytes = max_bytes
+        self.used = sum(path.stat().st_size for path in self.directory.glob(PATTERN) if path.is_file())
         self.written = 0
         self.dropped = 0
+        self._stopped: str | None = None  # why recording stopped for good
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(MAX_PENDING)
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
-        log.warning("debug.record_audio_dir is set: utterance audio is written to %s", self.directory)
+        log.warning("debug.record_audio_dir is set: utterance audio is written to %s (%.0f of %.0f MB used)",
+                    self.directory, self.used / 1e6, max_bytes / 1e6)
 
     def save(self, utterance_id: int, start_s: float, audio: np.ndarray) -> None:
-        """Queue one utterance; never blocks (a full queue drops it and counts it)."""
+        """Queue one utterance; never blocks (a full queue drops it, counts it and says so the first time)."""
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-utt{utterance_id:06d}-at{start_s:.2f}s.wav"
         try:
             self._queue.put_nowait((name, audio))
         except queue.Full:
             self.dropped += 1
+            if self.dropped == 1:
+                log.warning("debug.record_audio_dir: the disk is slower than the speech; recordings are dropped")
 
     def close(self, timeout: float = 1.0) -> None:
-        """Write what is queued (within `timeout`), then stop the thread."""
+        """Write what is queued (within `timeout`), stop the thread, and say what was lost."""
         try:
             self._queue.put(None, timeout=timeout)
+            self._thread.join(timeout)
         except queue.Full:
-            return
-        self._thread.join(timeout)
+            pass
+        if self.dropped:
+            log.warning("debug.record_audio_dir: %d utterances recorded, %d not", self.written, self.dropped)
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
             name, audio = item
-            try:
-                _write_private(self.directory / name, audio)
-                self.written += 1
-            except (OSError, RuntimeError) as exc:  # soundfile reports I/O errors as RuntimeError
+            if self._stopped is None:
+                self._write(name, audio)
+            else:
                 self.dropped += 1
-                log.error("debug.record_audio_dir: cannot write %s: %s", self.directory / name, exc)
+
+    def _write(self, name: str, audio: np.ndarray) -> None:
+        data = _wav_bytes(audio)
+        self._stopped = self._full(len(data))
+        if self._stopped is not None:
+            self.dropped += 1
+            log.error("debug.record_audio_dir: recording stopped: %s", self._stopped)
+            return
+        try:
+            _write_private(self.directory / name, data)
+        except OSError as exc:
+            self.dropped += 1
+            log.error("debug.record_audio_dir: cannot write %s: %s", self.directory / name, exc.strerror or exc)
+            return
+        self.written += 1
+        self.used += len(data)
+
+    def _full(self, size: int) -> str | None:
+        """Why a file of `size` bytes must not be written, or None."""
+        if self.used + size > self.max_bytes:
+            return (f"{self.directory} holds {self.used / 1e6:.0f} MB of recordings, debug.record_max_mb is "
+                    f"{self.max_bytes / 1e6:.0f} (move them away and restart, or raise the key)")
+        try:
+            disk = os.statvfs(self.directory)
+        except OSError:
+            return None  # the write itself will tell
+        free = disk.f_bavail * disk.f_frsize
+        if free - size < MIN_FREE_BYTES:
+            return f"{self.directory}'s file system has {free / 1e6:.0f} MB free (kept: {MIN_FREE_BYTES / 1e6:.0f} MB)"
+        return None
 
 
 def _private_dir(directory: Path) -> None:
-    """Recorded speech is private: a directory this creates is 0700 whatever the umask."""
-    if not directory.is_dir():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.chmod(0o700)
+    """Recorded speech is private: a directory this creates is 0700 whatever the umask. One the service
+    cannot write to stops the start, instead of an error in the journal for every utterance."""
+    try:
+        if not directory.is_dir():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)
+    except OSError as exc:
+        raise StartupError(f"debug.record_audio_dir: cannot create {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(f"debug.record_audio_dir: {directory} is not writable by this user (uid {os.geteuid()})")
 
 
-def _write_private(path: Path, audio: np.ndarray) -> None:
-    """A 16-bit WAV created 0600 (not the umask's usual 0644)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as handle:
-        soundfile.write(handle, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+def _wav_bytes(audio: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """`data` at `path`, created 0600 (not the umask's usual 0644), and there only once whole: a part
+    file renamed into place; on failure the part file is removed."""
+    part = path.with_name(f".{path.name}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(part, path)
+    except OSError:
+        part.unlink(missing_ok=True)
+        raise
