@@ -32,21 +32,22 @@ class LanguageError(ValueError):
         self.reason = reason
 
 
-def check_language(code: str, model_dir: Path) -> str:
-    """`code` if the model knows it (or it is `auto`); LanguageError naming the model and the fix otherwise."""
+def check_language(code: str, model_dir: Path, model_key: str = "model.path") -> str:
+    """`code` if the model knows it (or it is `auto`); LanguageError naming the model and the fix otherwise.
+    `model_key`: what chooses the model where the fix is given (the config's key, or a command's --model)."""
     if code == AUTO:
         return code
     name, known = manifest.languages(model_dir)
     if code in known:
         return code
-    raise LanguageError(code, problem(code, name, known))
+    raise LanguageError(code, problem(code, name, known, model_key))
 
 
-def problem(code: str, model_name: str, known: tuple[str, ...]) -> str:
+def problem(code: str, model_name: str, known: tuple[str, ...], model_key: str = "model.path") -> str:
     """Why `code` does not fit, and the fix: a close code, or the list."""
     if tuple(known) == ("en",):
         return (f"is not a language of {model_name}, an English-only model (use en or auto; "
-                f"for Mandarin and other languages set model.path to {MANDARIN_MODEL})")
+                f"for Mandarin and other languages set {model_key} to {MANDARIN_MODEL})")
     guess = _guess(code, known)
     hint = f"did you mean {guess!r}?" if guess else f"use auto or one of: {', '.join(known)}"
     return f"is not a language of {model_name}; {hint}"

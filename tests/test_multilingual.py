@@ -137,7 +137,7 @@ def test_model_language_is_checked_against_the_manifest(tmp_path: Path, base_mod
     assert "\"yue\" is not a language of whisper-base-int8; did you mean 'zh'?" in str(cantonese.value)
     with pytest.raises(ConfigError) as english_only:
         parse_config({"model": {"path": str(int8_model_dir), "language": "zh"}}, base_dir=tmp_path)
-    assert "an English-only model (use en or auto" in str(english_only.value)
+    assert "an English-only model (use en or auto; for Mandarin and other languages set model.path to" in str(english_only.value)
     for code in ("auto", "en"):
         parse_config({"model": {"path": str(int8_model_dir), "language": code}}, base_dir=tmp_path)
     assert parse_config({"model": {"path": str(base_model_dir), "language": "zh"}}, base_dir=tmp_path).model.language == "zh"

@@ -202,3 +202,9 @@ def test_a_family_without_streaming_gets_the_whole_file(capsys, clips, monkeypat
     code, out, err = _run(capsys, str(clips[0]))
     assert (code, out, err) == (0, "heard\n", "")
     assert fake.heard == [11 * 16000]
+
+
+def test_a_language_the_model_lacks_names_the_option_that_picks_the_model(capsys) -> None:
+    code, out, err = _run(capsys, "--language", "zh", "any.wav")
+    assert code == EXIT_MODEL_ERROR and out == ""
+    assert "an English-only model" in err and "set --model to models/whisper-base-int8" in err and "model.path" not in err

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         prompt = PROMPTS[args.vocabulary_prompt]
         vocabulary = read_vocabulary_file(args.vocabulary, glossary=prompt) if args.vocabulary else Vocabulary()
         recognizer = load_recognizer(args.model, threads=args.threads)
-        options = recognizer.options(beam_size=args.beam, language=check_language(args.language, args.model),
+        options = recognizer.options(beam_size=args.beam, language=check_language(args.language, args.model, "--model"),
                                      prompt=args.prompt, vocabulary=vocabulary)
     except (ModelError, LanguageError, VocabularyError) as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
