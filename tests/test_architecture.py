@@ -42,16 +42,32 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
+def package_of(path: Path) -> str:
+    """The package a module's relative imports start from: itself for an __init__.py, else its parent."""
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imported_module(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from ... import` names, a relative one (`from ..stream import x`) resolved."""
+    if node.level == 0:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def imports_of(path: Path, known: set[str], package: str | None = None) -> set[str]:
     """Every edge module `path` imports, anywhere in the file; `from pkg import mod` counts as pkg.mod."""
+    package = package_of(path) if package is None else package
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            module = imported_module(node, package)
             for alias in node.names:
-                child = f"{node.module}.{alias.name}"
-                found.add(child if child in known else node.module)
+                child = f"{module}.{alias.name}"
+                found.add(child if child in known else module)
     return {name for name in found if name in known}
 
 
@@ -141,3 +157,10 @@ def test_the_direction_rule_rejects_an_upward_import() -> None:
     assert not allowed("edge.asr.whisper.recognizer", "edge.stream.session")
     assert not allowed("edge.publish.server", "edge.audio.base")
     assert allowed("edge.stream.session", "edge.asr.base")
+
+
+def test_relative_imports_count_as_the_modules_they_name(tmp_path: Path) -> None:
+    source = tmp_path / "x.py"
+    source.write_text("from ..stream import session\nfrom . import base\nfrom .whisper.decoding import Decoder\n")
+    known = set(modules())
+    assert imports_of(source, known, "edge.asr") == {"edge.stream.session", "edge.asr.base", "edge.asr.whisper.decoding"}

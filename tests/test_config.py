@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -255,10 +256,19 @@ def test_check_config_takes_config_like_every_command(config_dir: Path, int8_mod
     assert "two config files given" in capsys.readouterr().err
 
 
-def test_check_config_refuses_a_model_without_file_hashes(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_refuses_a_model_without_file_hashes(config_dir: Path, int8_model_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The real model's manifest less its "files": everything else in it is valid, so this is the refusal."""
+    model = config_dir / "models" / "whisper-tiny.en-int8"
+    for item in int8_model_dir.iterdir():
+        if item.name != "manifest.json":
+            (model / item.name).symlink_to(item)
+    manifest = json.loads((int8_model_dir / "manifest.json").read_text())
+    del manifest["files"]
+    (model / "manifest.json").write_text(json.dumps(manifest))
     path = write(config_dir, REPO_CONFIG.read_text())
     assert check_config.run(argparse.Namespace(path=str(path), config_path=None)) == EX_CONFIG
-    assert "model.path:" in capsys.readouterr().err
+    assert f"model.path: {model / 'manifest.json'}: lists no files" in capsys.readouterr().err
 
 
 def test_check_config_lists_problems_without_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

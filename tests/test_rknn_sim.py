@@ -101,8 +101,10 @@ def reference_texts(names: list[str], eval_dir: Path) -> list[str]:
 
 
 def wer(truth: list[str], hypotheses: list[str], set_name: str) -> float:
-    """WER on English sets, CER on Chinese ones (scripts/scoring.py)."""
-    return error_rate(set_name, truth, [h or "-" for h in hypotheses]) or 0.0
+    """WER on English sets, CER on Chinese ones (scripts/scoring.py); the check audio has reference text."""
+    rate = error_rate(set_name, truth, [h or "-" for h in hypotheses])
+    assert rate is not None, f"no reference text for {set_name}'s check audio"
+    return rate
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,7 @@ def test_watchdog_without_interval_never_starts(notify_socket: socket.socket) ->
     watchdog = ProgressWatchdog(Notifier(), interval_s=None)
     watchdog.start()
     watchdog.beat()
+    assert not [t for t in threading.enumerate() if t.name == "sd-watchdog"]  # no pinger at any period
     assert received(notify_socket, 0.2) == []
     watchdog.stop()
 

@@ -485,7 +485,9 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         seen, seen_other = len(app.events), len(other.events)
         app._sock.sendall(b'{"type":"vocabulary","terms":["Siobhan"]}\n' * 2000 + b'{"type":"vocabulary","terms":["Kubernetes"]}\n')
         app.wait_for(lambda e: e["type"] == "vocabulary" and e["terms"] == ["Kubernetes"], 60, after=seen)
-        time.sleep(1.5)  # the daemon tells a change at its next source check (0.5 s)
+        other.wait_for(lambda e: "replaced by an app" in e.get("message", "") and e["vocabulary"]["terms"] == 1, 10,
+                       after=seen_other)
+        time.sleep(1.5)  # a second status could follow at the next source check (0.5 s), not 2000 more
         told = [e for e in other.events[seen_other:] if "replaced by an app" in e.get("message", "")]
         assert not other.closed.is_set() and not [e for e in other.events[seen_other:] if e["type"] == "error"]
         assert 1 <= len(told) <= 2 and told[-1]["vocabulary"]["terms"] == 1, told  # not 2001 status events
@@ -496,7 +498,7 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         send(app, {"type": "vocabulary"})
         back = app.wait_for(lambda e: e["type"] == "vocabulary", 10, after=seen)
         assert (back["source"], back["terms"]) == ("config", ["Siobhan", "深圳"])
-        assert app.wait_for(lambda e: e["type"] == "final" and e["text"], 60)["text"]  # recognition went on
+        assert app.wait_for(lambda e: e["type"] == "final" and e["text"], 60, after=seen)["text"]  # recognition went on
     finally:
         daemon.send_signal(signal.SIGTERM)
         code, err = finish(daemon, 30)
