@@ -8,6 +8,7 @@ removing punctuation and spaces.
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
 
 import jiwer
@@ -26,8 +27,9 @@ def normalize_english(text: str) -> str:
 
 
 def chinese_chars(text: str) -> str:
-    """Simplified, no punctuation, no spaces (case-folded Latin kept, for code-switching)."""
-    return "".join(ch for ch in to_simplified(text).lower() if ch.isalnum())
+    """Simplified, no punctuation, no spaces (case-folded Latin kept, for code-switching; full-width
+    letters and digits folded: "Ｋ８ｓ" is "k8s")."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", to_simplified(text)).lower() if ch.isalnum())
 
 
 def error_rate(set_name: str, refs: list[str], hyps: list[str]) -> float | None:

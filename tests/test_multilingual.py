@@ -72,6 +72,28 @@ def test_chinese_is_shown_simplified_without_spaces_between_han() -> None:
     assert tidy("這是", "yue") == "這是"  # Cantonese keeps the model's characters
 
 
+def test_zhe_written_taiwan_style_is_simplified_and_zhu_words_keep_their_character() -> None:
+    # OpenCC's t2s keeps every 著 (it is a simplified character too); tw2s would make 土著 and 原著 wrong.
+    assert tidy("他看著我，睡著了，接著說", "zh") == "他看着我，睡着了，接着说"
+    assert tidy("著手準備著陸", "zh") == "着手准备着陆"
+    assert tidy("著名作家的原著效果顯著，土著居民", "zh") == "著名作家的原著效果显著，土著居民"
+
+
+def test_each_mark_of_a_punctuation_run_after_chinese_is_full_width() -> None:
+    assert tidy("你好!! 什么?!", "zh") == "你好！！什么？！"
+    assert tidy("好的. 走吧", "zh") == "好的。走吧" and tidy("部署在.NET上", "zh") == "部署在.NET上"
+
+
+def test_a_timestamp_inside_a_character_moves_its_first_tokens_to_the_next_segment(base: Recognizer) -> None:
+    tok = base.tokenizer
+    ids = tok.encode("这个翡翠很漂亮")  # 翡 and 翠 are two tokens each
+    split = next(k for k in range(1, len(ids)) if tok.cut_character(ids[:k]))
+    stamp = tok.timestamp_begin
+    segments, _ = base._split((stamp, *ids[:split], stamp + 50, stamp + 50, *ids[split:], stamp + 100), 0.0, 3000)
+    assert "".join(text for _, _, text in segments) == "这个翡翠很漂亮"  # before: "这个" + "\ufffd翠很漂亮"
+    assert [start for start, _, _ in segments] == [0.0, 1.0]
+
+
 # --- tokenizer -----------------------------------------------------------------------------
 
 

@@ -16,9 +16,15 @@ from typing import Callable
 CJK_CHARS = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f"
 _HAN = re.compile(f"[{CJK_CHARS}]")
 _SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK_CHARS}])\\s+(?=[{CJK_CHARS}])")
+_IDEOGRAPHS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 # ASCII punctuation right after a Han character, as whisper-base often writes it in Chinese
 _FULL_WIDTH = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
-_ASCII_AFTER_HAN = re.compile("(?<=[\u3400-\u9fff])(\\.{2,}|…+|[,.?!:;])\\s*")  # an ellipsis first: "好的..."
+_ASCII_AFTER_HAN = re.compile(f"(?<=[{_IDEOGRAPHS}])(\\.{{2,}}|…+|[,.?!:;]+)\\s*")  # an ellipsis first: "好的..."
+# 著 is a simplified character too (著名, 显著), so OpenCC's t2s keeps every one, and Whisper writes
+# Taiwan-style 看著, 睡著, 接著 for 着. OpenCC's tw2s maps those, but also makes 土著 and 原著 (and a
+# simplified 显著) wrong. 著 stays where simplified Chinese writes it: these words (zhù).
+ZHU_WORDS = frozenset("著名 著作 著称 著述 著书 著录 著者 著有 著文 显著 昭著 卓著 土著 名著 原著 巨著 专著 论著 "
+                      "编著 译著 遗著 拙著 新著 合著 大著 杰著 所著".split())
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han characters
 
@@ -41,7 +47,16 @@ def has_han(text: str) -> bool:
 
 
 def to_simplified(text: str) -> str:
-    return _opencc("t2s")(text) if has_han(text) else text
+    return _zhe(_opencc("t2s")(text)) if has_han(text) else text
+
+
+def _zhe(text: str) -> str:
+    """"看著我" -> "看着我", "著名" stays (ZHU_WORDS)."""
+    def spelled(match: re.Match[str]) -> str:
+        at = match.start()
+        return "著" if text[max(at - 1, 0) : at + 1] in ZHU_WORDS or text[at : at + 2] in ZHU_WORDS else "着"
+
+    return re.sub("著", spelled, text)
 
 
 def join_cjk(text: str) -> str:
@@ -51,7 +66,15 @@ def join_cjk(text: str) -> str:
 
 def full_width_punctuation(text: str) -> str:
     """"好的, 走吧..." -> "好的，走吧……": Chinese punctuation after Chinese text; "3.5" and "OK, fine" stay."""
-    return _ASCII_AFTER_HAN.sub(lambda m: _FULL_WIDTH.get(m.group(1), "……"), text)
+    return _ASCII_AFTER_HAN.sub(_full_width, text)
+
+
+def _full_width(match: re.Match[str]) -> str:
+    """Each mark of a run: "?!" -> "？！"; two or more dots, or "…", are one ellipsis; "在.NET上" stays."""
+    run, after = match.group(1), match.string[match.end(1) : match.end(1) + 1]
+    if run == "." and after.isascii() and after.isalnum():
+        return match.group(0)
+    return "……" if run[:2] == ".." or run[0] == "…" else "".join(_FULL_WIDTH[mark] for mark in run)
 
 
 def tidy(text: str, language: str) -> str:

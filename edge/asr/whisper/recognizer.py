@@ -412,15 +412,25 @@ class Recognizer:
             return [self._segment(tokens, offset, 0.0, end)], frames
         single_ending = len(tokens) >= 2 and is_ts[-1] and not is_ts[-2]
         cuts = pair_ends + ([len(tokens)] if single_ending else [])
-        found, start = [], 0
+        found, start, carried = [], 0, ()
         for cut in cuts:
-            piece = tokens[start:cut]
+            piece, carried = self._with_whole_characters((tokens[start], *carried, *tokens[start + 1 : cut]), cut == cuts[-1])
             found.append(
                 self._segment(piece, offset, tok.timestamp_seconds(piece[0]), tok.timestamp_seconds(piece[-1]))
             )
             start = cut
         advance = (tokens[start - 1] - tok.timestamp_begin) * FRAMES_PER_TIMESTAMP
         return found, frames if single_ending or advance <= 0 else min(advance, frames)
+
+    def _with_whole_characters(self, piece: tuple[int, ...], last: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """`piece` less the text tokens of a character it ends in the middle of, and those tokens, which
+        go to the next segment: decoded apart, "翡" of "翡翠" split by a timestamp was lost and the next
+        segment began with U+FFFD."""
+        moved = 0 if last else self.tokenizer.cut_character(piece)
+        if not moved:
+            return piece, ()
+        text_at = [i for i, token in enumerate(piece) if self.tokenizer.is_text(token)][-moved:]
+        return tuple(t for i, t in enumerate(piece) if i not in text_at), tuple(piece[i] for i in text_at)
 
     def _unheard_tail(self, tokens: tuple[int, ...], mel: np.ndarray) -> int:
         """Frames at the end of a window (`mel`: its log-mel) to decode again as a window of their own.

@@ -156,9 +156,32 @@ class Tokenizer:
                 data.extend(table[ch] for ch in self.tokens[token])
         return codecs.getincrementaldecoder("utf-8")("replace").decode(bytes(data), final=False)
 
+    def cut_character(self, ids: Sequence[int]) -> int:
+        """How many of the last text tokens of `ids` it takes to hold the start of a character that
+        they end in the middle of (0 if none): a timestamp can fall between the 2-3 tokens of one
+        Chinese character, and each segment is decoded on its own."""
+        table = unicode_to_byte()
+        pieces = [bytes(table[ch] for ch in self.tokens[t]) for t in ids if self.is_text(t)]
+        missing = _started_bytes(b"".join(pieces[-4:]))
+        count = 0
+        while missing > 0:
+            missing -= len(pieces[-1 - count])
+            count += 1
+        return count
+
     def timestamp_seconds(self, token: int) -> float:
         """Time of a timestamp token (Whisper's 20 ms steps)."""
         return (token - self.timestamp_begin) * 0.02
+
+
+def _started_bytes(data: bytes) -> int:
+    """How many bytes at the end of `data` begin a UTF-8 character that is not complete."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a character's first byte
+            length = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return back if length > back else 0
+    return 0
 
 
 def language_codes(tokens: tuple[str, ...], sot: int) -> tuple[str, ...]:
