@@ -144,8 +144,10 @@ def test_fast_pace_is_set_by_recognition_not_by_reading(tmp_path, int8_model_dir
     config = write_config(tmp_path, int8_model_dir)
     daemon = start_daemon(config, f"file:{row['path']}", "--pace", "fast", "--exit-at-end")
     subscriber = Subscriber(tmp_path / "asr.sock")
+    deadline = time.monotonic() + 120  # --exit-at-end: the 77 s file takes about 20 s at fast pace
     while not subscriber.closed.wait(0.05):
         subscriber.request_status()
+        assert time.monotonic() < deadline, "the daemon did not exit at the end of the file"
     code, err = finish(daemon, 60)
     assert code == 0, err
     backlog = [e["pending_finals"] for e in subscriber.of("status") if "pending_finals" in e]

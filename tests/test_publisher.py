@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import edge
 from edge.publish import protocol
 from edge.config import PublishConfig
 from edge.publish.server import Publisher, PublisherError
@@ -120,7 +121,7 @@ def test_hello_on_connect(publisher: Publisher, sock_path: Path) -> None:
         "type": "hello",
         "audio_time_s": 1.0,
         "protocol_version": protocol.PROTOCOL_VERSION,
-        "daemon_version": hello["daemon_version"],
+        "daemon_version": edge.__version__,
         **HELLO,
         "run_id": hello["run_id"],
     }
