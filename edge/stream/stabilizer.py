@@ -40,16 +40,12 @@ def units(text: str) -> list[_Unit]:
     """"我们用 Kubernetes 部署。" -> 我 们 用 " Kubernetes" " 部" "署。" (punctuation joins the unit before)."""
     found: list[_Unit] = []
     for piece in _UNIT.findall(text):
-        key = _key(piece)
+        key = _keyed(piece)[0]
         if found and (not key or not found[-1].key):  # punctuation after a unit, or a unit after leading punctuation
             found[-1] = _Unit(found[-1].text + piece, found[-1].key + key)
         else:
             found.append(_Unit(piece, key))
     return found
-
-
-def _key(text: str) -> str:
-    return "".join(ch.lower() for ch in text if _KEY_CHAR.match(ch))
 
 
 def _keyed(text: str) -> tuple[str, list[int]]:
