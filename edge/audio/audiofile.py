@@ -30,7 +30,7 @@ UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header gives n
 MAX_PEAK = 32.0  # float samples past this are integers stored as float (tiny.en read JFK at +-32767 as "No")
 HEADER_SLACK = 4096  # bytes a header with metadata chunks may take before any audio
 # Compressed formats whose header gives an estimate of the length, not a count: an MP3 without
-# a Xing/Info frame declared 267,365 frames and decoded 266,112 (libsndfile 1.2.2).
+# a Xing/Info frame declared 267,365 frames and decoded 266,112 (libsndfile 1.2.2, a review's file).
 ESTIMATED_LENGTH = ("MP3", "OGG")
 ESTIMATE_SLACK = 0.02  # of the estimate: fewer frames than that is a cut file (half an MP3: 38,063 of 80,000)
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: any real recording lies between

@@ -1,9 +1,9 @@
 """Transcribe WAV/FLAC (or MP3/Ogg) files offline and print the text (or one JSON line per file).
 
 Each file is decoded as it is transcribed, never whole, so an hour takes no more
-memory than a minute. A file that cannot be read (even part-way) is reported on
-stderr and skipped; the others are still transcribed and the exit status is 1 at
-the end. A model directory that cannot be loaded, or a --vocabulary file with a bad
+memory than a minute. A file that cannot be read is reported on stderr and skipped;
+one damaged part-way gets the text of the audio before the damage, then the report;
+either way the others are still transcribed and the exit status is 1 at the end. A model directory that cannot be loaded, or a --vocabulary file with a bad
 line, is exit status 2. A person at a terminal sees a progress bar on stderr for
 files over a minute.
 """
