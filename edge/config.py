@@ -60,7 +60,7 @@ from edge.vocabulary import (
 ENV_VAR = "EDGE_ASR_CONFIG"
 SYSTEM_PATH = Path("/etc/edge-asr/config.yaml")
 LIVE_SECTIONS = ("vad", "stream", "log", "vocabulary")  # applied on SIGHUP; every other change needs a restart
-LIVE_KEYS = ("model.language",)  # ...and these, while model.path stays the same
+LIVE_KEYS = ("model.language", "model.chinese_script")  # ...and these, while model.path stays the same
 OTHER_SERVICES = {"captions": "edge-asr-captions", "mqtt": "edge-asr-mqtt"}  # sections the daemon does not read
 MAX_CONFIG_BYTES = 256 * 1024  # the documented config is 6 KiB
 MAX_CONFIG_DEPTH = 8  # YAML nesting; the schema's deepest key (mqtt.tls.ca_file) is 3
@@ -246,6 +246,8 @@ class ModelConfig(Section):
     )
     threads: int = _whole(0, 0, 64)
     language: str = Field(AUTO, description="auto, or a language code of the model (zh, en, ...)")
+    chinese_script: Literal["simplified", "traditional", "taiwan", "hongkong"] = Field(
+        "simplified", description="one of simplified, traditional, taiwan, hongkong")
 
     @field_validator("path")
     @classmethod

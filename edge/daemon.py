@@ -25,7 +25,7 @@ from typing import Any
 from edge.asr.base import Recognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
-from edge.config import LIVE_SECTIONS, OTHER_SERVICES, Config, ConfigError, changed_elsewhere, load_config, restart_needed
+from edge.config import LIVE_KEYS, LIVE_SECTIONS, OTHER_SERVICES, Config, ConfigError, changed_elsewhere, load_config, restart_needed
 from edge.errors import StartupError, one_line
 from edge.manifest import tuning
 from edge.publish.protocol import Error, Event, Final, Partial, ProtocolError, Status, UtteranceEvent, VocabularyState
@@ -262,7 +262,7 @@ class Daemon:
     # --- configuration ------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: apply vad.*, stream.*, vocabulary.*, log.level and model.language live; report the rest as
+        """SIGHUP: apply vad.*, stream.*, vocabulary.*, log.level and LIVE_KEYS live; report the rest as
         needing a restart (captions.* and mqtt.*: as another service's)."""
         self._notifier.reloading()
         try:
@@ -292,7 +292,7 @@ class Daemon:
         return StreamingSession(
             self._recognizer,
             EndpointSettings.from_config(cfg.vad, self._tuning),
-            StreamSettings.from_config(cfg.stream, cfg.model.language, self._tuning, vocabulary),
+            StreamSettings.from_config(cfg.stream, cfg.model.language, self._tuning, vocabulary, cfg.model.chinese_script),
             emit=self._on_utterance_event,
             on_error=lambda message: self._publish_error("recognition_failed", message),
             record=self._recorder.save if self._recorder else None,
@@ -318,10 +318,11 @@ class Daemon:
         for unit, keys in changed_elsewhere(self._cfg, new).items():
             log.info("reload: %s changed: %s reads it (systemctl restart %s applies it)", ", ".join(keys), unit, unit)
         live = {name: getattr(new, name) for name in (*LIVE_SECTIONS, *OTHER_SERVICES)}  # said once per change
-        if "model.language" not in pending:
-            live["model"] = self._cfg.model.model_copy(update={"language": new.model.language})
+        names = [key.removeprefix("model.") for key in LIVE_KEYS if key not in pending]  # model.* keys only
+        live["model"] = self._cfg.model.model_copy(update={name: getattr(new.model, name) for name in names})
         self._cfg = self._cfg.model_copy(update=live)
-        stream = StreamSettings.from_config(new.stream, self._cfg.model.language, self._tuning, vocabulary)
+        stream = StreamSettings.from_config(new.stream, self._cfg.model.language, self._tuning, vocabulary,
+                                            self._cfg.model.chinese_script)
         self._session.update_settings(EndpointSettings.from_config(new.vad, self._tuning), stream)
         set_level(new.log.level)
         if pending:
@@ -346,6 +347,7 @@ class Daemon:
             **self._backend_fields(),
             "model": Path(self._cfg.model.path).name,
             "language": self._cfg.model.language,
+            "chinese_script": self._cfg.model.chinese_script,
             "vocabulary": self._session.vocabulary.summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),

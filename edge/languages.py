@@ -15,11 +15,15 @@ from edge import manifest
 AUTO = "auto"
 # What people type for a language instead of Whisper's code (mostly ISO 639-1).
 ALIASES = {
-    "cn": "zh", "zh-cn": "zh", "zh_cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh", "cmn": "zh",
+    "cn": "zh", "zh-cn": "zh", "zh_cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "cmn": "zh",
+    "zh-tw": "zh", "zh_tw": "zh", "zh-hant": "zh", "zh-hk": "zh", "zh_hk": "zh", "zh-mo": "zh",
     "chinese": "zh", "mandarin": "zh", "putonghua": "zh", "cantonese": "yue", "english": "en", "eng": "en",
     "en-us": "en", "en-gb": "en", "jp": "ja", "japanese": "ja", "kr": "ko", "korean": "ko", "german": "de",
     "french": "fr", "spanish": "es", "russian": "ru", "vn": "vi", "vietnamese": "vi", "thai": "th",
 }  # fmt: skip
+# Codes that also name a script: the script is a key of its own (model.chinese_script)
+SCRIPT_OF = {"zh-tw": "taiwan", "zh_tw": "taiwan", "zh-hant": "traditional", "zh-hk": "hongkong", "zh_hk": "hongkong",
+             "zh-mo": "hongkong"}
 MANDARIN_MODEL = "models/whisper-base-int8"
 NEAREST = {"yue": "zh"}  # whisper-base has no Cantonese code and writes Cantonese as Chinese (yue set: CER, docs)
 
@@ -32,24 +36,30 @@ class LanguageError(ValueError):
         self.reason = reason
 
 
-def check_language(code: str, model_dir: Path, model_key: str = "model.path") -> str:
+def check_language(code: str, model_dir: Path, model_key: str = "model.path",
+                   script_key: str = "model.chinese_script") -> str:
     """`code` if the model knows it (or it is `auto`); LanguageError naming the model and the fix otherwise.
-    `model_key`: what chooses the model where the fix is given (the config's key, or a command's --model)."""
+    `model_key`, `script_key`: what chooses the model and the Chinese script where the fix is given
+    (the config's keys, or a command's --model and --chinese-script)."""
     if code == AUTO:
         return code
     name, known = manifest.languages(model_dir)
     if code in known:
         return code
-    raise LanguageError(code, problem(code, name, known, model_key))
+    raise LanguageError(code, problem(code, name, known, model_key, script_key))
 
 
-def problem(code: str, model_name: str, known: tuple[str, ...], model_key: str = "model.path") -> str:
+def problem(code: str, model_name: str, known: tuple[str, ...], model_key: str = "model.path",
+            script_key: str = "model.chinese_script") -> str:
     """Why `code` does not fit, and the fix: a close code, or the list."""
     if tuple(known) == ("en",):
         return (f"is not a language of {model_name}, an English-only model (use en or auto; "
                 f"for Mandarin and other languages set {model_key} to {MANDARIN_MODEL})")
     guess = _guess(code, known)
     hint = f"did you mean {guess!r}?" if guess else f"use auto or one of: {', '.join(known)}"
+    script = SCRIPT_OF.get(code.strip().lower())
+    if guess and script:
+        hint += f" (with {script_key}: {script} for its characters)"
     return f"is not a language of {model_name}; {hint}"
 
 

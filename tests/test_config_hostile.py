@@ -197,8 +197,8 @@ def test_reloads_of_hostile_files_keep_the_daemon_and_its_settings(tmp_path: Pat
 
 
 def _settings(subscriber) -> dict:
-    """What of the config a status shows: the model, its language and the vocabulary."""
+    """What of the config a status shows: the model, its language and script, and the vocabulary."""
     seen = len(subscriber.events)
     subscriber.request_status()
     status = subscriber.wait_for(lambda e: e["type"] == "status" and "model" in e, 10, after=seen)
-    return {key: status[key] for key in ("model", "language", "vocabulary")}
+    return {key: status[key] for key in ("model", "language", "chinese_script", "vocabulary")}

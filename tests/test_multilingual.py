@@ -14,6 +14,7 @@ import pytest
 
 from edge.asr.base import Transcript
 from edge.asr.text import tidy, to_simplified
+from edge.asr.whisper.bias import spellings
 from edge.asr.whisper.recognizer import Recognizer
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.audiofile import load_audio
@@ -84,6 +85,22 @@ def test_each_mark_of_a_punctuation_run_after_chinese_is_full_width() -> None:
     assert tidy("好的. 走吧", "zh") == "好的。走吧" and tidy("部署在.NET上", "zh") == "部署在.NET上"
 
 
+def test_chinese_is_written_in_the_chosen_script_from_whatever_mix_the_model_wrote() -> None:
+    mixed = "我们用软件部署到台灣, 裡面的头发, 看著台积电."  # both scripts, as the model writes them
+    assert tidy(mixed, "zh") == "我们用软件部署到台湾，里面的头发，看着台积电。"
+    assert tidy(mixed, "zh", "traditional") == "我們用軟件部署到臺灣，裏面的頭髮，看着臺積電。"
+    assert tidy(mixed, "zh", "taiwan") == "我們用軟件部署到臺灣，裡面的頭髮，看著臺積電。"  # characters, not words: 軟件
+    assert tidy(mixed, "zh", "hongkong") == "我們用軟件部署到台灣，裏面的頭髮，看着台積電。"
+    assert tidy("佢哋喺度食紧饭", "yue", "hongkong") == "佢哋喺度食緊飯"
+    assert tidy("佢哋喺度食紧饭", "yue") == "佢哋喺度食紧饭"  # simplified: Cantonese as the model wrote it
+    assert tidy("Software, OK.", "en", "taiwan") == "Software, OK."
+
+
+def test_a_chinese_term_is_biased_in_both_scripts_however_it_is_written() -> None:
+    assert {"台積電", "台积电", "臺積電"} <= {form.strip() for form in spellings("台積電")}
+    assert {"软件", "軟件"} <= {form.strip() for form in spellings("軟件")}
+
+
 def test_a_timestamp_inside_a_character_moves_its_first_tokens_to_the_next_segment(base: Recognizer) -> None:
     tok = base.tokenizer
     ids = tok.encode("这个翡翠很漂亮")  # 翡 and 翠 are two tokens each
@@ -140,7 +157,24 @@ def test_nonspeech_stays_empty_in_every_language_setting(base: Recognizer, eval_
 def test_an_unknown_language_is_refused(base: Recognizer) -> None:
     with pytest.raises(ValueError, match="'xx' is not one this model knows"):
         base.options(language="xx")
+    with pytest.raises(ValueError, match="script 'big5' is not one of: simplified, traditional, taiwan, hongkong"):
+        base.options(script="big5")
 
+
+def test_the_chosen_script_reaches_partials_finals_and_long_form_segments(base: Recognizer, eval_dir: Path) -> None:
+    plain, taiwan = base.options(beam_size=2, language="zh"), base.options(beam_size=2, language="zh", script="taiwan")
+    converted = 0
+    for row in load_manifest("zh")[:3]:
+        audio = load_audio(row["path"])
+        for partial in (False, True):
+            simplified = base.transcribe(audio, partial=partial, options=plain)
+            traditional = base.transcribe(audio, partial=partial, options=taiwan)
+            assert shown_as_chinese(simplified.text) and simplified.tokens == traditional.tokens
+            assert traditional.text == tidy(simplified.text, "zh", "taiwan")
+            converted += traditional.text != simplified.text
+        simplified, traditional = base.transcribe_long(audio, options=plain), base.transcribe_long(audio, options=taiwan)
+        assert [s for _, _, s in traditional.segments] == [tidy(s, "zh", "taiwan") for _, _, s in simplified.segments]
+    assert converted >= 4, converted  # a sentence without a character that differs is rare: 6 of 6 measured
 
 def test_an_empty_transcript_keeps_its_language() -> None:
     assert Transcript.empty(0.9, "zh").language == "zh"
@@ -165,13 +199,30 @@ def test_model_language_is_checked_against_the_manifest(tmp_path: Path, base_mod
     assert parse_config({"model": {"path": str(base_model_dir), "language": "zh"}}, base_dir=tmp_path).model.language == "zh"
 
 
+def test_a_language_code_that_names_a_script_points_to_chinese_script(tmp_path: Path, base_model_dir: Path) -> None:
+    for code, script in (("zh-TW", "taiwan"), ("zh-hk", "hongkong"), ("zh-Hant", "traditional")):
+        with pytest.raises(ConfigError) as wrong:
+            parse_config({"model": {"path": str(base_model_dir), "language": code}}, base_dir=tmp_path)
+        assert (f"model.language: \"{code}\" is not a language of whisper-base-int8; did you mean 'zh'? "
+                f"(with model.chinese_script: {script} for its characters)") in str(wrong.value)
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"model": {"path": str(base_model_dir), "chinese_script": "zh-tw"}}, base_dir=tmp_path)
+    assert str(bad.value).endswith(
+        'model.chinese_script: "zh-tw" is not one of the choices; expected one of simplified, traditional, taiwan, hongkong')
+    config = parse_config({"model": {"path": str(base_model_dir), "language": "zh", "chinese_script": "taiwan"}},
+                          base_dir=tmp_path)
+    assert config.model.chinese_script == "taiwan"
+
+
 def test_model_language_is_live_unless_the_model_changes(tmp_path: Path, base_model_dir: Path,
                                                           int8_model_dir: Path) -> None:
-    def config(path: Path, language: str):
-        return parse_config({"model": {"path": str(path), "language": language}}, base_dir=tmp_path)
+    def config(path: Path, language: str, script: str = "simplified"):
+        return parse_config({"model": {"path": str(path), "language": language, "chinese_script": script}},
+                            base_dir=tmp_path)
 
-    assert restart_needed(config(base_model_dir, "zh"), config(base_model_dir, "auto")) == []
-    assert restart_needed(config(base_model_dir, "zh"), config(int8_model_dir, "en")) == ["model.path", "model.language"]
+    assert restart_needed(config(base_model_dir, "zh"), config(base_model_dir, "auto", "hongkong")) == []
+    assert restart_needed(config(base_model_dir, "zh"), config(int8_model_dir, "en", "taiwan")) == \
+        ["model.path", "model.language", "model.chinese_script"]
 
 
 def test_transcribe_language_flag(base_model_dir: Path, eval_dir: Path) -> None:
@@ -185,6 +236,12 @@ def test_transcribe_language_flag(base_model_dir: Path, eval_dir: Path) -> None:
                           "cn", str(clip["path"])], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "edge-asr transcribe: 'cn' is not a language of whisper-base-int8; did you mean 'zh'?"
+    taiwan = subprocess.run([sys.executable, "-m", "edge", "transcribe", "--model", str(base_model_dir), "--language",
+                             "zh", "--chinese-script", "taiwan", str(clip["path"])], cwd=REPO, capture_output=True, text=True)
+    assert taiwan.returncode == 0 and taiwan.stdout.strip() == tidy(record["text"], "zh", "taiwan"), taiwan.stderr
+    hint = subprocess.run([sys.executable, "-m", "edge", "transcribe", "--model", str(base_model_dir), "--language",
+                           "zh-tw", str(clip["path"])], cwd=REPO, capture_output=True, text=True)
+    assert hint.stderr.strip().endswith("did you mean 'zh'? (with --chinese-script: taiwan for its characters)")
 
 
 # --- the daemon ----------------------------------------------------------------------------
@@ -203,10 +260,11 @@ def test_daemon_streams_mandarin_with_language_and_reloads_it_live(tmp_path: Pat
             subscriber.request_status()
             time.sleep(0.5)
             assert daemon.poll() is None and time.monotonic() < deadline, subscriber.of("status")[-1:]
-        write_config(tmp_path, base_model_dir, model={"language": "auto"})
+        write_config(tmp_path, base_model_dir, model={"language": "auto", "chinese_script": "taiwan"})
         daemon.send_signal(signal.SIGHUP)
         reloaded = subscriber.wait_for(lambda e: e["type"] == "status" and "reload" in e.get("message", ""), 30)
-        assert reloaded["language"] == "auto" and "needs_restart" not in reloaded
+        assert reloaded["language"] == "auto" and reloaded["chinese_script"] == "taiwan"
+        assert "needs_restart" not in reloaded
     finally:
         daemon.send_signal(signal.SIGTERM)
         code, err = finish(daemon, 30)

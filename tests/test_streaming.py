@@ -454,6 +454,37 @@ def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
     assert np.argmax(audio != 0) == 2 * SAMPLE_RATE and out.errors == []
 
 
+class _ShowsItsScript(_Scripted):
+    """Each transcript's text is the Chinese script of the options it was decoded with."""
+
+    def options(self, *, beam_size: int = 5, script: str = "simplified", **_: object) -> str:
+        return script
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
+        return Transcript(str(options), (), 0.0, 0.0, 1.0, ())
+
+
+def test_a_reloaded_chinese_script_reaches_the_next_utterances_partials_and_final() -> None:
+    out = Collector()
+    session = StreamingSession(_ShowsItsScript(), EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+
+    def utterance() -> None:
+        for level, seconds in ((0.6, 2.0), (0.0, 2.0)):
+            for _ in range(_windows(seconds) // WINDOW):
+                session.feed(np.full(WINDOW, level, np.float32))
+        assert session.drain(10)
+
+    try:
+        utterance()
+        session.update_settings(EndpointSettings.from_config(), replace(StreamSettings.from_config(), script="taiwan"))
+        utterance()
+    finally:
+        session.close()
+    assert [e.text for e in out.of("final")] == ["simplified", "taiwan"]
+    assert {e.text for e in out.of("partial") if e.utterance_id == 2} == {"taiwan"}
+
+
 # --- a final never waits for a partial, a cancelled final stops ----------------------------
 
 

@@ -106,7 +106,8 @@ class Recognizer(Protocol):
         ...
 
     def options(
-        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary()
+        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary(),
+        script: str = "simplified",
     ) -> object:
         """The family's own options object for the product-level settings.
 
@@ -114,7 +115,9 @@ class Recognizer(Protocol):
         `language`: model.language / --language, `auto` or one of `languages`.
         `prompt`: text said before the audio, as a style hint (e.g. punctuated Chinese).
         `vocabulary`: names and terms to favour (vocabulary.*, --vocabulary, an app's request).
-        Raises ValueError for a language the model does not know.
+        `script`: how Chinese text is written (model.chinese_script / --chinese-script): a key of
+        `edge.asr.text.SCRIPTS`.
+        Raises ValueError for a language the model does not know, or an unknown script.
         """
         ...
 

@@ -98,9 +98,11 @@ class FallbackRecognizer:
         return self.primary.languages
 
     def options(
-        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary()
+        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary(),
+        script: str = "simplified",
     ) -> object:
-        return self.primary.options(beam_size=beam_size, language=language, prompt=prompt, vocabulary=vocabulary)
+        return self.primary.options(beam_size=beam_size, language=language, prompt=prompt, vocabulary=vocabulary,
+                                    script=script)
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
                    options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:

@@ -1,9 +1,10 @@
 """Text that a screen and an app can use, whatever model family wrote it.
 
-Chinese: simplified characters only (OpenCC's t2s tables: Whisper often
-writes traditional), full-width punctuation after Chinese text, and no
-spaces between Han characters, while embedded English words keep theirs
-("我们用 Kubernetes 部署").
+Chinese: one script throughout (Whisper mixes simplified and traditional
+characters; OpenCC's tables map them): simplified by default, or the
+traditional standard a box's `model.chinese_script` names; full-width
+punctuation after Chinese text, and no spaces between Han characters, while
+embedded English words keep theirs ("我们用 Kubernetes 部署").
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ _ASCII_AFTER_HAN = re.compile(f"(?<=[{_IDEOGRAPHS}])(\\.{{2,}}|…+|[,.?!:;]+)\\
 ZHU_WORDS = frozenset("著名 著作 著称 著述 著书 著录 著者 著有 著文 显著 昭著 卓著 土著 名著 原著 巨著 专著 论著 "
                       "编著 译著 遗著 拙著 新著 合著 大著 杰著 所著".split())
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
+CHINESE = ("zh", "yue")
+# model.chinese_script: the OpenCC conversion from simplified. Characters only: s2twp would also
+# swap words (软件 -> 軟體), which is rewriting what was said, not spelling it.
+SCRIPTS = {"simplified": "", "traditional": "s2t", "taiwan": "s2tw", "hongkong": "s2hk"}
 UNSPACED = ("zh", "yue", "ja")  # languages written without spaces between Han characters
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def _opencc(conversion: str) -> Callable[[str], str]:
-    """OpenCC's converter for "t2s" or "s2t", loaded once per conversion."""
+    """OpenCC's converter for one conversion ("t2s", "s2t", ...), loaded once."""
     import opencc
 
     return opencc.OpenCC(conversion).convert
 
 
 def to_traditional(text: str) -> str:
-    """The traditional spelling of a simplified term, which is what the model often writes."""
+    """The traditional spelling of a simplified term, which the model often writes."""
     return _opencc("s2t")(text) if has_han(text) else text
 
 
@@ -77,10 +82,12 @@ def _full_width(match: re.Match[str]) -> str:
     return "……" if run[:2] == ".." or run[0] == "…" else "".join(_FULL_WIDTH[mark] for mark in run)
 
 
-def tidy(text: str, language: str) -> str:
-    """The displayed form of a transcript in `language`."""
+def tidy(text: str, language: str, script: str = "simplified") -> str:
+    """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS)."""
     if language in SIMPLIFIED:
         text = full_width_punctuation(to_simplified(text))
+    if language in CHINESE and SCRIPTS[script] and has_han(text):
+        text = _opencc(SCRIPTS[script])(text)
     if language in UNSPACED:
         text = join_cjk(text)
     return text

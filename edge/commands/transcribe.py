@@ -24,6 +24,7 @@ import numpy as np
 import edge
 from edge.audio.audiofile import AudioFileError, AudioReader
 from edge.asr.base import LongFormRecognizer, Recognizer, Transcript
+from edge.asr.text import SCRIPTS
 from edge.errors import ModelError
 from edge.limits import MAX_BEAM
 from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, read_vocabulary_file
@@ -58,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
     parser.add_argument("--language", default="auto", metavar="CODE",
                         help="language spoken, a code the model knows (zh, en, ...), or auto (default: detect)")
+    parser.add_argument("--chinese-script", choices=tuple(SCRIPTS), default="simplified",
+                        help="characters of Chinese text, as model.chinese_script (default: simplified)")
     parser.add_argument("--prompt", default="", metavar="TEXT", help="text said before the audio: a style hint")
     parser.add_argument("--vocabulary", type=Path, metavar="FILE",
                         help="names and terms to favour: one per line, optional TAB and weight (docs/operations.md)")
@@ -87,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         prompt = PROMPTS[args.vocabulary_prompt]
         vocabulary = read_vocabulary_file(args.vocabulary, glossary=prompt) if args.vocabulary else Vocabulary()
         recognizer = load_recognizer(args.model, threads=args.threads)
-        options = recognizer.options(beam_size=args.beam, language=check_language(args.language, args.model, "--model"),
-                                     prompt=args.prompt, vocabulary=vocabulary)
+        language = check_language(args.language, args.model, "--model", "--chinese-script")
+        options = recognizer.options(beam_size=args.beam, language=language, prompt=args.prompt, vocabulary=vocabulary,
+                                     script=args.chinese_script)
     except (ModelError, LanguageError, VocabularyError) as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR

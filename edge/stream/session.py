@@ -60,12 +60,13 @@ CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer conte
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """The live-reloadable `stream.*` keys, `model.language`, and the active vocabulary."""
+    """The live-reloadable `stream.*` keys, `model.language`, `model.chinese_script`, and the active vocabulary."""
 
     partial_interval_ms: int
     final_beam: int
     language: str = "auto"
     vocabulary: Vocabulary = Vocabulary()
+    script: str = "simplified"
 
     @classmethod
     def from_config(
@@ -74,15 +75,18 @@ class StreamSettings:
         language: str = "auto",
         tuning: Tuning = Tuning(),
         vocabulary: Vocabulary = Vocabulary(),
+        script: str = "simplified",
     ) -> "StreamSettings":
         """From a `stream` config section (None: the documented defaults), model.language, the
-        model's tuning for `auto` keys, and the vocabulary (the config's, or an app's)."""
+        model's tuning for `auto` keys, the vocabulary (the config's, or an app's), and
+        model.chinese_script."""
         stream_cfg = stream_cfg or StreamConfig()
         return cls(
             int(resolve(stream_cfg.partial_interval_ms, tuning.partial_interval_ms)),
             int(resolve(stream_cfg.final_beam, tuning.final_beam)),
             language,
             vocabulary,
+            script,
         )
 
 
@@ -217,9 +221,10 @@ class StreamingSession:
     def _recognizer_options(self, stream: StreamSettings) -> dict[str, object]:
         """The recognizer's options for partials and finals, made once per settings change."""
         return {
-            "partial": self._recognizer.options(beam_size=1, language=stream.language, vocabulary=stream.vocabulary),
+            "partial": self._recognizer.options(beam_size=1, language=stream.language, vocabulary=stream.vocabulary,
+                                                script=stream.script),
             "final": self._recognizer.options(beam_size=stream.final_beam, language=stream.language,
-                                              vocabulary=stream.vocabulary),
+                                              vocabulary=stream.vocabulary, script=stream.script),
         }
 
     @property

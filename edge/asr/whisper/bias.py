@@ -44,7 +44,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge.asr.text import has_han, to_traditional
+from edge.asr.text import has_han, to_simplified, to_traditional
 from edge.asr.whisper.tokenizer import Tokenizer, token_texts, unicode_to_byte
 from edge.vocabulary import Vocabulary
 
@@ -62,14 +62,16 @@ def spellings(text: str, unspaced: bool = False) -> set[str]:
     transcript), so a word term never starts inside another word; Chinese
     text mostly comes without spaces, and so does a Latin term inside it
     ("我们用PostgreSQL存数据"): `unspaced` (a model that writes Chinese) adds
-    the forms without the space.
+    the forms without the space. The model mixes simplified and traditional
+    characters, so a Chinese term is tried in both, however it was written
+    (a Taiwan box's list is traditional: 台積電).
     """
     capitalised = text[:1].upper() + text[1:]
     words = " ".join(word[:1].upper() + word[1:] for word in text.split())
     forms = {text, capitalised, words}
     if not has_han(text):
         return {space + form for form in forms for space in (" ", "")[: 1 + unspaced]}
-    forms |= {to_traditional(form) for form in forms}
+    forms |= {convert(form) for form in forms for convert in (to_traditional, to_simplified)}
     return {space + form for form in forms for space in ("", " ")}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
-from edge.asr.text import tidy
+from edge.asr.text import SCRIPTS, tidy
 from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
@@ -94,6 +94,7 @@ class WhisperOptions:
     `glossary`: the vocabulary's terms as a prompt, put before `prompt` in a second decoder
     stream whose only use is to lift the terms' tokens, in full decodes and the windows of long
     audio (not in partials: a second stream would double a greedy decode).
+    `script`: how Chinese text is shown, a key of `edge.asr.text.SCRIPTS`.
     """
 
     beam_size: int = 5
@@ -102,6 +103,7 @@ class WhisperOptions:
     bias: BiasTrie | None = None
     glossary: tuple[int, ...] = ()
     recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
+    script: str = "simplified"
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,13 @@ class Recognizer:
         return self.tokenizer.languages
 
     def options(
-        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary()
+        self, *, beam_size: int = 5, language: str = "auto", prompt: str = "", vocabulary: Vocabulary = Vocabulary(),
+        script: str = "simplified",
     ) -> WhisperOptions:
         if language != "auto" and language not in self.languages:
             raise ValueError(f"language {language!r} is not one this model knows ({', '.join(self.languages)})")
+        if script not in SCRIPTS:
+            raise ValueError(f"script {script!r} is not one of: {', '.join(SCRIPTS)}")
         biasing = self._biasing(vocabulary)
         glossary = biasing.glossary if self._prompted(vocabulary, language) else ()
         return WhisperOptions(
@@ -196,6 +201,7 @@ class Recognizer:
             bias=biasing.trie if vocabulary.bonus or glossary else None,  # bonus 0: the tree only carries the gains
             glossary=glossary,
             recital=biasing.recital,
+            script=script,
         )
 
     def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
@@ -263,7 +269,7 @@ class Recognizer:
         if shows_nothing(result, partial):
             return Transcript.empty(result.no_speech_prob, result.language)
         text = result.text.strip()
-        return self._transcript(text, [result], ((0.0, round(seconds, 3), text),))
+        return self._transcript(text, [result], ((0.0, round(seconds, 3), text),), wanted.script)
 
     def transcribe_stream(
         self,
@@ -330,7 +336,8 @@ class Recognizer:
             seek += advance
         if not heard.segments:
             return Transcript.empty(heard.no_speech, heard.language or "")
-        return self._transcript(" ".join(s[2] for s in heard.segments), heard.results, tuple(heard.segments))
+        return self._transcript(" ".join(s[2] for s in heard.segments), heard.results, tuple(heard.segments),
+                                wanted.script)
 
     def _recheck_tails(self, heard: "_Heard", result: DecodeResult, mel: np.ndarray, origin: int, start: int,
                        length: int, wanted: WhisperOptions, loudest: float) -> None:
@@ -476,18 +483,19 @@ class Recognizer:
             return False
         return result.likely_no_speech or result.temperature > 0.0 or result.avg_logprob < LOGPROB_THRESHOLD
 
-    def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...]) -> Transcript:
+    def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...],
+                    script: str) -> Transcript:
         """Combine window results: token-weighted log-prob, first window's no-speech probability.
 
-        The text is shown as its language is written (simplified Chinese, no spaces
-        between Han characters); the tokens stay the model's own, as context for what follows.
+        The text is shown as its language is written (Chinese in `script`, no spaces between
+        Han characters); the tokens stay the model's own, as context for what follows.
         """
         language = results[0].language
         text_tokens = tuple(t for r in results for t in r.tokens if self.tokenizer.is_text(t))
         weights = np.array([len(r.tokens) + 1 for r in results], dtype=np.float64)
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
-        shown = tuple((start, end, tidy(words, language)) for start, end, words in segments)
-        return Transcript(tidy(text, language), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
+        shown = tuple((start, end, tidy(words, language, script)) for start, end, words in segments)
+        return Transcript(tidy(text, language, script), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
                           shown, language)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
