@@ -50,6 +50,29 @@ def test_overrun_drops_oldest_counts_exactly_and_keeps_newest() -> None:
     assert ring.dropped == 170
 
 
+class _LappedWhileCopying(RingBuffer):
+    """The producer writes `burst` frames in the middle of the consumer's copy."""
+
+    burst = 0
+
+    def _copy(self, start_frame: int, count: int) -> np.ndarray:
+        out = super()._copy(start_frame, count)
+        if self.burst:
+            self.write(ramp(self.frames_written, self.burst))
+            self.burst = 0
+        return out
+
+
+def test_a_read_lapped_before_and_during_its_copy_is_one_overrun() -> None:
+    ring = _LappedWhileCopying(10, 1)
+    ring.write(ramp(0, 25))  # 15 frames lost before the read
+    ring.burst = 4  # ...and the oldest 4 of the 10 it copies are overwritten during it
+    np.testing.assert_array_equal(ring.read(), ramp(19, 6))
+    assert (ring.dropped, ring.overruns) == (19, 1)  # counted two overruns before
+    np.testing.assert_array_equal(ring.read(), ramp(25, 4))
+    assert (ring.dropped, ring.overruns) == (19, 1)
+
+
 def test_write_larger_than_capacity_keeps_its_tail() -> None:
     ring = RingBuffer(8, 1)
     ring.write(ramp(0, 3))

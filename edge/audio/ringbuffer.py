@@ -52,29 +52,28 @@ class RingBuffer:
         """Consumer: copy out up to `max_frames` of the oldest surviving frames.
 
         Frames the producer overwrote, before or during the copy, are skipped
-        and added to `dropped` rather than returned corrupted.
+        and added to `dropped` rather than returned corrupted; one read counts
+        one overrun, however many times it was lapped.
         """
-        self._skip_lapped(self._claimed)
+        dropped = self._drop(self._claimed - self.capacity - self._read)
         count = max(self._written - self._read, 0)
         if max_frames is not None:
             count = min(count, max_frames)
         out = self._copy(self._read, count)
-        lapped = self._claimed - self.capacity - self._read
-        if lapped > 0:  # the producer overwrote the head of `out` while we copied
-            self._count_drop(min(lapped, count))
-            out = out[min(lapped, count) :]
+        lapped = min(self._claimed - self.capacity - self._read, count)  # overwritten while we copied
+        dropped += self._drop(lapped)
+        out = out[max(lapped, 0) :]
         self._read += out.shape[0]
+        self.overruns += dropped > 0
         return out
 
-    def _skip_lapped(self, claimed: int) -> None:
-        behind = claimed - self.capacity - self._read
-        if behind > 0:
-            self._count_drop(behind)
-
-    def _count_drop(self, frames: int) -> None:
+    def _drop(self, frames: int) -> int:
+        """Skip `frames` lost to the producer (none if not positive); how many were skipped."""
+        if frames <= 0:
+            return 0
         self.dropped += frames
-        self.overruns += 1
         self._read += frames
+        return frames
 
     def _copy(self, start_frame: int, count: int) -> np.ndarray:
         start = start_frame % self.capacity
