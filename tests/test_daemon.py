@@ -118,6 +118,14 @@ def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
     return process.returncode, err
 
 
+def reap(process: subprocess.Popen) -> None:
+    """For a `finally:`: kill `process` if it is still running (an assertion failed before it was
+    stopped) and wait for it, so that no daemon outlives its test."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate(timeout=30)
+
+
 def test_file_source_finals_match_the_offline_recognizer(tmp_path, int8_model_dir, eval_dir, offline) -> None:
     row = load_manifest("longform_en")[0]
     config = write_config(tmp_path, int8_model_dir)
@@ -217,12 +225,15 @@ def test_sigterm_mid_utterance_publishes_its_final_and_exits_within_2s(tmp_path,
     row = load_manifest("longform_en")[0]
     config = write_config(tmp_path, int8_model_dir)
     daemon = start_daemon(config, f"file:{row['path']}", "--pace", "realtime")
-    subscriber = Subscriber(tmp_path / "asr.sock")
-    partial = subscriber.wait_for(lambda e: e["type"] == "partial" and len(e["text"].split()) >= 3, 30)
-    sent = time.monotonic()
-    daemon.send_signal(signal.SIGTERM)
-    code, err = finish(daemon, 10)
-    elapsed = time.monotonic() - sent
+    try:
+        subscriber = Subscriber(tmp_path / "asr.sock")
+        partial = subscriber.wait_for(lambda e: e["type"] == "partial" and len(e["text"].split()) >= 3, 30)
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon, 10)
+        elapsed = time.monotonic() - sent
+    finally:
+        reap(daemon)
     assert code == 0, err
     assert elapsed <= 2.0, elapsed
     assert subscriber.closed.wait(2)
@@ -250,26 +261,55 @@ def _messages(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
     return found
 
 
-def _notifications(tmp_path: Path, config: Path, *args: str) -> tuple[list[str], str]:
-    """The daemon's systemd notifications in its first 8 s (watchdog every 0.2 s), and its stderr."""
+NOTIFY_WINDOW_S = 8.0
+NOTIFY_WATCHDOG_S = 0.4  # the WATCHDOG_USEC given to the daemon: it pings every 0.2 s
+
+
+def _notifications(tmp_path: Path, config: Path, *args: str) -> tuple[list[tuple[float, str]], float, str]:
+    """The daemon's systemd notifications in its first NOTIFY_WINDOW_S as (arrival time, line), when
+    the listening ended, and its stderr."""
     notify = _notify_socket(tmp_path)
-    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": str(round(NOTIFY_WATCHDOG_S * 1_000_000))}
     daemon = start_daemon(config, *args, env=env)
     try:
-        lines = [line for _, line in _messages(notify, 8)]
+        messages = _messages(notify, NOTIFY_WINDOW_S)
+        ended = time.monotonic()
     finally:
         daemon.send_signal(signal.SIGTERM)
         code, err = finish(daemon, 10)
         notify.close()
     assert code == 0, err
-    return lines, err
+    return messages, ended, err
+
+
+def _gaps_s(marks: list[float]) -> list[float]:
+    return [round(later - earlier, 3) for earlier, later in zip(marks, marks[1:])]
+
+
+def assert_watchdog_kept(messages: list[tuple[float, str]], ended: float, watchdog_s: float,
+                         least_s: float = 3.0) -> None:
+    """systemd restarts a service that goes WatchdogSec without WATCHDOG=1 once it sent READY=1: every
+    gap from READY=1 through each ping to the end of listening must be under `watchdog_s`, over a
+    watched stretch of at least `least_s` (the daemon may take most of the window to load its model)."""
+    ready = next((at for at, line in messages if line == "READY=1"), None)
+    assert ready is not None, [line for _, line in messages]
+    pings = [at for at, line in messages if line == "WATCHDOG=1"]
+    gaps = _gaps_s([ready, *pings, ended])
+    assert ended - ready >= least_s, f"READY=1 came {ended - ready:.2f} s before the end of the window: too late to judge"
+    assert max(gaps) < watchdog_s, (
+        f"{len(pings)} pings in {ended - ready:.2f} s after READY=1; the longest gap, {max(gaps)} s, reaches "
+        f"WatchdogSec ({watchdog_s} s): systemd would restart the service. Gaps (READY, pings, end): {gaps}")
+    # Half WatchdogSec apart, as sd_watchdog_enabled(3) recommends; a quarter of the stretch is room for scheduling.
+    assert len(pings) >= (ended - ready) / (watchdog_s / 2) * 0.75, (len(pings), gaps)
 
 
 def test_systemd_notifications(tmp_path, int8_model_dir, eval_dir) -> None:
     row = load_manifest("longform_en")[0]
-    lines, _ = _notifications(tmp_path, write_config(tmp_path, int8_model_dir), f"file:{row['path']}", "--pace", "realtime")
+    messages, ended, _ = _notifications(tmp_path, write_config(tmp_path, int8_model_dir), f"file:{row['path']}",
+                                        "--pace", "realtime")
+    lines = [line for _, line in messages]
     assert "READY=1" in lines
-    assert lines.count("WATCHDOG=1") >= 3
+    assert_watchdog_kept(messages, ended, NOTIFY_WATCHDOG_S)
     assert any(line.startswith("STATUS=") for line in lines)
     assert lines.index("READY=1") > 0 and lines[0].startswith("STATUS=")  # READY only after start-up
 
@@ -277,9 +317,10 @@ def test_systemd_notifications(tmp_path, int8_model_dir, eval_dir) -> None:
 def test_ready_while_the_microphone_is_still_missing(tmp_path, int8_model_dir) -> None:
     """A kiosk that boots before its USB microphone: without READY, systemd's TimeoutStartSec would
     kill and restart the service every 5 minutes. The watchdog goes on while the source waits."""
-    lines, err = _notifications(tmp_path, write_config(tmp_path, int8_model_dir, audio={"device": "no-such-microphone-here"}),
-                                "mic")
-    assert "READY=1" in lines and lines.count("WATCHDOG=1") >= 3, lines
+    messages, ended, err = _notifications(
+        tmp_path, write_config(tmp_path, int8_model_dir, audio={"device": "no-such-microphone-here"}), "mic")
+    assert "READY=1" in [line for _, line in messages], messages
+    assert_watchdog_kept(messages, ended, NOTIFY_WATCHDOG_S)
     assert "no-such-microphone-here" in err and "waiting for it" in err, err
 
 
@@ -314,8 +355,11 @@ class _StallingSource:
         pass
 
 
+WATCHDOG_S = 0.2  # _watchdog_pings' WATCHDOG_USEC by default: a ping every 0.1 s
+
+
 def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=None, seconds: float = 3.5,
-                    **sections: dict) -> list[float]:
+                    watchdog_s: float = WATCHDOG_S, **sections: dict) -> list[float]:
     """Seconds (from start) of each WATCHDOG=1 a daemon on `source` sends within `seconds`."""
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -323,7 +367,7 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=N
 
     notify = _notify_socket(tmp_path)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.setenv("WATCHDOG_USEC", str(round(watchdog_s * 1_000_000)))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     config = write_config(tmp_path, model_dir, **sections)
     daemon = Daemon(load_config(config), config, recognizer or Recognizer.from_dir(model_dir), source)
@@ -343,19 +387,34 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=N
 def test_watchdog_pings_stop_when_the_pipeline_stalls(tmp_path, int8_model_dir, monkeypatch, state_after) -> None:
     pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after))
     assert len(pings) >= 3 and min(pings) < 1.0
+    # While blocks came (1.5 s of them), a ping every 0.1 s: never WatchdogSec without one.
+    assert max(pings) > 1.3 and max(_gaps_s(pings)) < WATCHDOG_S, f"pings at {pings}, gaps {_gaps_s(pings)}"
     assert max(pings) < 2.0  # nothing after the source stopped delivering (1.5 s) plus one period
 
 
+def _assert_pinged_throughout(pings: list[float], seconds: float, watchdog_s: float) -> None:
+    """From the first ping to the end of listening (`seconds`), never `watchdog_s` without one."""
+    gaps = _gaps_s([*pings, seconds])
+    assert pings and pings[0] < 1.0 and max(gaps) < watchdog_s, (
+        f"longest gap {max(gaps)} s reaches WatchdogSec ({watchdog_s} s): pings at {pings}, gaps {gaps}")
+
+
+# Below: no blocks, so the progress is the main loop's wake-up after each 0.1 s read timeout. WatchdogSec
+# 0.4 s keeps a ping period well above those wake-ups, as under systemd (15 s to 0.1 s): at 0.2 s a period
+# holds about one wake-up, and the two clocks' drift would now and then leave one without it.
+
 def test_watchdog_keeps_pinging_while_the_device_is_reopened(tmp_path, int8_model_dir, monkeypatch) -> None:
-    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after="lost"))
-    assert max(pings) > 3.0  # the reconnecting capture layer is progress: systemd must not restart it
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, state_after="lost"),
+                            watchdog_s=0.4)
+    _assert_pinged_throughout(pings, 3.5, 0.4)  # the reconnecting capture layer is progress: systemd must not restart it
 
 
 def test_watchdog_leaves_a_silent_microphone_to_its_own_stall_timeout(tmp_path, int8_model_dir, monkeypatch) -> None:
     """audio.stall_timeout_ms may be up to 60 s, twice WatchdogSec: an open microphone that has not
     yet reached it must not get the service restarted (it reopens the device itself, tests/test_capture.py)."""
-    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, "running", stats=MicStats))
-    assert max(pings) > 3.0
+    pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, _StallingSource(1.5, "running", stats=MicStats),
+                            watchdog_s=0.4)
+    _assert_pinged_throughout(pings, 3.5, 0.4)
 
 
 class _HangingAccelerator:
@@ -399,7 +458,8 @@ def test_the_watchdog_waits_out_the_accelerator_deadline(tmp_path, int8_model_di
     pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, FileSource(row["path"]), recognizer, seconds=5.0,
                             inference={"timeout_ms": 1500})
     if accelerated:
-        assert _longest_gap_s(pings) < 0.5, pings  # pings every 0.1 s throughout: the fallback took over at 1.5 s
+        # pings every 0.1 s throughout, never WatchdogSec (0.2 s) apart: the fallback took over at 1.5 s
+        assert _longest_gap_s(pings) < WATCHDOG_S, pings
     else:
         assert _longest_gap_s(pings) > 1.0, pings  # the hang (2.5 s) outlived DECODE_STALL_S
 

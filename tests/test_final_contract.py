@@ -34,7 +34,7 @@ from edge.stream.session import StreamingSession, StreamSettings
 from edge.vad.endpointer import EndpointSettings
 from edge.vad.silero import WINDOW
 from tests.conftest import REPO
-from tests.test_daemon import Subscriber, finish, start_daemon, write_config
+from tests.test_daemon import Subscriber, finish, reap, start_daemon, write_config
 from tests.test_metrics import free_port
 from tests.test_publisher import HELLO, wait_for
 
@@ -253,13 +253,20 @@ def test_a_stop_with_stuck_subscribers_is_clean_and_gives_them_the_flush_time(tm
 
     config = write_config(tmp_path, int8_model_dir, publish={"max_pending_finals": 65536, "queue_size": 65536})
     daemon = start_daemon(config, f"file:{hum(tmp_path / 'hum.wav')}", "--pace", "realtime")
-    os.sched_setaffinity(daemon.pid, {min(os.sched_getaffinity(0))})  # before it starts any thread
-    watcher = Subscriber(tmp_path / "asr.sock")
-    stuck = [stuck_subscriber(tmp_path / "asr.sock") for _ in range(3)]
+    stuck: list[socket.socket] = []
     try:
-        seen = len(watcher.events)
-        while not all(q["depth"] > 0 for q in queues(watcher, seen)[1:]):
+        os.sched_setaffinity(daemon.pid, {min(os.sched_getaffinity(0))})  # before it starts any thread
+        watcher = Subscriber(tmp_path / "asr.sock")
+        stuck += [stuck_subscriber(tmp_path / "asr.sock") for _ in range(3)]
+        deadline = time.monotonic() + 60
+        # Until a status lists all 4 queues (the watcher's first: an all() over an empty rest would prove
+        # nothing) and the 3 stuck ones hold events.
+        while True:
             seen = len(watcher.events)
+            found = queues(watcher, seen)
+            if len(found) == 4 and all(q["depth"] > 0 for q in found[1:]):
+                break
+            assert time.monotonic() < deadline, f"no status with 4 queues, the stuck ones holding events: {found}"
         sent = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         code, err = finish(daemon, 20)
@@ -267,6 +274,7 @@ def test_a_stop_with_stuck_subscribers_is_clean_and_gives_them_the_flush_time(tm
     finally:
         for sock in stuck:
             sock.close()
+        reap(daemon)
     assert code == 0, err
     for trace in ("Traceback", "Task exception was never retrieved", "Exception in callback"):
         assert trace not in err, err[-3000:]
