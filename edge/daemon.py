@@ -335,7 +335,8 @@ class Daemon:
     # --- events -------------------------------------------------------------------
 
     def _hello(self) -> dict[str, Any]:
-        return {"model": Path(self._cfg.model.path).name, **self._backend_fields(), "sample_rate": SAMPLE_RATE}
+        return {"model": Path(self._cfg.model.path).name, **self._backend_fields(), "sample_rate": SAMPLE_RATE,
+                "chinese_script": self._cfg.model.chinese_script}
 
     def status(self) -> dict[str, Any]:
         """The daemon's state (thread-safe snapshot; also answers subscribers' status requests)."""
@@ -346,8 +347,8 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self._started, 3),
             **self._backend_fields(),
             "model": Path(self._cfg.model.path).name,
-            "language": self._cfg.model.language,
-            "chinese_script": self._cfg.model.chinese_script,
+            "language": self._session.settings.language,  # what the recognizer is given: a reload is seen
+            "chinese_script": self._session.settings.script,
             "vocabulary": self._session.vocabulary.summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),

@@ -13,17 +13,15 @@ from pathlib import Path
 from edge import manifest
 
 AUTO = "auto"
-# What people type for a language instead of Whisper's code (mostly ISO 639-1).
+# What people type for a language instead of Whisper's code (mostly ISO 639-1); a tag's region or
+# script part ("zh-TW", "en_US", "zh-Hant-HK") is dropped first.
 ALIASES = {
-    "cn": "zh", "zh-cn": "zh", "zh_cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "cmn": "zh",
-    "zh-tw": "zh", "zh_tw": "zh", "zh-hant": "zh", "zh-hk": "zh", "zh_hk": "zh", "zh-mo": "zh",
-    "chinese": "zh", "mandarin": "zh", "putonghua": "zh", "cantonese": "yue", "english": "en", "eng": "en",
-    "en-us": "en", "en-gb": "en", "jp": "ja", "japanese": "ja", "kr": "ko", "korean": "ko", "german": "de",
+    "cn": "zh", "cmn": "zh", "chinese": "zh", "mandarin": "zh", "putonghua": "zh", "cantonese": "yue",
+    "english": "en", "eng": "en", "jp": "ja", "japanese": "ja", "kr": "ko", "korean": "ko", "german": "de",
     "french": "fr", "spanish": "es", "russian": "ru", "vn": "vi", "vietnamese": "vi", "thai": "th",
 }  # fmt: skip
-# Codes that also name a script: the script is a key of its own (model.chinese_script)
-SCRIPT_OF = {"zh-tw": "taiwan", "zh_tw": "taiwan", "zh-hant": "traditional", "zh-hk": "hongkong", "zh_hk": "hongkong",
-             "zh-mo": "hongkong"}
+# A tag's part that names how Chinese is written: a key of its own (model.chinese_script)
+SCRIPT_PARTS = {"tw": "taiwan", "hk": "hongkong", "mo": "hongkong", "hant": "traditional"}
 MANDARIN_MODEL = "models/whisper-base-int8"
 NEAREST = {"yue": "zh"}  # whisper-base has no Cantonese code and writes Cantonese as Chinese (yue set: CER, docs)
 
@@ -57,17 +55,31 @@ def problem(code: str, model_name: str, known: tuple[str, ...], model_key: str =
                 f"for Mandarin and other languages set {model_key} to {MANDARIN_MODEL})")
     guess = _guess(code, known)
     hint = f"did you mean {guess!r}?" if guess else f"use auto or one of: {', '.join(known)}"
-    script = SCRIPT_OF.get(code.strip().lower())
+    script = _script_in(code)
     if guess and script:
         hint += f" (with {script_key}: {script} for its characters)"
     return f"is not a language of {model_name}; {hint}"
+
+
+def _parts(code: str) -> list[str]:
+    """"zh_Hant-TW" -> ["zh", "hant", "tw"]."""
+    return code.strip().lower().replace("_", "-").split("-")
+
+
+def _script_in(code: str) -> str | None:
+    """The chinese_script a Chinese tag names ("zh-TW": taiwan), or None."""
+    language, *rest = _parts(code)
+    if language not in ("zh", "yue", "cmn"):
+        return None
+    return next((SCRIPT_PARTS[part] for part in reversed(rest) if part in SCRIPT_PARTS), None)
 
 
 def _guess(code: str, known: tuple[str, ...]) -> str | None:
     folded = code.strip().lower()
     if folded in known:
         return folded
-    alias = ALIASES.get(folded, folded)
+    head = _parts(code)[0]
+    alias = ALIASES.get(head, head)
     if alias in known:
         return alias
     if NEAREST.get(alias) in known:

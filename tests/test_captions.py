@@ -473,6 +473,54 @@ def test_page_shows_english_and_chinese_finals_in_their_language(
     assert browser.title == "Salle B · 会议室"
 
 
+def test_chinese_lines_take_the_daemons_script_as_their_lang_and_fonts(
+    browser, server: CaptionServer, daemon: FakeDaemon
+) -> None:
+    """A Taiwan box's captions in TC fonts (the glyphs its readers know), told by the daemon's
+    status on a reload, and to a page opened after it."""
+    def chinese_script(script: str) -> None:
+        daemon.publisher.publish(protocol.Status(audio_time_s=1.0, fields={"chinese_script": script}))
+
+    def newest_line() -> list[str]:
+        return browser.execute_script(
+            "const l = [...document.querySelectorAll('.line')].at(-1); return [l.lang, getComputedStyle(l).fontFamily]")
+
+    chinese_script("taiwan")
+    try:
+        open_page(browser, server)
+        daemon.final("把會議室的燈打開", language="zh")
+        until(browser, "return document.getElementById('finals').textContent.includes('會議室的燈')")
+        lang, font = newest_line()
+        assert lang == "zh-TW" and font.startswith('"Noto Sans CJK TC"'), (lang, font)
+        chinese_script("hongkong")
+        daemon.final("開燈", language="zh")
+        until(browser, "return document.getElementById('finals').textContent.includes('開燈')")
+        lang, font = newest_line()
+        assert lang == "zh-HK" and font.startswith('"Noto Sans CJK HK"'), (lang, font)
+    finally:
+        chinese_script("simplified")
+
+
+def test_the_feed_tells_the_page_the_script_of_the_hello_before_the_connection(tmp_path: Path) -> None:
+    from edge.apps.captions.feed import DaemonFeed
+
+    path = Path(tempfile.mkdtemp(prefix="easr-feed-", dir="/tmp")) / "asr.sock"  # AF_UNIX paths must be short
+    publisher = make_publisher(path, hello={"model": "whisper-base-int8", "backend": "cpu", "sample_rate": 16000,
+                                            "chinese_script": "hongkong"})
+    publisher.start()
+    told: list[tuple[str, dict]] = []
+    feed = DaemonFeed(str(path), lambda name, data: told.append((name, data)))
+    feed.start()
+    try:
+        wait_for(lambda: any(name == "daemon" for name, _ in told), timeout=10)
+    finally:
+        feed.stop()
+        publisher.close(timeout=1.0)
+        shutil.rmtree(path.parent, ignore_errors=True)
+    assert told[:2] == [("chinese", {"lang": "zh-HK"}),
+                        ("daemon", {"connected": True, "message": "whisper-base-int8 on cpu"})]
+
+
 def test_partial_draws_its_stable_text_settled_and_the_rest_lighter(
     browser, server: CaptionServer, daemon: FakeDaemon
 ) -> None:

@@ -13,12 +13,13 @@ import jiwer
 import pytest
 
 from edge.asr.base import Transcript
-from edge.asr.text import tidy, to_simplified
+from edge.asr.text import as_written, tidy, to_simplified
 from edge.asr.whisper.bias import spellings
 from edge.asr.whisper.recognizer import Recognizer
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.audiofile import load_audio
 from edge.config import ConfigError, parse_config, restart_needed
+from edge.vocabulary import Term, Vocabulary
 from tests.conftest import REPO, _built_model, load_manifest
 from tests.test_daemon import Subscriber, finish, start_daemon, write_config
 
@@ -37,8 +38,6 @@ def test_prompt_auto_is_for_english_speech_only(base: Recognizer) -> None:
     """The glossary costs whisper-base 1.8x the decode time of finals already over their latency
     target: auto leaves it out unless the speech is known to be English (prompt: true gives it
     in any language)."""
-    from edge.vocabulary import Term, Vocabulary
-
     names = Vocabulary((Term("Siobhan"), Term("张伟")))
     assert base.options(language="en", vocabulary=names).glossary != ()
     assert base.options(language="zh", vocabulary=names).glossary == ()
@@ -94,6 +93,14 @@ def test_chinese_is_written_in_the_chosen_script_from_whatever_mix_the_model_wro
     assert tidy("佢哋喺度食紧饭", "yue", "hongkong") == "佢哋喺度食緊飯"
     assert tidy("佢哋喺度食紧饭", "yue") == "佢哋喺度食紧饭"  # simplified: Cantonese as the model wrote it
     assert tidy("Software, OK.", "en", "taiwan") == "Software, OK."
+
+
+def test_a_term_written_in_traditional_characters_is_shown_as_written_in_a_traditional_script() -> None:
+    written = as_written(["台積電", "台积电", "台北", "張偉", "Kubernetes"], "taiwan")
+    assert written == (("臺積電", "台積電"),)  # 台积电 is simplified, 台北 both (shown 臺北), 張偉 the same in s2tw
+    assert tidy("我在台积电上班", "zh", "taiwan", written) == "我在台積電上班"  # not 臺積電
+    assert tidy("我在臺積電上班", "zh", "hongkong", as_written(["台積電"], "hongkong")) == "我在台積電上班"
+    assert as_written(["台積電"], "simplified") == () and tidy("我在台積電上班", "zh") == "我在台积电上班"
 
 
 def test_a_chinese_term_is_biased_in_both_scripts_however_it_is_written() -> None:
@@ -161,6 +168,12 @@ def test_an_unknown_language_is_refused(base: Recognizer) -> None:
         base.options(script="big5")
 
 
+def test_the_options_carry_the_terms_to_show_as_written(base: Recognizer) -> None:
+    vocabulary = Vocabulary((Term("台積電"), Term("深圳")), source="config")
+    assert base.options(vocabulary=vocabulary, script="taiwan").written == (("臺積電", "台積電"),)
+    assert base.options(vocabulary=vocabulary).written == ()
+
+
 def test_the_chosen_script_reaches_partials_finals_and_long_form_segments(base: Recognizer, eval_dir: Path) -> None:
     plain, taiwan = base.options(beam_size=2, language="zh"), base.options(beam_size=2, language="zh", script="taiwan")
     converted = 0
@@ -200,11 +213,16 @@ def test_model_language_is_checked_against_the_manifest(tmp_path: Path, base_mod
 
 
 def test_a_language_code_that_names_a_script_points_to_chinese_script(tmp_path: Path, base_model_dir: Path) -> None:
-    for code, script in (("zh-TW", "taiwan"), ("zh-hk", "hongkong"), ("zh-Hant", "traditional")):
+    for code, script in (("zh-TW", "taiwan"), ("zh-hk", "hongkong"), ("zh-Hant", "traditional"), ("zh_hant", "traditional"),
+                         ("zh-Hant-TW", "taiwan"), ("zh-Hant-HK", "hongkong")):
         with pytest.raises(ConfigError) as wrong:
             parse_config({"model": {"path": str(base_model_dir), "language": code}}, base_dir=tmp_path)
         assert (f"model.language: \"{code}\" is not a language of whisper-base-int8; did you mean 'zh'? "
                 f"(with model.chinese_script: {script} for its characters)") in str(wrong.value)
+    for code in ("zh-CN", "zh_Hans", "en-GB"):  # a region or script part that is no script of its own: the code alone
+        with pytest.raises(ConfigError) as plain:
+            parse_config({"model": {"path": str(base_model_dir), "language": code}}, base_dir=tmp_path)
+        assert f"did you mean '{code[:2].lower()}'?; expected" in str(plain.value)
     with pytest.raises(ConfigError) as bad:
         parse_config({"model": {"path": str(base_model_dir), "chinese_script": "zh-tw"}}, base_dir=tmp_path)
     assert str(bad.value).endswith(

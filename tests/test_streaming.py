@@ -457,11 +457,31 @@ def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
 class _ShowsItsScript(_Scripted):
     """Each transcript's text is the Chinese script of the options it was decoded with."""
 
+    def __init__(self) -> None:
+        self.partials: list[str] = []  # the script of each partial decode
+
     def options(self, *, beam_size: int = 5, script: str = "simplified", **_: object) -> str:
         return script
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
+        if partial:
+            self.partials.append(str(options))
         return Transcript(str(options), (), 0.0, 0.0, 1.0, ())
+
+
+def _fed_paced(session: StreamingSession, level: float, seconds: float) -> None:
+    """`seconds` of windows at `level`, with a pause after each, so that the worker gets to decode a
+    partial while the speech goes on however busy the machine is."""
+    for _ in range(_windows(seconds) // WINDOW):
+        session.feed(np.full(WINDOW, level, np.float32))
+        time.sleep(0.005)
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_reloaded_chinese_script_reaches_the_next_utterances_partials_and_final() -> None:
@@ -470,9 +490,8 @@ def test_a_reloaded_chinese_script_reaches_the_next_utterances_partials_and_fina
                                out.emit, out.errors.append, vad=_LevelVad())
 
     def utterance() -> None:
-        for level, seconds in ((0.6, 2.0), (0.0, 2.0)):
-            for _ in range(_windows(seconds) // WINDOW):
-                session.feed(np.full(WINDOW, level, np.float32))
+        _fed_paced(session, 0.6, 2.0)
+        _fed_paced(session, 0.0, 2.0)
         assert session.drain(10)
 
     try:
@@ -483,6 +502,28 @@ def test_a_reloaded_chinese_script_reaches_the_next_utterances_partials_and_fina
         session.close()
     assert [e.text for e in out.of("final")] == ["simplified", "taiwan"]
     assert {e.text for e in out.of("partial") if e.utterance_id == 2} == {"taiwan"}
+
+
+def test_an_utterance_in_progress_keeps_its_script_in_partials_and_its_final_takes_the_new_one() -> None:
+    """A partial in the new script would not align with the stable text in the old one and would be
+    appended whole ("这个发电厂门這個發電廠門開了嗎" became stable_text)."""
+    out, recognizer = Collector(), _ShowsItsScript()
+    session = StreamingSession(recognizer, EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+    try:
+        _fed_paced(session, 0.6, 2.0)
+        _wait_until(lambda: recognizer.partials)
+        switched = len(recognizer.partials)
+        session.update_settings(EndpointSettings.from_config(), replace(StreamSettings.from_config(), script="taiwan"))
+        _fed_paced(session, 0.6, 2.0)
+        _wait_until(lambda: len(recognizer.partials) > switched)
+        _fed_paced(session, 0.0, 2.0)
+        assert session.drain(10)
+    finally:
+        session.close()
+    assert set(recognizer.partials) == {"simplified"}, recognizer.partials
+    assert {e.text for e in out.of("partial")} == {"simplified"}
+    assert [e.text for e in out.of("final")] == ["taiwan"]
 
 
 # --- a final never waits for a partial, a cancelled final stops ----------------------------

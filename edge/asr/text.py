@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
 # CJK ideographs (basic, extension A, compatibility, extensions B-F), CJK punctuation and full-width forms
 CJK_CHARS = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f"
@@ -82,12 +82,26 @@ def _full_width(match: re.Match[str]) -> str:
     return "……" if run[:2] == ".." or run[0] == "…" else "".join(_FULL_WIDTH[mark] for mark in run)
 
 
-def tidy(text: str, language: str, script: str = "simplified") -> str:
-    """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS)."""
+def as_written(terms: Iterable[str], script: str) -> tuple[tuple[str, str], ...]:
+    """(shown, written) for each vocabulary term written in traditional characters that `script`
+    would show otherwise, longest first: a Taiwan list's 台積電 stays as written (s2tw makes 臺積電).
+    A simplified box shows every term simplified."""
+    if not SCRIPTS[script]:
+        return ()
+    pairs = {(shown, term) for term in terms
+             if to_simplified(term) != term and (shown := tidy(term, "zh", script)) != term}
+    return tuple(sorted(pairs, key=lambda pair: (-len(pair[0]), pair)))
+
+
+def tidy(text: str, language: str, script: str = "simplified", written: tuple[tuple[str, str], ...] = ()) -> str:
+    """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS), with
+    the vocabulary's terms as `written` (from `as_written`)."""
     if language in SIMPLIFIED:
         text = full_width_punctuation(to_simplified(text))
     if language in CHINESE and SCRIPTS[script] and has_han(text):
         text = _opencc(SCRIPTS[script])(text)
+        for shown, term in written:
+            text = text.replace(shown, term)
     if language in UNSPACED:
         text = join_cjk(text)
     return text

@@ -205,6 +205,7 @@ class Hello(Event):
     degraded: bool = _optional(False)
     degraded_reason: str = _optional("")
     run_id: str = _optional("")  # new each time the daemon starts: utterance_ids count within it
+    chinese_script: str = _optional("simplified")  # model.chinese_script: how Chinese text is written
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -147,6 +147,9 @@ class _Utterance:
     last_text: str = ""
     last_stable: str = ""
     speculative: Job | None = None
+    # Its partials' options once the language or script changed under it (a reload): its stable text is
+    # in the old one, and a hypothesis in the new one would not align with it and be appended whole.
+    partial_options: object | None = None
 
 
 class StreamingSession:
@@ -231,6 +234,11 @@ class StreamingSession:
     def vocabulary(self) -> Vocabulary:
         return self._stream.vocabulary
 
+    @property
+    def settings(self) -> StreamSettings:
+        """The settings in use (a reload or an app's list replaces them whole)."""
+        return self._stream
+
     def set_vocabulary(self, vocabulary: Vocabulary) -> bool:
         """Use another list from the next decode on (the model is not reloaded); False if it is the list in use."""
         with self._settings_lock:
@@ -256,6 +264,8 @@ class StreamingSession:
         with self._lock:
             if endpoint is not None:
                 self._endpointer.settings = endpoint
+            if self._utterance and self._utterance.partial_options is None and _writing(stream) != _writing(self._stream):
+                self._utterance.partial_options = self._options["partial"]
             self._stream, self._options = stream, options
         return True
 
@@ -401,8 +411,9 @@ class StreamingSession:
             return
         utterance.last_partial_at, utterance.retry_partial = now, False
         audio = self._history.slice(utterance.start, now)
-        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio,
-                                options=self._options["partial"], interrupt=Interrupt()))
+        options = self._options["partial"] if utterance.partial_options is None else utterance.partial_options
+        self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=options,
+                                interrupt=Interrupt()))
 
     def _run_job(self, job: Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
@@ -478,3 +489,8 @@ def _cancel(job: Job) -> None:
 def _s(position: int) -> float:
     """A stream position in seconds, as events carry it (millisecond precision)."""
     return round(position / SAMPLE_RATE, 3)
+
+
+def _writing(stream: StreamSettings) -> tuple[str, str]:
+    """What a partial's text is written in: its language and Chinese script."""
+    return stream.language, stream.script

@@ -25,10 +25,19 @@ MAX_RETRY_S = 5.0
 _STOP_TIMEOUT_S = 2.0
 
 Emit = Callable[[str, dict[str, Any]], None]
+# model.chinese_script as the page's lang attribute, which picks the fonts whose glyphs the readers
+# know (骨 and 直 are drawn differently in SC and TC fonts); a value a newer daemon adds: plain zh.
+CHINESE_LANGS = {"simplified": "zh-CN", "traditional": "zh-Hant", "taiwan": "zh-TW", "hongkong": "zh-HK"}
+
+
+def chinese_message(script: object) -> tuple[str, dict[str, Any]]:
+    return "chinese", {"lang": CHINESE_LANGS.get(script, "zh") if isinstance(script, str) else "zh"}
 
 
 def page_message(event: protocol.Event) -> tuple[str, dict[str, Any]] | None:
     """The (name, data) the page needs for an event, or None when the page has no use for it."""
+    if isinstance(event, protocol.Status) and "chinese_script" in event.fields:  # a reload changed it
+        return chinese_message(event.fields["chinese_script"])
     if isinstance(event, protocol.Final):
         return "final", {"id": event.utterance_id, "text": event.text, "language": event.language}
     if isinstance(event, protocol.Partial):
@@ -86,6 +95,7 @@ class DaemonFeed:
 
     def _greet(self, hello: protocol.Hello) -> None:
         refuse_newer_protocol(hello.protocol_version, "caption server")
+        self._emit(*chinese_message(hello.chinese_script))
         self._tell(True, f"{hello.model} on {hello.backend}")
 
     def _tell(self, connected: bool, message: str) -> None:

@@ -108,18 +108,22 @@ class Browser:
 
 
 class Hub:
-    """The browsers with an open stream, and the daemon state each new one is told first."""
+    """The browsers with an open stream, and the daemon's state each new one is told first (KEPT)."""
+
+    KEPT = ("chinese", "daemon")  # the newest of these goes to each new browser, in this order
 
     def __init__(self) -> None:
         self._browsers: set[Browser] = set()
-        self._daemon = sse("daemon", {"connected": False, "message": "connecting to edge-asr"})
+        self._kept = {"daemon": sse("daemon", {"connected": False, "message": "connecting to edge-asr"})}
 
     def join(self, transport: asyncio.BaseTransport | None) -> Browser | None:
         """A new browser, or None when MAX_BROWSERS are already connected."""
         if len(self._browsers) >= MAX_BROWSERS:
             return None
         browser = Browser(transport)
-        browser.offer(self._daemon, droppable=False)
+        for name in self.KEPT:
+            if name in self._kept:
+                browser.offer(self._kept[name], droppable=False)
         self._browsers.add(browser)
         return browser
 
@@ -129,8 +133,8 @@ class Hub:
     def send(self, name: str, data: dict[str, Any]) -> None:
         """Encode once, offer to every browser; never waits, so no browser slows the others."""
         chunk = sse(name, data)
-        if name == "daemon":
-            self._daemon = chunk
+        if name in self.KEPT:
+            self._kept[name] = chunk
         for browser in list(self._browsers):
             if name == "daemon":  # a partial of the run before must not come after it: nothing would clear it
                 browser.forget_partial()

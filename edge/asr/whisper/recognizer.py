@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
-from edge.asr.text import SCRIPTS, tidy
+from edge.asr.text import SCRIPTS, as_written, tidy
 from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
@@ -94,7 +95,8 @@ class WhisperOptions:
     `glossary`: the vocabulary's terms as a prompt, put before `prompt` in a second decoder
     stream whose only use is to lift the terms' tokens, in full decodes and the windows of long
     audio (not in partials: a second stream would double a greedy decode).
-    `script`: how Chinese text is shown, a key of `edge.asr.text.SCRIPTS`.
+    `script`: how Chinese text is shown, a key of `edge.asr.text.SCRIPTS`; `written`: the
+    vocabulary's terms that are shown as written in it (`edge.asr.text.as_written`).
     """
 
     beam_size: int = 5
@@ -104,6 +106,7 @@ class WhisperOptions:
     glossary: tuple[int, ...] = ()
     recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
     script: str = "simplified"
+    written: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class Recognizer:
             glossary=glossary,
             recital=biasing.recital,
             script=script,
+            written=as_written((term.text for term in vocabulary.terms), script),
         )
 
     def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
@@ -269,7 +273,7 @@ class Recognizer:
         if shows_nothing(result, partial):
             return Transcript.empty(result.no_speech_prob, result.language)
         text = result.text.strip()
-        return self._transcript(text, [result], ((0.0, round(seconds, 3), text),), wanted.script)
+        return self._transcript(text, [result], ((0.0, round(seconds, 3), text),), wanted)
 
     def transcribe_stream(
         self,
@@ -336,8 +340,7 @@ class Recognizer:
             seek += advance
         if not heard.segments:
             return Transcript.empty(heard.no_speech, heard.language or "")
-        return self._transcript(" ".join(s[2] for s in heard.segments), heard.results, tuple(heard.segments),
-                                wanted.script)
+        return self._transcript(" ".join(s[2] for s in heard.segments), heard.results, tuple(heard.segments), wanted)
 
     def _recheck_tails(self, heard: "_Heard", result: DecodeResult, mel: np.ndarray, origin: int, start: int,
                        length: int, wanted: WhisperOptions, loudest: float) -> None:
@@ -484,18 +487,19 @@ class Recognizer:
         return result.likely_no_speech or result.temperature > 0.0 or result.avg_logprob < LOGPROB_THRESHOLD
 
     def _transcript(self, text: str, results: list[DecodeResult], segments: tuple[Segment, ...],
-                    script: str) -> Transcript:
+                    wanted: WhisperOptions) -> Transcript:
         """Combine window results: token-weighted log-prob, first window's no-speech probability.
 
-        The text is shown as its language is written (Chinese in `script`, no spaces between
+        The text is shown as its language is written (Chinese in `wanted.script`, no spaces between
         Han characters); the tokens stay the model's own, as context for what follows.
         """
         language = results[0].language
         text_tokens = tuple(t for r in results for t in r.tokens if self.tokenizer.is_text(t))
         weights = np.array([len(r.tokens) + 1 for r in results], dtype=np.float64)
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
-        shown = tuple((start, end, tidy(words, language, script)) for start, end, words in segments)
-        return Transcript(tidy(text, language, script), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
+        show = partial(tidy, language=language, script=wanted.script, written=wanted.written)
+        shown = tuple((start, end, show(words)) for start, end, words in segments)
+        return Transcript(show(text), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
                           shown, language)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
