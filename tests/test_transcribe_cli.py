@@ -44,8 +44,9 @@ def test_jsonl_one_line_per_file_and_bad_file_reported(capsys, clips, int8_model
     code, out, err = _run(capsys, "--format", "jsonl", "--threads", "2", str(clips[0]), str(bad), str(clips[1]))
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in records] == [str(clips[0]), str(clips[1])]
-    assert all(set(r) == {"file", "text", "duration_s", "elapsed_s", "language"} for r in records)
+    assert all(set(r) == {"file", "text", "duration_s", "elapsed_s", "language", "segments"} for r in records)
     assert "ask not what your country can do for you" in records[0]["text"]
+    assert records[0]["segments"] == [{"start_s": 0.0, "end_s": 11.0, "text": records[0]["text"]}]  # one window
     assert records[0]["duration_s"] == 11.0 and 0 < records[0]["elapsed_s"] < 60
     assert records[1]["text"] == ""
     assert err.count("\n") == 1 and str(bad) in err
@@ -208,3 +209,74 @@ def test_a_language_the_model_lacks_names_the_option_that_picks_the_model(capsys
     code, out, err = _run(capsys, "--language", "zh", "any.wav")
     assert code == EXIT_MODEL_ERROR and out == ""
     assert "an English-only model" in err and "set --model to models/whisper-base-int8" in err and "model.path" not in err
+
+
+# --- subtitles ---------------------------------------------------------------------------
+
+
+def _cues(text: str, form: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each cue, parsed independently of the writer."""
+    blocks = [block.splitlines() for block in text.strip().split("\n\n")]
+    if form == "vtt":
+        assert blocks[0] == ["WEBVTT"]
+        blocks = [[None, *block] for block in blocks[1:]]
+    else:
+        assert [int(block[0]) for block in blocks] == list(range(1, len(blocks) + 1))
+    separator = "," if form == "srt" else "."
+
+    def seconds(clock: str) -> float:
+        hours, minutes, rest = clock.split(":")
+        whole, millis = rest.split(separator)
+        return int(hours) * 3600 + int(minutes) * 60 + int(whole) + int(millis) / 1000
+
+    cues = []
+    for _, times, *words in blocks:
+        start, end = times.split(" --> ")
+        assert len(words) == 1 and words[0].strip(), words
+        cues.append((seconds(start), seconds(end), words[0]))
+    return cues
+
+
+@pytest.mark.parametrize("form", ["srt", "vtt"])
+def test_subtitles_are_timed_by_the_model_even_for_a_short_file(capsys, clips, form) -> None:
+    code, out, err = _run(capsys, "--format", form, "--threads", "2", str(clips[0]))
+    assert code == 0 and err == ""
+    cues = _cues(out, form)
+    assert len(cues) >= 2, cues  # 11 s: timestamps split it (measured: 0-8 s, 8-11 s)
+    assert all(start < end for start, end, _ in cues) and cues[0][0] < 1.0 and cues[-1][1] <= 11.0
+    assert all(earlier[1] <= later[0] for earlier, later in zip(cues, cues[1:]))
+    said = " ".join(words for _, _, words in cues).lower()
+    assert "ask not what your country can do for you" in said and "for your country" in said
+
+
+def test_subtitles_of_several_files_go_to_output_dir_and_silence_has_no_cue(capsys, clips, tmp_path) -> None:
+    code, out, err = _run(capsys, "--format", "srt", "--output-dir", str(tmp_path / "subs"), *map(str, clips))
+    assert code == 0 and out == "" and err == ""
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["jfk.srt", "silence_10s.srt"]
+    assert (tmp_path / "subs" / "silence_10s.srt").read_text() == ""
+    assert len(_cues((tmp_path / "subs" / "jfk.srt").read_text(), "srt")) >= 2
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--format", "srt", "A", "B"], "--format srt with 2 files needs --output-dir DIR"),
+    (["--format", "jsonl", "--output-dir", "OUT", "A"], "--output-dir is for --format srt or vtt"),
+    (["--format", "vtt", "--output-dir", "OUT", "a/x.wav", "b/x.flac"], "two input files would both write x.vtt"),
+    (["--format", "srt", "--output-dir", "FILE/sub", "A"], "/FILE/sub cannot be made: Not a directory"),
+])
+def test_output_options_that_cannot_work_are_refused_before_loading(capsys, tmp_path, argv, says) -> None:
+    (tmp_path / "FILE").write_text("a file, not a directory")
+    argv = [str(tmp_path / arg) if arg in ("A", "B", "OUT", "FILE/sub") or "/" in arg else arg for arg in argv]
+    code, out, err = _run(capsys, "--model", str(tmp_path / "no-model-needed"), *argv)
+    assert code == EXIT_MODEL_ERROR and out == ""
+    assert err.startswith("edge-asr transcribe: ") and says in err and err.count("\n") == 1, err
+
+
+def test_subtitle_text_is_one_line_per_cue_with_hours_and_no_arrow() -> None:
+    from edge.commands.transcribe import subtitles
+
+    segments = [(0.0, 1.5, "first"), (1.5, 2.0, "  "), (3725.5, 3727.25, "a --> b\nc")]
+    assert subtitles(segments, "srt") == ("1\n00:00:00,000 --> 00:00:01,500\nfirst\n\n"
+                                          "2\n01:02:05,500 --> 01:02:07,250\na -> b c\n")
+    assert subtitles(segments, "vtt") == ("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nfirst\n\n"
+                                          "01:02:05.500 --> 01:02:07.250\na -> b c\n")
+    assert subtitles([], "srt") == ""

@@ -144,12 +144,15 @@ class LongFormRecognizer(Recognizer, Protocol):
         *,
         options: object | None = None,
         progress: Callable[[float], None] | None = None,
+        timed: bool = False,
     ) -> Transcript:
         """What `transcribe` gives for all of `chunks` joined, holding only a window of them at a time.
 
         `chunks`: 16 kHz mono float32 pieces of any size, and iterable more than once
         (a list, an `AudioReader`): a family may read the audio twice.
         `progress`: told the seconds of audio transcribed so far, as they advance.
+        `timed`: segments timed by the model however short the audio (subtitles); without it,
+        audio up to one window may come back as one segment.
         """
         ...
 

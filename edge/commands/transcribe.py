@@ -1,4 +1,5 @@
-"""Transcribe WAV/FLAC (or MP3/Ogg) files offline and print the text (or one JSON line per file).
+"""Transcribe WAV/FLAC (or MP3/Ogg) files offline and print the text (or one JSON line per file,
+or subtitles: SRT, WebVTT).
 
 Each file is decoded as it is transcribed, never whole, so an hour takes no more
 memory than a minute. A file that cannot be read is reported on stderr and skipped;
@@ -15,7 +16,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 import edge
 from edge.audio.audiofile import AudioFileError, AudioReader
-from edge.asr.base import LongFormRecognizer, Recognizer, Transcript
+from edge.asr.base import LongFormRecognizer, Recognizer, Segment, Transcript
 from edge.asr.text import SCRIPTS
 from edge.errors import ModelError
 from edge.limits import MAX_BEAM
@@ -32,7 +33,8 @@ from edge.service.memory import limit_heap_growth
 
 DEFAULT_MODEL = Path(edge.__file__).resolve().parents[1] / "models" / "whisper-tiny.en-int8"
 EXIT_FILE_ERRORS = 1
-EXIT_MODEL_ERROR = 2  # also a bad --language or --vocabulary: nothing can be transcribed
+EXIT_MODEL_ERROR = 2  # also a bad --language, --vocabulary or --output-dir: nothing can be transcribed
+SUBTITLES = ("srt", "vtt")
 # Files up to this long are done in seconds (tiny.en, beam 5: longform_en's 184 s in 12 s
 # on 2 cores), too soon for a progress bar to tell anything.
 PROGRESS_MIN_S = 60.0
@@ -53,7 +55,10 @@ def _whole_number(low: int, high: int, meaning: str = "") -> Callable[[str], int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="WAV or FLAC files, any rate and channel count")
-    parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default: text)")
+    parser.add_argument("--format", choices=("text", "jsonl", *SUBTITLES), default="text",
+                        help="output format: text (default), jsonl (with timed segments), srt or vtt (subtitles)")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="srt/vtt: write each file's subtitles to DIR/NAME.srt (or .vtt); needed for several files")
     parser.add_argument("--beam", type=_whole_number(1, MAX_BEAM), default=5, help="beam size (default: 5; 1 = greedy)")
     parser.add_argument("--threads", type=_whole_number(0, 64, " (all cores)"), default=0, help="CPU threads (default: 0 = all cores)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
@@ -70,10 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float) -> None:
     text = transcript.text
+    if args.format in SUBTITLES:
+        _write_subtitles(args, name, transcript)
+        return
     name = name.encode("utf-8", "backslashreplace").decode("utf-8")  # a name that is not UTF-8: "caf\\udce9.wav"
     if args.format == "jsonl":
+        segments = [{"start_s": start, "end_s": end, "text": words} for start, end, words in transcript.segments]
         record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3),
-                  "language": transcript.language}
+                  "language": transcript.language, "segments": segments}
         print(json.dumps(record, ensure_ascii=False), flush=True)
     elif len(args.files) > 1:
         print(f"{name}: {text}", flush=True)
@@ -86,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     from edge.languages import LanguageError, check_language
 
     limit_heap_growth()
+    problem = _output_problem(args)
+    if problem:
+        print(f"edge-asr transcribe: {problem}", file=sys.stderr)
+        return EXIT_MODEL_ERROR
     try:
         prompt = PROMPTS[args.vocabulary_prompt]
         vocabulary = read_vocabulary_file(args.vocabulary, glossary=prompt) if args.vocabulary else Vocabulary()
@@ -102,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             with AudioReader(name) as reader:
                 audio = _UpToDamage(reader)
-                transcript = _transcribe(recognizer, audio, reader, options)
+                transcript = _transcribe(recognizer, audio, reader, options, timed=args.format in SUBTITLES)
         except AudioFileError as exc:
             print(f"edge-asr transcribe: {exc}", file=sys.stderr)
             failed += 1
@@ -111,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"edge-asr transcribe: {name}: recognition failed ({type(exc).__name__}: {exc})", file=sys.stderr)
             failed += 1
             continue
-        _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start)
+        try:
+            _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start)
+        except OSError as exc:  # --output-dir full or gone: this file's subtitles are lost, say so
+            print(f"edge-asr transcribe: {name}: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            failed += 1
+            continue
         if audio.damage is not None:
             print(f"edge-asr transcribe: {audio.damage} (the text above is of the audio before it)", file=sys.stderr)
             failed += 1
@@ -133,12 +151,71 @@ class _UpToDamage:
             self.damage = exc
 
 
-def _transcribe(recognizer: Recognizer, audio: _UpToDamage, reader: AudioReader, options: object) -> Transcript:
-    """The whole file: streamed where the model family can (bounded memory), else decoded whole."""
+def _transcribe(recognizer: Recognizer, audio: _UpToDamage, reader: AudioReader, options: object,
+                timed: bool) -> Transcript:
+    """The whole file: streamed where the model family can (bounded memory), else decoded whole.
+    `timed`: segments timed by the model (subtitles), where the family can."""
     if not isinstance(recognizer, LongFormRecognizer):
         return recognizer.transcribe(np.concatenate([np.zeros(0, np.float32), *audio]), options=options)
     with _progress(reader.path.name, reader.duration_s) as progress:
-        return recognizer.transcribe_stream(audio, options=options, progress=progress)
+        return recognizer.transcribe_stream(audio, options=options, progress=progress, timed=timed)
+
+
+def _output_problem(args: argparse.Namespace) -> str | None:
+    """Why the output options cannot work, before a model is loaded; None if they can."""
+    if args.output_dir is not None and args.format not in SUBTITLES:
+        return f"--output-dir is for --format srt or vtt (text and jsonl go to stdout), not {args.format}"
+    if args.format in SUBTITLES and args.output_dir is None and len(args.files) > 1:
+        return f"--format {args.format} with {len(args.files)} files needs --output-dir DIR (one subtitle file each)"
+    if args.output_dir is None:
+        return None
+    names = [_subtitle_path(args, name).name for name in args.files]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return f"two input files would both write {twice[0]} in {args.output_dir}: rename one, or run them separately"
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--output-dir {args.output_dir} cannot be made: {exc.strerror or exc}"
+    return None
+
+
+def _subtitle_path(args: argparse.Namespace, name: str) -> Path:
+    return args.output_dir / f"{Path(name).stem}.{args.format}"
+
+
+def _write_subtitles(args: argparse.Namespace, name: str, transcript: Transcript) -> None:
+    """To --output-dir/NAME.srt (or .vtt), whole or not at all; else to stdout."""
+    text = subtitles(transcript.segments, args.format)
+    if args.output_dir is None:
+        print(text, end="", flush=True)
+        return
+    path = _subtitle_path(args, name)
+    partial = path.with_name(path.name + ".part")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def subtitles(segments: Sequence[Segment], form: str) -> str:
+    """SRT or WebVTT cues for `segments`; an empty one (silence) gives no cue."""
+    cues = [(start, end, " ".join(words.split()).replace("-->", "->")) for start, end, words in segments]
+    lines = ["WEBVTT", ""] if form == "vtt" else []
+    for number, (start, end, words) in enumerate((cue for cue in cues if cue[2]), start=1):
+        times = f"{_clock(start, form)} --> {_clock(end, form)}"
+        lines += [str(number), times, words, ""] if form == "srt" else [times, words, ""]
+    return "\n".join(lines)  # each cue ends with a blank line
+
+
+def _clock(seconds: float, form: str) -> str:
+    """00:01:02,345 (SRT) or 00:01:02.345 (WebVTT)."""
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}{',' if form == 'srt' else '.'}{millis % 1000:03d}"
 
 
 @contextmanager

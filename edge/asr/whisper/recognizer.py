@@ -281,17 +281,19 @@ class Recognizer:
         *,
         options: object | None = None,
         progress: Callable[[float], None] | None = None,
+        timed: bool = False,
     ) -> Transcript:
         """`transcribe` of all of `chunks` joined, holding no more than one window of them at a time.
 
         Long audio is read twice (see `_seek_loop`), so `chunks` must start again at each
-        `iter()`: a list, an `AudioReader`; a generator is refused.
+        `iter()`: a list, an `AudioReader`; a generator is refused. `timed`: audio up to 30 s
+        goes through the seek loop too, for its timestamped segments.
         """
         if iter(chunks) is chunks:
             raise TypeError("transcribe_stream reads the audio twice: pass a list or an AudioReader, not an iterator")
         tell = progress or _ignore
         head = _Lookahead(chunks).window(0, N_SAMPLES + 1)
-        if len(head) > N_SAMPLES:
+        if timed or len(head) > N_SAMPLES:
             return self._seek_loop(chunks, _whisper_options(options), tell)
         transcript = self.transcribe(head, options=options)
         tell(len(head) / SAMPLE_RATE)
