@@ -644,16 +644,36 @@ def test_a_daemon_restart_before_the_first_final_is_replayed_from_the_start(tmp_
     assert bridge.asked == [0] and bridge.spooled() == [1, 2, 3, 4]
 
 
-def test_a_refused_replay_lets_the_held_finals_through(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reason", ["unknown_type", "replay_unavailable"])  # an older daemon; a replay that failed
+def test_a_refused_replay_lets_the_held_finals_through(tmp_path: Path, reason: str) -> None:
     bridge = _OfflineBridge(tmp_path)
     bridge.hello("R")
     bridge.finals(1)
     bridge.down()
     bridge.hello("R")
     bridge.finals(2)
-    bridge.core._on_event({"type": "error", "audio_time_s": 1.0, "reason": "unknown_type", "message": "no replay"})
+    bridge.core._on_event({"type": "error", "audio_time_s": 1.0, "reason": reason, "message": "no replay"})
     bridge.finals(3)
     assert bridge.spooled() == [1, 2, 3]
+
+
+def test_a_daemon_that_stops_answering_status_requests_is_reported_not_left_running(tmp_path: Path) -> None:
+    bridge = _OfflineBridge(tmp_path)
+    published: list[dict] = []
+    bridge.core._publish = lambda topic, body, qos, retain: published.append(json.loads(body))
+    bridge.core._on_event({"type": "status", **DAEMON_STATUS})
+    assert published[-1]["daemon"] == "running"
+    bridge.core._status_tick()  # asked; the answer comes back as an event
+    bridge.core._on_event({"type": "status", **DAEMON_STATUS})
+    bridge.core._status_tick()
+    assert [body["daemon"] for body in published] == ["running", "running"]
+    bridge.core._status_tick()  # the last request was never answered (a wedged daemon, its socket open)
+    assert published[-1]["daemon"] == "unreachable" and published[-1]["state"] is None
+    assert published[-1]["daemon_error"] == "connected but not answering status requests (none in 30 s)"
+    bridge.core._status_tick()
+    assert len(published) == 4 and published[-1]["daemon"] == "unreachable"  # still told every interval
+    bridge.core._on_event({"type": "status", **DAEMON_STATUS})
+    assert published[-1]["daemon"] == "running" and published[-1]["daemon_error"] is None
 
 
 def test_numbers_out_of_range_from_the_daemon_do_not_stop_the_bridge(tmp_path: Path) -> None:

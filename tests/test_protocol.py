@@ -168,27 +168,36 @@ def test_parse_request_reasons(line: bytes, reason: str) -> None:
 
 def test_request_reader_joins_chunks_and_skips_blank_lines() -> None:
     reader = protocol.RequestReader()
-    assert reader.feed(b'{"type":') == []
+    assert list(reader.feed(b'{"type":')) == []
     assert [r.kind for r in reader.feed(b' "status"}\n\n  \n{"type":"status"}\n')] == ["status", "status"]
 
 
 def test_request_reader_caps_a_line_without_newline_then_recovers() -> None:
     reader = protocol.RequestReader(max_line=64)
-    first = reader.feed(b"x" * 100)
+    first = list(reader.feed(b"x" * 100))
     assert [e.reason for e in first] == ["line_too_long"]
-    assert reader.feed(b"y" * 1000) == []  # the same over-long line: reported once, memory stays bounded
+    assert list(reader.feed(b"y" * 1000)) == []  # the same over-long line: reported once, memory stays bounded
     assert reader._pending == b""
     assert [r.kind for r in reader.feed(b'zzz\n{"type":"status"}\n')] == ["status"]
 
 
 def test_request_reader_rejects_a_complete_over_long_line() -> None:
     reader = protocol.RequestReader(max_line=20)
-    results = reader.feed(b'{"type":"status","pad":"........"}\n{"type":"status"}\n')
+    results = list(reader.feed(b'{"type":"status","pad":"........"}\n{"type":"status"}\n'))
     assert [getattr(r, "reason", None) or r.kind for r in results] == ["line_too_long", "status"]
 
 
+def test_request_reader_parses_a_line_only_when_it_is_taken_and_counts_blank_lines_past_the_allowance() -> None:
+    reader = protocol.RequestReader()
+    lines = reader.feed(b"x\n" * 30_000)
+    first = [next(lines) for _ in range(17)]
+    assert {e.reason for e in first} == {"bad_json"}  # the other 29,983 are never parsed
+    blank = list(protocol.RequestReader().feed(b"\n" * (protocol.MAX_BLANK_LINES + 3) + b'{"type":"status"}\n'))
+    assert [getattr(r, "reason", None) or r.kind for r in blank] == ["blank_line"] * 3 + ["status"]
+
+
 def test_request_reader_reports_bad_lines_in_place() -> None:
-    results = protocol.RequestReader().feed(b'oops\n{"type":"status"}\n')
+    results = list(protocol.RequestReader().feed(b'oops\n{"type":"status"}\n'))
     assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_json"
     assert results[1].kind == "status"
 
@@ -201,7 +210,7 @@ def test_encode_keeps_a_transcript_with_a_lone_surrogate() -> None:
 def test_a_deeply_nested_request_is_a_bad_request_and_the_next_one_works() -> None:
     nested = b"[" * 2000 + b"]" * 2000
     assert len(nested) < protocol.MAX_REQUEST_BYTES
-    results = protocol.RequestReader().feed(nested + b'\n{"type":"status"}\n')
+    results = list(protocol.RequestReader().feed(nested + b'\n{"type":"status"}\n'))
     assert isinstance(results[0], protocol.ProtocolError) and results[0].reason == "bad_request"
     assert results[1].kind == "status"
 

@@ -52,6 +52,10 @@ _HANDLERS_RETURN_S = 1.0
 MAX_BAD_REQUESTS = 16
 HANGUP_CHECK_S = 1.0  # one poll(2) per half-closed subscriber per second
 REFUSALS_PER_LOG = 1000  # a connection storm past the cap logs a line per this many refusals
+# TCP keepalive (idle s, probe interval s, probes): a LAN peer that lost power sends no FIN, and in a
+# silent room nothing is written to it, so without probes it would hold a publish.max_subscribers
+# slot for ever; with them its read fails about 2 minutes later and it is dropped.
+TCP_KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 
 
 class PublisherError(StartupError):
@@ -429,6 +433,7 @@ class Publisher:
 
     def _register(self, writer: asyncio.StreamWriter) -> _Subscriber:
         writer.transport.set_write_buffer_limits(high=_HIGH_WATER)
+        _keep_alive(writer.get_extra_info("socket"))
         sub = _Subscriber(self._next_id, writer, _Queue(self._queue_size, self._max_pending))
         self._next_id += 1
         self._subscribers[sub.id] = sub
@@ -686,6 +691,16 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
         raise PublisherError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    """TCP_KEEPALIVE probes on a TCP subscriber's socket (a Unix socket needs none)."""
+    if sock is None or sock.family == socket.AF_UNIX:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in TCP_KEEPALIVE.items():
+        if hasattr(socket, option):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _peer_hung_up(writer: asyncio.StreamWriter) -> bool:

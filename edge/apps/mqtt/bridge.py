@@ -33,7 +33,9 @@ from edge.publish import protocol
 
 log = logging.getLogger(__name__)
 
-REPLAY_REFUSALS = ("unknown_type", "bad_request")  # a daemon's error reply to the replay request
+# A daemon's error reply to the replay request: an older daemon's, or one whose replay failed. The
+# finals held meanwhile then go on as live ones (replay_unavailable was missing: they piled up unsent).
+REPLAY_REFUSALS = ("unknown_type", "bad_request", "replay_unavailable")
 MAX_EXACT = 2**53  # the largest whole number every JSON reader holds exactly
 
 
@@ -62,6 +64,7 @@ class Bridge:
         self._warned_full = False
         self._daemon: dict[str, Any] | None = None
         self._daemon_error: str | None = "not connected yet"
+        self._asked_status = False  # a status request is out and no status came back since
         self._last_broker_error: str | None = None
         self._connected_since: str | None = None
 
@@ -74,13 +77,27 @@ class Bridge:
         log.info("bridging as box %s (boot %s) to %s/...; %d final(s) waiting in the spool",
                  self._box.box_id, self._box.boot_id, self._settings.topic_prefix, self._spool.stats()["spooled"])
         while not self._stop.wait(self._settings.status_interval_s):
-            if not self._feed.request_status():  # the reply comes back as an event and is published then
-                self._publish_status()
+            self._status_tick()
         self._feed.close()
         for thread in threads:
             thread.join()
         self._spool.close()
         return 1 if self._failed else 0
+
+    def _status_tick(self) -> None:
+        """Ask the daemon for its status, which is published when it comes back; a daemon that did not
+        answer the last request (its socket open, its publisher wedged) is reported as not answering,
+        so that the retained status does not go on saying `running`."""
+        if self._asked_status:
+            came_back = self._daemon is not None
+            self._daemon = None
+            self._daemon_error = f"connected but not answering status requests (none in {self._settings.status_interval_s:g} s)"
+            self._publish_status()
+            if came_back:
+                self._state_changed()
+        self._asked_status = self._feed.request_status()
+        if not self._asked_status:
+            self._publish_status()
 
     def stop(self) -> None:
         """Safe in a signal handler (it only sets an event): run() says `online: false` and returns."""
@@ -108,7 +125,7 @@ class Bridge:
             self._publish(self._topics.partial, partial_body(event, self._box), qos=0, retain=False)
         elif kind == protocol.Status.TYPE:
             came_back = self._daemon is None
-            self._daemon, self._daemon_error = event, None
+            self._daemon, self._daemon_error, self._asked_status = event, None, False
             self._publish_status()
             if came_back:
                 self._state_changed()
