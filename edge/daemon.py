@@ -50,6 +50,10 @@ FAST_PACE_BACKLOG = 2  # finals queued before a source that can wait is read aga
 BACKLOG_POLL_S = 0.005
 SOURCE_CHECK_S = 0.5  # how often the source's state is compared for status events
 DECODE_STALL_S = 30.0  # a decode running this long on CPU counts as a stalled pipeline
+# Every decode failing this long (at least 10 in a row) counts as a broken pipeline: a restart loads
+# the model afresh (an onnxruntime session in a bad state, memory that ran out), where running on
+# would publish empty finals for months.
+DECODE_FAILING_S = 60.0
 # Near a threshold the overload level can change with every decode: one status event per 5 s at most.
 OVERLOAD_EVENT_GAP_S = 5.0
 
@@ -123,8 +127,10 @@ class Daemon:
         self._status_relay = status_relay
         self._started = time.monotonic()
         self._state = "starting"
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        # Plain flags, not Events: a signal handler runs between two bytecodes of the main thread, and
+        # Event.set() there deadlocks if the main thread was inside that Event's own lock (wait, clear).
+        self._stop_requested = False
+        self._reload_requested = False
         self._notifier = Notifier()
         self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
         self._metrics = Metrics()
@@ -140,8 +146,10 @@ class Daemon:
                                     requests={"vocabulary": self.on_vocabulary_request})
         self._source_state: tuple[str, int] | None = None
         self._dropped_s = 0.0
+        self._lost_s = 0.0
         self._status_line = ""
         self._overload = "none"  # the level subscribers were last told
+        self._said_failing = False
         self._overload_told_at = -OVERLOAD_EVENT_GAP_S
         self._vocabulary_news = Latest()
 
@@ -153,30 +161,28 @@ class Daemon:
         if self._status_relay is not None:  # first: the first subscriber's hello must already say "degraded"
             self._status_relay.attach(self.on_backend_status)
         self._publisher.start()
+        exporter = None
         try:
             exporter = start_metrics(self._cfg.metrics, self._metrics)
-            try:
-                self._source.start()
-                self._set_state("waiting for audio")
-                self._notifier.ready()  # the socket serves and the source is open or waiting for its device
-                self._watchdog.start()
-                self._loop()
-            finally:
-                exporter.stop()
+            self._source.start()
+            self._set_state("waiting for audio")
+            self._notifier.ready()  # the socket serves and the source is open or waiting for its device
+            self._watchdog.start()
+            self._loop()
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                if exporter is not None:  # after the last final: the textfile written on stop counts it
+                    exporter.stop()
         return 0
 
-    @property
-    def decoding(self) -> bool:
-        """A decode is still running (it overran the shutdown deadline)."""
-        return self._session.decoding
-
     def request_stop(self) -> None:
-        self._stop.set()
+        """From a signal handler or any thread: the main loop sees it within READ_TIMEOUT_S."""
+        self._stop_requested = True
 
     def request_reload(self) -> None:
-        self._reload.set()
+        self._reload_requested = True
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -187,12 +193,12 @@ class Daemon:
 
     def _loop(self) -> None:
         next_check = 0.0
-        while not self._stop.is_set():
-            if self._reload.is_set():
-                self._reload.clear()
+        while not self._stop_requested:
+            if self._reload_requested:
+                self._reload_requested = False  # before reading the file: a SIGHUP from now on reloads again
                 self.reload()
             if self._source.can_wait and self._session.pending_finals >= FAST_PACE_BACKLOG:
-                self._stop.wait(BACKLOG_POLL_S)  # "as fast as the pipeline goes": recognition sets the pace
+                time.sleep(BACKLOG_POLL_S)  # "as fast as the pipeline goes": recognition sets the pace
                 continue
             block = self._source.read(READ_TIMEOUT_S)
             if block is not None and block.size:
@@ -215,9 +221,18 @@ class Daemon:
         self._beat_unless_wedged()
 
     def _beat_unless_wedged(self) -> None:
-        """Progress for the watchdog, unless a decode has run past its stall limit."""
-        if self._session.decode_busy_s() < self._decode_stall_s:
+        """Progress for the watchdog, unless a decode has run past its stall limit or every decode has
+        failed for DECODE_FAILING_S (said once in the journal: systemd restarts the service)."""
+        if self._session.decode_busy_s() >= self._decode_stall_s:
+            return
+        failing_s = self._session.failing_s()
+        if failing_s < DECODE_FAILING_S:
+            self._said_failing = False
             self._watchdog.beat()
+        elif not self._said_failing:
+            self._said_failing = True
+            log.error("every decode has failed for %.0f s: no more watchdog pings, so that systemd restarts "
+                      "the service", failing_s)
 
     def _at_end(self) -> bool:
         """The file source has delivered everything: flush, then exit or idle."""
@@ -226,11 +241,11 @@ class Daemon:
             self._set_state("file ended")
         if self._exit_at_end:
             while not self._session.drain(READ_TIMEOUT_S):
-                if self._stop.is_set():
+                if self._stop_requested:
                     return True  # SIGTERM while draining: _shutdown() has the deadline
             return True
         self._beat_unless_wedged()  # idle by design, not stalled
-        self._stop.wait(READ_TIMEOUT_S)
+        time.sleep(READ_TIMEOUT_S)
         return False
 
     def _shutdown(self) -> None:
@@ -252,9 +267,8 @@ class Daemon:
     def _publish_last_final(self) -> None:
         try:
             self._session.finish(quick=True)
-        except Exception as exc:  # noqa: BLE001 - the subscribers and the socket are still to be closed
+        except Exception as exc:  # noqa: BLE001 - the finals already queued are still to be published
             log.error("shutdown: the utterance in progress could not be ended: %s", one_line(exc))
-            return
         if not self._session.drain(SHUTDOWN_DRAIN_S):
             log.warning("shutdown: a final was not decoded within %.1f s; publishing its partial", SHUTDOWN_DRAIN_S)
             self._session.give_up()
@@ -474,7 +488,6 @@ class Daemon:
             self._publish_status(f"audio source {state[0]}")
         self._source_state = state
         self._update_status_line()
-        dropped = float(stats.dropped_s)
-        self._metrics.record_dropped(dropped - self._dropped_s)
+        self._metrics.record_dropped(stats.dropped_s - self._dropped_s, stats.lost_s - self._lost_s)
         self._metrics.set_subscribers(self._publisher.subscriber_count)
-        self._dropped_s = dropped
+        self._dropped_s, self._lost_s = stats.dropped_s, stats.lost_s

@@ -40,3 +40,8 @@ class BackendError(StartupError):
 
 class ModelError(StartupError):
     """The model directory is missing, incomplete or unreadable."""
+
+
+class SetupError(StartupError):
+    """A start-up problem that only a change of the config or the unit can mend (a restart cannot):
+    exit 78, which the unit's RestartPreventExitStatus= keeps from a restart loop."""

@@ -7,6 +7,7 @@ File sources run at fast pace wherever timing does not matter.
 from __future__ import annotations
 
 import os
+import logging
 import signal
 import socket
 import subprocess
@@ -432,6 +433,39 @@ class _HangingAccelerator:
         time.sleep(self._hang_s)
         self._hang_s = 0.0
         return self._cpu.transcribe(audio, **request)
+
+
+class _AlwaysFailing:
+    """A CPU recognizer whose every decode raises at once, as an onnxruntime session in a bad state does."""
+
+    backend_name = "cpu"
+
+    def __init__(self, cpu) -> None:
+        self.languages = cpu.languages
+        self.options = cpu.options
+
+    def transcribe(self, audio, **request):
+        raise RuntimeError("onnxruntime: bad state")
+
+
+def test_watchdog_pings_stop_once_every_decode_has_failed_for_a_while(tmp_path, int8_model_dir, eval_dir,
+                                                                       monkeypatch, caplog) -> None:
+    """A backend that raised on every call kept the service pinging (no decode ran long) while it
+    published empty finals and a traceback per partial. Scaled down: DECODE_FAILING_S = 0.5 s."""
+    from edge.audio.file import FileSource
+    from edge.asr.whisper.recognizer import Recognizer
+
+    monkeypatch.setattr("edge.daemon.DECODE_FAILING_S", 0.5)
+    row = next(r for r in load_manifest("real_en") if r["audio"] == "jfk.wav")
+    recognizer = _AlwaysFailing(Recognizer.from_dir(int8_model_dir))
+    with caplog.at_level(logging.ERROR):
+        pings = _watchdog_pings(tmp_path, int8_model_dir, monkeypatch, FileSource(row["path"]), recognizer, seconds=6.0)
+    # Speech from 0.3 s, a partial every 0.2 s: 10 failures by about 2.5 s, then 0.5 s more.
+    assert pings and min(pings) < 1.0 and 2.0 < max(pings) < 4.5, pings
+    failures = [r for r in caplog.records if r.getMessage().startswith("recognition failed")]
+    assert [r.exc_info is not None for r in failures] == [True, False], [r.getMessage() for r in failures]
+    assert failures[1].getMessage().startswith("recognition failed 10 times in a row")
+    assert sum("no more watchdog pings" in r.getMessage() for r in caplog.records) == 1
 
 
 def _longest_gap_s(pings: list[float]) -> float:

@@ -27,7 +27,8 @@ def recorded() -> Metrics:
     metrics.record_final(latency_s=0.4, audio_s=2.0, decode_s=0.5)
     metrics.record_final(latency_s=0.1, audio_s=1.0, decode_s=0.1)
     metrics.record_partial()
-    metrics.record_dropped(0.25)
+    metrics.record_dropped(0.25, 600.0)
+    metrics.record_dropped(0.0, -1.0)  # nothing new: neither counter moves
     metrics.record_fallback()
     metrics.set_subscribers(3)
     metrics.set_backend("cpu", "CPUExecutionProvider")
@@ -42,6 +43,7 @@ EXPECTED = (
     'edge_asr_real_time_factor_bucket{le="0.1"} 1.0',
     'edge_asr_real_time_factor_bucket{le="0.3"} 2.0',
     "edge_asr_dropped_audio_seconds_total 0.25",
+    "edge_asr_lost_audio_seconds_total 600.0",
     "edge_asr_fallbacks_total 1.0",
     "edge_asr_subscribers 3.0",
     'edge_asr_backend_info{degraded="false",detail="CPUExecutionProvider",name="cpu",requested="auto"} 1.0',

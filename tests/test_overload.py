@@ -107,7 +107,7 @@ def test_dropped_is_on_the_wire_only_when_true() -> None:
 def test_overload_metrics_follow_the_sessions_totals() -> None:
     metrics = Metrics()
     totals = {"partials_skipped": 4, "partials_interrupted": 3, "finals_degraded": 2, "finals_dropped": 1,
-              "finals_dropped_s": 3.5}
+              "finals_dropped_s": 3.5, "decode_failures": 7}
     metrics.record_overload({"lag_s": 61.5, **totals})
     metrics.record_overload({"lag_s": 12.0, **totals, "finals_dropped": 2, "finals_dropped_s": 5.0})
     text = generate_latest(metrics.registry).decode()
@@ -117,6 +117,7 @@ def test_overload_metrics_follow_the_sessions_totals() -> None:
     assert _metric(text, "edge_asr_finals_degraded_total") == 2
     assert _metric(text, "edge_asr_finals_dropped_total") == 2
     assert _metric(text, "edge_asr_finals_dropped_seconds_total") == 5.0
+    assert _metric(text, "edge_asr_decode_failures_total") == 7
     metrics.record_final(latency_s=70.0, audio_s=2.0, decode_s=0.0)  # a dropped final: no decode, no speed
     text = generate_latest(metrics.registry).decode()
     assert _metric(text, "edge_asr_real_time_factor_count") == 0 and _metric(text, "edge_asr_utterances_total") == 1
@@ -204,7 +205,9 @@ def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8
     samples: list[tuple[dict, str, float]] = []
     try:
         subscriber = Subscriber(tmp_path / "asr.sock")
+        deadline = time.monotonic() + 200  # the file plays in 124 s
         while not source.ended:
+            assert runner.is_alive() and time.monotonic() < deadline, "the daemon stopped, or the file never ended"
             time.sleep(1.0)
             samples.append((daemon.status(), generate_latest(daemon._metrics.registry).decode(), _rss_mib()))
     finally:

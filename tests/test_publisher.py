@@ -586,6 +586,25 @@ def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
     assert not sock_path.exists()
 
 
+def test_a_tcp_listener_the_sandbox_forbids_is_a_setup_error_not_a_restart_loop(sock_path: Path, monkeypatch) -> None:
+    """The default unit's RestrictAddressFamilies=AF_UNIX: exit 1 had systemd restart it 5 times into a failed unit."""
+    import errno
+
+    from edge.commands.run import _cannot_start
+    from edge.config import EX_CONFIG
+
+    port = _free_port()
+
+    def sandboxed(*_: object, **__: object) -> socket.socket:
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(socket, "create_server", sandboxed)
+    with pytest.raises(PublisherError, match="the unit allows no IP socket: see docs/operations.md") as caught:
+        make_publisher(sock_path, tcp_port=port).start()
+    assert _cannot_start(caught.value) == EX_CONFIG
+    assert not sock_path.exists()
+
+
 def test_publish_before_start_is_an_error(sock_path: Path) -> None:
     with pytest.raises(RuntimeError, match="before start"):
         make_publisher(sock_path).publish(protocol.SpeechStart(utterance_id=1, start_s=0, audio_time_s=0))

@@ -29,7 +29,8 @@ class SourceStats:
     device: str
     state: str
     overflows: int = 0
-    dropped_s: float = 0.0
+    dropped_s: float = 0.0  # captured, then lost to ring buffer overruns
+    lost_s: float = 0.0  # never captured: the device was gone or stalled (a file loses none)
     reopens: int = 0
     position_s: float = 0.0
 
@@ -50,12 +51,11 @@ class SourceStats:
 
 @dataclass(frozen=True)
 class MicStats(SourceStats):
-    """A microphone adds its open format, PortAudio's own overflow count and time lost to reopening."""
+    """A microphone adds its open format and PortAudio's own overflow count."""
 
     rate: int | None = None
     channels: int | None = None
     input_overflows: int = 0
-    lost_s: float = 0.0
 
     ORDER = ("device", "state", "rate", "channels", "overflows", "input_overflows", "dropped_s", "lost_s",
              "reopens", "position_s")  # fmt: skip

@@ -8,11 +8,12 @@ import os
 import resource
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from edge.audio.base import PACES
 from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import EX_CONFIG, Config, default_config_path
-from edge.errors import ModelError, StartupError, one_line
+from edge.errors import ModelError, SetupError, StartupError, one_line
 from edge.service.memory import limit_heap_growth
 
 log = logging.getLogger("edge.run")
@@ -66,16 +67,22 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
         if args.early_reload is not None and args.early_reload.is_set():
             log.info("a reload was requested during start-up; applying it now")
             daemon.request_reload()
-        code = daemon.run()
-    except ModelError as exc:  # a restart cannot mend a damaged model: no loop of re-hashing it
-        log.error("cannot start: %s", one_line(exc, limit=1000))
-        return EX_CONFIG
     except (StartupError, OSError) as exc:
-        log.error("cannot start: %s", one_line(exc, limit=1000))
-        return EX_STARTUP
-    if daemon.decoding:
-        _exit_now(code)
-    return code
+        return _cannot_start(exc)
+    try:
+        code = daemon.run()
+    except StartupError as exc:  # the socket or the metrics listener
+        code = _cannot_start(exc)
+    except Exception:  # noqa: BLE001 - months in, whatever it was: the journal gets the traceback, systemd restarts
+        log.exception("stopped by an unexpected error")
+        code = EX_STARTUP
+    _exit_now(code)  # always: a decode, or an accelerator call abandoned at its deadline, may still be in native code
+
+
+def _cannot_start(exc: Exception) -> int:
+    """One line in the journal; 78 where a restart cannot help (a damaged model: no loop of re-hashing it)."""
+    log.error("cannot start: %s", one_line(exc, limit=1000))
+    return EX_CONFIG if isinstance(exc, (ModelError, SetupError)) else EX_STARTUP
 
 
 def reserve_descriptors(subscribers: int) -> None:
@@ -92,7 +99,7 @@ def reserve_descriptors(subscribers: int) -> None:
                     "lower it or raise LimitNOFILE", wanted, subscribers, needed)
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """Leave without interpreter teardown: tearing down under a running onnxruntime call aborts the process."""
     logging.shutdown()
     sys.stdout.flush()

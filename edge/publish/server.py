@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import grp
 import logging
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import PublishConfig
-from edge.errors import StartupError
+from edge.errors import SetupError, StartupError
 from edge.publish import protocol
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,15 @@ TCP_KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 
 class PublisherError(StartupError):
     """The publisher cannot start; the message is meant for a technician."""
+
+
+class PublisherSetupError(PublisherError, SetupError):
+    """The publisher cannot start until the config or the unit changes (a restart would fail alike)."""
+
+
+# A TCP listener refused by the sandbox (the default unit's RestrictAddressFamilies=AF_UNIX), not by
+# a busy port: systemd restarting the daemon five times would only end in a failed unit.
+_SANDBOXED = (errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM)
 
 
 class _Queue:
@@ -690,6 +700,9 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
+        if exc.errno in _SANDBOXED:
+            raise PublisherSetupError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc} (the unit allows no IP "
+                                      "socket: see docs/operations.md, TCP publishing)") from None
         raise PublisherError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc}") from None
 
 

@@ -43,7 +43,10 @@ class Metrics:
             "edge_asr_real_time_factor", "Decode time divided by utterance audio duration",
             buckets=RTF_BUCKETS, registry=reg,
         )
-        self._dropped = Counter("edge_asr_dropped_audio_seconds", "Captured audio lost (overflow, stall)", registry=reg)
+        self._dropped = Counter("edge_asr_dropped_audio_seconds", "Captured audio dropped: ring buffer overruns",
+                                registry=reg)
+        self._lost = Counter("edge_asr_lost_audio_seconds", "Audio never captured: the device was lost or stalled",
+                             registry=reg)
         self._fallbacks = Counter("edge_asr_fallbacks", "Accelerator calls re-run on CPU", registry=reg)
         self._subscribers = Gauge("edge_asr_subscribers", "Connected result subscribers", registry=reg)
         self._backend = Info("edge_asr_backend", "Inference backend in use", registry=reg)
@@ -59,6 +62,7 @@ class Metrics:
                 ("finals_degraded", "edge_asr_finals_degraded", "Finals decoded in one greedy pass: recognition lagged"),
                 ("finals_dropped", "edge_asr_finals_dropped", "Finals not decoded: recognition lagged too far"),
                 ("finals_dropped_s", "edge_asr_finals_dropped_seconds", "Speech in the finals not decoded"),
+                ("decode_failures", "edge_asr_decode_failures", "Decodes that raised: their finals are empty"),
             )
         }
         self._overload_seen: dict[str, float] = {}
@@ -73,9 +77,11 @@ class Metrics:
     def record_partial(self) -> None:
         self._partials.inc()
 
-    def record_dropped(self, seconds: float) -> None:
-        if seconds > 0:
-            self._dropped.inc(seconds)
+    def record_dropped(self, dropped_s: float, lost_s: float) -> None:
+        """More audio dropped by overruns, and lost with the device (seconds since the last call)."""
+        for counter, seconds in ((self._dropped, dropped_s), (self._lost, lost_s)):
+            if seconds > 0:
+                counter.inc(seconds)
 
     def record_overload(self, stats: Mapping[str, Any]) -> None:
         """The session's `lag_s` now, and its totals of what overload gave up (counters advance by the difference)."""

@@ -36,6 +36,7 @@ import numpy as np
 from edge.asr.base import Interrupt, Interrupted, Recognizer
 from edge.audio.base import SAMPLE_RATE
 from edge.config import StreamConfig, resolve
+from edge.errors import one_line
 from edge.limits import MAX_UTTERANCE_S
 from edge.manifest import Tuning
 from edge.publish.protocol import Final, Partial, SpeechEnd, SpeechStart, UtteranceEvent
@@ -135,6 +136,38 @@ class _Context:
         return self.tokens if start - self.end <= CONTEXT_MAX_GAP_S * SAMPLE_RATE else ()
 
 
+FAILURES_BEFORE_FAILING = 10  # decodes in a row that raised before `failing_s` counts
+
+
+@dataclass
+class _Failures:
+    """Decodes that raised: all of them, and the run of them since the last one that worked.
+
+    The first of a run is logged with its traceback, then only the 10th, 100th, ... of it: a backend
+    that failed every call wrote a traceback per partial, five a second while people spoke, and
+    nothing else told of it (the watchdog saw no decode running long)."""
+
+    total: int = 0
+    in_a_row: int = 0
+    since: float = 0.0  # monotonic time of the run's first
+    next_report: int = 10
+
+    def failed(self, utterance_id: int, exc: Exception) -> None:
+        self.total += 1
+        self.in_a_row += 1
+        if self.in_a_row == 1:
+            self.since, self.next_report = time.monotonic(), 10
+            log.error("recognition failed (utterance %d)", utterance_id, exc_info=exc)
+        elif self.in_a_row == self.next_report:
+            self.next_report *= 10
+            log.error("recognition failed %d times in a row (utterance %d): %s", self.in_a_row, utterance_id,
+                      one_line(exc))
+
+    def failing_s(self) -> float:
+        """How long every decode has failed, once FAILURES_BEFORE_FAILING have in a row; else 0."""
+        return time.monotonic() - self.since if self.in_a_row >= FAILURES_BEFORE_FAILING else 0.0
+
+
 @dataclass
 class _Utterance:
     utterance_id: int
@@ -190,6 +223,7 @@ class StreamingSession:
         self._finals_degraded = 0
         self._finals_dropped = 0
         self._dropped_samples = 0
+        self._failures = _Failures()
         self._worker = Worker(self._run_job)
 
     @property
@@ -211,7 +245,12 @@ class StreamingSession:
             "finals_degraded": self._finals_degraded,
             "finals_dropped": self._finals_dropped,
             "finals_dropped_s": round(self._dropped_samples / SAMPLE_RATE, 3),
+            "decode_failures": self._failures.total,
         }
+
+    def failing_s(self) -> float:
+        """Seconds every decode has failed (0 while they work): a watchdog restarts such a service."""
+        return self._failures.failing_s()
 
     @property
     def pending_finals(self) -> int:
@@ -302,10 +341,6 @@ class StreamingSession:
                 _cancel(job)
                 job.text = job.fallback_text
                 self._publish_final(job)
-
-    @property
-    def decoding(self) -> bool:
-        return self._worker.busy_s() > 0
 
     def close(self, timeout: float = 1.0) -> None:
         self._worker.stop(timeout)
@@ -425,12 +460,13 @@ class StreamingSession:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
                                                      interrupt=job.interrupt)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
+            self._failures.in_a_row = 0
         except Exception as exc:  # a failed decode must not kill the worker thread
             if isinstance(exc, Interrupted) and (job.kind == "partial" or job.cancelled):  # nobody wants it now
                 with self._lock:
                     self._partials_interrupted += job.kind == "partial"
                 return
-            log.exception("recognition failed (utterance %d)", job.utterance_id)
+            self._failures.failed(job.utterance_id, exc)
             job.failure = f"recognition failed for utterance {job.utterance_id}: {exc}"
             text, tokens, language = "", (), ""
         with self._lock:
