@@ -150,6 +150,7 @@ class Daemon:
         self._status_line = ""
         self._overload = "none"  # the level subscribers were last told
         self._said_failing = False
+        self._breaks = 0  # the source's `breaks` the session has been told of
         self._overload_told_at = -OVERLOAD_EVENT_GAP_S
         self._vocabulary_news = Latest()
 
@@ -204,6 +205,9 @@ class Daemon:
             if block is not None and block.size:
                 self._session.feed(block)
                 self._on_progress()
+            if self._source.breaks != self._breaks:  # the source's last audio before a gap is in
+                self._breaks = self._source.breaks
+                self._session.discontinuity()
             elif self._source.ended:
                 if self._at_end():
                     return

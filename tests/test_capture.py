@@ -206,8 +206,9 @@ def test_missing_device_message_lists_the_available_ones(virtual_mic) -> None:
 class FakeStream:
     """Stands in for `sd.InputStream` so a test can drive the callback itself."""
 
-    def __init__(self, *, callback, finished_callback, **_: object) -> None:
+    def __init__(self, *, callback, finished_callback, device=None, **_: object) -> None:
         self.callback, self.finished_callback = callback, finished_callback
+        self.device = device
         self.active = False
 
     def start(self) -> None:
@@ -236,18 +237,67 @@ def test_portaudio_overflow_flags_are_counted_and_audio_kept(monkeypatch) -> Non
     assert source.stats().input_overflows == 1
 
 
-def test_finished_stream_is_reopened_and_no_audio_is_lost_across_it(monkeypatch) -> None:
+def test_finished_stream_is_reopened_and_its_last_audio_is_read_out_before_the_break(monkeypatch) -> None:
+    """The lost stream's last 160 samples used to wait for the new stream's and go out joined to them, as
+    if no gap lay between: now they come as a short block, then `breaks` counts the gap."""
     source, streams = fake_stream_source(monkeypatch)
     streams[0].callback(np.full((480, 1), 0.5, np.float32), 480, None, sd.CallbackFlags())
     streams[0].finished_callback()
     assert source.read(0.1).shape == (320,)
-    assert source.stats().state == "lost"
+    assert source.stats().state == "lost" and source.breaks == 0
+    assert source.read(0.1).tolist() == [0.5] * 160  # the rest, short: nothing of it is lost
+    assert source.read(0.05) is None and source.breaks == 1
     deadline = time.monotonic() + 2.0
     while len(streams) < 2:  # the first retry comes after 0.5 s
         assert source.read(0.05) is None and time.monotonic() < deadline
-    streams[1].callback(np.full((160, 1), 0.75, np.float32), 160, None, sd.CallbackFlags())
-    assert source.read(0.1).tolist() == [0.5] * 160 + [0.75] * 160
-    assert source.stats().reopens == 1
+    streams[1].callback(np.full((320, 1), 0.75, np.float32), 320, None, sd.CallbackFlags())
+    assert source.read(0.1).tolist() == [0.75] * 320
+    assert source.stats().reopens == 1 and source.breaks == 1
+
+
+def test_a_device_that_opens_but_sends_nothing_keeps_its_backoff(monkeypatch) -> None:
+    """The delay went back to 0.5 s at every open, so such a device was reopened (and logged) every 2.5 s
+    for good. Stall timeout 0.4 s, backoff 0.5 s then 1 s (the cap)."""
+    source, streams = fake_stream_source(monkeypatch)
+    opened_at = [time.monotonic()]
+    deadline = time.monotonic() + 5.0
+    while len(streams) < 3:
+        assert time.monotonic() < deadline, len(streams)
+        count = len(streams)
+        source.read(0.02)
+        if len(streams) > count:
+            opened_at.append(time.monotonic())
+    assert opened_at[2] - opened_at[1] > 1.3  # 0.4 s without audio, then 1 s: not 0.4 + 0.5
+    streams[2].callback(np.full((320, 1), 0.5, np.float32), 320, None, sd.CallbackFlags())
+    assert source.read(0.1) is not None
+    streams[2].finished_callback()
+    while len(streams) < 4:  # audio came: the next loss starts from 0.5 s again
+        assert time.monotonic() < deadline + 2.0
+        source.read(0.02)
+    source.close()
+
+
+def test_a_device_given_by_index_is_found_by_its_name_after_the_indexes_shift(monkeypatch) -> None:
+    """ALSA lists cards first: unplugging one moves the later indexes down, and index 3 became another device."""
+    streams: list[FakeStream] = []
+    devices = list(DEVICES)
+    monkeypatch.setattr(capture, "rescan_devices", lambda: None)
+    monkeypatch.setattr(capture, "list_input_devices", lambda: devices)
+    monkeypatch.setattr(capture.sd, "InputStream", lambda **kw: streams.append(FakeStream(**kw)) or streams[-1])
+    source = MicSource(audio_cfg(device=3, sample_rate=16000))
+    source.start()
+    try:
+        assert streams[0].device == 3
+        devices[:] = [InputDevice(3, "default", 44100, 32, "ALSA", True),
+                      InputDevice(4, "USB PnP Sound Device: Audio (hw:1,0)", 48000, 1, "ALSA", False)]
+        streams[0].finished_callback()
+        deadline = time.monotonic() + 2.0
+        while len(streams) < 2:
+            assert time.monotonic() < deadline
+            source.read(0.05)
+        assert streams[1].device == 4 and source.stats().device == "USB PnP Sound Device: Audio (hw:1,0)"
+    finally:
+        source.close()
 
 
 DEVICES = [

@@ -332,6 +332,7 @@ class _StallingSource:
 
     ended = False
     can_wait = False
+    breaks = 0
 
     def __init__(self, seconds: float, state_after: str = "running", stats: type[SourceStats] = SourceStats) -> None:
         self._blocks = int(seconds * 50)
@@ -504,6 +505,7 @@ class _PacedMicrophone:
 
     ended = False
     can_wait = False
+    breaks = 0
 
     def __init__(self, audio: np.ndarray, block_ms: int) -> None:
         self._audio = audio
@@ -565,3 +567,41 @@ def test_debug_recording_writes_one_wav_per_utterance(tmp_path, int8_model_dir, 
     assert all(i.samplerate == 16000 and i.channels == 1 and i.frames > 0 for i in infos)
     assert sum(i.duration for i in infos) <= row["duration_s"]
     assert "record_audio_dir is set" in err
+
+
+class _UnpluggedMidSentence(_PacedMicrophone):
+    """Speech at real time until `cut_s`, then the device is gone: its last audio, a break, and nothing more."""
+
+    def __init__(self, audio: np.ndarray, cut_s: float) -> None:
+        super().__init__(audio[: int(cut_s * SAMPLE_RATE)], block_ms=20)
+
+    def read(self, timeout: float) -> np.ndarray | None:
+        if self._position >= self._audio.size:
+            self.breaks = 1
+            time.sleep(timeout)
+            return None
+        return super().read(timeout)
+
+    def stats(self) -> MicStats:
+        return MicStats("paced", "lost" if self.breaks else "running", position_s=self._position / SAMPLE_RATE)
+
+
+def test_a_microphone_lost_mid_sentence_gets_the_sentences_final_at_once(tmp_path, int8_model_dir, eval_dir) -> None:
+    """Its final waited for the device to come back (hours, or never) and then took in speech from after it."""
+    from edge.asr.whisper.recognizer import Recognizer
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    row = load_manifest("longform_en")[0]
+    source = _UnpluggedMidSentence(load_audio(row["path"]), cut_s=3.0)  # "If the reader will excuse me, I..." (0.8-4.8 s)
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = Daemon(load_config(config), config, Recognizer.from_dir(int8_model_dir), source)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        subscriber = Subscriber(tmp_path / "asr.sock")
+        final = subscriber.wait_for(lambda e: e["type"] == "final", 15)
+    finally:
+        daemon.request_stop()
+        runner.join(10)
+    assert source.breaks == 1 and "If the reader" in final["text"] and 2.5 < final["end_s"] <= 3.0

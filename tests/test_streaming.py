@@ -359,9 +359,14 @@ def test_a_list_the_recognizer_refuses_leaves_the_settings_in_use_whole() -> Non
 class _LevelVad:
     """The audio's level is the speech probability: an onset scripted to the window (fed one window at a time)."""
 
+    resets = 0
+
     def feed(self, block: np.ndarray) -> list[float]:
         assert block.size == WINDOW
         return [float(block[0])]
+
+    def reset(self) -> None:
+        self.resets += 1
 
 
 class _Listener:
@@ -524,6 +529,25 @@ def test_an_utterance_in_progress_keeps_its_script_in_partials_and_its_final_tak
     assert set(recognizer.partials) == {"simplified"}, recognizer.partials
     assert {e.text for e in out.of("partial")} == {"simplified"}
     assert [e.text for e in out.of("final")] == ["taiwan"]
+
+
+def test_a_break_in_the_audio_ends_the_utterance_at_once_and_hears_what_follows_afresh() -> None:
+    """A microphone lost mid-sentence: its final waited for the device to come back, then joined both sides."""
+    out, vad = Collector(), _LevelVad()
+    session = StreamingSession(_ShowsItsScript(), EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=vad)
+    try:
+        _fed_paced(session, 0.6, 1.5)  # speech, cut off
+        session.discontinuity()
+        assert session.drain(10)
+        assert [e.utterance_id for e in out.of("final")] == [1] and vad.resets == 1
+        _fed_paced(session, 0.6, 1.5)  # the device is back: new speech
+        _fed_paced(session, 0.0, 2.0)
+        assert session.drain(10)
+    finally:
+        session.close()
+    finals = out.of("final")
+    assert [e.utterance_id for e in finals] == [1, 2] and finals[0].end_s < 1.51 and finals[0].end_s <= finals[1].start_s
 
 
 # --- a final never waits for a partial, a cancelled final stops ----------------------------

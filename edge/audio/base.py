@@ -74,6 +74,7 @@ class MicStats(SourceStats):
 class AudioSource(Protocol):
     ended: bool  # a file source has delivered everything
     can_wait: bool  # reading late loses nothing (a file at fast pace): the reader may set the pace
+    breaks: int  # times the audio broke off (a device lost); counted once its last audio was read
 
     def start(self) -> None: ...
 

@@ -29,6 +29,8 @@ class FileSource:
     before it is still recognised, and the reason is logged.
     """
 
+    breaks = 0  # a file plays without a gap
+
     def __init__(self, path: str | Path, *, block_ms: int = 20, pace: str = "realtime") -> None:
         if pace not in PACES:
             raise SourceError(f"pace must be one of {', '.join(PACES)}, got {pace!r}")

@@ -62,7 +62,8 @@ class InputDevice:
 def rescan_devices() -> None:
     """Re-initialise PortAudio: the only way it notices devices that (re)appeared."""
     try:
-        sd._terminate()
+        if sd._initialized:  # a failed _initialize() left it at 0: _terminate() would fail on every retry
+            sd._terminate()
         sd._initialize()
     except sd.PortAudioError as exc:
         raise CaptureError(f"cannot re-initialise PortAudio: {exc}") from None
@@ -226,8 +227,9 @@ class _OpenStream:
 class MicSource:
     """`AudioSource` for the configured microphone (see module docstring).
 
-    `read()` returns blocks of exactly `audio.block_ms`; `position_s` is the
-    stream time at the end of the last block delivered.
+    `read()` returns blocks of exactly `audio.block_ms`, but for the last audio of a
+    stream that was lost (shorter), after which `breaks` counts one more; `position_s`
+    is the stream time at the end of the last block delivered.
 
     `wait_for_device=True` (a kiosk daemon waiting for its USB microphone)
     keeps retrying with backoff when the device is absent at start;
@@ -260,6 +262,9 @@ class MicSource:
         self._lost_s = 0.0
         self._reopens = 0
         self._said: str | None = None  # the last reopen failure put in the journal
+        self._pinned: str | None = None  # the name of the device an index named at the first open
+        self._tail = False  # a lost stream's last audio is still being read out
+        self.breaks = 0
 
     def start(self) -> None:
         """Open the device; absent device: raise, or wait for it (see class docstring)."""
@@ -282,8 +287,11 @@ class MicSource:
         poll_s = self._block / SAMPLE_RATE / 2
         while True:
             self._service()
-            if self._pending.shape[0] >= self._block:
+            if self._pending.shape[0] >= self._block or (self._tail and self._pending.size):
                 return self._take()
+            if self._tail:  # the lost stream's audio is all out: what comes next is another stream
+                self._tail = False
+                self.breaks += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -331,8 +339,12 @@ class MicSource:
         return self._delivered / SAMPLE_RATE + self._dropped_s(current) + self._lost_s
 
     def _connect(self) -> None:
+        """Open the configured device. An index names a device only at the first open: unplugging a USB
+        card shifts ALSA's later indexes down, so a reopen looks for the device by the name it had."""
         rescan_devices()
-        device = find_device(self._cfg.device, list_input_devices())
+        device = find_device(self._pinned or self._cfg.device, list_input_devices())
+        if isinstance(self._cfg.device, int):
+            self._pinned = device.name
         fmt = stream_format(device, self._cfg.sample_rate, self._cfg.channels)
         self._open = _OpenStream(device, fmt, self._cfg.block_ms, self._cfg.ring_buffer_s)
         self._chunk = -(-self._block * fmt.rate // SAMPLE_RATE)
@@ -357,12 +369,16 @@ class MicSource:
         if reason:
             log.warning("audio device '%s' lost (%s); reopening with backoff", self._device_name, reason)
             self._retire()
+            self._tail = True
             self._schedule_retry("lost")
 
     def _loss_reason(self) -> str | None:
         written = self._open.ring.frames_written
         now = time.monotonic()
         if written != self._seen_written:
+            if self._seen_written == 0:  # audio at last: a device that opens but sends none keeps its backoff
+                self._backoff.reset()
+                self._said = None
             self._seen_written, self._last_data = written, now
         if not self._open.alive():
             return "stream stopped"
@@ -394,8 +410,6 @@ class MicSource:
         except CaptureError as exc:
             self._say_failure(str(exc), self._schedule_retry(self._state))
             return
-        self._backoff.reset()
-        self._said = None
         if was_lost_at is not None:
             self._lost_s += self._last_data - was_lost_at
             self._reopens += 1

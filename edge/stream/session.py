@@ -330,6 +330,15 @@ class StreamingSession:
             for boundary in self._endpointer.flush():
                 self._on_boundary(boundary)
 
+    def discontinuity(self) -> None:
+        """The audio broke off (a microphone lost): end the utterance in progress now, and hear what comes
+        next afresh. Its final used to wait for the device to come back (hours, or never) and then join
+        the speech from both sides of the gap, with Silero's state carried across it."""
+        with self._lock:
+            for boundary in self._endpointer.flush():
+                self._on_boundary(boundary)
+            self._vad.reset()
+
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued final has been decoded and emitted."""
         return self._worker.wait_idle(timeout)
