@@ -56,6 +56,19 @@ def test_short_pause_resumes_the_same_utterance() -> None:
     assert [b.kind for b in out] == ["start", "pause", "resume", "pause", "end"]
 
 
+def test_speech_to_the_very_end_keeps_the_samples_after_the_last_whole_window() -> None:
+    endpointer = Endpointer(SETTINGS)
+    for probability in [0.9] * 20:
+        endpointer.update(probability)
+    [end] = endpointer.flush(audio_end=20 * WINDOW + 300)  # 300 samples the VAD had not yet seen
+    assert end.kind == "end" and end.end == 20 * WINDOW + 300
+    endpointer = Endpointer(SETTINGS)
+    for probability in [0.9] * 20 + [0.1] * 3:  # in a pause: the padded end, as before
+        endpointer.update(probability)
+    [end] = endpointer.flush(audio_end=23 * WINDOW + 300)
+    assert end.end == 20 * WINDOW + 3 * WINDOW
+
+
 def test_utterances_never_overlap_even_with_large_padding() -> None:
     settings = replace(SETTINGS, min_silence_ms=100, speech_pad_ms=500, min_speech_ms=0)
     probs = ([0.9] * 10 + [0.1] * 6) * 3

@@ -327,7 +327,7 @@ class StreamingSession:
             with self._settings_lock:
                 self._use(replace(self._stream, final_beam=1))
         with self._lock:
-            for boundary in self._endpointer.flush():
+            for boundary in self._endpointer.flush(self._history.end):
                 self._on_boundary(boundary)
 
     def discontinuity(self) -> None:
@@ -335,7 +335,7 @@ class StreamingSession:
         next afresh. Its final used to wait for the device to come back (hours, or never) and then join
         the speech from both sides of the gap, with Silero's state carried across it."""
         with self._lock:
-            for boundary in self._endpointer.flush():
+            for boundary in self._endpointer.flush(self._history.end):
                 self._on_boundary(boundary)
             self._vad.reset()
 

@@ -115,12 +115,15 @@ class Endpointer:
         self._remember(window_start, probability)
         return self._while_speaking(window_start, probability)
 
-    def flush(self) -> list[Boundary]:
-        """End the utterance in progress now (stream ended or shutting down)."""
+    def flush(self, audio_end: int = 0) -> list[Boundary]:
+        """End the utterance in progress now (stream ended or broke off, or shutting down).
+        `audio_end`: the stream's last sample, past the last whole window (the VAD holds up to 511
+        samples back): speech that runs to the very end keeps its last 31 ms."""
         if self._start is None:
             return []
-        end = self._padded_end() if self._silence is not None else self._position
-        return self._finish(min(end, self._position))
+        if self._silence is not None:
+            return self._finish(min(self._padded_end(), self._position))
+        return self._finish(max(self._position, audio_end))
 
     def _while_silent(self, window_start: int, probability: float) -> list[Boundary]:
         s = self.settings
