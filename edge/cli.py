@@ -21,6 +21,7 @@ COMMANDS = (
     "run",
     "listen",
     "status",
+    "reload",
     "captions",
     "devices",
     "backends",

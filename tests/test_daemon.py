@@ -605,3 +605,29 @@ def test_a_microphone_lost_mid_sentence_gets_the_sentences_final_at_once(tmp_pat
         daemon.request_stop()
         runner.join(10)
     assert source.breaks == 1 and "If the reader" in final["text"] and 2.5 < final["end_s"] <= 3.0
+
+
+def test_reload_command_waits_for_the_daemons_answer(tmp_path, int8_model_dir, eval_dir) -> None:
+    """`systemctl reload` ran `kill -HUP` and reported success before the daemon had read the file, even a broken one."""
+    row = load_manifest("longform_en")[0]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "realtime")
+
+    def reload() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge", "reload", "--socket", str(tmp_path / "asr.sock"),
+                               "--pid", str(daemon.pid), "--timeout", "20"], capture_output=True, text=True, timeout=60)
+
+    try:
+        Subscriber(tmp_path / "asr.sock").wait_for(lambda e: e["type"] == "hello", 30)
+        write_config(tmp_path, int8_model_dir, vad={"threshold": 7})
+        broken = reload()
+        assert broken.returncode == 1, broken
+        assert "vad.threshold" in broken.stderr and "reload failed" in broken.stderr, broken.stderr
+        write_config(tmp_path, int8_model_dir, log={"level": "debug"})
+        fixed = reload()
+        assert fixed.returncode == 0 and fixed.stdout.strip() == "edge-asr reload: reloaded", fixed
+        gone = subprocess.run([sys.executable, "-m", "edge", "reload", "--socket", str(tmp_path / "asr.sock"),
+                               "--pid", "999999999"], capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 1 and "no process 999999999" in gone.stderr, gone
+    finally:
+        reap(daemon)

@@ -1,0 +1,83 @@
+"""Reload the running daemon's config and say what came of it (the unit's ExecReload runs this).
+
+`kill -HUP` returned before the daemon had read the file, so `systemctl reload` said nothing even
+when the config was invalid and the old settings stayed. This subscribes to the daemon's socket,
+sends the signal, and waits for the daemon's own word: the reload's `status` event, and the
+`config_invalid` error that comes before it when the file is unusable (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from edge.commands import listen
+from edge.config import ConfigError, default_config_path
+from edge.publish import protocol
+from edge.publish.client import DaemonUnavailable, connect, farewell, read_lines
+
+FAILED = "reload failed"  # how the daemon's status message starts when the old settings stay
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    listen.add_arguments(parser)
+    parser.add_argument("--pid", type=int, required=True, help="the daemon's process id (in the unit: $MAINPID)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds to wait for the daemon's answer (default: 30)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        path = listen.socket_path(args, "reload")
+    except ConfigError as exc:
+        return exc.report(default_config_path(args.config))
+    try:
+        message, problems = reload(path, args.pid, args.timeout)
+    except DaemonUnavailable as exc:
+        print(f"edge-asr reload: {exc}", file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(f"edge-asr reload: {problem}", file=sys.stderr)
+    print(f"edge-asr reload: {message}", file=sys.stderr if message.startswith(FAILED) else sys.stdout)
+    return 1 if message.startswith(FAILED) else 0
+
+
+def reload(path: str, pid: int, timeout: float) -> tuple[str, list[str]]:
+    """SIGHUP to `pid` while subscribed to its socket at `path`: the reload's status message, and the
+    problems the daemon found in the file (none when it took it). DaemonUnavailable otherwise."""
+    deadline = time.monotonic() + timeout
+    problems: list[str] = []
+    with connect(path, timeout) as sock:
+        lines = read_lines(sock)
+        refusal = farewell(next(lines, b""))  # else the hello: subscribed, the answer cannot come unheard
+        if refusal:
+            raise DaemonUnavailable(refusal)
+        _signal(pid)
+        for line in lines:
+            event = _event(line)
+            if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
+                problems.append(str(event.get("message", "")))
+            elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
+                return str(event["message"]), problems
+            if time.monotonic() > deadline:  # a busy room's partials keep the reads coming
+                break
+    raise DaemonUnavailable(f"the daemon (pid {pid}) did not say within {timeout:g} s whether it reloaded")
+
+
+def _signal(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise DaemonUnavailable(f"no process {pid}: the daemon is not running") from None
+    except PermissionError:
+        raise DaemonUnavailable(f"not allowed to signal process {pid} (run as the daemon's user, or use sudo)") from None
+
+
+def _event(line: bytes) -> dict:
+    try:
+        return protocol.decode(line)
+    except protocol.ProtocolError as exc:
+        raise DaemonUnavailable(f"unexpected line from the daemon: {exc}") from None
