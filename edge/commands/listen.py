@@ -25,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="config file to take publish.socket from")
 
 
-def socket_path(args: argparse.Namespace, command: str = "listen") -> str:
+def socket_path(args: argparse.Namespace, command: str = "listen") -> str | int:
     """--socket, else publish.socket of the config, else the built-in default.
 
     Only publish.socket is read, so a config whose other keys are invalid still gives it
-    (`config.configured_socket`). A --config that cannot give it is an error (ConfigError); the
-    config found at the usual places is a diagnostic tool's guess, so there a warning says why
-    the built-in default is tried instead.
+    (`config.configured_socket`). A --config that cannot give it is reported, and the exit status
+    (78) comes back instead of a path; the config found at the usual places is a diagnostic tool's
+    guess, so there a warning says why the built-in default is tried instead.
     """
     if args.socket:
         return args.socket
@@ -39,7 +39,7 @@ def socket_path(args: argparse.Namespace, command: str = "listen") -> str:
         return str(configured_socket(args.config))
     except ConfigError as exc:
         if args.config:
-            raise
+            return exc.report(default_config_path(args.config))
         print(f"edge-asr {command}: {exc.messages[0]} (trying {protocol.DEFAULT_SOCKET})", file=sys.stderr)
         return protocol.DEFAULT_SOCKET
 
@@ -47,10 +47,9 @@ def socket_path(args: argparse.Namespace, command: str = "listen") -> str:
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when the daemon stops, 1 when it refused or dropped this subscriber (the reason on stderr:
     a script must tell "too slow" from "stopped"), 78 for a --config without a usable publish.socket."""
-    try:
-        path = socket_path(args)
-    except ConfigError as exc:
-        return exc.report(default_config_path(args.config))
+    path = socket_path(args)
+    if isinstance(path, int):
+        return path
     try:
         with connect(path) as sock:
             for line in read_lines(sock):

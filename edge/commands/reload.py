@@ -15,7 +15,6 @@ import sys
 import time
 
 from edge.commands import listen
-from edge.config import ConfigError, default_config_path
 from edge.publish import protocol
 from edge.publish.client import DaemonUnavailable, connect, farewell, read_lines
 
@@ -30,10 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = listen.socket_path(args, "reload")
-    except ConfigError as exc:
-        return exc.report(default_config_path(args.config))
+    path = listen.socket_path(args, "reload")
+    if isinstance(path, int):
+        return path
     try:
         message, problems = reload(path, args.pid, args.timeout)
     except DaemonUnavailable as exc:

@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from edge.commands import listen
-from edge.config import ConfigError, default_config_path
 from edge.publish.client import DaemonUnavailable, request_status
 
 
@@ -25,10 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = listen.socket_path(args, "status")
-    except ConfigError as exc:
-        return exc.report(default_config_path(args.config))
+    path = listen.socket_path(args, "status")
+    if isinstance(path, int):
+        return path
     try:
         event = request_status(path, args.timeout)
     except DaemonUnavailable as exc:
