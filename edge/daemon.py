@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.asr.base import Recognizer
+from edge.asr.fallback import FallbackRecognizer
 from edge.audio.base import SAMPLE_RATE, AudioSource
 from edge.audio.recorder import UtteranceRecorder
 from edge.config import LIVE_KEYS, LIVE_SECTIONS, OTHER_SERVICES, Config, ConfigError, changed_elsewhere, load_config, restart_needed
@@ -151,6 +152,7 @@ class Daemon:
         self._overload = "none"  # the level subscribers were last told
         self._said_failing = False
         self._breaks = 0  # the source's `breaks` the session has been told of
+        self._fallbacks = 0  # the recognizer's `fallbacks` counted in the metrics
         self._overload_told_at = -OVERLOAD_EVENT_GAP_S
         self._vocabulary_news = Latest()
 
@@ -411,8 +413,9 @@ class Daemon:
         """Backend selection / fallback news: a log line and a `status` event."""
         log.warning("%s", message)
         backend = self._recognizer.backend_name
-        if backend == "cpu" and self._backend != "cpu":
-            self._metrics.record_fallback()
+        if isinstance(self._recognizer, FallbackRecognizer):  # each call re-run on CPU, a retry's too
+            self._metrics.record_fallback(self._recognizer.fallbacks - self._fallbacks)
+            self._fallbacks = self._recognizer.fallbacks
         self._backend = backend
         self._backend_news = message
         self._metrics.set_backend(backend, message, self._cfg.inference.backend, self._degradation()["degraded"])

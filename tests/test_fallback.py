@@ -144,6 +144,20 @@ def test_retry_returns_to_the_accelerator_after_retry_accelerator_s(flaky, token
     assert len(messages) == 2
 
 
+def test_a_retry_that_fails_again_is_one_more_fallback(flaky, tokenizer, cpu, audio) -> None:
+    """edge_asr_fallbacks_total counted a fall to CPU only when the backend changed: a retry that failed
+    again (the backend still `cpu`) re-ran its call on CPU uncounted."""
+    messages: list[str] = []
+    clock = Clock()
+    wrapper = wrap(flaky, tokenizer, cpu, messages, retry_accelerator_s=60, clock=clock)
+    flaky.fail_at_step = 1
+    wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1))
+    clock.now += 60
+    flaky.fail_at_step = flaky.steps + 1
+    wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1))
+    assert wrapper.fallbacks == 2 and wrapper.backend_name == "cpu" and "failed again" in messages[-1]
+
+
 def test_no_retry_while_a_hung_call_is_still_running(flaky, tokenizer, cpu, audio) -> None:
     messages: list[str] = []
     clock = Clock()
@@ -228,3 +242,6 @@ def test_daemon_publishes_the_final_and_a_status_when_the_accelerator_fails(
     assert ended and {f["utterance_id"] for f in finals} == ended  # every utterance got its final
     reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     assert wer([reference], [f["text"] for f in finals]) < 0.1
+    from prometheus_client import generate_latest
+
+    assert "edge_asr_fallbacks_total 1.0" in generate_latest(daemon._metrics.registry).decode().splitlines()

@@ -82,6 +82,7 @@ class FallbackRecognizer:
         self._failed_at: float | None = None
         self._stuck: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.fallbacks = 0  # accelerator calls re-run on CPU, a failed retry's included
 
     @property
     def backend_name(self) -> str:
@@ -133,6 +134,7 @@ class FallbackRecognizer:
 
     def _fall_back(self, name: str, exc: Exception, audio: np.ndarray, request: dict[str, Any]) -> Transcript:
         retrying = self._failed_at is not None
+        self.fallbacks += 1
         self._failed_at = self._clock()
         self._stuck = exc.worker if isinstance(exc, AcceleratorTimeout) else None
         retry = f"; retrying {name} in {self._retry_s:g} s" if self._retry_s > 0 else ""

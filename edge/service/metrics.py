@@ -90,8 +90,9 @@ class Metrics:
             counter.inc(max(stats[name] - self._overload_seen.get(name, 0), 0))
             self._overload_seen[name] = stats[name]
 
-    def record_fallback(self) -> None:
-        self._fallbacks.inc()
+    def record_fallback(self, calls: int = 1) -> None:
+        if calls > 0:
+            self._fallbacks.inc(calls)
 
     def set_subscribers(self, count: int) -> None:
         self._subscribers.set(count)
