@@ -203,13 +203,13 @@ class Daemon:
             if self._source.can_wait and self._session.pending_finals >= FAST_PACE_BACKLOG:
                 time.sleep(BACKLOG_POLL_S)  # "as fast as the pipeline goes": recognition sets the pace
                 continue
+            if self._source.breaks != self._breaks:  # the last audio before a gap is in (read last time)
+                self._breaks = self._source.breaks
+                self._session.discontinuity()
             block = self._source.read(READ_TIMEOUT_S)
             if block is not None and block.size:
                 self._session.feed(block)
                 self._on_progress()
-            if self._source.breaks != self._breaks:  # the source's last audio before a gap is in
-                self._breaks = self._source.breaks
-                self._session.discontinuity()
             elif self._source.ended:
                 if self._at_end():
                     return

@@ -296,6 +296,14 @@ def test_a_device_given_by_index_is_found_by_its_name_after_the_indexes_shift(mo
             assert time.monotonic() < deadline
             source.read(0.05)
         assert streams[1].device == 4 and source.stats().device == "USB PnP Sound Device: Audio (hw:1,0)"
+        devices[:] = [InputDevice(3, "default", 44100, 32, "ALSA", True),
+                      InputDevice(6, "USB PnP Sound Device: Audio (hw:2,0)", 48000, 1, "ALSA", False)]
+        streams[1].finished_callback()  # replugged into another port: ALSA gave the card another number
+        deadline = time.monotonic() + 3.0
+        while len(streams) < 3:
+            assert time.monotonic() < deadline
+            source.read(0.05)
+        assert streams[2].device == 6
     finally:
         source.close()
 

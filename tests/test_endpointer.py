@@ -69,6 +69,18 @@ def test_speech_to_the_very_end_keeps_the_samples_after_the_last_whole_window() 
     assert end.end == 20 * WINDOW + 3 * WINDOW
 
 
+def test_resuming_after_a_break_puts_later_boundaries_at_the_audio_they_name() -> None:
+    """The VAD drops up to 511 samples at a break: without resume_at every later boundary came that much early."""
+    endpointer = Endpointer(SETTINGS)
+    for probability in [0.9] * 10 + [0.6] * 2:  # speech, then a candidate the break must not carry over
+        endpointer.update(probability)
+    endpointer.flush(audio_end=12 * WINDOW + 300)
+    endpointer.resume_at(12 * WINDOW + 300)
+    out = [b for p in [0.1] * 5 + [0.9] * 10 + [0.1] * 12 for b in endpointer.update(p)]
+    start = next(b for b in out if b.kind == "start")
+    assert start.start == 12 * WINDOW + 300 + 5 * WINDOW - 3 * WINDOW  # speech_pad_ms before the onset, from 300 on
+
+
 def test_utterances_never_overlap_even_with_large_padding() -> None:
     settings = replace(SETTINGS, min_silence_ms=100, speech_pad_ms=500, min_speech_ms=0)
     probs = ([0.9] * 10 + [0.1] * 6) * 3

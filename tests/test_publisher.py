@@ -599,7 +599,7 @@ def test_a_tcp_listener_the_sandbox_forbids_is_a_setup_error_not_a_restart_loop(
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
 
     monkeypatch.setattr(socket, "create_server", sandboxed)
-    with pytest.raises(PublisherError, match="the unit allows no IP socket: see docs/operations.md") as caught:
+    with pytest.raises(PublisherError, match="the default unit allows no IP socket; see docs/operations.md") as caught:
         make_publisher(sock_path, tcp_port=port).start()
     assert _cannot_start(caught.value) == EX_CONFIG
     assert not sock_path.exists()

@@ -766,3 +766,17 @@ def test_a_final_that_failed_is_told_just_before_its_empty_final(recognizer, eva
     told = [(kind, text) for kind, text in log if kind in ("error", "final", "speech_end")]
     assert [kind for kind, _ in told] == ["speech_end", "error", "final"] and told[-1][1] == ""
     assert "recognition failed for utterance 1: the accelerator went away" in told[1][1]
+
+
+def test_a_few_failed_decodes_then_silence_are_not_a_broken_backend(caplog) -> None:
+    """failing_s measured from a run's first failure to now: 10 failed partials, then a minute of silence,
+    stopped the watchdog. It is the span of the failures themselves."""
+    from edge.stream.session import _Failures
+
+    failures = _Failures()
+    for _ in range(10):
+        failures.failed(1, RuntimeError("bad state"))
+        time.sleep(0.01)
+    span = failures.failing_s()
+    time.sleep(0.2)  # silence: no decode, no failure
+    assert 0.05 < span == failures.failing_s() < 0.2

@@ -278,5 +278,6 @@ def test_subtitle_text_is_one_line_per_cue_with_hours_and_no_arrow() -> None:
     assert subtitles(segments, "srt") == ("1\n00:00:00,000 --> 00:00:01,500\nfirst\n\n"
                                           "2\n01:02:05,500 --> 01:02:07,250\na -> b c\n")
     assert subtitles(segments, "vtt") == ("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nfirst\n\n"
-                                          "01:02:05.500 --> 01:02:07.250\na -> b c\n")
+                                          "01:02:05.500 --> 01:02:07.250\na -&gt; b c\n")
     assert subtitles([], "srt") == ""
+    assert subtitles([(0.0, 1.0, "x < y & <b>")], "vtt") == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nx &lt; y &amp; &lt;b&gt;\n"

@@ -17,6 +17,7 @@ until that close has returned.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class InputDevice:
     channels: int  # max input channels
     hostapi: str
     is_default: bool
+
+
+_ALSA_CARD = re.compile(r" \(hw:\d+,\d+\)$")  # "USB PnP Sound Device: Audio (hw:1,0)": the card's number now
 
 
 def rescan_devices() -> None:
@@ -344,7 +348,7 @@ class MicSource:
         rescan_devices()
         device = find_device(self._pinned or self._cfg.device, list_input_devices())
         if isinstance(self._cfg.device, int):
-            self._pinned = device.name
+            self._pinned = _ALSA_CARD.sub("", device.name)  # replugged, a card may come back as another number
         fmt = stream_format(device, self._cfg.sample_rate, self._cfg.channels)
         self._open = _OpenStream(device, fmt, self._cfg.block_ms, self._cfg.ring_buffer_s)
         self._chunk = -(-self._block * fmt.rate // SAMPLE_RATE)

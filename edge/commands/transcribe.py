@@ -12,6 +12,7 @@ files over a minute.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import math
 import sys
@@ -201,13 +202,19 @@ def _write_subtitles(args: argparse.Namespace, name: str, transcript: Transcript
 
 
 def subtitles(segments: Sequence[Segment], form: str) -> str:
-    """SRT or WebVTT cues for `segments`; an empty one (silence) gives no cue."""
-    cues = [(start, end, " ".join(words.split()).replace("-->", "->")) for start, end, words in segments]
+    """SRT or WebVTT cues for `segments`; an empty one (silence) gives no cue. WebVTT text escapes
+    `&`, `<` and `>` (a tag or an entity there)."""
+    cues = [(start, end, _cue_text(words, form)) for start, end, words in segments]
     lines = ["WEBVTT", ""] if form == "vtt" else []
     for number, (start, end, words) in enumerate((cue for cue in cues if cue[2]), start=1):
         times = f"{_clock(start, form)} --> {_clock(end, form)}"
         lines += [str(number), times, words, ""] if form == "srt" else [times, words, ""]
     return "\n".join(lines)  # each cue ends with a blank line
+
+
+def _cue_text(words: str, form: str) -> str:
+    text = " ".join(words.split()).replace("-->", "->")
+    return html.escape(text, quote=False) if form == "vtt" else text
 
 
 def _clock(seconds: float, form: str) -> str:

@@ -701,8 +701,8 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
         if exc.errno in _SANDBOXED:
-            raise PublisherSetupError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc} (the unit allows no IP "
-                                      "socket: see docs/operations.md, TCP publishing)") from None
+            raise PublisherSetupError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc} (not allowed here: the "
+                                      "default unit allows no IP socket; see docs/operations.md, TCP publishing)") from None
         raise PublisherError(f"cannot listen on tcp {host}:{port}: {exc.strerror or exc}") from None
 
 

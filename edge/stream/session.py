@@ -150,13 +150,15 @@ class _Failures:
     total: int = 0
     in_a_row: int = 0
     since: float = 0.0  # monotonic time of the run's first
+    last: float = 0.0  # ...and of its latest: a few failures, then an hour of silence, are no broken backend
     next_report: int = 10
 
     def failed(self, utterance_id: int, exc: Exception) -> None:
         self.total += 1
         self.in_a_row += 1
+        self.last = time.monotonic()
         if self.in_a_row == 1:
-            self.since, self.next_report = time.monotonic(), 10
+            self.since, self.next_report = self.last, 10
             log.error("recognition failed (utterance %d)", utterance_id, exc_info=exc)
         elif self.in_a_row == self.next_report:
             self.next_report *= 10
@@ -164,8 +166,9 @@ class _Failures:
                       one_line(exc))
 
     def failing_s(self) -> float:
-        """How long every decode has failed, once FAILURES_BEFORE_FAILING have in a row; else 0."""
-        return time.monotonic() - self.since if self.in_a_row >= FAILURES_BEFORE_FAILING else 0.0
+        """From the first to the latest of a run of failed decodes, once FAILURES_BEFORE_FAILING have
+        failed in a row; else 0."""
+        return self.last - self.since if self.in_a_row >= FAILURES_BEFORE_FAILING else 0.0
 
 
 @dataclass
@@ -338,6 +341,7 @@ class StreamingSession:
             for boundary in self._endpointer.flush(self._history.end):
                 self._on_boundary(boundary)
             self._vad.reset()
+            self._endpointer.resume_at(self._history.end)
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued final has been decoded and emitted."""

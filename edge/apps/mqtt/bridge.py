@@ -95,8 +95,9 @@ class Bridge:
             self._publish_status()
             if came_back:
                 self._state_changed()
-        self._asked_status = self._feed.request_status()
-        if not self._asked_status:
+        self._asked_status = True  # before the request: its reply may come (and clear it) before send returns
+        if not self._feed.request_status():
+            self._asked_status = False
             self._publish_status()
 
     def stop(self) -> None:
@@ -189,7 +190,7 @@ class Bridge:
 
     def _daemon_down(self, reason: str) -> None:
         self._take_held(cut=True)  # a replay cut short: what did arrive in order is kept
-        self._daemon, self._daemon_error = None, reason
+        self._daemon, self._daemon_error, self._asked_status = None, reason, False
         self._publish_status()
         self._state_changed()
 
