@@ -1,5 +1,6 @@
-"""Transcribe WAV/FLAC (or MP3/Ogg) files offline and print the text (or one JSON line per file,
-or subtitles: SRT, WebVTT).
+"""Transcribe WAV/FLAC (or MP3/Ogg) files offline: the text, a JSON line per file, or subtitles.
+
+Subtitles are SRT or WebVTT, timed by the model.
 
 Each file is decoded as it is transcribed, never whole, so an hour takes no more
 memory than a minute. A file that cannot be read is reported on stderr and skipped;
