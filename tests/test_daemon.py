@@ -631,3 +631,25 @@ def test_reload_command_waits_for_the_daemons_answer(tmp_path, int8_model_dir, e
         assert gone.returncode == 1 and "no process 999999999" in gone.stderr, gone
     finally:
         reap(daemon)
+
+
+def test_reload_by_the_units_config_route_signals_even_when_it_cannot_hear_the_answer(tmp_path, int8_model_dir,
+                                                                                    eval_dir) -> None:
+    """The unit runs `reload --config FILE`: an edit that broke the YAML left the daemon unsignalled (exit 78),
+    so its subscribers never got config_invalid."""
+    row = load_manifest("longform_en")[0]
+    config = write_config(tmp_path, int8_model_dir)
+    daemon = start_daemon(config, f"file:{row['path']}", "--pace", "realtime")
+    try:
+        watcher = Subscriber(tmp_path / "asr.sock")
+        watcher.wait_for(lambda e: e["type"] == "hello", 30)
+        fine = subprocess.run([sys.executable, "-m", "edge", "reload", "--config", str(config), "--pid", str(daemon.pid)],
+                              capture_output=True, text=True, timeout=60)
+        assert fine.returncode == 0 and fine.stdout.strip() == "edge-asr reload: reloaded", fine
+        config.write_text(config.read_text() + "vad: [unclosed\n")
+        broken = subprocess.run([sys.executable, "-m", "edge", "reload", "--config", str(config), "--pid",
+                                 str(daemon.pid)], capture_output=True, text=True, timeout=60)
+        assert broken.returncode == 1 and f"sent SIGHUP to {daemon.pid} but cannot hear its answer" in broken.stderr
+        assert watcher.wait_for(lambda e: e["type"] == "error" and e["reason"] == "config_invalid", 20)
+    finally:
+        reap(daemon)

@@ -531,10 +531,24 @@ def test_an_utterance_in_progress_keeps_its_script_in_partials_and_its_final_tak
     assert [e.text for e in out.of("final")] == ["taiwan"]
 
 
+class _KeepsContexts(_ShowsItsScript):
+    """Finals say "words" with tokens, and the context each final was given is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.final_contexts: list[tuple[int, ...]] = []
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
+        if not partial:
+            self.final_contexts.append(tuple(context))
+        return Transcript("words", (7, 8, 9), 0.0, 0.0, 1.0, ())
+
+
 def test_a_break_in_the_audio_ends_the_utterance_at_once_and_hears_what_follows_afresh() -> None:
-    """A microphone lost mid-sentence: its final waited for the device to come back, then joined both sides."""
-    out, vad = Collector(), _LevelVad()
-    session = StreamingSession(_ShowsItsScript(), EndpointSettings.from_config(), StreamSettings.from_config(),
+    """A microphone lost mid-sentence: its final waited for the device to come back, then joined both sides;
+    and the text before the break was the next utterance's prompt, hours later as the stream's clock has it."""
+    out, vad, recognizer = Collector(), _LevelVad(), _KeepsContexts()
+    session = StreamingSession(recognizer, EndpointSettings.from_config(), StreamSettings.from_config(),
                                out.emit, out.errors.append, vad=vad)
     try:
         _fed_paced(session, 0.6, 1.5)  # speech, cut off
@@ -548,6 +562,7 @@ def test_a_break_in_the_audio_ends_the_utterance_at_once_and_hears_what_follows_
         session.close()
     finals = out.of("final")
     assert [e.utterance_id for e in finals] == [1, 2] and finals[0].end_s < 1.51 and finals[0].end_s <= finals[1].start_s
+    assert recognizer.final_contexts == [(), ()]  # not (7, 8, 9): the break is between them
 
 
 # --- a final never waits for a partial, a cancelled final stops ----------------------------

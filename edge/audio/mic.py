@@ -296,6 +296,7 @@ class MicSource:
             if self._tail:  # the lost stream's audio is all out: what comes next is another stream
                 self._tail = False
                 self.breaks += 1
+                return None  # the reader sees the break before any audio of a stream reopened meanwhile
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -30,10 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = listen.socket_path(args, "reload")
-    if isinstance(path, int):
-        return path
     try:
-        message, problems = reload(path, args.pid, args.timeout)
+        if isinstance(path, int):  # said above: the config names no usable publish.socket
+            raise DaemonUnavailable("the config names no usable publish.socket")
+        sock = connect(path, args.timeout)
+    except DaemonUnavailable as exc:
+        return _unheard(args.pid, str(exc))
+    try:
+        with sock:
+            message, problems = reload(sock, args.pid, args.timeout)
     except DaemonUnavailable as exc:
         print(f"edge-asr reload: {exc}", file=sys.stderr)
         return 1
@@ -43,25 +49,37 @@ def run(args: argparse.Namespace) -> int:
     return 1 if message.startswith(FAILED) else 0
 
 
-def reload(path: str, pid: int, timeout: float) -> tuple[str, list[str]]:
-    """SIGHUP to `pid` while subscribed to its socket at `path`: the reload's status message, and the
-    problems the daemon found in the file (none when it took it). DaemonUnavailable otherwise."""
+def _unheard(pid: int, why: str) -> int:
+    """No socket to hear the answer on (an edit that moved publish.socket or broke the YAML): the signal
+    still goes, so that the daemon reloads what it can and says why not in its journal; exit 1."""
+    try:
+        _signal(pid)
+    except DaemonUnavailable as exc:
+        print(f"edge-asr reload: {exc}", file=sys.stderr)
+        return 1
+    print(f"edge-asr reload: sent SIGHUP to {pid} but cannot hear its answer ({why}); "
+          "see `journalctl -u edge-asr`", file=sys.stderr)
+    return 1
+
+
+def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str]]:
+    """SIGHUP to `pid` while subscribed on `sock`: the reload's status message, and the problems the
+    daemon found in the file (none when it took it). DaemonUnavailable otherwise."""
     deadline = time.monotonic() + timeout
     problems: list[str] = []
-    with connect(path, timeout) as sock:
-        lines = read_lines(sock)
-        refusal = farewell(next(lines, b""))  # else the hello: subscribed, the answer cannot come unheard
-        if refusal:
-            raise DaemonUnavailable(refusal)
-        _signal(pid)
-        for line in lines:
-            event = _event(line)
-            if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
-                problems.append(str(event.get("message", "")))
-            elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
-                return str(event["message"]), problems
-            if time.monotonic() > deadline:  # a busy room's partials keep the reads coming
-                break
+    lines = read_lines(sock)
+    first = next(lines, b"")
+    if (_event(first) if first else {}).get("type") != protocol.Hello.TYPE:  # refused; or stopping: no hello
+        raise DaemonUnavailable(farewell(first) or "the daemon is not taking connections (stopping?)")
+    _signal(pid)  # subscribed: the answer cannot come unheard
+    for line in lines:
+        event = _event(line)
+        if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
+            problems.append(str(event.get("message", "")))
+        elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
+            return str(event["message"]), problems
+        if time.monotonic() > deadline:  # a busy room's partials keep the reads coming
+            break
     raise DaemonUnavailable(f"the daemon (pid {pid}) did not say within {timeout:g} s whether it reloaded")
 
 

@@ -132,7 +132,12 @@ class _Context:
     tokens: tuple[int, ...] = ()
     end: int = 0  # stream position where that final ended
 
-    def prompt_for(self, start: int) -> tuple[int, ...]:
+    def prompt_for(self, start: int, broken_at: int = -1) -> tuple[int, ...]:
+        """The tokens, for an utterance starting at `start` soon after them and not across the audio's
+        latest break (at `broken_at`): a microphone back after hours is not the same conversation, and
+        the stream's clock does not count the hours."""
+        if self.end <= broken_at <= start:
+            return ()
         return self.tokens if start - self.end <= CONTEXT_MAX_GAP_S * SAMPLE_RATE else ()
 
 
@@ -218,6 +223,7 @@ class StreamingSession:
         self._voiced = False  # the newest VAD window is above the threshold
         self._unpublished: list[Job] = []  # confirmed finals still being decoded, in utterance order
         self._context = _Context()
+        self._broken_at = -1  # stream position of the audio's latest break (discontinuity)
         self._next_id = 1
         self.utterances = 0
         self._overload = overload
@@ -342,6 +348,7 @@ class StreamingSession:
                 self._on_boundary(boundary)
             self._vad.reset()
             self._endpointer.resume_at(self._history.end)
+            self._broken_at = self._history.end
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued final has been decoded and emitted."""
@@ -467,7 +474,7 @@ class StreamingSession:
         """Worker thread: decode, then hand the text over under the session lock."""
         began = time.monotonic()
         with self._lock:
-            context = self._context.prompt_for(job.start)
+            context = self._context.prompt_for(job.start, self._broken_at)
             quick = job.kind == "partial" or self._late(job)
         try:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
