@@ -369,7 +369,7 @@ class Daemon:
             "model": Path(self._cfg.model.path).name,
             "language": self._session.settings.language,  # what the recognizer is given: a reload is seen
             "chinese_script": self._session.settings.script,
-            "vocabulary": self._session.vocabulary.summary(),
+            "vocabulary": self._session.settings.vocabulary.summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),
             **self._session.stats(),
@@ -395,7 +395,7 @@ class Daemon:
                     self._vocabulary_news.put(f"vocabulary replaced by an app ({len(terms)} terms)")
         except VocabularyError as exc:
             raise ProtocolError(f"vocabulary: {exc}; the active list is unchanged", "bad_vocabulary") from None
-        active = self._session.vocabulary
+        active = self._session.settings.vocabulary
         return VocabularyState(audio_time_s=self._session.position_s, source=active.source,
                                count=len(active.terms), terms=[term.text for term in active.terms])
 

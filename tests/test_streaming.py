@@ -347,7 +347,7 @@ def test_a_list_the_recognizer_refuses_leaves_the_settings_in_use_whole() -> Non
         assert session.set_vocabulary(good) and not session.set_vocabulary(good)  # the same list: no change
         with pytest.raises(TypeError):
             session.set_terms((Term("refused"),), "request")
-        assert session.vocabulary == good
+        assert session.settings.vocabulary == good
         session.finish(quick=True)  # rebuilt the refused list's options and raised, aborting the shutdown
     finally:
         session.close()

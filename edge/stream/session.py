@@ -170,6 +170,9 @@ class _Failures:
             log.error("recognition failed %d times in a row (utterance %d): %s", self.in_a_row, utterance_id,
                       one_line(exc))
 
+    def worked(self) -> None:
+        self.in_a_row = 0
+
     def failing_s(self) -> float:
         """From the first to the latest of a run of failed decodes, once FAILURES_BEFORE_FAILING have
         failed in a row; else 0."""
@@ -279,10 +282,6 @@ class StreamingSession:
         }
 
     @property
-    def vocabulary(self) -> Vocabulary:
-        return self._stream.vocabulary
-
-    @property
     def settings(self) -> StreamSettings:
         """The settings in use (a reload or an app's list replaces them whole)."""
         return self._stream
@@ -336,19 +335,22 @@ class StreamingSession:
             with self._settings_lock:
                 self._use(replace(self._stream, final_beam=1))
         with self._lock:
-            for boundary in self._endpointer.flush(self._history.end):
-                self._on_boundary(boundary)
+            self._end_utterance()
 
     def discontinuity(self) -> None:
         """The audio broke off (a microphone lost): end the utterance in progress now, and hear what comes
         next afresh. Its final used to wait for the device to come back (hours, or never) and then join
         the speech from both sides of the gap, with Silero's state carried across it."""
         with self._lock:
-            for boundary in self._endpointer.flush(self._history.end):
-                self._on_boundary(boundary)
+            self._end_utterance()
             self._vad.reset()
             self._endpointer.resume_at(self._history.end)
             self._broken_at = self._history.end
+
+    def _end_utterance(self) -> None:
+        """The utterance in progress ends at the audio's end (caller holds _lock)."""
+        for boundary in self._endpointer.flush(self._history.end):
+            self._on_boundary(boundary)
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued final has been decoded and emitted."""
@@ -480,7 +482,7 @@ class StreamingSession:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
                                                      interrupt=job.interrupt)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
-            self._failures.in_a_row = 0
+            self._failures.worked()
         except Exception as exc:  # a failed decode must not kill the worker thread
             if isinstance(exc, Interrupted) and (job.kind == "partial" or job.cancelled):  # nobody wants it now
                 with self._lock:
