@@ -65,6 +65,7 @@ OTHER_SERVICES = {"captions": "edge-asr-captions", "mqtt": "edge-asr-mqtt"}  # s
 MAX_CONFIG_BYTES = 256 * 1024  # the documented config is 6 KiB
 MAX_CONFIG_DEPTH = 8  # YAML nesting; the schema's deepest key (mqtt.tls.ca_file) is 3
 MAX_SHOWN = 80  # characters of a bad value quoted in a message
+HIDDEN_KEYS = ("mqtt.password_file",)  # a value a message never quotes: it may be a password given by mistake
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops restart loops on a bad file
 
 
@@ -211,6 +212,14 @@ class AudioConfig(Section):
     device: str | Annotated[int, Field(ge=0)] = Field(
         "default", description='"default", a device-name substring, or a device index (0 or more)'
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | int) -> str | int:
+        """An empty name is in every device's name: it would pick whichever came first."""
+        if isinstance(value, str) and not value.strip():
+            raise _problem("is empty (every device's name contains it)")
+        return value
     sample_rate: Literal["native"] | Annotated[int, Field(ge=8000, le=192000)] = Field(
         "native", description='"native" or a whole number of Hz from 8000 to 192000'
     )
@@ -376,6 +385,14 @@ class MetricsConfig(Section):
             raise _problem("does not end in .prom (node-exporter ignores other files)")
         return value
 
+    @model_validator(mode="after")
+    def _somewhere(self) -> "MetricsConfig":
+        """Switched on with no listener and no file, the metrics went nowhere, silently."""
+        if self.enabled and self.port == 0 and self.textfile is None:
+            raise _whole_problem("metrics.enabled is true but metrics.port is 0 and metrics.textfile is null, so "
+                                 "nothing would export the metrics: set a port (1024-65535), a textfile, or enabled: false")
+        return self
+
 
 CAPTION_LINES = (1, 20)  # captions.lines, and the page's ?lines= override
 CAPTION_FONT_PX = (16, 200)  # captions.font_size, and the page's ?size= override
@@ -475,7 +492,7 @@ class MqttTlsConfig(Section):
         """A file given while TLS is off would silently send the password in clear text: refuse it."""
         if value is not None and info.data.get("enabled") is False:
             raise _problem("is set but mqtt.tls.enabled is false (set enabled: true, or null this key)")
-        if value is not None and info.field_name == "key_file" and info.data.get("cert_file") is None:
+        if value is not None and info.field_name == "key_file" and "cert_file" in info.data and info.data["cert_file"] is None:
             raise _problem("is set but mqtt.tls.cert_file is null (a key needs its certificate)")
         return _existing_file(value, info)
 
@@ -556,9 +573,16 @@ class MqttConfig(Section):
     @field_validator("password_file")
     @classmethod
     def _password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Neither the value nor its path is shown in a message: it may be the password itself."""
         if value is not None and info.data.get("username", "") is None:
             raise _problem("is set but mqtt.username is null (the broker needs both)")
-        return _existing_file(value, info)
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        try:
+            return _require_kind(path, "file")
+        except PydanticCustomError as exc:
+            raise _problem(str(exc.context["reason"]).replace(f"-> {path} ", "")) from None
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -651,6 +675,7 @@ class Config(Section):
     vocabulary: VocabularyConfig = _section("vocabulary")
 
     _source_path: Path | None = PrivateAttr(None)
+    _no_settings: bool = PrivateAttr(False)
 
     @model_validator(mode="before")
     @classmethod
@@ -663,6 +688,13 @@ class Config(Section):
     @property
     def source_path(self) -> Path | None:
         return self._source_path
+
+    def empty_warning(self) -> str | None:
+        """A warning when the file sets nothing (empty, only comments, or only empty sections): valid, every key
+        its default, but more often a truncated copy than meant, and silent otherwise."""
+        if not self._no_settings:
+            return None
+        return "the file sets no key (empty, only comments, or only empty sections): every setting is its default"
 
 
 def schema_keys() -> list[str]:
@@ -717,10 +749,13 @@ def configured_socket(cli_value: str | os.PathLike[str] | None) -> Path:
     if not cli_value and not path.is_file():
         return PublishConfig.model_fields["socket"].default
     data, lines = _parse_yaml(_read(path), path)
-    publish = data.get("publish") if isinstance(data, dict) else None
-    written = {"socket": publish["socket"]} if isinstance(publish, dict) and "socket" in publish else {}
+    if data is not None and not isinstance(data, dict):
+        parse_config(data, path.resolve().parent, path)  # raises: the top level is not a mapping
+    publish = (data or {}).get("publish")
+    if isinstance(publish, dict) or publish is None:  # the other keys are not this reader's to judge
+        publish = {"socket": publish["socket"]} if publish and "socket" in publish else {}
     try:
-        return _SocketOnly.model_validate({"publish": written}, context={"base_dir": path.resolve().parent}).publish.socket
+        return _SocketOnly.model_validate({"publish": publish}, context={"base_dir": path.resolve().parent}).publish.socket
     except ValidationError as exc:
         raise ConfigError(_messages(exc, str(path), lines)) from None
 
@@ -777,6 +812,7 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigError(_messages(exc, where, lines or {})) from None
     config._source_path = source.resolve() if source else None
+    config._no_settings = source is not None and all(value in (None, {}) for value in data.values())
     return config
 
 
@@ -819,12 +855,30 @@ class _Refused(yaml.YAMLError):
         self.problem, self.problem_mark = problem, mark
 
 
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# YAML 1.1 also reads 0200 as octal 128, 1_0 as 10, 1:04 as 64 and 0x40 as 64: a technician's
+# `speech_pad_ms: 0200` passed check-config as 128 ms. Only plain decimals are numbers here; the
+# rest is text, which a number key refuses with the way to write it (`_reason`).
+_PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+_PLAIN_FLOAT = re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_YAML11_NUMBER = re.compile(r"^[-+]?(?:0[0-7_]+|0[xX][0-9a-fA-F_]+|0[bB][01_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"
+                            r"|[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?|[0-9]*\.[0-9]*_[0-9_]*)$")
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader whose mapping keys are always text (YAML 1.1 would read `on:` as True),
-    without aliases (an alias bomb of 300 bytes expands to gigabytes; a recursive one never
-    ends) and nested at most MAX_CONFIG_DEPTH deep (the schema needs 3).
+    whose numbers are plain decimals only and dates text (`_PLAIN_INT`: `captions.title:
+    2026-01-01` was a datetime.date), without aliases (an alias bomb of 300 bytes expands to
+    gigabytes; a recursive one never ends) and nested at most MAX_CONFIG_DEPTH deep (the schema
+    needs 3).
     """
 
+    yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT, _FLOAT, _TIMESTAMP)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
     _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
@@ -843,6 +897,10 @@ class _Loader(yaml.SafeLoader):
             if isinstance(key_node, yaml.ScalarNode):
                 key_node.tag = "tag:yaml.org,2002:str"
         return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(_INT, _PLAIN_INT, list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, _PLAIN_FLOAT, list("-+0123456789."))
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, int]]:
@@ -922,6 +980,8 @@ def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     detail = f"{problem} ({context})" if context else problem
+    if "\\t" in detail or "\t" in detail:
+        detail += "; YAML indents with spaces only: replace the TAB with spaces"
     if mark is None:
         return f"{path}: YAML syntax error: {detail}"
     return f"{path} line {mark.line + 1}: YAML syntax error at column {mark.column + 1}: {detail}"
@@ -961,7 +1021,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     if error["input"] is None and error["type"] != "edge":
         return key, f"{key} is empty (no value after the colon); expected {description}"
     in_union = len(parts) < len(error["loc"])
-    return key, f"{key}: {_show(error['input'])} {_reason(error, in_union)}; expected {description}"
+    shown = "(not shown)" if key in HIDDEN_KEYS else _show(error["input"])
+    return key, f"{key}: {shown} {_reason(error, in_union)}; expected {description}"
 
 
 def _reason(error: dict[str, Any], in_union: bool) -> str:
@@ -972,6 +1033,11 @@ def _reason(error: dict[str, Any], in_union: bool) -> str:
         return "is text in quotes; write true or false without quotes"
     if kind == "string_type" and isinstance(error["input"], bool):  # model.language: no (Norwegian)
         return "is true/false (YAML reads a bare yes, no, on or off that way: put the value in quotes)"
+    if kind == "string_type" and isinstance(error["input"], (int, float)):
+        return f"is {_kind(error['input'])} (put it in quotes to make it text)"
+    if (kind in ("int_type", "float_type") or in_union) and isinstance(error["input"], str):
+        if _YAML11_NUMBER.match(error["input"]):
+            return f"is not a plain decimal number ({_plainly(error['input'])})"
     if in_union:
         return "is not allowed"
     if kind.endswith("_type") or kind == "bool_parsing":
@@ -983,6 +1049,14 @@ def _reason(error: dict[str, Any], in_union: bool) -> str:
     if kind == "string_too_long":
         return "is too long"
     return "is not allowed"
+
+
+def _plainly(written: str) -> str:
+    """How to write a YAML 1.1 number ("0200", "1_000", "0x40") so that the config reads it as meant."""
+    digits = re.sub(r"^([-+]?)0+(?=[0-9])", r"\1", written.replace("_", ""))
+    if _PLAIN_INT.match(digits) or _PLAIN_FLOAT.match(digits):
+        return f"YAML 1.1 reads a leading zero as octal and _ as a digit group: write {digits}"
+    return "YAML 1.1 reads 0x, 0b and : as other bases: write plain decimal digits"
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[list[str], str]:
@@ -1004,6 +1078,9 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     """Did-you-mean over the same section first, then over other sections."""
     name = str(loc[-1])
     if len(loc) == 1:
+        misplaced = _misplaced(name)
+        if misplaced:
+            return misplaced
         candidates = list(Config.model_fields)
     else:
         section = ".".join(str(part) for part in loc[:-1])
@@ -1016,6 +1093,21 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     match = difflib.get_close_matches(name, list(by_name), n=1)
     known = ", ".join(candidates if len(loc) == 1 else local)
     return f"; did you mean {by_name[match[0]]}?" if match else f"; known keys here: {known}"
+
+
+def _misplaced(name: str) -> str:
+    """A top-level key that is a section's key ("threshold", or "vad.threshold" as messages write it):
+    the line lost its indent under the section, a common edit."""
+    section, dot, leaf = name.partition(".")
+    if dot and section in Config.model_fields:
+        return f" (YAML does not read a dot as nesting: write `{leaf.split('.')[0]}:` indented under `{section}:`)"
+    keys = [key for key in schema_keys() if key.rsplit(".", 1)[-1] == name]
+    if not keys:
+        return ""
+    if len(keys) > 1:
+        return f"; did you mean {' or '.join(keys)}? (indent it under its section)"
+    section, leaf = keys[0].split(".", 1)
+    return f"; did you mean {keys[0]}? (in the file: `{leaf}:` indented under `{section}:`)"
 
 
 def _model_at(loc: tuple[Any, ...]) -> Any:
@@ -1040,5 +1132,10 @@ def _show(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = f'"{visible(str(value))}"' if isinstance(value, (str, Path)) else repr(value)
+    if isinstance(value, (str, Path)):
+        text = f'"{visible(str(value))}"'
+    elif isinstance(value, (list, dict)):
+        text = visible(yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 16).strip())
+    else:
+        text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."

@@ -292,6 +292,8 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - whatever the file does, the daemon keeps running
             self._reload_failed([f"{self._config_path}: cannot be loaded: {one_line(exc)}"])
         else:
+            if new.empty_warning():
+                log.warning("%s: %s", self._config_path, new.empty_warning())
             self._apply(new)
         if self._state != "starting":
             self._notifier.ready()

@@ -84,6 +84,26 @@ def test_empty_file_means_defaults(config_dir: Path) -> None:
     assert load_config(write(config_dir, "# nothing here\n")).stream.final_beam == "auto"
 
 
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "vad:\nstream: {}\n"])
+def test_a_file_that_sets_nothing_is_valid_with_a_warning(config_dir: Path, text: str, capsys) -> None:
+    """A truncated copy looks like this: every key silently its default, but for the warning."""
+    assert load_config(write(config_dir, text)).empty_warning() == (
+        "the file sets no key (empty, only comments, or only empty sections): every setting is its default")
+    assert load_config(write(config_dir, "vad:\n  threshold: 0.5\n")).empty_warning() is None
+    assert parse_config({}, base_dir=config_dir).empty_warning() is None  # defaults built in code: no file
+
+
+def test_yaml_11_numbers_stay_text_where_text_is_meant(config_dir: Path) -> None:
+    """YAML 1.1 read 0042 as 34, 10:30 as 630 and 2026-01-01 as a date; only plain decimals are numbers."""
+    config = load_config(write(config_dir, "publish:\n  socket_mode: 0660\nmqtt:\n  box_id: 0042\n"
+                                           "captions:\n  title: 10:30\ninference:\n  rknn_core_mask: 0_1\n"))
+    assert (config.publish.socket_mode, config.mqtt.box_id, config.captions.title) == ("0660", "0042", "10:30")
+    assert config.inference.rknn_core_mask == "0_1"
+    assert load_config(write(config_dir, "captions:\n  title: 2026-01-01\n")).captions.title == "2026-01-01"
+    config = load_config(write(config_dir, "vad:\n  threshold: .25\n  speech_pad_ms: -0\naudio:\n  ring_buffer_s: 1e2\n"))
+    assert (config.vad.threshold, config.vad.speech_pad_ms, config.audio.ring_buffer_s) == (0.25, 0, 100.0)
+
+
 def test_empty_section_means_defaults(config_dir: Path) -> None:
     assert load_config(write(config_dir, "vad:\n  # threshold: 0.9\n")).vad.threshold == 0.5
 
@@ -108,7 +128,24 @@ def test_every_problem_is_reported_at_once_in_file_order(config_dir: Path) -> No
         ("audio:\n  sample_rate: 4000\n", 'audio.sample_rate: 4000 is not allowed; expected "native" or'),
         ("audio:\n  channels: mono\n", 'audio.channels: "mono" is not allowed; expected "native" or'),
         ("inference:\n  retry_accelerator_s: 5\n", "inference.retry_accelerator_s: 5 is out of range"),
-        ("publish:\n  socket_mode: 0660\n", "publish.socket_mode: 432 is a whole number; expected an octal string"),
+        ("publish:\n  socket_mode: 660\n", "publish.socket_mode: 660 is a whole number (put it in quotes to make it text); expected an octal"),
+        ("vad:\n  speech_pad_ms: 0200\n", 'vad.speech_pad_ms: "0200" is not a plain decimal number (YAML 1.1 reads a '
+                                          "leading zero as octal and _ as a digit group: write 200); expected a whole"),
+        ("vad:\n  threshold: 0_.5\n", 'vad.threshold: "0_.5" is not a plain decimal number (YAML 1.1 reads a leading '
+                                      "zero as octal and _ as a digit group: write 0.5)"),
+        ("audio:\n  ring_buffer_s: 1_000\n", "write 1000); expected a number of seconds from 2 to 600"),
+        ("vad:\n  min_silence_ms: 5:00\n", '"5:00" is not a plain decimal number (YAML 1.1 reads 0x, 0b and : as other'),
+        ("vad:\n  max_utterance_s: 0x10\n", 'vad.max_utterance_s: "0x10" is not a plain decimal number'),
+        ("mqtt:\n  username: 12345\n", "mqtt.username: 12345 is a whole number (put it in quotes to make it text)"),
+        ("audio:\n  device: ' '\n", 'audio.device: " " is empty (every device\'s name contains it)'),
+        ("vad:\n  - threshold: 0.3\n", "vad: [{threshold: 0.3}] is a list; expected a mapping of vad.* keys"),
+        ("threshold: 0.3\n", "threshold is not a known key; did you mean vad.threshold? (in the file: `threshold:` "
+                             "indented under `vad:`)"),
+        ("vad.threshold: 0.3\n", "vad.threshold is not a known key (YAML does not read a dot as nesting: write "
+                                 "`threshold:` indented under `vad:`)"),
+        ("enabled: true\n", "did you mean metrics.enabled or mqtt.enabled? (indent it under its section)"),
+        ("metrics:\n  enabled: true\n  port: 0\n", "metrics.enabled is true but metrics.port is 0 and "
+                                                 "metrics.textfile is null, so nothing would export the metrics"),
         ('publish:\n  socket_mode: "0690"\n', 'publish.socket_mode: "0690" is not an octal number'),
         ('publish:\n  socket_mode: "0400"\n', 'publish.socket_mode: "0400" is out of range'),
         ("publish:\n  socket: run/asr.sock\n", 'publish.socket: "run/asr.sock" is a relative path; expected an absolute'),
@@ -125,6 +162,28 @@ def test_bad_value_names_key_value_and_allowed(config_dir: Path, text: str, expe
     (message,) = problems(config_dir, text)
     assert expected in message
     assert " line 2: " in message or " line 1: " in message
+
+
+def test_a_missing_certificate_is_one_problem_not_also_a_missing_pair(config_dir: Path) -> None:
+    found = problems(config_dir, "mqtt:\n  tls:\n    enabled: true\n    cert_file: nope.pem\n    key_file: key.pem\n")
+    assert [message.split(": ")[1] for message in found] == ["mqtt.tls.cert_file", "mqtt.tls.key_file"]
+    assert all("does not exist" in message and "is null" not in message for message in found), found
+
+
+def test_a_password_given_as_its_file_is_never_quoted(config_dir: Path) -> None:
+    (message,) = problems(config_dir, "mqtt:\n  username: box\n  password_file: hunter2\n")
+    assert "hunter2" not in message
+    assert "mqtt.password_file: (not shown) does not exist; expected null, or a file whose first line" in message
+
+
+def test_socket_readers_refuse_a_publish_section_they_cannot_read(config_dir: Path) -> None:
+    """`listen` and `status` read publish.socket alone; a list there was the default socket, silently."""
+    with pytest.raises(ConfigError, match=r"publish: \[1\] is a list; expected a mapping"):
+        config_module.configured_socket(write(config_dir, "publish: [1]\n"))
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        config_module.configured_socket(write(config_dir, "- 1\n"))
+    path = write(config_dir, "publish:\nvad: {threshold: 9}\n")
+    assert config_module.configured_socket(path) == Path("/run/edge-asr/asr.sock")
 
 
 def test_a_bad_vocabulary_item_is_named_once_on_its_own_line(config_dir: Path) -> None:

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     damaged = manifest.verify(config.model.path)
     if damaged:
         return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)
-    warning = config.vocabulary.empty_file_warning()
-    if warning:
-        print(f"{path}: warning: {warning}", file=sys.stderr)
+    for warning in (config.empty_warning(), config.vocabulary.empty_file_warning()):
+        if warning:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")
     return 0

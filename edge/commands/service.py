@@ -7,6 +7,7 @@ Not a command itself: edge/cli.py lists the commands by name.
 from __future__ import annotations
 
 import argparse
+import logging
 
 from edge.config import Config, ConfigError, default_config_path, load_for_command
 from edge.service.logs import setup_logging
@@ -33,4 +34,7 @@ def configured(config_arg: str | None, *, defaults_if_absent: bool = False) -> C
     except ConfigError as exc:
         return exc.report(default_config_path(config_arg))
     setup_logging(cfg.log.level)
+    warning = cfg.empty_warning()
+    if warning:
+        logging.getLogger("edge.config").warning("%s: %s", cfg.source_path, warning)
     return cfg

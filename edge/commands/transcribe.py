@@ -56,7 +56,7 @@ def _whole_number(low: int, high: int, meaning: str = "") -> Callable[[str], int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="WAV or FLAC files, any rate and channel count")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="WAV, FLAC, MP3 or Ogg files, any rate and channel count")
     parser.add_argument("--format", choices=("text", "jsonl", *SUBTITLES), default="text",
                         help="output format: text (default), jsonl (with timed segments), srt or vtt (subtitles)")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
