@@ -281,3 +281,67 @@ def test_subtitle_text_is_one_line_per_cue_with_hours_and_no_arrow() -> None:
                                           "01:02:05.500 --> 01:02:07.250\na -&gt; b c\n")
     assert subtitles([], "srt") == ""
     assert subtitles([(0.0, 1.0, "x < y & <b>")], "vtt") == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nx &lt; y &amp; &lt;b&gt;\n"
+
+
+def test_an_onnxruntime_failure_is_a_runtime_error_that_skips_one_file(int8_model_dir) -> None:
+    """onnxruntime's own errors (RuntimeException under a memory limit, InvalidArgument) are no
+    RuntimeError: `transcribe` let one stop the batch with a traceback."""
+    from edge.asr.whisper.ort import OrtWhisperBackend
+
+    backend = OrtWhisperBackend(int8_model_dir, threads=1)
+    with pytest.raises(RuntimeError, match=r"^onnxruntime: "):
+        backend.encode(np.zeros((1, 2), np.float32))  # 1 mel bin where the graph takes 80
+
+
+def test_a_full_stdout_ends_the_run_with_one_line(capsys, clips, monkeypatch) -> None:
+    """A full disk behind `>`: every later file was still decoded, each error naming "None"."""
+    import errno
+    import io
+
+    import edge.asr.load
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    fake = _WholeAudioOnly()
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(sys, "stdout", Full())
+    code = main(["transcribe", str(clips[0]), str(clips[0])])
+    assert code == EXIT_FILE_ERRORS and len(fake.heard) == 1
+    assert capsys.readouterr().err == "edge-asr transcribe: cannot write to stdout: No space left on device\n"
+
+
+def test_a_closed_pipe_ends_the_run_quietly(clips) -> None:
+    """`edge-asr transcribe ... | head -1`: exit 141 as a pipeline expects, not one error per later file."""
+    process = subprocess.Popen([sys.executable, "-m", "edge", "transcribe", "--beam", "1", *map(str, [clips[0]] * 3)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(str(clips[0]).encode())
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and err == b"", err
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_loading(capsys, tmp_path, monkeypatch) -> None:
+    """Found after decoding every file before. (The tests run as root, who may write anywhere: staged.)"""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    code, out, err = _run(capsys, "--model", str(tmp_path / "no-model-needed"), "--format", "srt",
+                          "--output-dir", str(tmp_path / "subs"), str(tmp_path / "a.wav"))
+    assert code == EXIT_MODEL_ERROR and out == ""
+    assert err == f"edge-asr transcribe: --output-dir {tmp_path / 'subs'} cannot be written: Permission denied\n"
+
+
+def test_a_subtitle_that_cannot_be_written_names_its_own_path(capsys, clips, tmp_path, monkeypatch) -> None:
+    import edge.asr.load
+
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: _WholeAudioOnly())
+    (tmp_path / "subs" / "jfk.srt").mkdir(parents=True)  # in the way of the rename
+    code, out, err = _run(capsys, "--format", "srt", "--output-dir", str(tmp_path / "subs"), str(clips[0]))
+    assert code == EXIT_FILE_ERRORS
+    assert err == f"edge-asr transcribe: {clips[0]}: cannot write {tmp_path / 'subs' / 'jfk.srt'}: Is a directory\n"
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["jfk.srt"]  # no .part left

@@ -69,15 +69,16 @@ def _decoding(path: Path) -> Iterator[None]:
         raise AudioFileError(f"{path}: not a readable audio file: WAV, FLAC, MP3 or Ogg ({reason})") from None
 
 
-def _check_header(path: Path, decoder: sf.SoundFile) -> None:
-    """Refuse what the header alone shows: a 1 Hz rate asks the resampler for gigabytes."""
+def _check_header(path: Path, decoder: sf.SoundFile) -> bool:
+    """Refuse what the header alone shows: a 1 Hz rate asks the resampler for gigabytes. True for a WAV
+    whose data ends before its header says (a copy cut short): its audio is read, and the cut told after it."""
     if not MIN_RATE <= decoder.samplerate <= MAX_RATE:
         raise AudioFileError(f"{path}: sample rate {decoder.samplerate} Hz is not audio ({MIN_RATE}-{MAX_RATE} Hz)")
     size = path.stat().st_size
     if decoder.format in ESTIMATED_LENGTH:
         if decoder.frames == 0:
             raise AudioFileError(f"{path}: contains no audio samples (or is cut short)")
-        return
+        return False
     if decoder.frames == 0 and size > HEADER_SLACK:
         raise AudioFileError(f"{path}: its header declares no audio samples, but the file holds {size} "
                              "bytes (a recording stopped before it wrote the header's sizes: `sox --ignore-length` "
@@ -88,8 +89,7 @@ def _check_header(path: Path, decoder: sf.SoundFile) -> None:
         raise AudioFileError(f"{path}: a FLAC whose header gives no length (encoded to a pipe), which libsndfile "
                              "cannot read to the end: re-encode it to a file (`flac -d` then `flac`, or ffmpeg)")
     short = _WAV_SHORT_DATA.search(decoder.extra_info or "")
-    if short is not None and int(short.group(1)) < STREAMED_DATA_SIZE:  # streamed WAVs with no size are fine
-        raise _truncated(path)
+    return short is not None and int(short.group(1)) < STREAMED_DATA_SIZE  # streamed WAVs with no size are fine
 
 
 def _truncated(path: Path) -> AudioFileError:
@@ -106,7 +106,9 @@ class AudioReader:
 
     Opening checks all that the header tells (path, format, rate, length), so a bad
     file fails before any work; damage found further in (a cut FLAC, NaN samples,
-    fewer samples than declared) raises `AudioFileError` after the audio before it.
+    fewer samples than declared, a WAV whose data ends before its header says) raises
+    `AudioFileError` after the audio before it: an interrupted copy of an hour's WAV keeps
+    the transcript of what was copied.
     Each iteration starts again from the beginning; close the reader (or use `with`) when done.
     """
 
@@ -116,7 +118,7 @@ class AudioReader:
         with _decoding(self.path):
             self._decoder = sf.SoundFile(os.fsencode(self.path))  # a name that is not UTF-8 too
         try:
-            _check_header(self.path, self._decoder)
+            self._cut = _check_header(self.path, self._decoder)
         except AudioFileError:
             self._decoder.close()
             raise
@@ -150,7 +152,7 @@ class AudioReader:
             if last:
                 break
         estimated = self._decoder.format in ESTIMATED_LENGTH
-        if done < (declared * (1 - ESTIMATE_SLACK) if estimated else declared):
+        if self._cut or done < (declared * (1 - ESTIMATE_SLACK) if estimated else declared):
             raise _truncated(self.path)
 
     def _damage(self, samples: np.ndarray) -> tuple[int, AudioFileError] | None:

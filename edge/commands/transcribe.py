@@ -17,6 +17,7 @@ import html
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -128,14 +129,24 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start)
-        except OSError as exc:  # --output-dir full or gone: this file's subtitles are lost, say so
-            print(f"edge-asr transcribe: {name}: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        except _OutputError as exc:  # --output-dir full or gone: this file's subtitles are lost, say so
+            print(f"edge-asr transcribe: {name}: {exc}", file=sys.stderr)
             failed += 1
             continue
+        except BrokenPipeError:  # the reader went away (`| head`): edge/cli.py ends the run quietly
+            raise
+        except OSError as exc:  # stdout itself failed (a full disk behind `>`): no later text can be delivered
+            print(f"edge-asr transcribe: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FILE_ERRORS
         if audio.damage is not None:
             print(f"edge-asr transcribe: {audio.damage} (the text above is of the audio before it)", file=sys.stderr)
             failed += 1
     return EXIT_FILE_ERRORS if failed else 0
+
+
+class _OutputError(Exception):
+    """A subtitle file that could not be written. Not for stdout: a closed pipe (`| head`) or a full
+    stdout ends the run (edge/cli.py), where a subtitle file's failure skips that file."""
 
 
 class _UpToDamage:
@@ -179,6 +190,10 @@ def _output_problem(args: argparse.Namespace) -> str | None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"--output-dir {args.output_dir} cannot be made: {exc.strerror or exc}"
+    try:  # a directory that cannot be written, found now, not after decoding every file
+        tempfile.NamedTemporaryFile(dir=args.output_dir, prefix=".edge-asr-", suffix=".part").close()
+    except OSError as exc:
+        return f"--output-dir {args.output_dir} cannot be written: {exc.strerror or exc}"
     return None
 
 
@@ -197,9 +212,9 @@ def _write_subtitles(args: argparse.Namespace, name: str, transcript: Transcript
     try:
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
-    except OSError:
+    except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise
+        raise _OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def subtitles(segments: Sequence[Segment], form: str) -> str:

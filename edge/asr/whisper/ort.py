@@ -98,10 +98,11 @@ class OrtWhisperBackend:
         run_options = getattr(self._interruptible, "run_options", None)
         try:
             return session.run(None, feeds, run_options)
-        except Exception:  # onnxruntime raises its own untyped errors
+        except Exception as exc:  # onnxruntime raises its own untyped errors (RuntimeException, Fail, ...)
             if run_options is not None and run_options.terminate:
                 raise Interrupted("the decode was interrupted") from None
-            raise
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RuntimeError(f"onnxruntime: {reason}") from exc  # what callers catch: `transcribe` skipped none
 
     def encode(self, mel: np.ndarray) -> CrossKV:
         k, v = self._run(self.encoder, {"mel": mel[None].astype(np.float32, copy=False)})
