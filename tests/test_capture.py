@@ -255,6 +255,50 @@ def test_finished_stream_is_reopened_and_its_last_audio_is_read_out_before_the_b
     assert source.stats().reopens == 1 and source.breaks == 1
 
 
+def test_a_backlog_of_the_lost_stream_is_read_out_before_a_new_stream_opens(monkeypatch) -> None:
+    """The reader 4 blocks behind when the device went: the retry came due while its audio was still being
+    read out, and the new stream's audio followed it unbroken (the break counted only after both)."""
+    source, streams = fake_stream_source(monkeypatch)
+    streams[0].callback(np.full((4 * 320, 1), 0.5, np.float32), 4 * 320, None, sd.CallbackFlags())
+    streams[0].finished_callback()
+    blocks = [source.read(0.1)]
+    time.sleep(0.6)  # the first retry (0.5 s) is due while three blocks are still to read
+    while (block := source.read(0.1)) is not None:
+        blocks.append(block)
+        assert len(blocks) <= 8, "the new stream's audio is read before the lost stream's break"
+        if len(streams) > 1:
+            streams[-1].callback(np.full((320, 1), 0.75, np.float32), 320, None, sd.CallbackFlags())
+    assert [float(b.mean()) for b in blocks] == [0.5] * 4 and source.breaks == 1 and len(streams) == 1
+    source.read(0.05)  # the retry, now that the break is out
+    assert len(streams) == 2
+
+
+def test_a_device_busy_at_start_is_waited_for_by_the_daemon(monkeypatch) -> None:
+    """Held by another process at boot: `run` exited, and systemd's 5 restarts went in a minute."""
+    streams: list[FakeStream] = []
+
+    def open_stream(**kw) -> FakeStream:
+        if not streams:
+            streams.append(None)
+            raise sd.PortAudioError("Device unavailable", -9985)
+        streams.append(FakeStream(**kw))
+        return streams[-1]
+
+    monkeypatch.setattr(capture, "rescan_devices", lambda: None)
+    monkeypatch.setattr(capture, "list_input_devices", lambda: DEVICES)
+    monkeypatch.setattr(capture.sd, "InputStream", open_stream)
+    with pytest.raises(capture.DeviceUnavailableError, match="cannot open input device .* Device unavailable"):
+        MicSource(audio_cfg(device="pnp", sample_rate=16000)).start()  # an interactive command: at once
+    streams.clear()
+    source = MicSource(audio_cfg(device="pnp", sample_rate=16000), wait_for_device=True)
+    source.start()
+    assert source.stats().state == "waiting"
+    wait_for_state(source, "running", within_s=2.0)
+    streams[-1].callback(np.full((320, 1), 0.5, np.float32), 320, None, sd.CallbackFlags())
+    assert source.read(0.1).tolist() == [0.5] * 320
+    source.close()
+
+
 def test_a_device_that_opens_but_sends_nothing_keeps_its_backoff(monkeypatch) -> None:
     """The delay went back to 0.5 s at every open, so such a device was reopened (and logged) every 2.5 s
     for good. Stall timeout 0.4 s, backoff 0.5 s then 1 s (the cap)."""

@@ -726,7 +726,7 @@ def test_disabled_bridge_exits_with_ex_config(tmp_path: Path) -> None:
     ({"host": "mqtt://broker.example.com"}, 'mqtt.host: "mqtt://broker.example.com" is a URL'),
     ({"topic_prefix": "fleet/+/x"}, 'mqtt.topic_prefix: "fleet/+/x" contains a wildcard'),
     ({"box_id": "room 1"}, 'mqtt.box_id: "room 1" is not usable as one MQTT topic level'),
-    ({"password_file": "pw"}, 'mqtt.password_file: "pw" is set but mqtt.username is null'),
+    ({"password_file": "pw"}, "mqtt.password_file: (not shown) is set but mqtt.username is null"),
     ({"tls": {"ca_fil": "ca.pem"}}, "mqtt.tls.ca_fil is not a known key; did you mean mqtt.tls.ca_file?"),
     ({"tls": {"enabled": True, "key_file": "key.pem"}}, 'mqtt.tls.key_file: "key.pem" is set but mqtt.tls.cert_file is null'),
     ({"tls": {"ca_file": "ca.pem"}}, 'mqtt.tls.ca_file: "ca.pem" is set but mqtt.tls.enabled is false'),

@@ -50,6 +50,11 @@ class DeviceNotFoundError(CaptureError):
     """The configured input device is not present (message lists the ones that are)."""
 
 
+class DeviceUnavailableError(CaptureError):
+    """The device is there but cannot be opened now (held by another process, PortAudio failing): a
+    daemon waits for it as for an absent one."""
+
+
 @dataclass(frozen=True)
 class InputDevice:
     index: int
@@ -70,7 +75,7 @@ def rescan_devices() -> None:
             sd._terminate()
         sd._initialize()
     except sd.PortAudioError as exc:
-        raise CaptureError(f"cannot re-initialise PortAudio: {exc}") from None
+        raise DeviceUnavailableError(f"cannot re-initialise PortAudio: {exc}") from None
 
 
 def _default_input_index() -> int:
@@ -189,7 +194,7 @@ class _OpenStream:
             if stream is not None:
                 stream.close()
             where = f"{device.index} '{device.name}' at {fmt.rate} Hz x {fmt.channels} ch"
-            raise CaptureError(f"cannot open input device {where}: {exc}") from None
+            raise DeviceUnavailableError(f"cannot open input device {where}: {exc}") from None
         self.stream = stream
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: sd.CallbackFlags) -> None:
@@ -236,8 +241,9 @@ class MicSource:
     is the stream time at the end of the last block delivered.
 
     `wait_for_device=True` (a kiosk daemon waiting for its USB microphone)
-    keeps retrying with backoff when the device is absent at start;
-    `False` (interactive commands) raises `DeviceNotFoundError` at once.
+    keeps retrying with backoff when the device is absent or cannot be opened at start
+    (busy at boot: exiting instead spent systemd's 5 restarts in a minute, and the unit
+    stayed down); `False` (interactive commands) raises at once.
     """
 
     ended = False  # a microphone never runs out
@@ -268,6 +274,7 @@ class MicSource:
         self._said: str | None = None  # the last reopen failure put in the journal
         self._pinned: str | None = None  # the name of the device an index named at the first open
         self._tail = False  # a lost stream's last audio is still being read out
+        self._counting = threading.Lock()  # stats() runs on the publisher's thread while a stream retires
         self.breaks = 0
 
     def start(self) -> None:
@@ -276,7 +283,7 @@ class MicSource:
             raise CaptureError(f"start() called twice (state {self._state})")
         try:
             self._connect()
-        except DeviceNotFoundError as exc:
+        except (DeviceNotFoundError, DeviceUnavailableError) as exc:
             if not self._wait:
                 raise
             log.warning("%s; waiting for it to appear", exc)
@@ -308,7 +315,10 @@ class MicSource:
         return self._position_s(self._open)
 
     def stats(self) -> MicStats:
-        current = self._open  # snapshot: stats() may run on another thread
+        with self._counting:  # a retiring stream's counts are either its own or the closed ones, never both
+            return self._stats(self._open)
+
+    def _stats(self, current: _OpenStream | None) -> MicStats:
         return MicStats(
             device=self._device_name,
             state=self._reported_state(),
@@ -365,7 +375,8 @@ class MicSource:
         if self._open is None:
             if self._closer is not None and self._closer.is_alive():
                 return  # re-initialising PortAudio under a closing stream would block or crash
-            if self._state in ("lost", "waiting") and time.monotonic() >= self._retry_at:
+            # not before the lost stream's last audio is read out: a new stream's audio would join it unbroken
+            if self._state in ("lost", "waiting") and time.monotonic() >= self._retry_at and not self._tail:
                 self._reconnect()
             return
         while self._pending.shape[0] < self._block and self._open.ring.available():
@@ -395,12 +406,13 @@ class MicSource:
         """Keep the closing stream's audio and counters, then close it."""
         gone = self._open
         self._pending = np.concatenate((self._pending, gone.flush()))
-        self._closed_dropped_s += gone.dropped_s
-        self._closed_overruns += gone.ring.overruns
-        self._closed_input_overflows += gone.input_overflows
+        with self._counting:
+            self._closed_dropped_s += gone.dropped_s
+            self._closed_overruns += gone.ring.overruns
+            self._closed_input_overflows += gone.input_overflows
+            self._open = None
         self._closer = gone.close_in_background()
         self._closing_since = time.monotonic()
-        self._open = None
 
     def _schedule_retry(self, state: str) -> float:
         delay = self._backoff.next_delay()
@@ -416,8 +428,9 @@ class MicSource:
             self._say_failure(str(exc), self._schedule_retry(self._state))
             return
         if was_lost_at is not None:
-            self._lost_s += self._last_data - was_lost_at
-            self._reopens += 1
+            with self._counting:
+                self._lost_s += self._last_data - was_lost_at
+                self._reopens += 1
 
     def _say_failure(self, problem: str, retry_s: float) -> None:
         """A reopen failure as a warning when it is new, then at debug level: each one lists every device,
