@@ -231,6 +231,17 @@ class AudioConfig(Section):
     stall_timeout_ms: int = _whole(2000, 200, 60000, "ms")
     reopen_backoff_max_s: float = _number(30, 1, 600, "seconds")
 
+    @field_validator("stall_timeout_ms")
+    @classmethod
+    def _stall(cls, value: int, info: ValidationInfo) -> int:
+        """A device delivers one block per wake-up, a little late at times: a stall limit of one
+        block (200 with block_ms: 200) declared every late block a lost device and reopened it."""
+        block_ms = info.data.get("block_ms")
+        if block_ms is not None and value < 2 * block_ms:
+            raise _whole_problem(f"audio.stall_timeout_ms: {value} is shorter than two blocks of audio.block_ms ({block_ms} ms), so a late "
+                                 f"block would count as a lost device; expected at least {2 * block_ms} ms")
+        return value
+
 
 class VadConfig(Section):
     threshold: float = _number(0.5, 0.05, 0.95)

@@ -137,6 +137,9 @@ def test_every_problem_is_reported_at_once_in_file_order(config_dir: Path) -> No
         ("vad:\n  min_silence_ms: 5:00\n", '"5:00" is not a plain decimal number (YAML 1.1 reads 0x, 0b and : as other'),
         ("vad:\n  max_utterance_s: 0x10\n", 'vad.max_utterance_s: "0x10" is not a plain decimal number'),
         ("mqtt:\n  username: 12345\n", "mqtt.username: 12345 is a whole number (put it in quotes to make it text)"),
+        ("audio:\n  stall_timeout_ms: 300\n  block_ms: 200\n", "audio.stall_timeout_ms: 300 is shorter than two "
+                                                            "blocks of audio.block_ms (200 ms), so a late block would "
+                                                            "count as a lost device; expected at least 400 ms"),
         ("audio:\n  device: ' '\n", 'audio.device: " " is empty (every device\'s name contains it)'),
         ("vad:\n  - threshold: 0.3\n", "vad: [{threshold: 0.3}] is a list; expected a mapping of vad.* keys"),
         ("threshold: 0.3\n", "threshold is not a known key; did you mean vad.threshold? (in the file: `threshold:` "
