@@ -40,7 +40,7 @@ from pydantic_core import PydanticCustomError
 
 from edge.errors import one_line, visible
 from edge.languages import AUTO, LanguageError, check_language
-from edge.limits import MAX_BEAM, MAX_SPEECH_PAD_MS, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
+from edge.limits import BIND_NAME_EXTRA, MAX_BEAM, MAX_SOCKET_PATH, MAX_SPEECH_PAD_MS, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 from edge.vocabulary import (
     DEFAULT_BONUS,
     MAX_BONUS,
@@ -176,7 +176,6 @@ def _no_nul(value: Path) -> Path:
     return value
 
 
-MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (sun_path is 108 with its NUL)
 LaxPath = Annotated[Path, Field(strict=False), AfterValidator(_no_nul)]
 
 
@@ -250,6 +249,19 @@ class VadConfig(Section):
     min_speech_ms: int = _whole(150, 0, 5000, "ms")
     max_utterance_s: Literal["auto"] | Annotated[float, Field(ge=2, le=MAX_UTTERANCE_S)] = _auto(
         f"a number of seconds from 2 to {MAX_UTTERANCE_S}")
+
+    @field_validator("max_utterance_s")
+    @classmethod
+    def _holds_an_onset(cls, value: str | float, info: ValidationInfo) -> str | float:
+        """A start reaches back at most half the limit (the endpointer's `_onset_start`), so speech confirmed
+        after longer than that lost its first part: min_speech_ms 3000 with max_utterance_s 2 lost 2 s."""
+        min_speech_ms = info.data.get("min_speech_ms")
+        if value != AUTO and min_speech_ms is not None and min_speech_ms > value * 500:
+            raise _whole_problem(f"vad.min_speech_ms: {min_speech_ms} is more than half of vad.max_utterance_s "
+                                 f"({value:g} s), so the first part of the speech would be cut off; "
+                                 f"expected at most {value * 500:g} ms, or a max_utterance_s of at "
+                                 f"least {min_speech_ms / 500:g} s")
+        return value
 
 
 class StreamConfig(Section):
@@ -342,12 +354,14 @@ class PublishConfig(Section):
     @field_validator("socket")
     @classmethod
     def _socket(cls, value: Path) -> Path:
-        """Absolute, and short enough for a Unix socket's address (sun_path: 107 bytes and a NUL); a longer
-        one passed check-config and stopped `run` ("AF_UNIX path too long")."""
+        """Absolute, and short enough for a Unix socket's address with the temporary name bound first
+        (`BIND_NAME_EXTRA` bytes longer); a longer one passed check-config and stopped `run` ("AF_UNIX path
+        too long"), up to 107 bytes until the temporary name was counted."""
         _require_absolute(value)
         size = len(os.fsencode(value))
         if size > MAX_SOCKET_PATH:
-            raise _problem(f"is {size} bytes long; a Unix socket path can be at most {MAX_SOCKET_PATH}")
+            raise _problem(f"is {size} bytes long; expected at most {MAX_SOCKET_PATH} (a Unix socket path holds 107, "
+                           f"and the daemon first binds a name {BIND_NAME_EXTRA} bytes longer beside it)")
         return value
 
     @field_validator("socket_mode")

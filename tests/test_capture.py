@@ -237,6 +237,21 @@ def test_portaudio_overflow_flags_are_counted_and_audio_kept(monkeypatch) -> Non
     assert source.stats().input_overflows == 1
 
 
+def test_samples_that_are_not_numbers_are_read_as_silence_and_said_once(monkeypatch, caplog) -> None:
+    """One NaN from a driver made the whole utterance's log-mel NaN (its text garbage): it is 0 now, the
+    numbers around it are kept, and a driver that sends them in every block is logged once a minute."""
+    caplog.set_level(logging.WARNING, logger="edge.audio.mic")
+    source, streams = fake_stream_source(monkeypatch)
+    frames = np.full((320, 1), 0.25, np.float32)
+    frames[[3, 4, 5]] = [[np.nan], [np.inf], [-np.inf]]
+    for _ in range(2):
+        streams[0].callback(frames, 320, None, sd.CallbackFlags())
+        block = source.read(0.1)
+        assert block[3:6].tolist() == [0.0] * 3 and np.count_nonzero(block == np.float32(0.25)) == 317
+    (said,) = [r.getMessage() for r in caplog.records if "not numbers" in r.getMessage()]
+    assert said == "audio device 'USB PnP Sound Device: Audio (hw:1,0)' sent 3 samples that are not numbers (NaN or inf); read as silence"
+
+
 def test_finished_stream_is_reopened_and_its_last_audio_is_read_out_before_the_break(monkeypatch) -> None:
     """The lost stream's last 160 samples used to wait for the new stream's and go out joined to them, as
     if no gap lay between: now they come as a short block, then `breaks` counts the gap."""

@@ -140,6 +140,10 @@ def test_every_problem_is_reported_at_once_in_file_order(config_dir: Path) -> No
         ("audio:\n  stall_timeout_ms: 300\n  block_ms: 200\n", "audio.stall_timeout_ms: 300 is shorter than two "
                                                             "blocks of audio.block_ms (200 ms), so a late block would "
                                                             "count as a lost device; expected at least 400 ms"),
+        ("vad:\n  max_utterance_s: 2\n  min_speech_ms: 3000\n", "vad.min_speech_ms: 3000 is more than half of "
+                                                            "vad.max_utterance_s (2 s), so the first part of the "
+                                                            "speech would be cut off; expected at most 1000 ms, or a "
+                                                            "max_utterance_s of at least 6 s"),
         ("audio:\n  device: ' '\n", 'audio.device: " " is empty (every device\'s name contains it)'),
         ("vad:\n  - threshold: 0.3\n", "vad: [{threshold: 0.3}] is a list; expected a mapping of vad.* keys"),
         ("threshold: 0.3\n", "threshold is not a known key; did you mean vad.threshold? (in the file: `threshold:` "

@@ -381,6 +381,67 @@ def test_a_half_closed_client_that_then_closes_is_let_go_in_silence(sock_path: P
         pub.close(1.0)
 
 
+def test_a_half_closed_client_that_closes_while_events_flow_is_let_go_without_a_traceback(sock_path: Path,
+                                                                                          caplog) -> None:
+    """The same check during speech: an event written after the close failed, asyncio closed the socket,
+    and the next hang-up poll raised ValueError on its descriptor (-1), a traceback per check and a slot
+    held until the next event."""
+    caplog.set_level(logging.WARNING)
+    pub = make_publisher(sock_path, max_subscribers=2)
+    pub.start()
+    try:
+        for uid in range(3):
+            client = connect(sock_path)
+            client.send(b'{"type":"status"}\n')
+            client.sock.shutdown(socket.SHUT_WR)
+            assert client.event()["type"] == "status"
+            time.sleep(0.3)  # the daemon reads EOF before the close
+            client.close()
+            pub.publish(utterance(uid + 1, partials=1)[0])  # written to the closed peer
+            wait_for(lambda: pub.subscriber_count == 0, timeout=3.0)
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        pub.close(1.0)
+
+
+def test_a_hello_that_fails_for_new_clients_keeps_no_slot(sock_path: Path, caplog) -> None:
+    """Each such client kept its place until 1,024 events piled up for it: three filled max_subscribers: 3."""
+    broken = [False]
+
+    def hello() -> dict:
+        if broken[0]:
+            raise RuntimeError("status source gone")
+        return HELLO
+
+    pub = make_publisher(sock_path, hello=hello, max_subscribers=3)
+    pub.start()
+    try:
+        broken[0] = True
+        for _ in range(4):
+            assert Client(sock_path).line() == b""  # cut off: no hello to give
+        assert pub.subscriber_count == 0
+        broken[0] = False
+        connect(sock_path)  # its hello, not too_many_subscribers
+    finally:
+        pub.close(1.0)
+
+
+def test_a_socket_path_of_the_longest_allowed_length_is_bound(sock_path: Path) -> None:
+    """check-config allowed 107 bytes, but the temporary name bound first is 18 longer: 90-107 stopped `run`."""
+    from edge.limits import MAX_SOCKET_PATH
+
+    directory = sock_path.parent
+    longest = directory / ("s" * (MAX_SOCKET_PATH - len(os.fsencode(directory)) - 1))
+    assert len(os.fsencode(longest)) == MAX_SOCKET_PATH
+    PublishConfig(socket=longest)
+    pub = make_publisher(longest)
+    pub.start()
+    try:
+        connect(longest)
+    finally:
+        pub.close(1.0)
+
+
 def test_a_client_that_asks_and_never_reads_is_held_back_by_its_socket(sock_path: Path) -> None:
     """Replies wait for the client to take the ones before, so a client that sends and never reads
     blocks on its own socket: the daemon holds one queued reply for it, not one per request."""

@@ -434,6 +434,33 @@ def test_a_start_confirmed_after_a_long_hover_reaches_back_half_the_utterance_li
     assert np.count_nonzero(audio == np.float32(0.6)) == _windows(1.0)  # the confirmed speech, whole
 
 
+@pytest.mark.parametrize("pad_ms", [0, 20])
+def test_a_padding_under_one_vad_window_keeps_the_pause_s_speculative_final(pad_ms: int) -> None:
+    """speech_pad_ms under 32 ms ends the utterance inside the pause's first silent window, where the
+    speculative final stopped: it was thrown away and every final decoded twice, after min_silence_ms."""
+    listener, out = _Listener(), Collector()
+    endpoint = replace(EndpointSettings.from_config(), speech_pad_ms=pad_ms)
+    session = StreamingSession(listener, endpoint, StreamSettings.from_config(), out.emit, out.errors.append,
+                               vad=_LevelVad())
+    try:
+        for level, seconds in [(0.0, 1.0), (0.6, 1.0), (0.0, 0.1)]:
+            for _ in range(_windows(seconds) // WINDOW):
+                session.feed(np.full(WINDOW, level, np.float32))
+        deadline = time.monotonic() + 5
+        while not listener.finals and time.monotonic() < deadline:  # the speculative final has been decoded
+            time.sleep(0.01)
+        for _ in range(_windows(1.0) // WINDOW):
+            session.feed(np.zeros(WINDOW, np.float32))
+        session.finish()
+        assert session.drain(10)
+    finally:
+        session.close()
+    assert len(listener.finals) == 1 and out.errors == []
+    assert np.count_nonzero(listener.finals[0] == np.float32(0.6)) == _windows(1.0)
+    (end,) = out.of("speech_end")
+    assert end.end_s == pytest.approx(2 * _windows(1.0) / SAMPLE_RATE + pad_ms / 1000, abs=0.001)  # where it ends, still
+
+
 def test_a_reload_that_raises_the_padding_finds_its_audio_held() -> None:
     """The history keeps the largest padding (2 s) before a possible onset, whatever speech_pad_ms is
     now, so a reload raising it in silence still gets its 2 s (it got 0.6 s after the history made room)."""

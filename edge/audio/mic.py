@@ -17,6 +17,7 @@ until that close has returned.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -40,6 +41,7 @@ CLOSE_WAIT_S = 2.0
 # A lost stream still closing after this long (a frozen sound server) blocks every
 # reopen: the source reports "stuck", and the daemon lets systemd's watchdog restart it.
 STUCK_AFTER_S = 30.0
+NONFINITE_LOG_S = 60.0  # a driver that sends NaN sends it in every block
 
 
 class CaptureError(SourceError):
@@ -177,6 +179,7 @@ class _OpenStream:
         self.ring = RingBuffer(max(1, round(ring_s * fmt.rate)), fmt.channels)
         self.finished = False  # set by PortAudio's thread only
         self.input_overflows = 0  # set by PortAudio's thread only
+        self._nonfinite_told_at = -math.inf
         self._resampler = None if fmt.rate == SAMPLE_RATE else soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, "float32")
         stream = None
         try:
@@ -211,8 +214,20 @@ class _OpenStream:
     def pull(self, max_frames: int | None = None) -> np.ndarray:
         """Up to `max_frames` of the ring, downmixed and resampled to 16 kHz mono."""
         frames = self.ring.read(max_frames)
-        mono = np.ascontiguousarray(frames.mean(axis=1) if self.format.channels > 1 else frames[:, 0])
+        mono = self._finite(np.ascontiguousarray(frames.mean(axis=1) if self.format.channels > 1 else frames[:, 0]))
         return self._resampler.resample_chunk(mono) if self._resampler else mono
+
+    def _finite(self, audio: np.ndarray) -> np.ndarray:
+        """NaN and inf samples (a driver's bad float frames) as silence: one of them made the whole utterance's
+        log-mel NaN, and its text garbage, while Silero still heard speech. A line a minute at most says so."""
+        bad = ~np.isfinite(audio)
+        if bad.any():
+            audio[bad] = 0.0
+            if time.monotonic() - self._nonfinite_told_at >= NONFINITE_LOG_S:
+                self._nonfinite_told_at = time.monotonic()
+                log.warning("audio device '%s' sent %d samples that are not numbers (NaN or inf); read as silence",
+                            self.device.name, np.count_nonzero(bad))
+        return audio
 
     def flush(self) -> np.ndarray:
         """The ring's rest plus the resampler's tail: the stream is going away."""

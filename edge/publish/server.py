@@ -29,6 +29,7 @@ from typing import Any
 
 from edge.config import PublishConfig
 from edge.errors import SetupError, StartupError
+from edge.limits import BIND_NAME_EXTRA
 from edge.publish import protocol
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class Publisher:
         path = self._path
         _make_parent(path)
         _clear_stale(path)
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")  # unguessable: nobody can plant it
+        temp = path.with_name(f".{path.name}.{secrets.token_hex((BIND_NAME_EXTRA - 2) // 2)}")  # unguessable
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(temp))  # fails on anything already there: never unlink what is not ours
@@ -444,10 +445,11 @@ class Publisher:
     def _register(self, writer: asyncio.StreamWriter) -> _Subscriber:
         writer.transport.set_write_buffer_limits(high=_HIGH_WATER)
         _keep_alive(writer.get_extra_info("socket"))
+        hello = self._hello_event().encode()  # before the slot is taken: a hello that fails must not keep it
         sub = _Subscriber(self._next_id, writer, _Queue(self._queue_size, self._max_pending))
         self._next_id += 1
         self._subscribers[sub.id] = sub
-        self._send_own(sub, self._hello_event())
+        self._offer(sub, hello, droppable=False)
         sub.pump = asyncio.create_task(self._pump(sub))
         log.debug("subscriber %d connected (%d now)", sub.id, len(self._subscribers))
         return sub
@@ -723,7 +725,7 @@ def _peer_hung_up(writer: asyncio.StreamWriter) -> bool:
     but still reads the reply, so EOF alone must not end the subscription.
     """
     sock = writer.get_extra_info("socket")
-    if sock is None:
+    if sock is None or writer.transport.is_closing() or sock.fileno() < 0:  # a write to the closed peer failed
         return True
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLOUT)

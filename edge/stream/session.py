@@ -414,14 +414,15 @@ class StreamingSession:
         assert utterance is not None
         self._utterance = None
         self._emit(SpeechEnd(audio_time_s=self.position_s, utterance_id=utterance.utterance_id, start_s=_s(start), end_s=_s(end)))
+        # A speculative final ran to the end of the pause's first silent window, and the utterance ends at or
+        # after that window's start: an end inside it (speech_pad_ms under 32 ms, or max_utterance_s reached
+        # in the pause) only leaves out a part of a window the VAD heard no speech in, so its text stands.
         job = utterance.speculative
-        if job is None or job.end > end:  # a forced split inside the pause: decode exactly [start, end)
-            if job is not None:
-                _cancel(job)
+        if job is None:
             job = self._final_job(utterance.utterance_id, start, end)
             self._submit_final(job)
         self._worker.interrupt_partial()  # a speculative final that let it run: its text can no longer be shown
-        job.end = end  # the speculative decode stopped at the first silent window; the utterance owns the padding
+        job.end = end  # the utterance owns the padding
         job.confirmed = True
         job.fallback_text = utterance.last_text
         self._unpublished.append(job)
