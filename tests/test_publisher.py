@@ -361,6 +361,16 @@ def test_half_closed_client_still_gets_its_reply_and_events(publisher: Publisher
     assert client.event() == event.to_dict()
 
 
+def ask_status_then_close(sock_path: Path) -> None:
+    """`echo status | nc -U -q 1`: a request, EOF, the reply, and the close well after the daemon read EOF."""
+    client = connect(sock_path)
+    client.send(b'{"type":"status"}\n')
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.event()["type"] == "status"
+    time.sleep(0.3)  # nc's -q
+    client.close()
+
+
 def test_a_half_closed_client_that_then_closes_is_let_go_in_silence(sock_path: Path) -> None:
     """`echo status | nc -U -q 1`: EOF first, the close later, and no event in between (a silent
     room). Its slot used to be held until the next event, so such checks filled max_subscribers."""
@@ -368,12 +378,7 @@ def test_a_half_closed_client_that_then_closes_is_let_go_in_silence(sock_path: P
     pub.start()
     try:
         for _ in range(3):
-            client = connect(sock_path)
-            client.send(b'{"type":"status"}\n')
-            client.sock.shutdown(socket.SHUT_WR)
-            assert client.event()["type"] == "status"
-            time.sleep(0.3)  # nc's -q: the daemon reads EOF well before the close
-            client.close()
+            ask_status_then_close(sock_path)
             wait_for(lambda: pub.subscriber_count == 0, timeout=3.0)
         both = [connect(sock_path), connect(sock_path)]  # hello, not too_many_subscribers
         assert pub.subscriber_count == len(both)
@@ -391,12 +396,7 @@ def test_a_half_closed_client_that_closes_while_events_flow_is_let_go_without_a_
     pub.start()
     try:
         for uid in range(3):
-            client = connect(sock_path)
-            client.send(b'{"type":"status"}\n')
-            client.sock.shutdown(socket.SHUT_WR)
-            assert client.event()["type"] == "status"
-            time.sleep(0.3)  # the daemon reads EOF before the close
-            client.close()
+            ask_status_then_close(sock_path)
             pub.publish(utterance(uid + 1, partials=1)[0])  # written to the closed peer
             wait_for(lambda: pub.subscriber_count == 0, timeout=3.0)
         assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
