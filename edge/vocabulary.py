@@ -122,10 +122,12 @@ def check_weight(weight: Any, where: str) -> float:
 
 
 def check_terms(items: Iterable[Term], where: str) -> tuple[Term, ...]:
-    """Cap the count; merge repeats (case-insensitive), keeping the higher weight."""
+    """Cap the count; merge repeats, keeping the higher weight. Spellings that differ in case stay apart:
+    merged, "PostgreSQL" and "postgresql\t2" kept only the heavier one's, and the tree never tries
+    " PostgreSQL" from "postgresql" (it adds capitals, never takes them away)."""
     merged: dict[str, Term] = {}
     for term in items:
-        key = term.text.casefold()
+        key = term.text
         if key not in merged or merged[key].weight < term.weight:
             merged[key] = term
         if len(merged) > MAX_TERMS:
@@ -171,6 +173,11 @@ def _checked_item(item: Any, where: str) -> Term:
 def parse_text(text: str, where: str) -> tuple[Term, ...]:
     """The file format: one term per line, optional TAB and weight; `#` at the start of a line or
     after white space starts a comment ("C#" stays a term)."""
+    bare_cr = re.search("\r(?!\n)", text)
+    if bare_cr:  # split on \n only, a file of old Mac line ends was one line with "invisible" characters in it
+        number = text.count("\n", 0, bare_cr.start()) + 1
+        raise VocabularyError(f"{where} line {number}: a line ends in a bare CR (old Mac line endings); save the "
+                              "file with LF or CRLF line endings")
     terms = []
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 or a form feed in a term is refused
         line = line.removesuffix("\r")
@@ -188,11 +195,15 @@ def parse_text(text: str, where: str) -> tuple[Term, ...]:
 
 
 def _weight_text(text: str, where: str) -> float:
+    """The weight as written is what a message quotes: 1e309 read as inf and was called "inf"."""
     try:
-        return float(text.strip())
+        weight = float(text.strip())
     except ValueError:
+        weight = math.nan
+    if not math.isfinite(weight):
         raise VocabularyError(f"{where}: weight {_excerpt(text.strip())} is not a number; "
-                              f"expected {MIN_WEIGHT} to {MAX_WEIGHT}") from None
+                              f"expected {MIN_WEIGHT} to {MAX_WEIGHT}")
+    return weight
 
 
 def read_file(path: str | os.PathLike[str]) -> tuple[Term, ...]:

@@ -72,6 +72,14 @@ def test_a_character_cut_off_at_the_end_is_left_out_not_shown_as_a_replacement(o
     assert all("部署问题，".startswith(text) for text in prefixes), prefixes
 
 
+@pytest.mark.parametrize("text", [" <|endoftext|>", "<|startoftranscript|> hi", " x<|notimestamps|>"])
+def test_special_token_names_in_text_are_text(ours, text):
+    """A vocabulary term or a prompt "<|endoftext|>" was encoded as the end token itself: the glossary
+    ended the prompt there, and the tree's bonus on it cut every transcript to its first word."""
+    ids = ours.encode(text)
+    assert max(ids) < ours.eot and ours.decode(list(ids)) == text
+
+
 def test_special_and_timestamp_tokens_are_not_text(ours):
     hello = [15496, 11, 995]
     assert ours.decode([ours.sot, ours.no_timestamps, *hello, ours.timestamp_begin + 50, ours.eot]) == "Hello, world"

@@ -289,8 +289,14 @@ def test_a_bad_term_is_named(items, message) -> None:
 
 
 def test_terms_are_folded_and_repeats_merged_with_the_higher_weight() -> None:
-    terms = parse_items(["  Grafana   Cloud ", {"term": "grafana cloud", "weight": 3}, "张伟"], "terms")
-    assert terms == (Term("grafana cloud", 3.0), Term("张伟", 1.0))
+    terms = parse_items(["  Grafana   Cloud ", {"term": "Grafana Cloud", "weight": 3}, "张伟"], "terms")
+    assert terms == (Term("Grafana Cloud", 3.0), Term("张伟", 1.0))
+
+
+def test_spellings_that_differ_in_case_are_each_kept_and_biased() -> None:
+    """Merged, the heavier spelling won: " PostgreSQL" had no path in the tree."""
+    terms = parse_items(["PostgreSQL", {"term": "postgresql", "weight": 2}], "terms")
+    assert terms == (Term("PostgreSQL"), Term("postgresql", 2.0))
     assert check_term("Kubernetes").weight == 1.0
 
 
@@ -312,6 +318,10 @@ def test_file_format_names_the_line(tmp_path) -> None:
         parse_text("a\n# c\nb\tx\n", "f")
     with pytest.raises(VocabularyError, match="f line 2: the term is empty"):
         parse_text("a\n\t2\n", "f")
+    with pytest.raises(VocabularyError, match='f line 2: weight "1e309" is not a number'):  # not "inf"
+        parse_text("a\nb\t1e309\n", "f")
+    with pytest.raises(VocabularyError, match="f line 2: a line ends in a bare CR .* save the file with LF or CRLF"):
+        parse_text("a\r\nb\rc\rd\r", "f")
 
 
 def test_only_a_newline_ends_a_files_line() -> None:

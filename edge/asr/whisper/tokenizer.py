@@ -202,4 +202,7 @@ def _bpe(path: Path | None):  # noqa: ANN202 - a tokenizers.Tokenizer.encode wra
     from tokenizers import Tokenizer as BpeTokenizer
 
     bpe = BpeTokenizer.from_file(str(path))
+    # Text is text: a term or prompt "<|endoftext|>" became the end token, and at weight 5 cut every
+    # transcript to its first word (tokenizers >= 0.19 has this switch)
+    bpe.encode_special_tokens = True
     return lambda text: tuple(bpe.encode(text, add_special_tokens=False).ids)
