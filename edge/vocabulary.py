@@ -30,6 +30,9 @@ MAX_TERM_WORDS = 6
 # Chinese and Japanese are written without spaces: their cap is in characters, about two a word
 # ("中国科学院自动化研究所", 11, fits; "我们今天下午三点在会议室开会", 14, a sentence, does not).
 MAX_TERM_UNSPACED = 2 * MAX_TERM_WORDS
+# Blank characters that Unicode counts as a mark or a letter, so the invisible-category check missed them:
+# the combining grapheme joiner and the Hangul fillers ("Sio\u034fbhan" could never match)
+BLANK_MARKS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
 UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 MIN_WEIGHT, MAX_WEIGHT = 0.1, 5.0
 DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on scripts/vocab (docs/benchmarks.md)
@@ -82,20 +85,22 @@ class Vocabulary:
 
 
 def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
-    """A validated term: whitespace folded, Unicode composed (NFC: "Gdańsk" typed either way is
-    one term with one tokenization); empty, over-long, invisible characters and bad weights refused."""
+    """A validated term: whitespace folded, Unicode composed and compatibility forms folded (NFKC:
+    "Gdańsk" typed either way is one term with one tokenization, and full-width "ＧＰＴ-４", which the
+    model never writes, is "GPT-4"); empty, over-long, invisible characters and bad weights refused."""
     if isinstance(text, bool):
         raise VocabularyError(f"{where}: a term must be text, got true/false (YAML reads a bare yes, no, on, off, "
                               "true or false that way: put the term in quotes)")
     if not isinstance(text, str):
         raise VocabularyError(f"{where}: a term must be text, got {_kind(text)}")
-    folded = unicodedata.normalize("NFC", " ".join(text.split()))
+    folded = unicodedata.normalize("NFKC", " ".join(text.split()))
     shown = _excerpt(text)
     if not folded:
         raise VocabularyError(f"{where}: the term is empty")
     # Looked for before folding: split() takes a line separator (U+2028) or a form feed for a space,
     # and "Sio\u2028bhan" became the term "Sio bhan".
-    hidden = next((ch for ch in text.strip(" \t\r\n") if unicodedata.category(ch) in INVISIBLE and ch != "\t"), None)
+    hidden = next((ch for ch in text.strip(" \t\r\n")
+                   if (unicodedata.category(ch) in INVISIBLE or ch in BLANK_MARKS) and ch != "\t"), None)
     if hidden is not None:
         raise VocabularyError(f"{where}: {shown} contains the invisible or invalid character "
                               f"{codepoint(hidden)} (often pasted from a web page or document); retype the term")

@@ -304,6 +304,16 @@ def test_one_name_typed_composed_or_decomposed_is_one_term() -> None:
     assert parse_items(["Gda\u0144sk", "Gdan\u0301sk"], "terms") == (Term("Gda\u0144sk"),)
 
 
+def test_compatibility_forms_are_folded_and_blank_marks_refused() -> None:
+    """Full-width Latin, ligatures and half-width kana are never what the model writes: they were kept,
+    and could never match. A grapheme joiner or a Hangul filler is a blank the category check let by."""
+    assert parse_items(["\uff27\uff30\uff34-\uff14", "\ufb01nance", "\uff76\uff80\uff76\uff85"], "t") == (
+        Term("GPT-4"), Term("finance"), Term("\u30ab\u30bf\u30ab\u30ca"))
+    for blank in ("\u034f", "\u3164", "\uffa0"):
+        with pytest.raises(VocabularyError, match=f"contains the invisible or invalid character \\\\u{ord(blank):04x}"):
+            check_term(f"Sio{blank}bhan")
+
+
 def test_file_comments_follow_white_space_and_a_weight_needs_its_tab() -> None:
     text = "Siobhan  # the boss\nKubernetes\t2  # product\nC#\nWindows 11\n"
     assert parse_text(text, "f") == (Term("Siobhan"), Term("Kubernetes", 2.0), Term("C#"), Term("Windows 11"))
