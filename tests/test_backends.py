@@ -189,6 +189,10 @@ def test_a_provider_whose_libraries_are_missing_is_skipped_with_the_file_named(t
     assert tried == ["cuda"] and selection.name == "cuda"
     assert not rows["tensorrt"].available
     assert rows["tensorrt"].reason == f"onnxruntime has TensorrtExecutionProvider but cannot load it: {reason}"
+    assert selection.warnings == [f"tensorrt {rows['tensorrt'].reason}; trying the next backend"]  # it went unsaid
+    with pytest.raises(BackendStartError, match="tensorrt onnxruntime has TensorrtExecutionProvider but cannot load "
+                                                "it: libnvinfer.* \\(inference.strict is true: no CPU fallback\\)"):
+        select_backend(make_config(int8_model_dir, tmp_path, strict=True), opener, probe)
 
 
 def test_provider_libraries_are_not_loaded_for_a_backend_that_will_not_be_tried(tmp_path: Path, int8_model_dir: Path) -> None:
@@ -314,6 +318,39 @@ def test_the_fp32_graphs_a_gpu_runs_are_checked_like_model_path(tmp_path: Path, 
         accelerator_model_dir(_linked_pair(tmp_path / "damaged", int8_model_dir, fp32_model_dir, files=damaged))
     with pytest.raises(BackendError, match=r"is not the fp32 build of .*\(its builder differ\)"):
         accelerator_model_dir(_linked_pair(tmp_path / "stale", int8_model_dir, fp32_model_dir, builder={"version": 0}))
+
+
+@pytest.mark.parametrize(("providers", "proved"), [(["CUDAExecutionProvider", "CPUExecutionProvider"], True),
+                                                    (["TensorrtExecutionProvider", "CPUExecutionProvider"], False)])
+def test_a_cuda_session_that_cannot_run_fails_at_open(fp32_model_dir: Path, monkeypatch, providers, proved) -> None:
+    """Only CPU sessions were run at open: a CUDA one that started but failed at its first run ("no kernel
+    image", cuDNN, GPU memory) got past `auto` and `strict` and failed the first utterance. TensorRT is not
+    run at open: its first run builds the engines, for minutes."""
+    import onnxruntime
+
+    from edge.asr.whisper.ort import OrtWhisperBackend
+
+    real_session = onnxruntime.InferenceSession
+
+    class StartsButCannotRun:
+        def __init__(self, path, options, providers) -> None:
+            self.session = real_session(path, options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self) -> list[str]:
+            return providers
+
+        def run(self, *args, **kwargs):
+            raise RuntimeError("CUDA failure 209: no kernel image is available for execution on the device")
+
+        def __getattr__(self, name: str):
+            return getattr(self.session, name)
+
+    monkeypatch.setattr("edge.asr.whisper.ort.ort.InferenceSession", StartsButCannotRun)
+    if proved:
+        with pytest.raises(RuntimeError, match="cannot run these graphs: .*CUDA failure 209: no kernel image"):
+            OrtWhisperBackend(fp32_model_dir, name="cuda", providers=providers)
+    else:
+        assert OrtWhisperBackend(fp32_model_dir, name="tensorrt", providers=providers).active_providers == providers
 
 
 class _Named:

@@ -38,6 +38,7 @@ class Candidate:
     available: bool
     reason: str
     selected: bool = False
+    broken: bool = False  # onnxruntime lists it but cannot load its libraries: a GPU box set up wrong
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
@@ -51,7 +52,7 @@ def _ort_candidate(name: str, provider: str, providers: tuple[str, ...], probe: 
             return Candidate(name, True, f"onnxruntime has {provider} (its libraries not loaded: inference.backend is {wanted})")
         problem = probe.provider_library_problem(provider)
         if problem:
-            return Candidate(name, False, f"onnxruntime has {provider} but cannot load it: {problem}")
+            return Candidate(name, False, f"onnxruntime has {provider} but cannot load it: {problem}", broken=True)
         return Candidate(name, True, f"onnxruntime has {provider}")
     hint = " (Jetson: install NVIDIA's onnxruntime-gpu wheel for JetPack)" if board.kind == "jetson" else ""
     return Candidate(name, False, f"onnxruntime has no {provider} (it has {', '.join(providers) or 'none'}){hint}")
@@ -110,6 +111,9 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
     wanted = cfg.inference.backend
     order = [c for c in candidates if c.available] if wanted == "auto" else [c for c in candidates if c.name in (wanted, "cpu")]
     warnings: list[str] = []
+    for candidate in candidates if wanted == "auto" else ():  # it ran on CPU with no word of the missing library
+        if candidate.broken:
+            _started_badly(cfg, candidate, warnings)
     for candidate in order:
         if candidate.name == "cpu" and wanted not in ("auto", "cpu"):
             _refuse_or_warn(cfg, wanted, candidates, warnings)

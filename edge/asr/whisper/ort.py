@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edge.accel.ort import CPU, ProviderSpec, session_options, tensorrt_profile
+from edge.accel.ort import CPU, TENSORRT, ProviderSpec, session_options, tensorrt_profile
 from edge.asr.base import Interrupt, Interrupted
 from edge.asr.whisper.graph import CrossKV, SelfKV, cross_feeds, cross_inputs
 from edge.errors import ModelError
@@ -46,7 +46,7 @@ class OrtWhisperBackend:
             str(self.model_dir / "decoder.onnx"), options, providers=list(decoder_providers or providers)
         )
         self._check_cross_inputs()
-        if self.active_providers == [CPU]:
+        if TENSORRT not in self.active_providers:  # TensorRT's first run builds its engines: minutes, not for start-up
             self._prove(int(dims["n_mels"]))
 
     def _check_cross_inputs(self) -> None:
@@ -64,8 +64,10 @@ class OrtWhisperBackend:
 
     def _prove(self, n_mels: int) -> None:
         """Run two mel frames and one decoder step now: an onnxruntime without a kernel the graphs
-        need (tiny.en's 8-bit MatMulNBits runs on ARM64 only from onnxruntime 1.23) fails at load,
-        not at the first utterance."""
+        need (tiny.en's 8-bit MatMulNBits runs on ARM64 only from onnxruntime 1.23), or a CUDA that
+        starts a session but cannot run it (no kernel image for this GPU, cuDNN missing, out of GPU
+        memory), fails at load, where `auto` tries the next backend and `strict` stops, not at the
+        first utterance."""
         try:
             self.decode(np.zeros((1, 1), np.int64), self.empty_cache(1), self.encode(np.zeros((n_mels, 2), np.float32)))
         except Exception as exc:  # onnxruntime raises its own untyped errors
