@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge.accel.board import Probe, detect_board, library_problem
+from edge.accel.board import Board, Probe, detect_board, library_problem
 from edge.accel.ort import provider_chain
 from edge.accel.select import BackendStartError, select_backend, survey
 from edge.asr.load import open_recognizer
@@ -106,6 +106,26 @@ def test_jetson_from_device_tree_without_runtime_hints_at_the_wheel(tmp_path: Pa
     assert not rows["cuda"].available and "onnxruntime-gpu" in rows["cuda"].reason
 
 
+@pytest.mark.parametrize("board", ["jetson", "rk3588"])
+def test_auto_on_an_accelerator_board_that_ends_on_cpu_says_so_and_strict_refuses(tmp_path: Path, int8_model_dir: Path,
+                                                                                  board: str) -> None:
+    """PyPI's CPU-only onnxruntime on a Jetson, or an RK3588 whose .rknn files are incomplete: `auto` ran on
+    CPU with no warning (status not degraded), and `strict` let the box start."""
+    if board == "jetson":
+        probe = Probe(root=jetson_root(tmp_path), providers=CPU_ONLY, rknnlite=False)
+        options, why = {}, "tensorrt: onnxruntime has no TensorrtExecutionProvider"
+    else:
+        probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
+        options, why = {"rknn_model_dir": str(rknn_models(tmp_path, complete=False))}, "rknn: "
+    selection = select_backend(make_config(int8_model_dir, tmp_path, **options), whisper.open, probe)
+    (warning,) = selection.warnings
+    assert selection.name == "cpu" and warning.startswith(f"this is {detect_board(probe).describe()}, but its "
+                                                          f"accelerator cannot run ({why}")
+    assert warning.endswith("; running on CPU")
+    with pytest.raises(BackendStartError, match=r"but its accelerator cannot run .*inference.strict is true"):
+        select_backend(make_config(int8_model_dir, tmp_path, strict=True, **options), whisper.open, probe)
+
+
 def test_simulated_rk3588(tmp_path: Path, int8_model_dir: Path) -> None:
     probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
     board = detect_board(probe)
@@ -115,6 +135,20 @@ def test_simulated_rk3588(tmp_path: Path, int8_model_dir: Path) -> None:
     assert rows["rknn"].available, rows["rknn"].reason
     assert "librknnrt 2.3.2" in rows["rknn"].reason
     assert not rows["tensorrt"].available and not rows["cuda"].available
+
+
+@pytest.mark.parametrize(("compatible", "soc"), [
+    (b"xunlong,orangepi-5\0rockchip,rk3588s\0", "rk3588"),  # RK3588S: the same NPU
+    (b"rockchip,rk3588s-orangepi-5\0rockchip,rk3588\0", "rk3588"),  # a vendor tree names the board first
+    (b"rockchip,rk3588-evb1-lp4-v10\0rockchip,rk3588\0", "rk3588"),
+    (b"rockchip,rk3399-evb\0rockchip,rk3399\0", "rk3399"),  # no RKNN NPU: named, and refused
+])
+def test_rockchip_device_trees_name_the_npu_family(tmp_path: Path, compatible: bytes, soc: str) -> None:
+    """Taken whole, "rk3588s" or "rk3588s-orangepi-5" matched no supported SoC: an Orange Pi 5, a Rock 5A
+    or an EVB board never got its NPU offered."""
+    root = rk3588_root(tmp_path)
+    (root / "proc/device-tree/compatible").write_bytes(compatible)
+    assert detect_board(Probe(root=root, providers=CPU_ONLY, rknnlite=True)) == Board("rockchip", soc)
 
 
 @pytest.mark.parametrize(

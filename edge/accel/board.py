@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,16 @@ def detect_board(probe: Probe) -> Board:
     compatible = probe.compatible()
     if (probe.root / "etc/nv_tegra_release").exists() or any(c.startswith("nvidia,tegra") for c in compatible):
         return Board("jetson", next((c.split(",", 1)[1] for c in compatible if c.startswith("nvidia,tegra")), "tegra"))
-    for entry in compatible:
-        vendor, _, soc = entry.partition(",")
-        if vendor == "rockchip" and soc.startswith("rk"):
-            return Board("rockchip", soc)
+    socs = [_npu_soc(soc) for vendor, _, soc in (entry.partition(",") for entry in compatible)
+            if vendor == "rockchip" and soc.startswith("rk")]
+    if socs:
+        return Board("rockchip", next((soc for soc in socs if soc in RKNN_SOCS), socs[0]))
     return Board("other")
+
+
+def _npu_soc(name: str) -> str:
+    """The SoC's NPU family from a device-tree name: an Orange Pi 5 says "rockchip,rk3588s" (the same NPU)
+    and vendor trees add the board ("rockchip,rk3588s-orangepi-5", "rockchip,rk3588-evb1-lp4-v10"); taken
+    whole, none of them matched RKNN_SOCS and the NPU was never offered."""
+    match = re.match(r"rk\d{4}", name)
+    return match.group(0) if match else name

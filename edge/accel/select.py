@@ -107,7 +107,8 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
     A wanted accelerator that is missing or fails to start raises BackendStartError
     under `inference.strict`; otherwise it becomes a warning and CPU runs.
     """
-    candidates = survey(cfg, probe)
+    probe = probe or Probe()
+    candidates, board = survey(cfg, probe), detect_board(probe)
     wanted = cfg.inference.backend
     order = [c for c in candidates if c.available] if wanted == "auto" else [c for c in candidates if c.name in (wanted, "cpu")]
     warnings: list[str] = []
@@ -117,6 +118,8 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
     for candidate in order:
         if candidate.name == "cpu" and wanted not in ("auto", "cpu"):
             _refuse_or_warn(cfg, wanted, candidates, warnings)
+        if candidate.name == "cpu" and wanted == "auto" and _has_accelerator(board):
+            _board_left_idle(cfg, board, candidates, warnings)
         if not candidate.available:
             continue
         try:
@@ -140,6 +143,21 @@ def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> No
         raise BackendStartError(f"{candidate.name} {candidate.reason} (inference.strict is true: no CPU fallback)")
     if cfg.inference.backend == "auto":
         warnings.append(f"{candidate.name} {candidate.reason}; trying the next backend")
+
+
+def _has_accelerator(board: Board) -> bool:
+    return board.kind == "jetson" or board.kind == "rockchip" and board.soc in RKNN_SOCS
+
+
+def _board_left_idle(cfg: Config, board: Board, candidates: list[Candidate], warnings: list[str]) -> None:
+    """`auto` on a Jetson or an RK3588 that ends on CPU (PyPI's CPU-only onnxruntime, .rknn files missing)
+    did so without a word, and `strict` let it start: "a box without its GPU must not start"."""
+    family = ("tensorrt", "cuda") if board.kind == "jetson" else ("rknn",)
+    why = "; ".join(f"{c.name}: {c.reason}" for c in candidates if c.name in family)
+    message = f"this is {board.describe()}, but its accelerator cannot run ({why})"
+    if cfg.inference.strict:
+        raise BackendStartError(message + " (inference.strict is true: no CPU fallback)")
+    warnings.append(message + "; running on CPU")
 
 
 def _refuse_or_warn(cfg: Config, wanted: str, candidates: list[Candidate], warnings: list[str]) -> None:
