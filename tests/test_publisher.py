@@ -760,3 +760,31 @@ def test_the_temporary_bind_name_is_unguessable_and_nothing_there_is_removed(soc
     finally:
         pub.close(1.0)
         squatter.close()
+
+
+def test_reload_signals_a_daemon_whose_subscriber_slots_are_full(sock_path: Path, tmp_path: Path, capsys) -> None:
+    """`systemctl reload` subscribes to hear the answer; refused as one too many, it sent no SIGHUP, so a
+    room with publish.max_subscribers caption screens could not be reloaded at all."""
+    import argparse
+
+    from edge.commands import reload
+
+    marker = tmp_path / "hup"
+    child = subprocess.Popen([sys.executable, "-c", "import pathlib, signal, sys, time; signal.signal(signal.SIGHUP, "
+                              "lambda *_: pathlib.Path(sys.argv[1]).touch()); print(flush=True); time.sleep(30)",
+                              str(marker)], stdout=subprocess.PIPE)
+    pub = make_publisher(sock_path, max_subscribers=1)
+    pub.start()
+    try:
+        child.stdout.readline()  # its handler is in place
+        screen = connect(sock_path)  # the one slot, held
+        args = argparse.Namespace(socket=str(sock_path), config=None, pid=child.pid, timeout=2.0)
+        assert reload.run(args) == 1
+        wait_for(marker.exists)
+        assert "sent SIGHUP to" in capsys.readouterr().err
+        screen.close()
+    finally:
+        pub.close(1.0)
+        child.kill()
+        child.wait()
+        child.stdout.close()

@@ -14,7 +14,7 @@ import pytest
 import edge.audio.recorder as recorder_module
 from edge.audio.base import SAMPLE_RATE
 from edge.audio.recorder import UtteranceRecorder
-from edge.errors import StartupError
+from edge.errors import SetupError
 
 SECOND_BYTES = 2 * SAMPLE_RATE  # 16-bit mono
 MB = 1_000_000
@@ -92,13 +92,14 @@ def test_each_file_is_a_whole_wav(tmp_path: Path) -> None:
 
 
 def test_a_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
+    """A setup error (exit 78): a restart cannot mend it, and each of systemd's five reloaded the model."""
     (tmp_path / "file").write_text("")
-    with pytest.raises(StartupError, match=r"^debug.record_audio_dir: cannot create .*/file/rec: Not a directory$"):
+    with pytest.raises(SetupError, match=r"^debug.record_audio_dir: cannot create .*/file/rec: Not a directory$"):
         UtteranceRecorder(tmp_path / "file" / "rec", MB)
 
 
 def test_a_directory_the_service_cannot_write_stops_the_start(tmp_path: Path, monkeypatch) -> None:
     # Root writes anywhere, so the service user's answer is given here.
     monkeypatch.setattr(recorder_module.os, "access", lambda path, mode: False)
-    with pytest.raises(StartupError, match="is not writable by this user"):
+    with pytest.raises(SetupError, match="is not writable by this user"):
         UtteranceRecorder(tmp_path, MB)

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile
 
 from edge.audio.base import SAMPLE_RATE
-from edge.errors import StartupError
+from edge.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,9 @@ def _private_dir(directory: Path) -> None:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.chmod(0o700)
     except OSError as exc:
-        raise StartupError(f"debug.record_audio_dir: cannot create {directory}: {exc.strerror or exc}") from None
+        raise SetupError(f"debug.record_audio_dir: cannot create {directory}: {exc.strerror or exc}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise StartupError(f"debug.record_audio_dir: {directory} is not writable by this user (uid {os.geteuid()})")
+        raise SetupError(f"debug.record_audio_dir: {directory} is not writable by this user (uid {os.geteuid()})")
 
 
 def _wav_bytes(audio: np.ndarray) -> bytes:

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with sock:
             message, problems = reload(sock, args.pid, args.timeout)
+    except SubscribersFull as exc:  # a room of caption screens must not make the service unreloadable
+        return _unheard(args.pid, str(exc))
     except DaemonUnavailable as exc:
         print(f"edge-asr reload: {exc}", file=sys.stderr)
         return 1
@@ -47,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edge-asr reload: {problem}", file=sys.stderr)
     print(f"edge-asr reload: {message}", file=sys.stderr if message.startswith(FAILED) else sys.stdout)
     return 1 if message.startswith(FAILED) else 0
+
+
+class SubscribersFull(DaemonUnavailable):
+    """publish.max_subscribers are connected: the daemon runs, but this command cannot hear its answer."""
 
 
 def _unheard(pid: int, why: str) -> int:
@@ -69,7 +75,10 @@ def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str
     problems: list[str] = []
     lines = read_lines(sock)
     first = next(lines, b"")
-    if (_event(first) if first else {}).get("type") != protocol.Hello.TYPE:  # refused; or stopping: no hello
+    greeting = _event(first) if first else {}
+    if greeting.get("reason") == "too_many_subscribers":  # running, and full: it can still take the signal
+        raise SubscribersFull(farewell(first))
+    if greeting.get("type") != protocol.Hello.TYPE:  # stopping: no hello
         raise DaemonUnavailable(farewell(first) or "the daemon is not taking connections (stopping?)")
     _signal(pid)  # subscribed: the answer cannot come unheard
     for line in lines:
