@@ -132,9 +132,8 @@ def check_terms(items: Iterable[Term], where: str) -> tuple[Term, ...]:
     " PostgreSQL" from "postgresql" (it adds capitals, never takes them away)."""
     merged: dict[str, Term] = {}
     for term in items:
-        key = term.text
-        if key not in merged or merged[key].weight < term.weight:
-            merged[key] = term
+        if term.text not in merged or merged[term.text].weight < term.weight:
+            merged[term.text] = term
         if len(merged) > MAX_TERMS:
             raise VocabularyError(_at(where, f"more than {MAX_TERMS} terms; keep the names and terms that matter most"))
     return tuple(merged.values())

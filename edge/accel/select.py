@@ -112,8 +112,8 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
     wanted = cfg.inference.backend
     order = [c for c in candidates if c.available] if wanted == "auto" else [c for c in candidates if c.name in (wanted, "cpu")]
     warnings: list[str] = []
-    for candidate in candidates if wanted == "auto" else ():  # it ran on CPU with no word of the missing library
-        if candidate.broken:
+    if wanted == "auto":  # it ran on CPU with no word of the missing library
+        for candidate in (c for c in candidates if c.broken):
             _started_badly(cfg, candidate, warnings)
     for candidate in order:
         if candidate.name == "cpu" and wanted not in ("auto", "cpu"):
