@@ -19,8 +19,10 @@ import pytest
 
 import edge
 from edge.publish import protocol
-from edge.config import PublishConfig
-from edge.publish.server import TCP_KEEPALIVE, Publisher, PublisherError
+from edge.commands.run import _cannot_start
+from edge.commands.service import EX_STARTUP
+from edge.config import EX_CONFIG, PublishConfig
+from edge.publish.server import TCP_KEEPALIVE, Publisher, PublisherError, PublisherSetupError
 
 HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000}
 
@@ -491,8 +493,9 @@ def test_stale_socket_is_replaced(sock_path: Path) -> None:
 
 
 def test_live_socket_is_refused(publisher: Publisher, sock_path: Path) -> None:
-    with pytest.raises(PublisherError, match=f"another edge-asr is running on {sock_path}"):
+    with pytest.raises(PublisherError, match=f"another edge-asr is running on {sock_path}") as caught:
         make_publisher(sock_path).start()
+    assert _cannot_start(caught.value) == EX_STARTUP  # the other one may stop: systemd's restart may cure it
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
     connect(sock_path).close()
 
@@ -506,7 +509,7 @@ def test_non_socket_path_is_refused_and_kept(sock_path: Path, kind: str) -> None
         sock_path.mkdir()
     else:
         sock_path.symlink_to(sock_path.parent)
-    with pytest.raises(PublisherError, match="refusing to replace it"):
+    with pytest.raises(PublisherSetupError, match="refusing to replace it"):
         make_publisher(sock_path).start()
     assert sock_path.is_symlink() if kind == "symlink" else sock_path.exists()
     if kind == "file":
@@ -541,14 +544,16 @@ def test_socket_mode_and_group_are_applied(sock_path: Path) -> None:
     ],
 )
 def test_bad_socket_settings_are_clear_errors(sock_path: Path, options: dict, needle: str) -> None:
-    with pytest.raises(PublisherError, match=needle):
+    """Exit 78, not a loop of five restarts that each load the model and fail alike."""
+    with pytest.raises(PublisherSetupError, match=needle) as caught:
         make_publisher(sock_path, **options).start()
+    assert _cannot_start(caught.value) == EX_CONFIG
     assert not sock_path.exists()
 
 
 def test_unusable_parent_directory_is_a_clear_error(sock_path: Path) -> None:
     sock_path.parent.parent.joinpath("run").write_text("not a directory")
-    with pytest.raises(PublisherError, match="cannot create directory"):
+    with pytest.raises(PublisherSetupError, match="cannot create directory"):
         make_publisher(sock_path).start()
 
 
@@ -650,9 +655,6 @@ def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
 def test_a_tcp_listener_the_sandbox_forbids_is_a_setup_error_not_a_restart_loop(sock_path: Path, monkeypatch) -> None:
     """The default unit's RestrictAddressFamilies=AF_UNIX: exit 1 had systemd restart it 5 times into a failed unit."""
     import errno
-
-    from edge.commands.run import _cannot_start
-    from edge.config import EX_CONFIG
 
     port = _free_port()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import tempfile
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from edge.commands.service import journal_identifier
 from edge.service import logs
 from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -133,3 +137,42 @@ def test_logging_goes_to_journal_under_systemd(monkeypatch: pytest.MonkeyPatch) 
 def test_bad_level_names_the_key() -> None:
     with pytest.raises(ValueError, match="log.level: 'loud'"):
         logs.set_level("loud")
+
+
+@pytest.mark.parametrize("unit", sorted((REPO / "systemd").glob("*.service")), ids=lambda p: p.name)
+def test_each_command_logs_under_its_units_identifier(unit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journalctl -t edge-asr-mqtt` must find the bridge's own lines: the journal handler's
+    SYSLOG_IDENTIFIER is the one the unit running the command names."""
+    text = unit.read_text()
+    command = re.search(r"^ExecStart=\S+/edge-asr (\S+)", text, re.M).group(1)
+    wanted = re.search(r"^SyslogIdentifier=(\S+)$", text, re.M).group(1)
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    handler = logs.setup_logging("info", journal_identifier(command))
+    sent: list[dict[str, object]] = []
+    handler.send = lambda text, /, **fields: sent.append(fields)  # type: ignore[attr-defined]
+    try:
+        logging.getLogger("edge.test").warning("hello")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [fields["SYSLOG_IDENTIFIER"] for fields in sent] == [wanted]
+
+
+def test_a_thread_that_dies_is_logged_as_an_error(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Python's default prints a dead thread's traceback to stderr, which journald files at info."""
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored afterwards
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    handler = logs.setup_logging("info")
+
+    def broken() -> None:
+        raise RuntimeError("wedged in native code")
+
+    try:
+        thread = threading.Thread(target=broken, name="recognizer")
+        thread.start()
+        thread.join(5)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["thread recognizer stopped by an unexpected error"]
+    assert errors[0].exc_info is not None and "wedged in native code" in str(errors[0].exc_info[1])

@@ -38,7 +38,7 @@ def _listen_value(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configured(args.config, defaults_if_absent=True)
+    cfg = configured(args.config, "captions", defaults_if_absent=True)
     if isinstance(cfg, int):
         return cfg
     socket_path = args.socket or str(cfg.publish.socket)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configured(args.config, defaults_if_absent=True)
+    cfg = configured(args.config, "mqtt", defaults_if_absent=True)
     if isinstance(cfg, int):
         return cfg
     path = default_config_path(args.config)

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configured(args.config)
+    cfg = configured(args.config, "run")
     if isinstance(cfg, int):
         return cfg
     limit_heap_growth()

@@ -23,8 +23,16 @@ def add_config_argument(parser: argparse.ArgumentParser, fallback: str = "") -> 
     parser.add_argument("--config", metavar="PATH", help=f"config file (default: {CONFIG_SEARCH}{fallback})")
 
 
-def configured(config_arg: str | None, *, defaults_if_absent: bool = False) -> Config | int:
+def journal_identifier(command: str) -> str:
+    """The SyslogIdentifier= of the command's unit in systemd/: edge-asr for the daemon (`run`),
+    edge-asr-<command> for the apps."""
+    return "edge-asr" if command == "run" else f"edge-asr-{command}"
+
+
+def configured(config_arg: str | None, command: str, *, defaults_if_absent: bool = False) -> Config | int:
     """The validated config with logging set up, or the exit status after its problems were printed (78).
+
+    `command`: which long-running command, for the identifier of its journal lines.
 
     `defaults_if_absent`: apps of the socket can run with the documented defaults on a
     box without a config file; the daemon itself needs one.
@@ -33,7 +41,7 @@ def configured(config_arg: str | None, *, defaults_if_absent: bool = False) -> C
         cfg = load_for_command(config_arg, defaults_if_absent=defaults_if_absent)
     except ConfigError as exc:
         return exc.report(default_config_path(config_arg))
-    setup_logging(cfg.log.level)
+    setup_logging(cfg.log.level, journal_identifier(command))
     warning = cfg.empty_warning()
     if warning:
         logging.getLogger("edge.config").warning("%s: %s", cfg.source_path, warning)

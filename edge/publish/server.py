@@ -68,6 +68,10 @@ class PublisherSetupError(PublisherError, SetupError):
     """The publisher cannot start until the config or the unit changes (a restart would fail alike)."""
 
 
+# The socket's directory or file refused for good: a restart meets the same permission, the same
+# read-only file system, the same file in the way (EEXIST: a file where the directory should be).
+_FOR_GOOD = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG)
+
 # A TCP listener refused by the sandbox (the default unit's RestrictAddressFamilies=AF_UNIX), not by
 # a busy port: systemd restarting the daemon five times would only end in a failed unit.
 _SANDBOXED = (errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM)
@@ -291,7 +295,7 @@ class Publisher:
             raise PublisherError(f"another edge-asr is running on {path}") from None
         except OSError as exc:
             sock.close()
-            raise PublisherError(f"cannot create socket {path}: {exc.strerror or exc}") from None
+            raise _os_error(exc)(f"cannot create socket {path}: {exc.strerror or exc}") from None
         except BaseException:
             sock.close()
             raise
@@ -629,17 +633,22 @@ def _parse_mode(mode: str | int) -> int:
     try:
         value = int(mode, 8) if isinstance(mode, str) else int(mode)
     except ValueError:
-        raise PublisherError(f'publish.socket_mode {mode!r} is not an octal mode like "0660"') from None
+        raise PublisherSetupError(f'publish.socket_mode {mode!r} is not an octal mode like "0660"') from None
     if not 0 <= value <= 0o777:
-        raise PublisherError(f"publish.socket_mode {mode!r} is out of range 0000-0777")
+        raise PublisherSetupError(f"publish.socket_mode {mode!r} is out of range 0000-0777")
     return value
+
+
+def _os_error(exc: OSError) -> type[PublisherError]:
+    """Exit 78 (no restart loop) for what only a change of config or unit can cure."""
+    return PublisherSetupError if exc.errno in _FOR_GOOD else PublisherError
 
 
 def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PublisherError(f"cannot create directory {path.parent} for the socket: {exc.strerror or exc}") from None
+        raise _os_error(exc)(f"cannot create directory {path.parent} for the socket: {exc.strerror or exc}") from None
 
 
 def _clear_stale(path: Path) -> None:
@@ -650,7 +659,7 @@ def _clear_stale(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
-        raise PublisherError(f"{path} exists and is {kind}; refusing to replace it (remove it or change publish.socket)")
+        raise PublisherSetupError(f"{path} exists and is {kind}; refusing to replace it (remove it or change publish.socket)")
     if _accepts_connections(path):
         raise PublisherError(f"another edge-asr is running on {path}")
     try:
@@ -685,14 +694,14 @@ def _group_id(group: str) -> int:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise PublisherError(f"publish.socket_group: there is no group named {group!r}") from None
+        raise PublisherSetupError(f"publish.socket_group: there is no group named {group!r}") from None
 
 
 def _give_to_group(path: Path, group: str, shown: Path) -> None:
     try:
         os.chown(path, -1, _group_id(group))
     except PermissionError:
-        raise PublisherError(
+        raise PublisherSetupError(
             f"cannot give socket {shown} to group {group!r}: the daemon's user must be a member of it"
         ) from None
 

@@ -2,14 +2,18 @@
 
 Under systemd the journal handler keeps priorities and adds structured fields
 (logger name, code location), which plain stderr capture would lose; journald
-adds its own timestamps, so the journal format has none.
+adds its own timestamps, so the journal format has none. Each long-running command logs under its
+own identifier, the one its unit's SyslogIdentifier= names, so `journalctl -t edge-asr-mqtt` finds
+the bridge's lines and only those.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
+import threading
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 IDENTIFIER = "edge-asr"
@@ -22,16 +26,38 @@ def under_systemd() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
 
 
-def setup_logging(level: str) -> logging.Handler:
-    """Install the one root handler (replacing an earlier one of ours) and set the level."""
+def setup_logging(level: str, identifier: str = IDENTIFIER) -> logging.Handler:
+    """Install the one root handler (replacing an earlier one of ours), set the level, and
+    report crashes of any thread through it."""
     global _installed
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
-    _installed = _journal_handler() if under_systemd() else _stderr_handler()
+    _installed = _journal_handler(identifier) if under_systemd() else _stderr_handler()
     root.addHandler(_installed)
     set_level(level)
+    _report_crashes()
     return _installed
+
+
+def _report_crashes() -> None:
+    """An exception that ends a thread is logged as an error with its traceback: Python's default
+    prints it to stderr, which journald files at priority info, so `journalctl -p err` never
+    showed a dead capture or recognizer thread. A fatal signal in native code (onnxruntime,
+    PortAudio) dumps every thread's Python stack to stderr, not just "core dumped"; left alone
+    where faulthandler is already on (PYTHONFAULTHANDLER, pytest)."""
+    threading.excepthook = _log_thread_crash
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.__stderr__)
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("edge").error(
+        "thread %s stopped by an unexpected error", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
 
 
 def set_level(level: str) -> None:
@@ -42,10 +68,10 @@ def set_level(level: str) -> None:
         raise ValueError(f"log.level: {level!r} is not one of {', '.join(LEVELS)}") from None
 
 
-def _journal_handler() -> logging.Handler:
+def _journal_handler(identifier: str) -> logging.Handler:
     from systemd.journal import JournalHandler
 
-    handler = JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
+    handler = JournalHandler(SYSLOG_IDENTIFIER=identifier)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     return handler
 
