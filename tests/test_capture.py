@@ -218,12 +218,12 @@ class FakeStream:
         self.active = False
 
 
-def fake_stream_source(monkeypatch) -> tuple[MicSource, list[FakeStream]]:
+def fake_stream_source(monkeypatch, **overrides: object) -> tuple[MicSource, list[FakeStream]]:
     streams: list[FakeStream] = []
     monkeypatch.setattr(capture, "rescan_devices", lambda: None)
     monkeypatch.setattr(capture, "list_input_devices", lambda: DEVICES)
     monkeypatch.setattr(capture.sd, "InputStream", lambda **kw: streams.append(FakeStream(**kw)) or streams[-1])
-    source = MicSource(audio_cfg(device="pnp", sample_rate=16000))
+    source = MicSource(audio_cfg(device="pnp", sample_rate=16000, **overrides))
     source.start()
     return source, streams
 
@@ -250,6 +250,25 @@ def test_samples_that_are_not_numbers_are_read_as_silence_and_said_once(monkeypa
         assert block[3:6].tolist() == [0.0] * 3 and np.count_nonzero(block == np.float32(0.25)) == 317
     (said,) = [r.getMessage() for r in caplog.records if "not numbers" in r.getMessage()]
     assert said == "audio device 'USB PnP Sound Device: Audio (hw:1,0)' sent 3 samples that are not numbers (NaN or inf); read as silence"
+
+
+def test_an_overrun_is_a_break_between_the_audio_before_and_after_it(monkeypatch, caplog) -> None:
+    """A reader that fell ring_buffer_s behind lost the oldest audio, and what it had read before went out
+    joined to what came after, as one speech: now the audio before the gap comes as a short block, then
+    `breaks` counts the gap (the daemon ends the utterance there), then the newer audio."""
+    caplog.set_level(logging.WARNING, logger="edge.audio.mic")
+    source, streams = fake_stream_source(monkeypatch, ring_buffer_s=0.1)  # 1600 frames
+    streams[0].callback(np.full((160, 1), 0.25, np.float32), 160, None, sd.CallbackFlags())
+    assert source.read(0.05) is None  # half a block, waiting for the rest
+    for _ in range(2):
+        streams[0].callback(np.full((1000, 1), 0.75, np.float32), 1000, None, sd.CallbackFlags())
+    assert source.read(0.1).tolist() == [0.25] * 160
+    assert source.read(0.1) is None and source.breaks == 1
+    after = [source.read(0.1) for _ in range(5)]
+    assert [b.tolist() for b in after] == [[0.75] * 320] * 5 and source.breaks == 1
+    assert source.stats().overflows == 1 and source.stats().dropped_s == pytest.approx(400 / 16000)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "fell 0.1 s behind and the oldest audio was dropped" in said
 
 
 def test_finished_stream_is_reopened_and_its_last_audio_is_read_out_before_the_break(monkeypatch) -> None:

@@ -41,7 +41,7 @@ CLOSE_WAIT_S = 2.0
 # A lost stream still closing after this long (a frozen sound server) blocks every
 # reopen: the source reports "stuck", and the daemon lets systemd's watchdog restart it.
 STUCK_AFTER_S = 30.0
-NONFINITE_LOG_S = 60.0  # a driver that sends NaN sends it in every block
+REPEAT_LOG_S = 60.0  # a driver that sends NaN sends it in every block; a starved box overruns as often
 
 
 class CaptureError(SourceError):
@@ -223,7 +223,7 @@ class _OpenStream:
         bad = ~np.isfinite(audio)
         if bad.any():
             audio[bad] = 0.0
-            if time.monotonic() - self._nonfinite_told_at >= NONFINITE_LOG_S:
+            if time.monotonic() - self._nonfinite_told_at >= REPEAT_LOG_S:
                 self._nonfinite_told_at = time.monotonic()
                 log.warning("audio device '%s' sent %d samples that are not numbers (NaN or inf); read as silence",
                             self.device.name, np.count_nonzero(bad))
@@ -251,9 +251,10 @@ class _OpenStream:
 class MicSource:
     """`AudioSource` for the configured microphone (see module docstring).
 
-    `read()` returns blocks of exactly `audio.block_ms`, but for the last audio of a
-    stream that was lost (shorter), after which `breaks` counts one more; `position_s`
-    is the stream time at the end of the last block delivered.
+    `read()` returns blocks of exactly `audio.block_ms`, but for the last audio before a
+    gap (shorter), after which `breaks` counts one more: a stream that was lost, or audio an
+    overrun dropped (the reader fell `audio.ring_buffer_s` behind). `position_s` is the stream
+    time at the end of the last block delivered.
 
     `wait_for_device=True` (a kiosk daemon waiting for its USB microphone)
     keeps retrying with backoff when the device is absent or cannot be opened at start
@@ -288,7 +289,8 @@ class MicSource:
         self._reopens = 0
         self._said: str | None = None  # the last reopen failure put in the journal
         self._pinned: str | None = None  # the name of the device an index named at the first open
-        self._tail = False  # a lost stream's last audio is still being read out
+        self._break_at: int | None = None  # frames of `_pending` before a gap (lost stream, overrun)
+        self._gap_told_at = -math.inf
         self._counting = threading.Lock()  # stats() runs on the publisher's thread while a stream retires
         self.breaks = 0
 
@@ -313,12 +315,12 @@ class MicSource:
         poll_s = self._block / SAMPLE_RATE / 2
         while True:
             self._service()
-            if self._pending.shape[0] >= self._block or (self._tail and self._pending.size):
-                return self._take()
-            if self._tail:  # the lost stream's audio is all out: what comes next is another stream
-                self._tail = False
+            if self._break_at == 0:  # the audio before the gap is all out: what comes next is not its sequel
+                self._break_at = None
                 self.breaks += 1
-                return None  # the reader sees the break before any audio of a stream reopened meanwhile
+                return None  # the reader sees the break before any audio after the gap
+            if self._pending.shape[0] >= self._block or self._break_at is not None:
+                return self._take()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -387,21 +389,43 @@ class MicSource:
     def _service(self) -> None:
         """Move about a block of ring audio to `_pending` (a backlog stays in the ring,
         where overruns are counted); detect a lost device; retry opening when due."""
+        if self._break_at is not None:
+            return  # not before the audio ahead of a gap is read out: a new stream's would join it unbroken
         if self._open is None:
             if self._closer is not None and self._closer.is_alive():
                 return  # re-initialising PortAudio under a closing stream would block or crash
-            # not before the lost stream's last audio is read out: a new stream's audio would join it unbroken
-            if self._state in ("lost", "waiting") and time.monotonic() >= self._retry_at and not self._tail:
+            if self._state in ("lost", "waiting") and time.monotonic() >= self._retry_at:
                 self._reconnect()
             return
-        while self._pending.shape[0] < self._block and self._open.ring.available():
-            self._pending = np.concatenate((self._pending, self._open.pull(self._chunk)))
+        self._pull_block()
         reason = self._loss_reason()
         if reason:
             log.warning("audio device '%s' lost (%s); reopening with backoff", self._device_name, reason)
             self._retire()
-            self._tail = True
+            self._break_at = self._pending.shape[0]
             self._schedule_retry("lost")
+
+    def _pull_block(self) -> None:
+        """Top `_pending` up to a block; an overrun on the way marks a gap where the dropped audio was."""
+        ring = self._open.ring
+        while self._pending.shape[0] < self._block and ring.available():
+            overruns = ring.overruns
+            chunk = self._open.pull(self._chunk)
+            if ring.overruns != overruns:
+                self._break_at = self._pending.shape[0]
+                self._say_gap(ring.dropped / self._open.format.rate)
+            self._pending = np.concatenate((self._pending, chunk))
+            if self._break_at is not None:
+                return
+
+    def _say_gap(self, dropped_s: float) -> None:
+        """An overrun ends the utterance in progress at the gap (its two sides used to be joined as one
+        speech); said at most once a minute, since a starved box overruns again and again."""
+        if time.monotonic() - self._gap_told_at >= REPEAT_LOG_S:
+            self._gap_told_at = time.monotonic()
+            log.warning("audio device '%s': the reader fell %.1f s behind and the oldest audio was dropped "
+                        "(%.1f s in all on this stream); the speech on either side is heard apart",
+                        self._device_name, self._cfg.ring_buffer_s, dropped_s)
 
     def _loss_reason(self) -> str | None:
         written = self._open.ring.frames_written
@@ -458,6 +482,10 @@ class MicSource:
         self._said = problem
 
     def _take(self) -> np.ndarray:
-        block, self._pending = self._pending[: self._block], self._pending[self._block :]
-        self._delivered += block.shape[0]
+        """A block, or the shorter rest before a gap."""
+        size = self._block if self._break_at is None else min(self._block, self._break_at)
+        block, self._pending = self._pending[:size], self._pending[size:]
+        self._delivered += size
+        if self._break_at is not None:
+            self._break_at -= size
         return block
