@@ -170,6 +170,65 @@ def test_no_retry_while_a_hung_call_is_still_running(flaky, tokenizer, cpu, audi
     assert flaky.steps == steps and len(messages) == 1
 
 
+def release_late_calls(flaky: FlakyBackend) -> None:
+    """Let the hung accelerator call finish (with its result), and wait until it has."""
+    flaky.hang.set()
+    for thread in threading.enumerate():
+        if thread.name == "accelerator-call":
+            thread.join(10)
+    flaky.hang = threading.Event()
+
+
+def test_a_call_that_was_only_late_earns_one_more_try(flaky, tokenizer, cpu, audio, expected) -> None:
+    """The first TensorRT call on a Jetson builds its engines for minutes: with retry_accelerator_s 0 that
+    one late call kept the box on CPU until a restart. A call that finishes with a result after its
+    deadline gets the accelerator one more try; a second late one leaves it on CPU."""
+    messages: list[str] = []
+    wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=300)
+    flaky.fail_at_step, flaky.hanging = 3, True
+    assert wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1)).text == expected[0]
+    assert messages[-1].endswith("continues on CPU; retrying fake-npu once if its late call finishes")
+    steps = flaky.steps
+    assert wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1)).text == expected[1]
+    assert flaky.steps == steps, "retried while the late call was still running"
+    release_late_calls(flaky)
+    flaky.fail_at_step = flaky.steps + 2  # the retry is late too
+    assert wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1)).text == expected[1]
+    assert messages[-1].startswith("accelerator fake-npu failed again (AcceleratorTimeout")
+    assert messages[-1].endswith("continues on CPU")
+    release_late_calls(flaky)
+    flaky.fail_at_step, steps = None, flaky.steps
+    wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1))
+    assert flaky.steps == steps and wrapper.backend_name == "cpu" and wrapper.fallbacks == 2
+
+
+def test_after_one_late_call_a_working_accelerator_is_used_again(flaky, tokenizer, cpu, audio, expected) -> None:
+    messages: list[str] = []
+    wrapper = wrap(flaky, tokenizer, cpu, messages, timeout_ms=300)
+    flaky.fail_at_step, flaky.hanging = 3, True
+    wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1))
+    release_late_calls(flaky)
+    flaky.fail_at_step, steps = None, flaky.steps
+    assert wrapper.transcribe(audio[1], options=WhisperOptions(beam_size=1)).text == expected[1]
+    assert flaky.steps > steps and wrapper.backend_name == "fake-npu"
+    assert messages[-1] == "accelerator fake-npu is working again; back from CPU to fake-npu"
+
+
+def test_no_status_says_cpu_when_the_cpu_model_cannot_load(flaky, tokenizer, audio) -> None:
+    """The status said "recognised on CPU" before the CPU model was built; when it could not be (out of
+    memory), the subscribers were told of a CPU fallback that never happened."""
+    messages: list[str] = []
+
+    def no_cpu() -> Recognizer:
+        raise MemoryError("cannot allocate the CPU model")
+
+    wrapper = FallbackRecognizer(Recognizer(flaky, tokenizer), no_cpu, messages.append, timeout_ms=10000)
+    flaky.fail_at_step = 1
+    with pytest.raises(MemoryError):
+        wrapper.transcribe(audio[0], options=WhisperOptions(beam_size=1))
+    assert messages == []
+
+
 def test_open_recognizer_wraps_an_accelerator(tmp_path: Path, int8_model_dir: Path, audio, expected) -> None:
     """End to end through selection: a Jetson whose CUDA backend dies on its first call."""
     def opener(name: str, cfg):

@@ -9,7 +9,10 @@ tells `on_status` once, and re-tries the accelerator after
 
 A hung accelerator call cannot be killed from Python: its worker thread is a
 daemon left to finish or die with the process, and the accelerator is not
-re-tried while that thread is still alive.
+re-tried while that thread is still alive. A call that was only late (it finished
+with a result after its deadline: the first TensorRT engine build on a Jetson takes
+minutes) earns the accelerator one more try whatever `retry_accelerator_s` says:
+with the default 0, that first utterance kept a Jetson on CPU until a restart.
 """
 
 from __future__ import annotations
@@ -34,9 +37,15 @@ WINDOW_S = 30.0  # the deadline grows per this much audio: long-form calls legit
 class AcceleratorTimeout(TimeoutError):
     """The accelerator gave no result within inference.timeout_ms; `worker` may still be running."""
 
-    def __init__(self, message: str, worker: threading.Thread) -> None:
+    def __init__(self, message: str, worker: threading.Thread, outcome: dict[str, Any]) -> None:
         super().__init__(message)
         self.worker = worker
+        self._outcome = outcome
+
+    @property
+    def came_late(self) -> bool:
+        """The call has since finished with a result: the accelerator was slow, not broken."""
+        return not self.worker.is_alive() and "result" in self._outcome
 
 
 def call_with_deadline(fn: Callable[[], Any], timeout_s: float) -> Any:
@@ -53,7 +62,7 @@ def call_with_deadline(fn: Callable[[], Any], timeout_s: float) -> Any:
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise AcceleratorTimeout(f"no result within {timeout_s * 1000:.0f} ms", worker)
+        raise AcceleratorTimeout(f"no result within {timeout_s * 1000:.0f} ms", worker, box)
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -80,7 +89,8 @@ class FallbackRecognizer:
         self._retry_s = retry_accelerator_s
         self._clock = clock
         self._failed_at: float | None = None
-        self._stuck: threading.Thread | None = None
+        self._stuck: AcceleratorTimeout | None = None
+        self._late_retry_left = True  # one free retry after a call that was only late, until a recovery
         self._lock = threading.Lock()
         self.fallbacks = 0  # accelerator calls re-run on CPU, a failed retry's included
 
@@ -128,23 +138,34 @@ class FallbackRecognizer:
     def _use_accelerator(self) -> bool:
         if self._failed_at is None:
             return True
-        if self._stuck is not None and self._stuck.is_alive():
+        if self._stuck is not None and self._stuck.worker.is_alive():
             return False
+        if self._stuck is not None and self._stuck.came_late and self._late_retry_left:
+            self._late_retry_left = False
+            return True
         return self._retry_s > 0 and self._clock() - self._failed_at >= self._retry_s
 
     def _fall_back(self, name: str, exc: Exception, audio: np.ndarray, request: dict[str, Any]) -> Transcript:
         retrying = self._failed_at is not None
         self.fallbacks += 1
         self._failed_at = self._clock()
-        self._stuck = exc.worker if isinstance(exc, AcceleratorTimeout) else None
-        retry = f"; retrying {name} in {self._retry_s:g} s" if self._retry_s > 0 else ""
+        self._stuck = exc if isinstance(exc, AcceleratorTimeout) else None
+        cpu = self.cpu  # built before the status says so: a CPU model that cannot load is the error raised
         again = " again" if retrying else ""
         self._on_status(f"accelerator {name} failed{again} ({type(exc).__name__}: {one_line(exc)}); "
-                        f"the utterance is recognised on CPU and edge-asr continues on CPU{retry}")
-        return self.cpu.transcribe(audio, **request)
+                        f"the utterance is recognised on CPU and edge-asr continues on CPU{self._retry_plan(name)}")
+        return cpu.transcribe(audio, **request)
+
+    def _retry_plan(self, name: str) -> str:
+        if self._retry_s > 0:
+            return f"; retrying {name} in {self._retry_s:g} s"
+        if self._stuck is not None and self._late_retry_left:
+            return f"; retrying {name} once if its late call finishes"
+        return ""
 
     def _recovered(self, name: str) -> None:
         if self._failed_at is not None:
             self._failed_at = None
+            self._late_retry_left = True
             self._on_status(f"accelerator {name} is working again; back from CPU to {name}")
 
