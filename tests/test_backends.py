@@ -418,3 +418,19 @@ def test_the_board_is_read_from_sysfs_where_proc_hides_the_device_tree(tmp_path:
     (root / "sys/firmware/devicetree/base").mkdir(parents=True)
     (root / "sys/firmware/devicetree/base/compatible").write_bytes(b"radxa,rock-5b\0rockchip,rk3588\0")
     assert Probe(root=root).compatible() == ["radxa,rock-5b", "rockchip,rk3588"]
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only"])
+def test_an_engine_cache_that_cannot_be_written_is_named_at_start(tmp_path: Path, int8_model_dir: Path, where: str) -> None:
+    """TensorRT builds its engines at the first call; engines it could not save were built again, for
+    minutes, after every restart, and nothing said why. Before any session: the key, the path, the fix."""
+    if where == "under a file":
+        (tmp_path / "cache").write_text("")
+        cache = tmp_path / "cache" / "tensorrt"
+    else:
+        cache = Path("/sys/kernel")  # a directory not even root may create files in
+        if not cache.is_dir():
+            pytest.skip("no /sys/kernel on this machine")
+    cfg = make_config(int8_model_dir, tmp_path, tensorrt_cache_dir=str(cache))
+    with pytest.raises(BackendError, match=rf"^inference.tensorrt_cache_dir {cache}: cannot write there \(.+\); give it"):
+        whisper.open("tensorrt", cfg)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
+
+from edge.errors import BackendError
 
 ProviderSpec = str | tuple[str, dict]
 
@@ -23,6 +26,22 @@ def tensorrt_options(cache_dir: Path, fp16: bool) -> dict[str, object]:
         "trt_timing_cache_path": str(cache_dir),
         "trt_fp16_enable": fp16,
     }
+
+
+def engine_cache(cache_dir: Path) -> Path:
+    """The engine cache made and proved writable at start: TensorRT builds its engines at the first
+    call, and engines it cannot save are built again, for minutes, after every restart."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as exc:
+        raise BackendError(
+            f"inference.tensorrt_cache_dir {cache_dir}: cannot write there ({exc.strerror or exc}); give it to the "
+            "service user, keep it under /var/cache/edge-asr (the unit's CacheDirectory=), or add it to "
+            "ReadWritePaths= in a drop-in"
+        ) from None
+    return cache_dir
 
 
 def tensorrt_profile(shapes: dict[str, tuple[list[int], list[int], list[int]]]) -> dict[str, str]:

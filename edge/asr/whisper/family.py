@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import json
 from pathlib import Path
 
-from edge.accel.ort import REQUIRED_PROVIDER, provider_chain
+from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
 from edge.asr.whisper.recognizer import Recognizer
@@ -71,7 +71,7 @@ def _open_ort(name: str, cfg: Config) -> OrtWhisperBackend:
     model_dir = Path(cfg.model.path) if name == "cpu" else accelerator_model_dir(cfg.model.path)
     encoder_profile = decoder_profile = None
     if name == "tensorrt":
-        Path(cfg.inference.tensorrt_cache_dir).mkdir(parents=True, exist_ok=True)
+        engine_cache(Path(cfg.inference.tensorrt_cache_dir))
         dims = json.loads((model_dir / "manifest.json").read_text())["dims"]
         encoder_profile, decoder_profile = tensorrt_profiles(dims)
     chain = {"tensorrt_cache_dir": Path(cfg.inference.tensorrt_cache_dir), "tensorrt_fp16": cfg.inference.tensorrt_fp16}
