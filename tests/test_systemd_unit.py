@@ -84,8 +84,10 @@ def test_service_contract() -> None:
         "RuntimeDirectory=edge-asr",
         "CacheDirectory=edge-asr",
         "DeviceAllow=char-alsa rw",
+        "Wants=modprobe@snd.service",  # char-alsa resolves only once the ALSA core (snd) is loaded
     ):
         assert line in lines
+    assert "modprobe@snd.service" in next(line for line in lines if line.startswith("After=")).split()
     assert any(re.fullmatch(r"WatchdogSec=\d+s", line) for line in lines)
 
 
