@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from edge.audio.audiofile import load_audio
 from edge.asr.base import Interrupt, Interrupted
 from edge.errors import BackendError
 from edge.asr.whisper.ort import OrtWhisperBackend
-from edge.accel.rknn import missing_files
+from edge.accel.rknn import missing_files, rknnlite_opener
 from edge.asr.whisper.rknn import RknnWhisperBackend
 from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
 from edge.asr.whisper.tokenizer import Tokenizer
@@ -163,3 +164,57 @@ def test_rknn_files_of_another_model_are_refused_by_name(static_dir: Path, fp32_
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "dims": {**manifest["dims"], "n_vocab": 51865}}))
     with pytest.raises(BackendError, match=f"{static_dir} was converted from another model than {tmp_path} \\(n_vocab differ\\)"):
         RknnWhisperBackend(static_dir, tmp_path, opener=lambda stem: None)
+
+
+class Released(OrtStaticModel):
+    def __init__(self, path: Path, released: list[str]) -> None:
+        super().__init__(path)
+        self.path, self._released = path, released
+
+    def release(self) -> None:
+        self._released.append(self.path.stem)
+
+
+def test_a_warm_up_that_fails_releases_what_it_opened(static_dir: Path, fp32_model_dir: Path) -> None:
+    """A decoder RKNNLite cannot load: selection moves on to CPU, and the encoder it had opened kept its
+    NPU memory for the life of the process."""
+    released: list[str] = []
+
+    def opener(stem: str) -> OrtStaticModel:
+        if stem.startswith("decoder"):
+            raise BackendError(f"RKNNLite could not load {stem}.rknn")
+        return Released(static_dir / f"{stem}.onnx", released)
+
+    with pytest.raises(BackendError, match="could not load decoder_1000.rknn"):
+        RknnWhisperBackend(static_dir, fp32_model_dir, opener=opener).warm_up()
+    assert released == ["encoder_1000"]
+
+
+@pytest.mark.parametrize("failing", ["load_rknn", "init_runtime"])
+def test_a_model_whose_npu_runtime_fails_is_released(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failing: str) -> None:
+    """Against rknn-toolkit-lite2's API (RKNNLite: load_rknn, init_runtime return 0 on success; release),
+    stood in here: the board's package is not installable on x86-64. Not run on a board."""
+    calls: list[str] = []
+
+    class RKNNLite:
+        NPU_CORE_AUTO = 0
+
+        def __init__(self, verbose: bool = False) -> None:
+            calls.append("new")
+
+        def load_rknn(self, path: str) -> int:
+            calls.append("load_rknn")
+            return -1 if failing == "load_rknn" else 0
+
+        def init_runtime(self, core_mask: int = 0) -> int:
+            calls.append("init_runtime")
+            return -1
+
+        def release(self) -> None:
+            calls.append("release")
+
+    monkeypatch.setitem(sys.modules, "rknnlite", types.ModuleType("rknnlite"))
+    monkeypatch.setitem(sys.modules, "rknnlite.api", types.SimpleNamespace(RKNNLite=RKNNLite))
+    with pytest.raises(BackendError, match="RKNNLite could not"):
+        rknnlite_opener(tmp_path)("decoder_1000")
+    assert calls[-1] == "release" and calls.count("release") == 1

@@ -92,10 +92,14 @@ class _RknnLiteModel:
         from rknnlite.api import RKNNLite  # board only
 
         self._rknn = RKNNLite(verbose=False)
+        problem = None
         if self._rknn.load_rknn(str(path)) != 0:
-            raise BackendError(f"RKNNLite could not load {path}")
-        if self._rknn.init_runtime(core_mask=getattr(RKNNLite, CORE_MASKS[core_mask])) != 0:
-            raise BackendError(f"RKNNLite could not start the NPU runtime for {path} (is librknnrt.so installed?)")
+            problem = f"RKNNLite could not load {path}"
+        elif self._rknn.init_runtime(core_mask=getattr(RKNNLite, CORE_MASKS[core_mask])) != 0:
+            problem = f"RKNNLite could not start the NPU runtime for {path} (is librknnrt.so installed?)"
+        if problem:
+            self._rknn.release()  # a loaded model whose runtime would not start still holds its memory
+            raise BackendError(problem)
 
     def inference(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         outputs = self._rknn.inference(inputs=inputs)

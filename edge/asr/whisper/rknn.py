@@ -57,9 +57,14 @@ class RknnWhisperBackend:
     def warm_up(self) -> None:
         """Open and run what the shortest utterance uses (every window is at least MIN_WINDOW_SECONDS: that
         bucket's encoder and decoder) at start-up, so that a .rknn RKNNLite cannot load fails selection
-        rather than the first utterance."""
-        cross = self.encode(np.zeros((N_MELS, int(MIN_WINDOW_SECONDS * FRAMES_PER_SECOND)), np.float32))
-        self.decode(np.zeros((1, 1), np.int64), self.empty_cache(1), cross)
+        rather than the first utterance. A failure releases what it opened: selection moves on to CPU, and
+        the encoder would have kept its NPU memory for the life of the process."""
+        try:
+            cross = self.encode(np.zeros((N_MELS, int(MIN_WINDOW_SECONDS * FRAMES_PER_SECOND)), np.float32))
+            self.decode(np.zeros((1, 1), np.int64), self.empty_cache(1), cross)
+        except BaseException:
+            self.close()
+            raise
 
     def _model(self, stem: str) -> StaticModel:
         """Open lazily: a short-utterance box never loads the 30 s bucket."""
