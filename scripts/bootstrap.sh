@@ -4,12 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/pins.sh
+source scripts/pins.sh
+
+# python3-venv, python3-dev + gcc: the virtual environment, and systemd-python (no wheels) compiled;
 # portaudio + pulseaudio: capture and the virtual microphone used in tests;
 # libsystemd-dev + pkg-config: systemd-python builds from source;
 # systemd: systemd-analyze for the unit checks; shellcheck: the install scripts;
 # chromium + chromium-driver + fonts-noto-cjk: the caption page tested in a real browser, CJK included;
 # mosquitto + mosquitto-clients: the MQTT bridge tested against a real broker.
-APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+APT_PACKAGES=(python3-venv python3-dev gcc
+              libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
               libsystemd-dev pkg-config systemd shellcheck
               chromium chromium-driver fonts-noto-cjk
               mosquitto mosquitto-clients)
@@ -37,14 +42,16 @@ install_system_packages() {
 
 install_python_env() {
     local python=${PYTHON:-python3}
-    [ -x .venv/bin/python ] || "$python" -m venv .venv
-    local stamp
-    stamp=".venv/.edge-asr-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+    # pip, not python: a venv module that failed half-way (no python3-venv) leaves bin/python behind
+    [ -x .venv/bin/pip ] || "$python" -m venv --clear .venv
+    local pins stamp
+    pins=$(constraints_for .venv/bin/python "$PWD")
+    stamp=".venv/.edge-asr-$(cat pyproject.toml "$pins" | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && return 0
     echo "bootstrap: installing Python packages into .venv/"
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-    # constraints.txt: the versions the tests passed with (scripts/freeze_constraints.sh refreshes it)
-    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+    # the versions the tests passed with (scripts/freeze_constraints.sh refreshes constraints.txt)
+    .venv/bin/pip install -q --disable-pip-version-check -c "$pins" -e '.[test]'
     # silero-vad ships the VAD .onnx but declares torch; the runtime needs only the file.
     .venv/bin/pip install -q --disable-pip-version-check --no-deps 'silero-vad==6.2.3'  # and scripts/install.sh
     rm -f .venv/.edge-asr-*

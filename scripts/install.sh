@@ -9,6 +9,7 @@
 #                     give it once per model
 #   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR;
 #                     make it with: pip wheel -w DIR -c constraints.txt . setuptools wheel
+#                     (constraints-py310.txt for a Python 3.10 box, with that Python)
 #                     and pip download -d DIR --no-deps silero-vad==6.2.3
 #   --python PY       interpreter for the virtual environment (default: /usr/bin/python3, the
 #                     distribution's: one under a user's home is unreadable to the service user)
@@ -39,6 +40,8 @@ usage() { sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit "${1:-0}"; }
 PROG=install
 # shellcheck source=scripts/service-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/service-common.sh"
+# shellcheck source=scripts/pins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
 
 parse_args() {
     while (( $# )); do
@@ -86,7 +89,7 @@ install_venv() {
     if [[ -z "$destdir" ]] && ! runuser -u "$SERVICE" -- "$venv/bin/python" -c pass 2>/dev/null; then
         die "user $SERVICE cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")): remove $PREFIX/venv and re-run with --python /usr/bin/python3"
     fi
-    run "$venv/bin/pip" install --quiet "${pip_source[@]}" -c "$REPO/constraints.txt" --upgrade "$REPO"
+    run "$venv/bin/pip" install --quiet "${pip_source[@]}" -c "$pins" --upgrade "$REPO"
     # The VAD model ships in silero-vad, which declares torch: only its .onnx file is used.
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" --no-deps "$SILERO_VAD"
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
@@ -137,7 +140,7 @@ build_models() {
     build="$(mktemp -d)"
     say "no built model in the checkout: building them with scripts/build_model.py"
     run "$python" -m venv "$build/venv"
-    run "$build/venv/bin/pip" install --quiet "${pip_source[@]}" -c "$REPO/constraints.txt" "${REPO}[build]"
+    run "$build/venv/bin/pip" install --quiet "${pip_source[@]}" -c "$pins" "${REPO}[build]"
     run "$build/venv/bin/python" "$REPO/scripts/build_model.py" --out "$target" \
         || die "model build failed (above); or pass --model-from DIR"
     rm -rf "$build"
@@ -213,6 +216,7 @@ enable_service() {
 main() {
     parse_args "$@"
     [[ -n "$destdir" ]] && say "staging under $destdir"
+    pins="$(constraints_for "$python" "$REPO")" || die "$python cannot run edge-asr (above); pass --python PY"
     preflight
     create_user
     install_venv

@@ -208,3 +208,44 @@ def test_install_names_models_by_manifest_despite_spaces_and_a_tight_umask(tmp_p
     (drop_in / "override.conf").write_text("[Service]\nEnvironment=X=1\n")
     script("uninstall.sh", "--destdir", str(root), "--purge")
     assert not drop_in.exists() and not (root / "usr/local/bin/edge-asr").is_symlink()
+
+
+def _pyenv_python(version: str) -> Path | None:
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = sorted(root.glob(f"{version}.*/bin/python"))
+    return found[-1] if found else None
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.9"])
+def test_install_pins_the_versions_tested_on_its_python(tmp_path: Path, version: str) -> None:
+    """numpy 2.4 and onnxruntime 1.32 exist for no Python before 3.11: on JetPack 6's 3.10 install.sh
+    failed with "No matching distribution found for numpy==2.4.6". 3.10 gets its own tested pins;
+    older is refused by name before anything is installed."""
+    python = _pyenv_python(version)
+    if python is None:
+        pytest.skip(f"no Python {version} under pyenv on this machine")
+    result = subprocess.run(["bash", str(SCRIPTS / "install.sh"), "--destdir", str(tmp_path), "--python", str(python)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    if version == "3.10":
+        assert result.returncode == 0, result.stderr
+        assert f"pip install --quiet -c {REPO}/constraints-py310.txt --upgrade {REPO}" in result.stdout
+    else:
+        assert result.returncode == 1 and "would run" not in result.stdout
+        assert f"edge-asr needs Python 3.10 or newer; {python} is Python {version}." in result.stderr
+
+
+@pytest.mark.parametrize("pins", ["constraints.txt", "constraints-py310.txt"])
+def test_every_runtime_dependency_is_pinned(pins: str) -> None:
+    """A dependency added to pyproject.toml but to one constraints file only goes untested on the other Python."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+        import tomli as tomllib
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    pinned = {name(line) for line in (REPO / pins).read_text().splitlines() if line and not line.startswith("#")}
+    assert wanted - pinned == set()
