@@ -142,7 +142,7 @@ class Bridge:
 
     def __init__(self, directory: Path, sock: Path, broker_port: int, **mqtt_keys: Any) -> None:
         model = directory / "model"
-        model.mkdir(exist_ok=True)
+        model.mkdir(parents=True, exist_ok=True)
         (model / "manifest.json").write_text("{}")
         settings = {"enabled": True, "host": "127.0.0.1", "port": broker_port, "box_id": BOX, "status_interval_s": 1,
                     "spool_dir": str(directory / "spool"), **mqtt_keys}
@@ -293,6 +293,20 @@ def test_an_empty_final_is_published_and_numbered_like_any_other(tmp_path: Path,
     bodies = subscriber.bodies("final")
     assert [(b["seq"], b["utterance_id"], b["text"]) for b in bodies] == [(1, 1, ""), (2, 2, "utterance 2")]
     assert bodies[0]["is_final"] is True and bodies[0]["end_s"] == 1.4
+
+
+def test_two_bridges_with_one_box_id_back_off_and_say_why(tmp_path: Path, broker: Broker, daemon: Publisher,
+                                                            sock_path: Path, bridges: list[Bridge]) -> None:
+    """A cloned config.yaml: both boxes connect as edge-asr-<box_id>, and the broker drops the older
+    connection each time the other connects. The backoff was reset at every connect, so both reconnected
+    about once a second for ever, two log lines each time; now a connection must last 60 s to reset it."""
+    pair = [new_bridge(bridges, tmp_path / name, sock_path, broker.port) for name in ("a", "b")]
+    time.sleep(12)
+    connects = [bridge.text().count(f"connected to broker 127.0.0.1:{broker.port} as {BOX}") for bridge in pair]
+    assert 2 <= sum(connects) <= 12, connects  # 0.5-1, 1-2, 2-4, 4-8 s apart (reset at each connect: ~24 in 12 s)
+    said = [line for bridge in pair for line in bridge.text().splitlines() if "connections in a row ended" in line]
+    assert said and "another client using the client id edge-asr-" + BOX in said[0], said
+    assert "mqtt.box_id must be unique on the broker" in said[0]
 
 
 def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: Path, broker: Broker, subscriber: Subscriber,

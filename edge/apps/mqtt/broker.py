@@ -64,7 +64,9 @@ class BrokerLink:
         self._password = read_password(settings.password_file)
         self._tls = tls_context(settings) if settings.tls.enabled else None
         self._where = f"broker {settings.host}:{settings.broker_port}"
-        self._retry = Reconnecting(log, self._where)
+        self._retry = Reconnecting(log, self._where, brief_hint=(
+            f" (another client using the client id edge-asr-{settings.box_id}? mqtt.box_id must be unique on "
+            "the broker, which drops the older connection of the two)"))
         self._refusal: str | None = None
         self._accepted = False
         self._online_mid: int | None = None  # our `online: true`: its PUBACK says the broker lets us publish
