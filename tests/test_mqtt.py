@@ -440,6 +440,47 @@ def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path, broker: B
     assert bridge.text().count("spool full (mqtt.spool_max_mb: 0.1): dropping the oldest finals") == 1
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 kB tmpfs, so that a test can fill it; skipped where mounting is not allowed."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill it: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> None:
+    with contextlib.suppress(OSError), (directory / "ballast").open("wb", buffering=0) as ballast:
+        while True:
+            ballast.write(b"\0" * 4096)
+
+
+def test_a_full_disk_moves_the_spool_into_memory_and_loses_no_final(
+        tmp_path: Path, small_disk: Path, broker: Broker, subscriber: Subscriber, daemon: Publisher, sock_path: Path,
+        bridges: list[Bridge]) -> None:
+    """The spool's file stops taking writes: the bridge died at the error (exit 1), and after each restart
+    at its first final again, until systemd gave up, while the daemon's replay window ran out."""
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, spool_dir=str(small_disk / "spool"))
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
+    for uid in range(1, 4):
+        daemon.publish(final(uid))
+    wait_for(lambda: len(subscriber.bodies("final")) == 3, timeout=10)
+    fill(small_disk)
+    for uid in range(4, 44):
+        daemon.publish(final(uid, "y" * 2000))
+    wait_for(lambda: {b["seq"] for b in subscriber.bodies("final")} == set(range(1, 44)), timeout=20)
+    assert bridge.process.poll() is None
+    wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["spool_on_disk"] is False, timeout=5)
+    (said,) = [line for line in bridge.text().splitlines() if "finals are kept in memory" in line]
+    assert "failed (database or disk is full)" in said and "systemctl restart edge-asr-mqtt" in said
+
+
 def test_a_bad_password_is_a_clear_line_and_retries(tmp_path: Path, daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", password_file=password_file(tmp_path / "broker" / "passwd", {BOX: "right"}))
