@@ -381,6 +381,45 @@ def test_an_address_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert f"cannot serve the caption page on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_an_address_the_box_does_not_have_yet_is_served_once_it_comes(tmp_path: Path) -> None:
+    """captions.listen on the LAN address, at boot before DHCP gave it: EADDRNOTAVAIL exited 1, five
+    restarts in 25 s, then a failed unit. Now it is bound anyway (192.0.2.1: TEST-NET-1, on no box)."""
+    config_dir(tmp_path)
+    process = captions_process(tmp_path, "--socket", "/nonexistent.sock", "--listen", f"192.0.2.1:{free_port()}")
+    try:
+        wait_for(lambda: "not an address of this box (yet)" in (tmp_path / "captions.log").read_text(), timeout=20)
+        time.sleep(0.5)
+        assert process.poll() is None, (tmp_path / "captions.log").read_text()
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+
+
+def test_a_reader_that_fails_stops_the_server_with_status_1(tmp_path: Path, daemon: FakeDaemon) -> None:
+    """An unexpected error ended the thread reading the daemon without a word: the page went on showing
+    "Live" with frozen captions while the server answered. Now it is logged and the server exits 1,
+    which systemd restarts (page_message made to fail stands in for any such error)."""
+    config_dir(tmp_path)
+    failing = ("import sys, edge.apps.captions.feed as feed\n"
+               "def broken(event): raise KeyError('a field the page expected')\n"
+               "feed.page_message = broken\n"
+               "from edge.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))")
+    command = [sys.executable, "-c", failing, "captions", "--config", str(tmp_path / "config.yaml"),
+               "--socket", str(daemon.path), "--listen", f"127.0.0.1:{free_port()}"]
+    before = daemon.publisher.subscriber_count
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: daemon.publisher.subscriber_count > before, timeout=20)
+        daemon.final("this final breaks the reader")
+        out, _ = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 1, out
+    assert "the caption server stops after an unexpected error reading the daemon" in out
+    assert "KeyError: 'a field the page expected'" in out
+
+
 # --- the unit -----------------------------------------------------------------------------
 
 

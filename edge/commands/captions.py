@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = split_listen(listen)
     log.info("caption page on http://%s/ (events from %s)", listen, socket_path)
     try:
-        serve(cfg.captions, socket_path, host, port)
+        served = serve(cfg.captions, socket_path, host, port)
     except OSError as exc:
         log.error("cannot serve the caption page on %s: %s", listen, exc.strerror or exc)
         return EX_STARTUP
-    return 0
+    return 0 if served else EX_STARTUP  # systemd restarts it

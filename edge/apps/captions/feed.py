@@ -48,11 +48,14 @@ def page_message(event: protocol.Event) -> tuple[str, dict[str, Any]] | None:
 
 
 class DaemonFeed:
-    """Subscribes to the daemon at `path` until stop(), calling `emit(name, data)` from its thread."""
+    """Subscribes to the daemon at `path` until stop(), calling `emit(name, data)` from its thread.
+    `on_failure` runs if an unexpected error ends that thread: the page would show "Live" for ever,
+    its captions frozen, while the server kept answering."""
 
-    def __init__(self, path: str, emit: Emit) -> None:
+    def __init__(self, path: str, emit: Emit, on_failure: Callable[[], None] = lambda: None) -> None:
         self._subscription = Subscription(path)
         self._emit = emit
+        self._on_failure = on_failure
         self._stop = threading.Event()
         self._greeted = False  # the current connection said hello: a drop then retries after FIRST_RETRY_S
         self._state: tuple[bool, str] | None = None
@@ -68,6 +71,13 @@ class DaemonFeed:
         self._thread.join(_STOP_TIMEOUT_S)
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception:
+            log.exception("the caption server stops after an unexpected error reading the daemon")
+            self._on_failure()
+
+    def _follow(self) -> None:
         delay = FIRST_RETRY_S
         while not self._stop.is_set():
             self._greeted = False

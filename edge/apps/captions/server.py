@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import json
 import logging
 import re
 import socket
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -49,6 +51,8 @@ _SETTINGS = "__SETTINGS__"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
 HUB: web.AppKey["Hub"] = web.AppKey("hub")
+IP_FREEBIND = 15  # <linux/in.h>; not in Python's socket module before 3.12
+FAILED: web.AppKey[threading.Event] = web.AppKey("failed")  # the daemon's reader stopped on an error
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
@@ -229,12 +233,18 @@ def build_app(cfg: CaptionsConfig, socket_path: str) -> web.Application:
     hub = Hub()
     app = web.Application(middlewares=[_host_check(local_names())])
     app[HUB] = hub
+    app[FAILED] = threading.Event()
     app.router.add_get("/", _page_handler(*render_page(cfg)))
     app.router.add_get("/events", _events, allow_head=False)  # a HEAD would hold a stream open for nothing
 
     async def feed(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        daemon = DaemonFeed(socket_path, lambda name, data: loop.call_soon_threadsafe(hub.send, name, data))
+
+        def failed() -> None:
+            app[FAILED].set()
+            loop.call_soon_threadsafe(_stop_serving)
+
+        daemon = DaemonFeed(socket_path, lambda name, data: loop.call_soon_threadsafe(hub.send, name, data), failed)
         daemon.start()
         yield
         daemon.stop()
@@ -260,12 +270,44 @@ class _BadRequestsAtDebug(logging.Filter):
         return True
 
 
-def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT; OSError when the address cannot be bound.
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The page's listening socket. An address this box does not have (yet) is bound anyway, with
+    IP_FREEBIND, and served once it comes: a kiosk's captions.listen on its LAN address failed at
+    boot before DHCP gave it (EADDRNOTAVAIL, five restarts in 25 s, then a failed unit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+            log.warning("captions.listen: %s is not an address of this box (yet); serving it once it is, "
+                        "as at boot before DHCP: check the address if the page never answers", host)
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _stop_serving() -> None:
+    """run_app's own way out: it cleans up and returns."""
+    raise web.GracefulExit()
+
+
+def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int) -> bool:
+    """Serve until SIGTERM or SIGINT (True), or until the daemon's reader failed (False, logged);
+    OSError when the address cannot be bound.
 
     `handler_cancellation`: a browser that goes away ends its stream at once (not at the
     next write), so it leaves the hub and stops counting towards MAX_BROWSERS.
     """
     logging.getLogger("aiohttp.server").addFilter(_BadRequestsAtDebug())
-    web.run_app(build_app(cfg, socket_path), host=host, port=port, print=None, access_log=None,
+    app = build_app(cfg, socket_path)
+    web.run_app(app, sock=listening_socket(host, port), print=None, access_log=None,
                 shutdown_timeout=SHUTDOWN_S, handler_cancellation=True)
+    return not app[FAILED].is_set()
