@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Install edge-asr from this checkout as a systemd service (run as root; safe to re-run).
 #
-#   sudo scripts/install.sh [--model-from DIR] [--wheelhouse DIR] [--python PY] [--destdir DIR]
+#   sudo scripts/install.sh [--model-from DIR] [--fp32] [--wheelhouse DIR] [--onnxruntime-wheel FILE]
+#                           [--python PY] [--destdir DIR]
 #
 #   --model-from DIR  copy this prebuilt model directory (holding manifest.json) instead of
 #                     models/whisper-tiny.en-int8 and models/whisper-base-int8 from the checkout
 #                     or running scripts/build_model.py; installed under the manifest's name;
 #                     give it once per model
+#   --fp32            also copy the fp32 build beside each int8 model (NAME-fp32 next to NAME-int8): an
+#                     NVIDIA GPU runs it, and runs the int8 graphs without it (TensorRT cannot take their
+#                     quantization operators); the default on a Jetson (/etc/nv_tegra_release)
 #   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR;
 #                     make it with: pip wheel -w DIR -c constraints.txt . setuptools wheel
 #                     (constraints-py310.txt for a Python 3.10 box, with that Python)
 #                     and pip download -d DIR --no-deps silero-vad==6.2.3
+#   --onnxruntime-wheel FILE
+#                     an accelerator build of onnxruntime to run instead of PyPI's CPU one (NVIDIA's
+#                     onnxruntime-gpu on a Jetson, docs/install-jetson.md): installed after edge-asr at
+#                     every run; a venv that has such a build already is refused without it, since
+#                     an upgrade would put the CPU onnxruntime over it
 #   --python PY       interpreter for the virtual environment (default: /usr/bin/python3, the
 #                     distribution's: one under a user's home is unreadable to the service user)
 #   --destdir DIR     dry run: write the files under DIR and only print the commands that would
@@ -33,6 +42,9 @@ destdir=""
 model_from=()
 wheelhouse=""
 pip_source=()
+ort_wheel=""
+fp32=0
+[[ -f /etc/nv_tegra_release ]] && fp32=1
 python="/usr/bin/python3"
 [[ -x "$python" ]] || python="python3"
 
@@ -48,7 +60,10 @@ parse_args() {
         case "$1" in
             --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
             --model-from) model_from+=("${2:?--model-from needs a directory}"); shift 2 ;;
+            --fp32) fp32=1; shift ;;
             --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; pip_source=(--no-index --find-links "$wheelhouse"); shift 2 ;;
+            --onnxruntime-wheel) ort_wheel="${2:?--onnxruntime-wheel needs a wheel file}"; shift 2
+                [[ -f "$ort_wheel" && "$ort_wheel" == *.whl ]] || die "--onnxruntime-wheel $ort_wheel: not a .whl file" ;;
             --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
             -h|--help) usage 0 ;;
             *) printf 'install: unknown option %s\n' "$1" >&2; usage 2 ;;
@@ -67,6 +82,25 @@ preflight() {
     if ! pkg-config --exists libsystemd 2>/dev/null; then
         die "building systemd-python needs: apt-get install libsystemd-dev pkg-config gcc python3-dev"
     fi
+}
+
+# An accelerator build of onnxruntime already in the venv ("onnxruntime-gpu 1.23.0"), if any.
+accelerated_onnxruntime() {
+    local venv="$destdir$PREFIX/venv"
+    [[ -x "$venv/bin/python" ]] || return 0
+    "$venv/bin/python" -c 'import importlib.metadata as m
+for d in m.distributions():
+    name = (d.metadata["Name"] or "").lower().replace("_", "-")
+    if name.startswith("onnxruntime-"):
+        print(name, d.version)' 2>/dev/null || true
+}
+
+# Before anything changes: an upgrade must not swap a Jetson's GPU onnxruntime for the CPU one unasked.
+keep_accelerated_onnxruntime() {
+    local found
+    found="$(accelerated_onnxruntime)"
+    [[ -z "$found" || -n "$ort_wheel" ]] && return 0
+    die "$PREFIX/venv has ${found//$'\n'/, } (an accelerator build of onnxruntime): installing would put PyPI's CPU onnxruntime over it; re-run with --onnxruntime-wheel FILE (that build's wheel) to keep it. Nothing was changed"
 }
 
 create_user() {
@@ -90,6 +124,10 @@ install_venv() {
         die "user $SERVICE cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")): remove $PREFIX/venv and re-run with --python /usr/bin/python3"
     fi
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" -c "$pins" --upgrade "$REPO"
+    if [[ -n "$ort_wheel" ]]; then  # over the CPU onnxruntime just installed: the same files, its build
+        run "$venv/bin/pip" uninstall --quiet --yes onnxruntime
+        run "$venv/bin/pip" install --quiet --no-deps --force-reinstall "$ort_wheel"
+    fi
     # The VAD model ships in silero-vad, which declares torch: only its .onnx file is used.
     run "$venv/bin/pip" install --quiet "${pip_source[@]}" --no-deps "$SILERO_VAD"
     say "venv: $PREFIX/venv (edge-asr from $REPO)"
@@ -104,13 +142,26 @@ model_sources() {
         name="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$dir/manifest.json" 2>/dev/null)" \
             || die "$dir/manifest.json names no model (rebuild it with scripts/build_model.py)"
         [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "$dir/manifest.json: model name '$name' is not a directory name"
-        printf '%s\t%s\n' "$dir" "$name"
+        model_source "$dir" "$name"
     done
     (( ${#model_from[@]} )) && return 0
     for name in "${MODEL_NAMES[@]}"; do
-        [[ -f "$REPO/models/$name/manifest.json" ]] && printf '%s\t%s\n' "$REPO/models/$name" "$name"
+        [[ -f "$REPO/models/$name/manifest.json" ]] && model_source "$REPO/models/$name" "$name"
     done
     return 0
+}
+
+# One model to copy, and with --fp32 its fp32 build, installed where the GPU backends look for it.
+model_source() {
+    local dir="${1%/}" name="$2"
+    printf '%s\t%s\n' "$dir" "$name"
+    (( fp32 )) && [[ "$name" == *-int8 ]] || return 0
+    local sibling="${dir%-int8}-fp32"
+    if [[ "$dir" == *-int8 && -f "$sibling/manifest.json" ]]; then
+        printf '%s\t%s\n' "$sibling" "${name%-int8}-fp32"
+    else
+        say "no fp32 build beside $dir: an NVIDIA GPU runs its int8 graphs (build it: scripts/build_model.py)" >&2
+    fi
 }
 
 # A model replaces the installed one only once its copy is whole: the contents of a symlinked
@@ -218,6 +269,7 @@ main() {
     [[ -n "$destdir" ]] && say "staging under $destdir"
     pins="$(constraints_for "$python" "$REPO")" || die "$python cannot run edge-asr (above); pass --python PY"
     preflight
+    keep_accelerated_onnxruntime
     create_user
     install_venv
     install_model

@@ -329,6 +329,18 @@ def test_accelerators_use_the_fp32_graphs(int8_model_dir: Path, fp32_model_dir: 
     assert accelerator_model_dir(fp32_model_dir) == fp32_model_dir
 
 
+def test_an_int8_model_without_its_fp32_build_is_run_on_the_gpu_with_a_warning(
+        tmp_path: Path, int8_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """install.sh copied only the int8 models: a Jetson ran them on its GPU without a word."""
+    alone = tmp_path / int8_model_dir.name
+    alone.mkdir()
+    for item in int8_model_dir.iterdir():
+        (alone / item.name).symlink_to(item)
+    assert accelerator_model_dir(alone) == alone
+    (said,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said.startswith(f"no fp32 build of {alone} at {tmp_path / int8_model_dir.name.replace('-int8', '-fp32')}: ")
+
+
 def _linked_pair(tmp_path: Path, int8_model_dir: Path, fp32_model_dir: Path, **sibling_fields) -> Path:
     """model.path and its fp32 sibling, their files linked, the sibling's manifest changed by `sibling_fields`."""
     for source, changes in ((int8_model_dir, {}), (fp32_model_dir, sibling_fields)):

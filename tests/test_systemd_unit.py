@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,47 @@ def test_every_runtime_dependency_is_pinned(pins: str) -> None:
     wanted = {name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
     pinned = {name(line) for line in (REPO / pins).read_text().splitlines() if line and not line.startswith("#")}
     assert wanted - pinned == set()
+
+
+def _venv_with_gpu_onnxruntime(root: Path) -> None:
+    """A staged /opt/edge-asr/venv holding the metadata of NVIDIA's Jetson build, as pip leaves it."""
+    venv = root / "opt/edge-asr/venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    (site,) = venv.glob("lib/python3*/site-packages")
+    (site / "onnxruntime_gpu-1.23.0.dist-info").mkdir()
+    (site / "onnxruntime_gpu-1.23.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.23.0\n")
+
+
+def test_an_upgrade_does_not_swap_a_jetsons_gpu_onnxruntime_for_the_cpu_one(tmp_path: Path) -> None:
+    """install-jetson.md has the CPU onnxruntime replaced by NVIDIA's onnxruntime-gpu; re-running
+    install.sh (the upgrade) installed onnxruntime==1.32.0 over the same files, and the box fell to CPU."""
+    _venv_with_gpu_onnxruntime(tmp_path)
+    refused = subprocess.run(["bash", str(SCRIPTS / "install.sh"), "--destdir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1 and "would run" not in refused.stdout, refused.stdout
+    assert ("/opt/edge-asr/venv has onnxruntime-gpu 1.23.0 (an accelerator build of onnxruntime): installing would "
+            "put PyPI's CPU onnxruntime over it; re-run with --onnxruntime-wheel FILE") in refused.stderr
+    wheel = tmp_path / "onnxruntime_gpu-1.23.0-cp310-cp310-linux_aarch64.whl"
+    wheel.write_bytes(b"")
+    kept = script("install.sh", "--destdir", str(tmp_path), "--onnxruntime-wheel", str(wheel))
+    pip = [line.split("/venv/bin/pip ", 1)[1] for line in kept.splitlines() if "/venv/bin/pip " in line]
+    assert pip[:3] == [f"install --quiet -c {REPO}/constraints.txt --upgrade {REPO}",
+                       "uninstall --quiet --yes onnxruntime",
+                       f"install --quiet --no-deps --force-reinstall {wheel}"], pip
+
+
+def test_fp32_copies_the_build_a_gpu_runs_beside_each_int8_model(tmp_path: Path) -> None:
+    """Only the int8 models were installed: a Jetson's GPU ran them, slowly, without a word."""
+    int8 = stand_in_model(tmp_path / "usb" / "whisper-tiny.en-int8")
+    stand_in_model(tmp_path / "usb" / "whisper-tiny.en-fp32", name="whisper-tiny.en-fp32")
+    lone = stand_in_model(tmp_path / "usb" / "whisper-base-int8", name="whisper-base-int8")
+    root = tmp_path / "root"
+    result = subprocess.run(["bash", str(SCRIPTS / "install.sh"), "--destdir", str(root), "--fp32",
+                             "--model-from", str(int8), "--model-from", str(lone)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    models = root / "opt/edge-asr/models"
+    assert sorted(p.name for p in models.iterdir()) == ["whisper-base-int8", "whisper-tiny.en-fp32",
+                                                        "whisper-tiny.en-int8"]
+    assert f"no fp32 build beside {lone}: an NVIDIA GPU runs its int8 graphs" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import json
+import logging
 from pathlib import Path
 
 from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
@@ -31,6 +32,8 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
     return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(model_dir), use_context=tuning(model_dir).context)
 
 
+log = logging.getLogger(__name__)
+
 # What an fp32 sibling must share with model.path to be the same model: one left from another build
 # would run, and the GPU would print other words than the CPU fallback.
 SAME_BUILD = ("format", "source", "builder", "dims")
@@ -47,6 +50,9 @@ def accelerator_model_dir(model_path: Path) -> Path:
         return Path(model_path)
     sibling = Path(model_path).with_name(Path(model_path).name.replace("-int8", "-fp32"))
     if not (sibling / "manifest.json").is_file():
+        log.warning("no fp32 build of %s at %s: the GPU runs the int8 graphs, whose quantization operators "
+                    "TensorRT cannot take (models/README.md); build it with scripts/build_model.py and install it "
+                    "beside model.path (install.sh copies it on a Jetson)", model_path, sibling)
         return Path(model_path)
     problems = verify(sibling)
     if problems:
