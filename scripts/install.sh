@@ -58,13 +58,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
 parse_args() {
     while (( $# )); do
         case "$1" in
-            --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
-            --model-from) model_from+=("${2:?--model-from needs a directory}"); shift 2 ;;
+            --destdir) needs "$1" directory "${2-}"; destdir="$2"; shift 2 ;;
+            --model-from) needs "$1" directory "${2-}"; model_from+=("$2"); shift 2 ;;
             --fp32) fp32=1; shift ;;
-            --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; pip_source=(--no-index --find-links "$wheelhouse"); shift 2 ;;
-            --onnxruntime-wheel) ort_wheel="${2:?--onnxruntime-wheel needs a wheel file}"; shift 2
+            --wheelhouse) needs "$1" directory "${2-}"; wheelhouse="$2"; pip_source=(--no-index --find-links "$2"); shift 2 ;;
+            --onnxruntime-wheel) needs "$1" "wheel file" "${2-}"; ort_wheel="$2"; shift 2
                 [[ -f "$ort_wheel" && "$ort_wheel" == *.whl ]] || die "--onnxruntime-wheel $ort_wheel: not a .whl file" ;;
-            --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
+            --python) needs "$1" interpreter "${2-}"; python="$2"; shift 2 ;;
             -h|--help) usage 0 ;;
             *) printf 'install: unknown option %s\n' "$1" >&2; usage 2 ;;
         esac
@@ -189,6 +189,8 @@ copy_model() {
 build_models() {
     local target="$1" build
     build="$(mktemp -d)"
+    # shellcheck disable=SC2064 # the directory is known now; the trap removes it on any exit (1 GB when the build fails)
+    trap "rm -rf '$build'" EXIT
     say "no built model in the checkout: building them with scripts/build_model.py"
     run "$python" -m venv "$build/venv"
     run "$build/venv/bin/pip" install --quiet "${pip_source[@]}" -c "$pins" "${REPO}[build]"

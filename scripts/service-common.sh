@@ -5,6 +5,12 @@
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 
+# An option's value, present and not the next option (bash's own ${2:?} said "line 46: 2: ..."); the
+# caller defines usage.
+needs() {
+    [[ -n "$3" && "$3" != --* ]] || { printf '%s: %s needs a %s\n' "$PROG" "$1" "$2" >&2; usage 2; }
+}
+
 # Commands that change the system (or, for the venv, need the final paths) go through here.
 run() {
     if [[ -n "$destdir" ]]; then

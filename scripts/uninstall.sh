@@ -30,7 +30,7 @@ parse_args() {
     while (( $# )); do
         case "$1" in
             --purge) purge=1; shift ;;
-            --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
+            --destdir) needs "$1" directory "${2-}"; destdir="$2"; shift 2 ;;
             -h|--help) usage 0 ;;
             *) printf 'uninstall: unknown option %s\n' "$1" >&2; usage 2 ;;
         esac

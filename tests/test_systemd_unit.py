@@ -294,3 +294,15 @@ def test_fp32_copies_the_build_a_gpu_runs_beside_each_int8_model(tmp_path: Path)
     assert sorted(p.name for p in models.iterdir()) == ["whisper-base-int8", "whisper-tiny.en-fp32",
                                                         "whisper-tiny.en-int8"]
     assert f"no fp32 build beside {lone}: an NVIDIA GPU runs its int8 graphs" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "args", "said"), [
+    ("install.sh", ["--destdir"], "install: --destdir needs a directory"),
+    ("install.sh", ["--model-from", "--fp32"], "install: --model-from needs a directory"),
+    ("uninstall.sh", ["--destdir"], "uninstall: --destdir needs a directory"),
+])
+def test_an_option_without_its_value_is_named_with_the_usage(name: str, args: list[str], said: str) -> None:
+    """bash's own "${2:?}" printed "install.sh: line 46: 2: --destdir needs a directory" and no usage."""
+    result = subprocess.run(["bash", str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and result.stderr.splitlines() == [said], result.stderr
+    assert "--destdir DIR" in result.stdout
