@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +44,49 @@ def test_recordings_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
 
 
-def test_recording_stops_at_the_cap_and_says_so_once(tmp_path: Path, caplog) -> None:
+def test_recording_pauses_at_the_cap_and_says_so_once(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="edge.audio.recorder"):
         recorder = _record(tmp_path, _speech(1.0), _speech(1.0), _speech(1.0), max_bytes=SECOND_BYTES + 1000)
     assert (recorder.written, recorder.dropped) == (1, 2) and len(list(tmp_path.glob("*.wav"))) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "recording stopped" in errors[0] and "debug.record_max_mb" in errors[0]
+    assert len(errors) == 1 and "recording paused" in errors[0] and "debug.record_max_mb" in errors[0]
+
+
+def _wait(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_recording_goes_on_once_the_disk_has_room_again(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A low-disk moment (a journal burst, a big download) stopped recording until a restart."""
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free)  # any file would go below it
+    caplog.set_level(logging.WARNING, logger="edge.audio.recorder")
+    recorder = UtteranceRecorder(tmp_path, 1000 * MB)
+    recorder.save(1, 1.0, _speech())
+    recorder.save(2, 2.0, _speech())
+    _wait(lambda: recorder.dropped == 2)
+    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", 0)  # room again
+    recorder.save(3, 3.0, _speech())
+    recorder.close(5.0)
+    assert (recorder.written, recorder.dropped) == (1, 2) and len(list(tmp_path.glob("*.wav"))) == 1
+    said = [r.getMessage() for r in caplog.records if "debug.record_audio_dir: recording" in r.getMessage()]
+    assert len(said) == 2 and "recording paused" in said[0] and "file system has" in said[0]
+    assert said[1] == "debug.record_audio_dir: recording again (2 utterances were not recorded meanwhile)"
+
+
+def test_recordings_moved_away_make_room_under_the_cap(tmp_path: Path) -> None:
+    recorder = UtteranceRecorder(tmp_path / "rec", SECOND_BYTES + 1000)
+    recorder.save(1, 1.0, _speech(1.0))
+    recorder.save(2, 2.0, _speech(1.0))
+    _wait(lambda: recorder.written + recorder.dropped == 2)
+    for path in (tmp_path / "rec").glob("*.wav"):
+        path.rename(tmp_path / path.name)  # the technician takes them off the box
+    recorder.save(3, 3.0, _speech(1.0))
+    recorder.close(5.0)
+    assert (recorder.written, recorder.dropped) == (2, 1)
 
 
 def test_recordings_from_before_a_restart_count_toward_the_cap(tmp_path: Path) -> None:

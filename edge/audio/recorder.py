@@ -5,14 +5,17 @@ on the recorder's own thread from a bounded queue: disk I/O never stalls the
 audio path or the recognizer, and a slow disk loses recordings, not speech.
 
 Speech is about 115 MB an hour of 16-bit 16 kHz audio, and a key left set runs for
-months: recording stops (and says so once) at `debug.record_max_mb` of recordings in
-the directory, or when the file system has less than MIN_FREE_BYTES left for the box.
+months: recording pauses (and says so once) at `debug.record_max_mb` of recordings in
+the directory, or when the file system has less than MIN_FREE_BYTES left for the box,
+and goes on (saying so) once recordings were moved away or the space came back; a
+low-disk moment used to stop it until a restart.
 Each file is encoded in memory and renamed into place once whole, so a full disk or a
 kill never leaves a WAV whose header and data disagree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -41,10 +44,10 @@ class UtteranceRecorder:
         self.directory = Path(directory)
         _private_dir(self.directory)
         self.max_bytes = max_bytes
-        self.used = sum(path.stat().st_size for path in self.directory.glob(PATTERN) if path.is_file())
+        self.used = self._recorded_bytes()
         self.written = 0
         self.dropped = 0
-        self._stopped: str | None = None  # why recording stopped for good
+        self._paused: str | None = None  # why recording is paused
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(MAX_PENDING)
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
@@ -73,19 +76,21 @@ class UtteranceRecorder:
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            name, audio = item
-            if self._stopped is None:
-                self._write(name, audio)
-            else:
-                self.dropped += 1
+            self._write(*item)
 
     def _write(self, name: str, audio: np.ndarray) -> None:
         data = _wav_bytes(audio)
-        self._stopped = self._full(len(data))
-        if self._stopped is not None:
+        why = self._full(len(data))
+        if why is not None:
             self.dropped += 1
-            log.error("debug.record_audio_dir: recording stopped: %s", self._stopped)
+            if self._paused is None:
+                log.error("debug.record_audio_dir: recording paused: %s", why)
+            self._paused = why
             return
+        if self._paused is not None:
+            log.warning("debug.record_audio_dir: recording again (%d utterances were not recorded meanwhile)",
+                        self.dropped)
+            self._paused = None
         try:
             _write_private(self.directory / name, data)
         except OSError as exc:
@@ -97,9 +102,11 @@ class UtteranceRecorder:
 
     def _full(self, size: int) -> str | None:
         """Why a file of `size` bytes must not be written, or None."""
+        if self.used + size > self.max_bytes and self._paused is not None:
+            self.used = self._recorded_bytes()  # some may have been moved away since
         if self.used + size > self.max_bytes:
             return (f"{self.directory} holds {self.used / 1e6:.0f} MB of recordings, debug.record_max_mb is "
-                    f"{self.max_bytes / 1e6:.0f} (move them away and restart, or raise the key)")
+                    f"{self.max_bytes / 1e6:.0f} (move them away, or raise the key)")
         try:
             disk = os.statvfs(self.directory)
         except OSError:
@@ -108,6 +115,14 @@ class UtteranceRecorder:
         if free - size < MIN_FREE_BYTES:
             return f"{self.directory}'s file system has {free / 1e6:.0f} MB free (kept: {MIN_FREE_BYTES / 1e6:.0f} MB)"
         return None
+
+
+    def _recorded_bytes(self) -> int:
+        total = 0
+        for path in self.directory.glob(PATTERN):
+            with contextlib.suppress(OSError):  # moved away between the listing and the stat
+                total += path.stat().st_size
+        return total
 
 
 def _private_dir(directory: Path) -> None:
