@@ -47,7 +47,7 @@ def _report_crashes() -> None:
     PortAudio) dumps every thread's Python stack to stderr, not just "core dumped"; left alone
     where faulthandler is already on (PYTHONFAULTHANDLER, pytest)."""
     threading.excepthook = _log_thread_crash
-    if not faulthandler.is_enabled():
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
         faulthandler.enable(file=sys.__stderr__)
 
 
