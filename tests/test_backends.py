@@ -189,6 +189,32 @@ def test_rk3588_without_converted_models(tmp_path: Path, int8_model_dir: Path) -
     assert not row.available and "check_rknn.sh" in row.reason
 
 
+def test_an_npu_the_sandbox_keeps_closed_is_named_as_the_likelier_cause(tmp_path: Path, int8_model_dir: Path) -> None:
+    """Without the drop-in, RKNNLite's runtime fails to start under the unit, and the warning blamed
+    librknnrt.so: the node the device cgroup refuses is named, with where the fix is."""
+    def opener(name: str, cfg):
+        if name == "rknn":
+            raise BackendError("RKNNLite could not start the NPU runtime for encoder_1000.rknn (is librknnrt.so installed?)")
+        return whisper.open("cpu", cfg)
+
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True,
+                  closed_nodes=("/dev/dri/renderD129 (Operation not permitted)",))
+    cfg = make_config(int8_model_dir, tmp_path, rknn_model_dir=str(rknn_models(tmp_path)))
+    selection = select_backend(cfg, opener, probe)
+    assert selection.name == "cpu"
+    assert by_name(selection.candidates)["rknn"].reason.endswith(
+        "(is librknnrt.so installed?); this process may not open /dev/dri/renderD129 (Operation not permitted): "
+        "under systemd, allow them with a drop-in (docs/operations.md, Accelerators)")
+
+
+def test_device_nodes_that_open_are_not_blamed(tmp_path: Path) -> None:
+    root = rk3588_root(tmp_path)
+    (root / "dev/dri").mkdir(parents=True)
+    (root / "dev/dri/renderD129").write_bytes(b"")  # a stand-in node this process may open
+    (root / "dev/rknpu").mkdir()  # not a device at all: no permission problem to report either
+    assert Probe(root=root).unopenable_nodes("rknn") == []
+
+
 def test_auto_tries_best_first_and_records_why_it_moved_on(tmp_path: Path, int8_model_dir: Path) -> None:
     tried = []
 

@@ -7,6 +7,7 @@ is injectable (`Probe`) so tests can pretend to be a Jetson or an RK3588.
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib.util
 import os
 import re
@@ -14,6 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RKNN_SOCS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
+# The device nodes each accelerator opens (globs under /dev): a Jetson's nvhost/nvmap (a discrete
+# GPU's nvidia*), the RK3588 NPU as a DRM render node or, on older vendor kernels, /dev/rknpu.
+DEVICE_NODES = {
+    "cuda": ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm"),
+    "tensorrt": ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm"),
+    "rknn": ("rknpu", "dri/renderD*"),
+}
 PROVIDER_LIBRARIES = {
     "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
     "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",
@@ -28,6 +36,21 @@ class Probe:
     rknnlite: bool | None = None  # None: try to find the module
     # (provider, why its library cannot load) pairs; None: load them, unless `providers` is injected too
     missing_libraries: tuple[tuple[str, str], ...] | None = None
+    closed_nodes: tuple[str, ...] | None = None  # device nodes this process may not open; None: try them
+
+    def unopenable_nodes(self, backend: str) -> list[str]:
+        """The backend's device nodes that exist but that this process may not open ("/dev/nvmap (Operation
+        not permitted)"): under the unit, DevicePolicy=closed refuses every node no drop-in allows, and an
+        accelerator then failed to start with a message about its libraries."""
+        if self.closed_nodes is not None:
+            return list(self.closed_nodes)
+        found = []
+        for pattern in DEVICE_NODES.get(backend, ()):
+            for node in sorted((self.root / "dev").glob(pattern)):
+                problem = _open_problem(node)
+                if problem:
+                    found.append(f"/dev/{node.relative_to(self.root / 'dev')} ({problem})")
+        return found
 
     def ort_providers(self) -> tuple[str, ...]:
         if self.providers is not None:
@@ -59,6 +82,16 @@ class Probe:
                 continue
             return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
         return []
+
+
+def _open_problem(node: Path) -> str | None:
+    """Why `node` may not be opened (permission, the device cgroup), or None; a node that opens, or whose
+    device is gone or busy, is not a permission problem."""
+    try:
+        os.close(os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY))
+    except OSError as exc:
+        return exc.strerror if exc.errno in (errno.EPERM, errno.EACCES) else None
+    return None
 
 
 def library_problem(capi: Path, provider: str) -> str | None:

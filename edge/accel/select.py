@@ -125,7 +125,7 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         try:
             opened = opener(candidate.name, cfg)
         except Exception as exc:  # noqa: BLE001 - any start-up failure means: try the next backend
-            candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}"
+            candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}{_nodes_hint(candidate, probe)}"
             _started_badly(cfg, candidate, warnings)
             continue
         candidate.selected = True
@@ -133,6 +133,15 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         return Selection(opened, candidate.name, candidates, warnings)
     cpu_first = sorted(candidates, key=lambda c: c.name != "cpu")  # CPU's reason is the one that matters most
     raise BackendStartError("no inference backend could start: " + "; ".join(f"{c.name}: {c.reason}" for c in cpu_first))
+
+
+def _nodes_hint(candidate: Candidate, probe: Probe) -> str:
+    """The likelier cause of an accelerator that failed to start under the unit's sandbox."""
+    closed = probe.unopenable_nodes(candidate.name)
+    if not closed:
+        return ""
+    return (f"; this process may not open {', '.join(closed)}: under systemd, allow them with a drop-in "
+            "(docs/operations.md, Accelerators)")
 
 
 def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> None:
