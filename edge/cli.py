@@ -76,8 +76,17 @@ def _remember_sighup() -> threading.Event:
     return requested
 
 
+def _printable_anywhere() -> None:
+    """Under a locale that cannot write Chinese (a Latin-1 or Big5 terminal), text it cannot encode is
+    escaped, not a UnicodeEncodeError traceback: `status` with Chinese terms, a Chinese device name."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _printable_anywhere()
     early_reload = _remember_sighup() if _chosen(argv) in RELOADING else None
     args = build_parser(argv).parse_args(argv)
     args.early_reload = early_reload

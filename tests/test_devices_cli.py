@@ -37,6 +37,17 @@ def test_json_format(monkeypatch, capsys) -> None:
     }  # fmt: skip
 
 
+def test_portaudio_that_cannot_list_is_one_line_not_a_traceback(monkeypatch, capsys) -> None:
+    import sounddevice as sd
+
+    def broken() -> list[InputDevice]:
+        raise sd.PortAudioError("Error querying device -1")
+
+    monkeypatch.setattr(capture, "list_input_devices", broken)
+    assert main(["devices"]) == 1
+    assert capsys.readouterr().err == "edge-asr devices: PortAudio cannot list the devices: Error querying device -1\n"
+
+
 def test_no_devices_is_one_clear_line_and_success(monkeypatch, capsys) -> None:
     monkeypatch.setattr(capture, "list_input_devices", lambda: [])
     assert main(["devices"]) == 0

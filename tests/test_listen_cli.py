@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from edge import cli
 from edge.publish import protocol
-from edge.commands import listen
+from edge.commands import listen, reload
 from edge.publish import client
 from tests.test_publisher import make_publisher, utterance, wire
 
@@ -217,3 +221,93 @@ def test_explicit_socket_wins() -> None:
 def test_help_lines() -> None:
     assert cli._help_line("listen") == "Print the daemon's events as JSON lines until it disconnects."
     assert cli._help_line("status").startswith("Ask the running daemon for its status")
+
+
+def run_edge(*argv: str) -> subprocess.CompletedProcess[str]:
+    """In a process of its own with a deadline: a command that hangs fails the test, not the whole run."""
+    return subprocess.run([sys.executable, "-m", "edge", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=15, check=False)
+
+
+def _chatty_daemon(sock_path: Path, greet: bool = True) -> tuple[socket.socket, threading.Event]:
+    """A daemon that keeps sending partials (or, with greet=False, accepts and says nothing) and never
+    answers a request."""
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen()
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            if greet:
+                conn.sendall(b'{"type":"hello","audio_time_s":1.0,"model":"m","backend":"cpu","sample_rate":16000}\n')
+            while not done.wait(0.2):
+                if greet:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b'{"type":"partial","utterance_id":1,"text":"a","stable_text":"","start_s":0,'
+                                     b'"end_s":1,"audio_time_s":1.0}\n')
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, done
+
+
+def test_status_timeout_is_a_deadline_not_a_per_read_wait(sock_path: Path) -> None:
+    """A busy room's partials kept `status --timeout 2` waiting for ever on a daemon that never answered."""
+    server, done = _chatty_daemon(sock_path)
+    try:
+        result = run_edge("status", "--socket", str(sock_path), "--timeout", "1")
+    finally:
+        done.set()
+        server.close()
+    assert result.returncode == 1 and result.stdout == "" and "did not answer in time" in result.stderr
+
+
+def test_listen_to_a_daemon_that_never_says_hello_gives_up_with_a_line(sock_path: Path) -> None:
+    server, done = _chatty_daemon(sock_path, greet=False)
+    try:
+        result = run_edge("listen", "--socket", str(sock_path))
+    finally:
+        done.set()
+        server.close()
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "edge-asr listen: the daemon did not answer in time\n")
+
+
+def test_chinese_text_under_a_latin1_terminal_is_escaped_not_a_traceback(sock_path: Path) -> None:
+    """A status with Chinese vocabulary terms under PYTHONIOENCODING=latin-1 raised UnicodeEncodeError."""
+    pub = make_publisher(sock_path, status=lambda: {"state": "listening", "vocabulary_source": "深圳"})
+    pub.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "edge", "status", "--socket", str(sock_path), "--format", "json"],
+                                cwd=REPO, capture_output=True, env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+                                timeout=30, check=False)
+    finally:
+        pub.close(1.0)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert "深圳".encode("unicode_escape") in result.stdout  # \u6df1\u5733
+
+
+@pytest.mark.parametrize("pid", ["0", "-1", "1", "own", "seven"])
+def test_reload_refuses_a_pid_that_is_not_one_daemon(pid: str) -> None:
+    """kill(0) signals the caller's whole process group, kill(-1) every process it may signal (as root: the
+    box), and a stopped service's MainPID is 0. Checked on the parser, never by sending: a regression
+    must fail this test, not signal the machine running it."""
+    with pytest.raises(argparse.ArgumentTypeError, match="is not (the daemon's|a) process id"):
+        reload._daemon_pid(str(os.getpid()) if pid == "own" else pid)
+
+
+def test_reload_with_pid_0_says_so_and_signals_nothing(sock_path: Path) -> None:
+    """The whole command, in a session of its own: were --pid 0 ever sent, only that session would get it."""
+    result = subprocess.run([sys.executable, "-m", "edge", "reload", "--socket", str(sock_path), "--pid", "0"],
+                            cwd=REPO, capture_output=True, text=True, timeout=15, check=False, start_new_session=True)
+    assert result.returncode == 2 and "0 is not the daemon's process id (0: is the service running?)" in result.stderr
+
+
+def test_backends_with_a_broken_config_exits_78_with_the_check_config_lines(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("inference:\n  backend: gpu\n")
+    result = run_edge("backends", "--config", str(config))
+    assert result.returncode == 78, result.stderr
+    assert f'{config} line 2: inference.backend: "gpu" is not one of the choices' in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"{config}: ") and result.stderr.rstrip().endswith("not usable")

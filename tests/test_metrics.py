@@ -120,6 +120,26 @@ def test_textfile_is_readable_by_node_exporter_under_the_units_umask(tmp_path: P
     assert target.stat().st_mode & 0o777 == 0o644
 
 
+def test_the_textfile_is_readable_from_the_moment_it_appears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's writer renamed the file into place at 0640 and opened it up after: a scrape in
+    between got EACCES and the edge_asr series dropped out (absence alerts flapped)."""
+    renamed_at: list[int] = []
+    real_replace = os.replace
+
+    def spy(source, destination, *args, **kwargs):
+        renamed_at.append(os.stat(source).st_mode & 0o777)
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", spy)
+    previous = os.umask(0o027)
+    try:
+        start_metrics(MetricsConfig(enabled=True, port=0, textfile=tmp_path / "edge_asr.prom"), recorded()).stop()
+    finally:
+        os.umask(previous)
+    assert renamed_at and set(renamed_at) == {0o644}
+    assert [p.name for p in tmp_path.iterdir()] == ["edge_asr.prom"]
+
+
 def test_disabled_exports_nothing(tmp_path: Path) -> None:
     target = tmp_path / "edge_asr.prom"
     exporter = start_metrics(MetricsConfig(enabled=False, port=free_port(), textfile=target), recorded())

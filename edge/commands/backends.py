@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from edge.accel.board import Probe, detect_board
 from edge.accel.select import select_backend, survey
 from edge.commands.service import add_config_argument
-from edge.config import Config, ConfigError, load_for_command
+from edge.config import Config, ConfigError, default_config_path, load_for_command
 from edge.errors import StartupError
 
 
@@ -69,9 +68,8 @@ def _yes(flag: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_for_command(args.config, defaults_if_absent=True)
-    except ConfigError as exc:
-        print(f"edge-asr backends: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # the same lines and status (78) as check-config
+        return exc.report(default_config_path(args.config))
     data = report(cfg)
     print(json.dumps(data, indent=1) if args.format == "json" else render_text(data))
     return 0 if data["selected"] else 1

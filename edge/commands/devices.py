@@ -28,10 +28,14 @@ def _table(devices: list[InputDevice]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         from edge.audio.mic import list_input_devices
+
+        devices = list_input_devices()
     except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
         print(f"edge-asr devices: PortAudio is not available ({exc}); install libportaudio2", file=sys.stderr)
         return 1
-    devices = list_input_devices()
+    except Exception as exc:  # noqa: BLE001 - sounddevice.PortAudioError, unnameable where importing sounddevice failed
+        print(f"edge-asr devices: PortAudio cannot list the devices: {exc}", file=sys.stderr)
+        return 1
     if args.format == "json":
         print(json.dumps([dataclasses.asdict(d) for d in devices], indent=2))
     elif not devices:

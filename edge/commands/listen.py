@@ -14,6 +14,8 @@ from edge.config import ConfigError, configured_socket, default_config_path
 from edge.publish import protocol
 from edge.publish.client import DaemonUnavailable, connect, farewell, read_lines
 
+HELLO_TIMEOUT_S = 5.0  # to connect and hear the hello: a daemon that accepts and says nothing is hung
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The connection options, shared with `edge-asr status`."""
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(path, int):
         return path
     try:
-        with connect(path) as sock:
+        with connect(path, HELLO_TIMEOUT_S) as sock:
             for line in read_lines(sock):
+                sock.settimeout(None)  # the hello came: from now on a quiet room is no error
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
                 refused = farewell(line)

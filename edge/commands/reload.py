@@ -17,16 +17,28 @@ import time
 
 from edge.commands import listen
 from edge.publish import protocol
-from edge.publish.client import DaemonUnavailable, connect, farewell, read_lines
+from edge.publish.client import DaemonUnavailable, NoAnswer, connect, farewell, read_lines
 
 FAILED = "reload failed"  # how the daemon's status message starts when the old settings stay
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     listen.add_arguments(parser)
-    parser.add_argument("--pid", type=int, required=True, help="the daemon's process id (in the unit: $MAINPID)")
+    parser.add_argument("--pid", type=_daemon_pid, required=True, help="the daemon's process id (in the unit: $MAINPID)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
                         help="seconds to wait for the daemon's answer (default: 30)")
+
+
+def _daemon_pid(value: str) -> int:
+    """One process, not this one: kill(0) signals the caller's whole process group and kill(-1) every
+    process it may signal, and `systemctl show -p MainPID` says 0 for a stopped service."""
+    try:
+        pid = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a process id") from None
+    if pid <= 1 or pid == os.getpid():
+        raise argparse.ArgumentTypeError(f"{pid} is not the daemon's process id (0: is the service running?)")
+    return pid
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +85,7 @@ def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str
     daemon found in the file (none when it took it). DaemonUnavailable otherwise."""
     deadline = time.monotonic() + timeout
     problems: list[str] = []
-    lines = read_lines(sock)
+    lines = read_lines(sock, deadline)
     first = next(lines, b"")
     greeting = _event(first) if first else {}
     if greeting.get("reason") == "too_many_subscribers":  # running, and full: it can still take the signal
@@ -81,14 +93,15 @@ def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str
     if greeting.get("type") != protocol.Hello.TYPE:  # stopping: no hello
         raise DaemonUnavailable(farewell(first) or "the daemon is not taking connections (stopping?)")
     _signal(pid)  # subscribed: the answer cannot come unheard
-    for line in lines:
-        event = _event(line)
-        if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
-            problems.append(str(event.get("message", "")))
-        elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
-            return str(event["message"]), problems
-        if time.monotonic() > deadline:  # a busy room's partials keep the reads coming
-            break
+    try:
+        for line in lines:
+            event = _event(line)
+            if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
+                problems.append(str(event.get("message", "")))
+            elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
+                return str(event["message"]), problems
+    except NoAnswer:
+        pass
     raise DaemonUnavailable(f"the daemon (pid {pid}) did not say within {timeout:g} s whether it reloaded")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
@@ -21,6 +22,10 @@ RECV_BYTES = 65536
 
 class DaemonUnavailable(Exception):
     """No daemon to talk to, or it went away badly; the message is one line for the user."""
+
+
+class NoAnswer(DaemonUnavailable):
+    """The daemon said nothing more within the time allowed."""
 
 
 def refuse_newer_protocol(version: Any, app: str) -> None:
@@ -49,17 +54,24 @@ def _connect_failure(path: str, exc: OSError) -> str:
         return f"no edge-asr daemon at {path} (connection refused: stale socket)"
     if isinstance(exc, PermissionError):
         return f"permission denied on {path} (join the socket's group or use sudo)"
+    if isinstance(exc, (TimeoutError, BlockingIOError)):  # its backlog full: a daemon that stopped accepting
+        return f"the daemon at {path} is not accepting connections (hung or overloaded?)"
     return f"cannot connect to {path}: {exc.strerror or exc}"
 
 
-def read_lines(sock: socket.socket) -> Iterator[bytes]:
-    """Complete event lines until a clean close; raises DaemonUnavailable on a broken one."""
+def read_lines(sock: socket.socket, deadline: float | None = None) -> Iterator[bytes]:
+    """Complete event lines until a clean close; raises DaemonUnavailable on a broken one.
+
+    `deadline` (time.monotonic()) bounds the whole read, not each recv: a busy room's partials
+    kept a request that the daemon never answered waiting for ever."""
     pending = b""
     while True:
         try:
+            if deadline is not None:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
             data = sock.recv(RECV_BYTES)
         except socket.timeout:
-            raise DaemonUnavailable("the daemon did not answer in time") from None
+            raise NoAnswer("the daemon did not answer in time") from None
         except OSError as exc:
             raise DaemonUnavailable(f"connection to the daemon broke: {exc.strerror or exc}") from None
         if not data:
@@ -181,12 +193,13 @@ STATUS_FAILURES = protocol.CLOSING_ERRORS | {"status_unavailable"}
 def request_status(path: str, timeout: float) -> dict:
     """The daemon's status event; DaemonUnavailable if there is none or it answers an error.
     A `status` broadcast (a reload's) has no subscriber_id: the reply to this request has."""
+    deadline = time.monotonic() + timeout
     with connect(path, timeout) as sock:
         try:
             sock.sendall(b'{"type":"status"}\n')
         except OSError as exc:
             raise DaemonUnavailable(f"cannot send to {path}: {exc.strerror or exc}") from None
-        for line in read_lines(sock):
+        for line in read_lines(sock, deadline):
             event = _decode(line)
             if event["type"] == "status" and "subscriber_id" in event:
                 return event
