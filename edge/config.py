@@ -423,6 +423,11 @@ CAPTION_LINES = (1, 20)  # captions.lines, and the page's ?lines= override
 CAPTION_FONT_PX = (16, 200)  # captions.font_size, and the page's ?size= override
 
 
+def _wildcard(host: str) -> bool:
+    """An address that binds every interface, so it collides with any other host on the same port."""
+    return ipaddress.ip_address(host).is_unspecified
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (IPv6 as `[::1]:8080`) -> (host, port); ValueError's text says what is wrong.
 
@@ -709,6 +714,26 @@ class Config(Section):
         if isinstance(data, dict):
             return {key: {} if value is None and key in cls.model_fields else value for key, value in data.items()}
         return data
+
+    @model_validator(mode="after")
+    def _one_port_each(self) -> "Config":
+        """Two listeners on one port: the daemon's would take it first and the other service fail at
+        every restart (metrics.port 8080 left the caption page down)."""
+        listeners = self._listeners()
+        for i, (key, host, port) in enumerate(listeners):
+            for other, other_host, other_port in listeners[i + 1 :]:
+                if port == other_port and (host == other_host or _wildcard(host) or _wildcard(other_host)):
+                    raise _whole_problem(f"{key} and {other} both listen on port {port} ({host} and {other_host}): "
+                                         "one of them could not start; give each its own port")
+        return self
+
+    def _listeners(self) -> list[tuple[str, str, int]]:
+        found = [("captions.listen", *split_listen(self.captions.listen))]
+        if self.publish.tcp_port:
+            found.append(("publish.tcp_port", self.publish.tcp_host, self.publish.tcp_port))
+        if self.metrics.enabled and self.metrics.port:
+            found.append(("metrics.port", self.metrics.host, self.metrics.port))
+        return found
 
     @property
     def source_path(self) -> Path | None:

@@ -171,6 +171,23 @@ def test_bad_value_names_key_value_and_allowed(config_dir: Path, text: str, expe
     assert " line 2: " in message or " line 1: " in message
 
 
+@pytest.mark.parametrize(("text", "clash"), [
+    ("metrics:\n  enabled: true\n  port: 8080\n", "captions.listen and metrics.port both listen on port 8080 "
+     "(127.0.0.1 and 127.0.0.1)"),
+    ("publish:\n  tcp_port: 9464\n  tcp_host: 0.0.0.0\nmetrics:\n  enabled: true\n",
+     "publish.tcp_port and metrics.port both listen on port 9464 (0.0.0.0 and 127.0.0.1)"),
+])
+def test_two_listeners_on_one_port_are_refused(config_dir: Path, text: str, clash: str) -> None:
+    """metrics.port 8080 beside the caption page's default: the daemon took the port first and
+    edge-asr-captions failed at every restart."""
+    (message,) = problems(config_dir, text)
+    assert message == f"{config_dir / 'config.yaml'}: {clash}: one of them could not start; give each its own port"
+
+
+def test_one_port_on_two_addresses_is_fine(config_dir: Path) -> None:
+    load_config(write(config_dir, "metrics:\n  enabled: true\n  port: 8080\n  host: 127.0.0.2\n"))
+
+
 def test_a_missing_certificate_is_one_problem_not_also_a_missing_pair(config_dir: Path) -> None:
     found = problems(config_dir, "mqtt:\n  tls:\n    enabled: true\n    cert_file: nope.pem\n    key_file: key.pem\n")
     assert [message.split(": ")[1] for message in found] == ["mqtt.tls.cert_file", "mqtt.tls.key_file"]
