@@ -16,7 +16,7 @@ from edge.asr.base import Interrupt, Transcript
 from edge.asr.whisper.recognizer import Recognizer, WhisperOptions
 from edge.publish.protocol import UtteranceEvent
 from edge.stream.session import StreamingSession, StreamSettings
-from edge.stream.worker import OverloadPolicy
+from edge.stream.worker import Job, OverloadPolicy, Worker
 from edge.stream.stabilizer import PartialStabilizer
 from edge.vocabulary import Term, Vocabulary
 from edge.audio.base import SAMPLE_RATE
@@ -590,6 +590,95 @@ def test_a_break_in_the_audio_ends_the_utterance_at_once_and_hears_what_follows_
     finals = out.of("final")
     assert [e.utterance_id for e in finals] == [1, 2] and finals[0].end_s < 1.51 and finals[0].end_s <= finals[1].start_s
     assert recognizer.final_contexts == [(), ()]  # not (7, 8, 9): the break is between them
+
+
+class _HoldsSecondFinal(_KeepsContexts):
+    """Final n says "wn" with the token (n,); the second is held until `gate` (recognition behind)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.finals = 0
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
+        if partial:
+            return Transcript("", (), 0.0, 0.0, 1.0, ())
+        self.finals += 1
+        number = self.finals
+        if number == 2:
+            self.gate.wait(10)
+        self.final_contexts.append(tuple(context))
+        return Transcript(f"w{number}", (number,), 0.0, 0.0, 1.0, ())
+
+
+def test_no_prompt_across_an_earlier_break_while_finals_are_queued() -> None:
+    """Two breaks while recognition was behind: the check saw only the latest break's position, and
+    the final queued between them was prompted with text said before the first (the stream's clock
+    does not count the time the microphone was away)."""
+    out, recognizer = Collector(), _HoldsSecondFinal()
+    session = StreamingSession(recognizer, EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+
+    def utterance() -> None:
+        for level, seconds in ((0.6, 1.0), (0.0, 1.5)):
+            for _ in range(_windows(seconds) // WINDOW):
+                session.feed(np.full(WINDOW, level, np.float32))
+
+    try:
+        utterance()  # 1: published, the context for 2
+        time.sleep(0.3)
+        utterance()  # 2: its final held
+        time.sleep(0.3)
+        session.discontinuity()
+        utterance()  # 3: queued behind 2, after the first break
+        session.discontinuity()
+        recognizer.gate.set()
+        assert session.drain(10)
+    finally:
+        session.close()
+    assert [e.text for e in out.of("final")] == ["w1", "w2", "w3"]
+    assert recognizer.final_contexts == [(), (1,), ()]
+
+
+def test_a_second_pause_keeps_the_quick_retry_of_a_partial_the_first_one_displaced() -> None:
+    """Pause, speech, pause again within 200 ms: the first pause's speculative final displaced a partial
+    (retry at FIRST_PARTIAL_STEP_MS), and the second pause's, displacing none, set the flag back to False:
+    the caption then waited a whole partial_interval_ms."""
+    out = Collector()
+    session = StreamingSession(_KeepsContexts(), EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+    try:
+        for _ in range(_windows(1.0) // WINDOW):
+            session.feed(np.full(WINDOW, 0.6, np.float32))
+        displaced = [True, False]  # the first pause's final displaced a partial, the second's none
+        session._submit_final = lambda job: displaced.pop(0)
+        with session._lock:
+            start = session._utterance.start
+            session._speculate(start, start + 8000)
+            session._speculate(start, start + 12000)
+            assert session._utterance.retry_partial
+    finally:
+        session.close()
+
+
+def test_a_job_whose_handling_fails_leaves_the_recognizer_thread_running(caplog: pytest.LogCaptureFixture) -> None:
+    """An error after a decode (publishing, metrics) ended the thread: every later final stayed unpublished."""
+    handled: list[int] = []
+
+    def run(job: Job) -> None:
+        if job.utterance_id == 1:
+            raise RuntimeError("publishing failed")
+        handled.append(job.utterance_id)
+
+    worker = Worker(run)
+    try:
+        for uid in (1, 2):
+            worker.submit(Job("final", uid, 0, 160, np.zeros(160, np.float32)))
+        assert worker.wait_idle(5)
+    finally:
+        worker.stop(1.0)
+    assert handled == [2]
+    assert "recognizer: handling final of utterance 1 failed" in caplog.text
 
 
 # --- a final never waits for a partial, a cancelled final stops ----------------------------

@@ -131,12 +131,14 @@ class _Context:
 
     tokens: tuple[int, ...] = ()
     end: int = 0  # stream position where that final ended
+    breaks: int = 0  # breaks in the audio before that final's speech
 
-    def prompt_for(self, start: int, broken_at: int = -1) -> tuple[int, ...]:
-        """The tokens, for an utterance starting at `start` soon after them and not across the audio's
-        latest break (at `broken_at`): a microphone back after hours is not the same conversation, and
-        the stream's clock does not count the hours."""
-        if self.end <= broken_at <= start:
+    def prompt_for(self, start: int, breaks: int) -> tuple[int, ...]:
+        """The tokens, for an utterance starting at `start` soon after them with no break in the audio
+        between (`breaks`: those before its speech): a microphone back after hours is not the same
+        conversation, and the stream's clock does not count the hours. Counted, not placed: with
+        finals queued, a second break hid the first from a check of the latest one's position."""
+        if breaks != self.breaks:
             return ()
         return self.tokens if start - self.end <= CONTEXT_MAX_GAP_S * SAMPLE_RATE else ()
 
@@ -226,7 +228,7 @@ class StreamingSession:
         self._voiced = False  # the newest VAD window is above the threshold
         self._unpublished: list[Job] = []  # confirmed finals still being decoded, in utterance order
         self._context = _Context()
-        self._broken_at = -1  # stream position of the audio's latest break (discontinuity)
+        self._breaks = 0  # breaks in the audio so far (discontinuity)
         self._next_id = 1
         self.utterances = 0
         self._overload = overload
@@ -345,7 +347,7 @@ class StreamingSession:
             self._end_utterance()
             self._vad.reset()
             self._endpointer.resume_at(self._history.end)
-            self._broken_at = self._history.end
+            self._breaks += 1
 
     def _end_utterance(self) -> None:
         """The utterance in progress ends at the audio's end (caller holds _lock)."""
@@ -386,7 +388,8 @@ class StreamingSession:
     def _final_job(self, utterance_id: int, start: int, end: int) -> Job:
         """The interrupt stops its decode once nobody wants it (speech resumed, or shutdown gave up on it)."""
         audio = self._history.slice(start, end)
-        return Job("final", utterance_id, start, end, audio, options=self._options["final"], interrupt=Interrupt())
+        return Job("final", utterance_id, start, end, audio, options=self._options["final"], interrupt=Interrupt(),
+                   breaks=self._breaks)
 
     def _speculate(self, start: int, end: int) -> None:
         """Decode the final now, in case the pause turns out to be the end."""
@@ -395,7 +398,8 @@ class StreamingSession:
         job = self._final_job(self._utterance.utterance_id, start, end)
         job.preempts = self._caption_fresh(self._utterance)
         self._utterance.speculative = job
-        self._utterance.retry_partial = self._submit_final(job)
+        # or: a second pause before the first one's retried partial was asked for keeps the quick retry
+        self._utterance.retry_partial = self._submit_final(job) or self._utterance.retry_partial
 
     def _caption_fresh(self, utterance: _Utterance) -> bool:
         """A partial was shown (or speech_start sent) less than PREEMPT_STALE_INTERVALS partial intervals ago."""
@@ -471,13 +475,13 @@ class StreamingSession:
         audio = self._history.slice(utterance.start, now)
         options = self._options["partial"] if utterance.partial_options is None else utterance.partial_options
         self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=options,
-                                interrupt=Interrupt()))
+                                interrupt=Interrupt(), breaks=self._breaks))
 
     def _run_job(self, job: Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
         began = time.monotonic()
         with self._lock:
-            context = self._context.prompt_for(job.start, self._broken_at)
+            context = self._context.prompt_for(job.start, job.breaks)
             quick = job.kind == "partial" or self._late(job)
         try:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
@@ -532,7 +536,7 @@ class StreamingSession:
             self._record(job.utterance_id, job.start / SAMPLE_RATE, job.audio)
         text = job.text or ""
         if text:
-            self._context = _Context(job.tokens, job.end)
+            self._context = _Context(job.tokens, job.end, job.breaks)
         self._emit(Final(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=text,
                          start_s=_s(job.start), end_s=_s(job.end), language=job.language, decode_s=job.decode_s,
                          dropped=job.dropped))

@@ -12,6 +12,7 @@ in order: partials, then the finals' beam search, then the oldest finals' decode
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,8 @@ import numpy as np
 
 from edge.asr.base import Interrupt
 from edge.audio.base import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
 
 OVERLOAD_LEVELS = ("none", "partials_suspended", "greedy_finals", "dropping_finals")
 
@@ -85,6 +88,7 @@ class Job:
     fallback_text: str = ""  # the newest partial, published instead if shutdown cannot wait for the decode
     dropped: bool = False  # never decoded (overload): `text` is the fallback
     failure: str = ""  # why its decode failed: told (recognition_failed) just before its final, if it is published
+    breaks: int = 0  # breaks in the audio before its speech: the previous text is no prompt across one
 
 
 class Worker:
@@ -195,6 +199,11 @@ class Worker:
             return job
 
     def _loop(self) -> None:
+        """An error after a decode (publishing, metrics) is logged and the next job runs: the thread
+        dying left every later final unpublished until the watchdog saw no progress."""
         while (job := self._next()) is not None:
             if not job.cancelled:
-                self._run_job(job)
+                try:
+                    self._run_job(job)
+                except Exception:  # noqa: BLE001 - the recognizer thread outlives one job's failure
+                    log.exception("recognizer: handling %s of utterance %d failed", job.kind, job.utterance_id)
