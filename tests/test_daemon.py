@@ -6,6 +6,7 @@ File sources run at fast pace wherever timing does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import logging
 import signal
@@ -80,16 +81,22 @@ class Subscriber:
         self.wait_for(lambda e: e["type"] == "hello", timeout)  # registered: later events will reach us
 
     def _read(self) -> None:
-        with self._sock.makefile("rb") as lines:
-            for line in lines:
-                event = protocol.decode(line)
-                protocol.validate(event)
-                with self._cond:
-                    self.events.append({**event, "_received": time.monotonic()})
-                    self._cond.notify_all()
-        self.closed.set()
-        with self._cond:
-            self._cond.notify_all()
+        """Until the end; a daemon that exits with requests of ours unread resets the connection (ECONNRESET
+        after the events it sent), which is an end too."""
+        try:
+            with self._sock.makefile("rb") as lines:
+                for line in lines:
+                    event = protocol.decode(line)
+                    protocol.validate(event)
+                    with self._cond:
+                        self.events.append({**event, "_received": time.monotonic()})
+                        self._cond.notify_all()
+        except ConnectionResetError:
+            pass
+        finally:
+            self.closed.set()
+            with self._cond:
+                self._cond.notify_all()
 
     def wait_for(self, match: Callable[[dict], bool], timeout: float, after: int = 0) -> dict:
         """The first event from index `after` on (seen so far or arriving within `timeout`) that matches."""
@@ -99,7 +106,9 @@ class Subscriber:
         return found
 
     def request_status(self) -> None:
-        self._sock.sendall(b'{"type": "status"}\n')
+        """Ask; a daemon gone meanwhile is for the reader to tell (`closed`), not an error here."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._sock.sendall(b'{"type": "status"}\n')
 
     def of(self, kind: str) -> list[dict]:
         with self._cond:
