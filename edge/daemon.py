@@ -132,6 +132,8 @@ class Daemon:
         # Event.set() there deadlocks if the main thread was inside that Event's own lock (wait, clear).
         self._stop_requested = False
         self._reload_requested = False
+        self._reload_requests = 0  # SIGHUPs (and early reloads) received so far
+        self._reload_answers = 0  # of those, how many the latest reload read the file after
         self._notifier = Notifier()
         self._watchdog = ProgressWatchdog(self._notifier, watchdog_interval_s())
         self._metrics = Metrics()
@@ -185,6 +187,7 @@ class Daemon:
         self._stop_requested = True
 
     def request_reload(self) -> None:
+        self._reload_requests += 1
         self._reload_requested = True
 
     def _install_signal_handlers(self) -> None:
@@ -199,6 +202,7 @@ class Daemon:
         while not self._stop_requested:
             if self._reload_requested:
                 self._reload_requested = False  # before reading the file: a SIGHUP from now on reloads again
+                self._reload_answers = self._reload_requests
                 self.reload()
             if self._source.can_wait and self._session.pending_finals >= FAST_PACE_BACKLOG:
                 time.sleep(BACKLOG_POLL_S)  # "as fast as the pipeline goes": recognition sets the pace
@@ -357,8 +361,10 @@ class Daemon:
     # --- events -------------------------------------------------------------------
 
     def _hello(self) -> dict[str, Any]:
+        """`reload_requests`: how many reloads were asked for before this connection; `edge-asr reload`
+        takes as its answer only a reload status whose `reload_requests_answered` is above it."""
         return {"model": Path(self._cfg.model.path).name, **self._backend_fields(), "sample_rate": SAMPLE_RATE,
-                "chinese_script": self._cfg.model.chinese_script}
+                "chinese_script": self._cfg.model.chinese_script, "reload_requests": self._reload_requests}
 
     def status(self) -> dict[str, Any]:
         """The daemon's state (thread-safe snapshot; also answers subscribers' status requests)."""
@@ -371,6 +377,7 @@ class Daemon:
             "model": Path(self._cfg.model.path).name,
             "language": self._session.settings.language,  # what the recognizer is given: a reload is seen
             "chinese_script": self._session.settings.script,
+            "reload_requests_answered": self._reload_answers,
             "vocabulary": self._session.settings.vocabulary.summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),

@@ -214,12 +214,16 @@ def test_sighup_reloads_live_settings_and_keeps_subscribers(tmp_path, int8_model
         daemon.send_signal(signal.SIGHUP)
         reloaded = subscriber.wait_for(lambda e: e["type"] == "status" and "reload" in e.get("message", ""), 10)
         assert reloaded["needs_restart"] == ["model.threads"]
+        assert "reload_requests" not in subscriber.events[0]  # 0, an optional field's default: not sent
+        assert reloaded["reload_requests_answered"] == 1
 
         config.write_text("vad:\n  threshold: nine\n")
         daemon.send_signal(signal.SIGHUP)
         error = subscriber.wait_for(lambda e: e["type"] == "error", 10)
         assert error["reason"] == "config_invalid" and "vad.threshold" in error["message"]
-        subscriber.wait_for(lambda e: e["type"] == "status" and "old settings kept" in e.get("message", ""), 10)
+        failed = subscriber.wait_for(lambda e: e["type"] == "status" and "old settings kept" in e.get("message", ""), 10)
+        assert failed["reload_requests_answered"] == 2
+        assert Subscriber(tmp_path / "asr.sock").events[0]["reload_requests"] == 2  # a later hello counts them
 
         subscriber.request_status()  # the same connection still works after both reloads
         subscriber.wait_for(lambda e: e["type"] == "status" and "subscriber_id" in e, 10)

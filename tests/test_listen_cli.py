@@ -311,3 +311,40 @@ def test_backends_with_a_broken_config_exits_78_with_the_check_config_lines(tmp_
     assert result.returncode == 78, result.stderr
     assert f'{config} line 2: inference.backend: "gpu" is not one of the choices' in result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"{config}: ") and result.stderr.rstrip().endswith("not usable")
+
+
+def test_reload_takes_the_answer_to_its_own_signal_not_an_earlier_reloads(tmp_path: Path) -> None:
+    """A reload started by a SIGHUP from elsewhere, still running when `edge-asr reload` subscribed: its
+    status (and its config_invalid) came first and was reported as the answer."""
+    path = tmp_path / "asr.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                                 "signal.SIG_IGN); print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    stand_in.stdout.readline()  # SIGHUP ignored from here on
+    events = [
+        {"type": "hello", "audio_time_s": 1.0, "model": "m", "backend": "cpu", "sample_rate": 16000, "reload_requests": 3},
+        {"type": "error", "audio_time_s": 1.0, "reason": "config_invalid", "message": "vad.threshold: nine"},
+        {"type": "status", "audio_time_s": 1.0, "message": "reload failed: config invalid, old settings kept",
+         "reload_requests_answered": 3},
+        {"type": "status", "audio_time_s": 1.1, "message": "reloaded", "reload_requests_answered": 4},
+    ]
+
+    def daemon() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"".join(json.dumps(event).encode() + b"\n" for event in events))
+            conn.recv(1)  # until the command hangs up
+
+    thread = threading.Thread(target=daemon)
+    thread.start()
+    try:
+        with client.connect(str(path), 5) as sock:
+            message, problems = reload.reload(sock, stand_in.pid, 5)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        thread.join(5)
+        server.close()
+    assert (message, problems) == ("reloaded", [])

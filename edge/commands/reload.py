@@ -92,6 +92,7 @@ def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str
         raise SubscribersFull(farewell(first))
     if greeting.get("type") != protocol.Hello.TYPE:  # stopping: no hello
         raise DaemonUnavailable(farewell(first) or "the daemon is not taking connections (stopping?)")
+    asked_before = greeting.get("reload_requests")  # absent from a daemon older than this handshake
     _signal(pid)  # subscribed: the answer cannot come unheard
     try:
         for line in lines:
@@ -99,10 +100,20 @@ def reload(sock: socket.socket, pid: int, timeout: float) -> tuple[str, list[str
             if event.get("type") == protocol.Error.TYPE and event.get("reason") == "config_invalid":
                 problems.append(str(event.get("message", "")))
             elif event.get("type") == protocol.Status.TYPE and str(event.get("message", "")).startswith("reload"):
+                if _earlier(event, asked_before):  # a reload in progress when we signalled: not our answer
+                    problems.clear()  # nor are its problems
+                    continue
                 return str(event["message"]), problems
     except NoAnswer:
         pass
     raise DaemonUnavailable(f"the daemon (pid {pid}) did not say within {timeout:g} s whether it reloaded")
+
+
+def _earlier(status: dict, asked_before: object) -> bool:
+    """A reload status that answers only requests made before ours (a SIGHUP from elsewhere, its reload
+    still running when we subscribed): the first reload status after our signal used to be taken."""
+    answered = status.get("reload_requests_answered")
+    return isinstance(asked_before, int) and isinstance(answered, int) and answered <= asked_before
 
 
 def _signal(pid: int) -> None:

@@ -207,6 +207,7 @@ class Hello(Event):
     degraded_reason: str = _optional("")
     run_id: str = _optional("")  # new each time the daemon starts: utterance_ids count within it
     chinese_script: str = _optional("simplified")  # model.chinese_script: how Chinese text is written
+    reload_requests: int = _optional(0)  # reloads asked for (SIGHUP) before this connection: see `edge-asr reload`
 
 
 @dataclass(frozen=True, kw_only=True)
