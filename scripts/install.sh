@@ -13,7 +13,8 @@
 #                     quantization operators); the default on a Jetson (/etc/nv_tegra_release)
 #   --wheelhouse DIR  install Python packages from DIR only (offline boxes): pip --no-index --find-links DIR;
 #                     make it with: pip wheel -w DIR -c constraints.txt . setuptools wheel
-#                     (constraints-py310.txt for a Python 3.10 box, with that Python)
+#                     (constraints-py310.txt for a Python 3.10 box, with that Python; '.[build]'
+#                     instead of '.' if the box must build its models, without --model-from)
 #                     and pip download -d DIR --no-deps silero-vad==6.2.3
 #   --onnxruntime-wheel FILE
 #                     an accelerator build of onnxruntime to run instead of PyPI's CPU one (NVIDIA's
