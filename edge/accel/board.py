@@ -17,11 +17,8 @@ from pathlib import Path
 RKNN_SOCS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
 # The device nodes each accelerator opens (globs under /dev): a Jetson's nvhost/nvmap (a discrete
 # GPU's nvidia*), the RK3588 NPU as a DRM render node or, on older vendor kernels, /dev/rknpu.
-DEVICE_NODES = {
-    "cuda": ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm"),
-    "tensorrt": ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm"),
-    "rknn": ("rknpu", "dri/renderD*"),
-}
+_NVIDIA_NODES = ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm")
+DEVICE_NODES = {"cuda": _NVIDIA_NODES, "tensorrt": _NVIDIA_NODES, "rknn": ("rknpu", "dri/renderD*")}
 PROVIDER_LIBRARIES = {
     "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
     "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",

@@ -29,6 +29,7 @@ import soundfile
 
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import SetupError
+from edge.files import write_whole
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class UtteranceRecorder:
                         self.dropped)
             self._paused = None
         try:
-            _write_private(self.directory / name, data)
+            write_whole(self.directory / name, data, 0o600)  # recorded speech is private
         except OSError as exc:
             self.dropped += 1
             log.error("debug.record_audio_dir: cannot write %s: %s", self.directory / name, exc.strerror or exc)
@@ -142,17 +143,3 @@ def _wav_bytes(audio: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return buffer.getvalue()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """`data` at `path`, created 0600 (not the umask's usual 0644), and there only once whole: a part
-    file renamed into place; on failure the part file is removed."""
-    part = path.with_name(f".{path.name}.part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with open(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(part, path)
-    except OSError:
-        part.unlink(missing_ok=True)
-        raise

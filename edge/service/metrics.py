@@ -8,14 +8,16 @@ node-exporter textfile rewritten atomically (temp file + rename) every few secon
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest, start_http_server
+
+from edge.files import write_whole
 
 if TYPE_CHECKING:
     from edge.config import MetricsConfig
@@ -158,7 +160,9 @@ class MetricsExporter:
         """A failure is logged when it starts or changes, and the recovery once: every 10 s it made
         8,640 journal lines a day (a read-only directory under the unit without its drop-in)."""
         try:
-            _replace_readable(self._textfile, generate_latest(self.metrics.registry))
+            # readable from the moment it is there: the library's writer renamed a file made under the
+            # unit's UMask=0027 and only then opened it up, and a scrape between the two got EACCES
+            write_whole(Path(self._textfile), generate_latest(self.metrics.registry), TEXTFILE_MODE)
         except OSError as exc:
             problem = f"metrics.textfile: cannot write {self._textfile}: {exc}"
             if problem != self._failing:
@@ -168,23 +172,6 @@ class MetricsExporter:
         if self._failing is not None:
             log.info("metrics.textfile: %s written again", self._textfile)
             self._failing = None
-
-
-def _replace_readable(path: str, data: bytes) -> None:
-    """`data` at `path`, readable by node-exporter from the moment it is there: the library's writer
-    renamed a file made under the unit's UMask=0027 and only then opened it up, so a scrape between
-    the two got EACCES and the series dropped out."""
-    part = f"{path}.part"
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, TEXTFILE_MODE)
-    try:
-        with open(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), TEXTFILE_MODE)
-            handle.write(data)
-        os.replace(part, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(part)
-        raise
 
 
 def start_metrics(cfg: MetricsConfig, metrics: Metrics | None = None) -> MetricsExporter:
