@@ -428,3 +428,15 @@ def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+def test_a_repeated_fault_is_said_again_a_minute_later(monkeypatch) -> None:
+    """Once a minute, not once a stream: a driver that still sends NaN an hour on is still in the journal."""
+    clock = [1000.0]
+    monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
+    throttle = capture.LogThrottle()
+    said = []
+    for step in (0.0, 1.0, 58.9, 60.0, 119.9, 120.0):
+        clock[0] = 1000.0 + step
+        said.append(throttle.due())
+    assert said == [True, False, False, True, False, True]

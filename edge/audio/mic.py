@@ -44,6 +44,21 @@ STUCK_AFTER_S = 30.0
 REPEAT_LOG_S = 60.0  # a driver that sends NaN sends it in every block; a starved box overruns as often
 
 
+class LogThrottle:
+    """`due()` is true at most once per REPEAT_LOG_S: a fault that comes back in every block gets a line a
+    minute in the journal, not one per block."""
+
+    def __init__(self) -> None:
+        self._said_at = -math.inf
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._said_at < REPEAT_LOG_S:
+            return False
+        self._said_at = now
+        return True
+
+
 class CaptureError(SourceError):
     """The microphone cannot be used; the message says which device and why."""
 
@@ -179,7 +194,7 @@ class _OpenStream:
         self.ring = RingBuffer(max(1, round(ring_s * fmt.rate)), fmt.channels)
         self.finished = False  # set by PortAudio's thread only
         self.input_overflows = 0  # set by PortAudio's thread only
-        self._nonfinite_told_at = -math.inf
+        self._nonfinite_log = LogThrottle()
         self._resampler = None if fmt.rate == SAMPLE_RATE else soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, "float32")
         stream = None
         try:
@@ -223,8 +238,7 @@ class _OpenStream:
         bad = ~np.isfinite(audio)
         if bad.any():
             audio[bad] = 0.0
-            if time.monotonic() - self._nonfinite_told_at >= REPEAT_LOG_S:
-                self._nonfinite_told_at = time.monotonic()
+            if self._nonfinite_log.due():
                 log.warning("audio device '%s' sent %d samples that are not numbers (NaN or inf); read as silence",
                             self.device.name, np.count_nonzero(bad))
         return audio
@@ -290,7 +304,7 @@ class MicSource:
         self._said: str | None = None  # the last reopen failure put in the journal
         self._pinned: str | None = None  # the name of the device an index named at the first open
         self._break_at: int | None = None  # frames of `_pending` before a gap (lost stream, overrun)
-        self._gap_told_at = -math.inf
+        self._gap_log = LogThrottle()
         self._counting = threading.Lock()  # stats() runs on the publisher's thread while a stream retires
         self.breaks = 0
 
@@ -421,8 +435,7 @@ class MicSource:
     def _say_gap(self, dropped_s: float) -> None:
         """An overrun ends the utterance in progress at the gap (its two sides used to be joined as one
         speech); said at most once a minute, since a starved box overruns again and again."""
-        if time.monotonic() - self._gap_told_at >= REPEAT_LOG_S:
-            self._gap_told_at = time.monotonic()
+        if self._gap_log.due():
             log.warning("audio device '%s': the reader fell %.1f s behind and the oldest audio was dropped "
                         "(%.1f s in all on this stream); the speech on either side is heard apart",
                         self._device_name, self._cfg.ring_buffer_s, dropped_s)
