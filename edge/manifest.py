@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+FORMAT = 2  # what scripts/build_model.py writes and this code reads; 2: the decoder takes cross K/V per layer
+
 
 def read(model_dir: Path) -> dict[str, Any]:
     """The parsed manifest, its shared fields checked; OSError or ValueError (naming the field) when
@@ -25,7 +27,9 @@ def read(model_dir: Path) -> dict[str, Any]:
 
 
 def _field_problem(manifest: dict[str, Any]) -> str | None:
-    """The first shared field of the wrong shape: family, dims, languages, streaming."""
+    """The first shared field of the wrong shape: format, family, dims, languages, streaming."""
+    if manifest.get("format") != FORMAT:
+        return f"format {manifest.get('format')!r} is not {FORMAT}, the one this edge-asr reads (another version built it)"
     if not isinstance(manifest.get("family", "whisper"), str):
         return f"family {manifest['family']!r} is not a name"
     dims = manifest.get("dims")

@@ -49,7 +49,8 @@ install_python_env() {
     stamp=".venv/.edge-asr-$(cat pyproject.toml "$pins" | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && return 0
     echo "bootstrap: installing Python packages into .venv/"
-    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+    # pip too (constraints.txt pins it): an unpinned upgrade made each fresh machine's resolver a different one
+    .venv/bin/pip install -q --disable-pip-version-check -c "$pins" --upgrade pip
     # the versions the tests passed with (scripts/freeze_constraints.sh refreshes constraints.txt)
     .venv/bin/pip install -q --disable-pip-version-check -c "$pins" -e '.[test]'
     # silero-vad ships the VAD .onnx but declares torch; the runtime needs only the file.

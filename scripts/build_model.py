@@ -35,16 +35,18 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ct2_reader import parse_ct2, read_ct2  # noqa: E402
-from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights  # noqa: E402
+from ct2_reader import parse_ct2  # noqa: E402
+from edge.manifest import FORMAT  # noqa: E402
+from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights, weights_problem  # noqa: E402
 
-FORMAT = 2  # 2: the decoder takes cross K/V per layer (edge/asr/whisper/graph.py)
 BUILDER_VERSION = 4  # 2: family/multilingual/languages, tokenizer.json, whisper-base; 3: streaming tuning;
 # 4: batch-invariant tiny.en decoder (MatMulNBits)
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
 OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
 PRECISIONS = ("fp32", "int8")
-BUILDER_SOURCES = ("build_model.py", "whisper_onnx.py", "ct2_reader.py")
+# the code that writes the graphs, repo-relative: the decoder's input names come from graph.py
+BUILDER_SOURCES = ("scripts/build_model.py", "scripts/whisper_onnx.py", "scripts/ct2_reader.py", "edge/asr/whisper/graph.py")
+BUILDER_LIBRARIES = ("onnx", "onnx-ir", "onnxruntime")  # onnx-ir: the MatMulNBits quantizer's graph editor
 REPO = Path(__file__).resolve().parents[1]
 
 # Chosen by measurement (see models/README.md): linear layers and the output
@@ -97,8 +99,8 @@ class ModelSpec:
     """What to build and where its weights come from.
 
     model.bin is the concatenation of `parts` in order; the text files (COPIED_FILES,
-    OPTIONAL_FILES) sit beside the first part. `sha256` pins the reassembled file
-    (checked before anything is parsed) where the source is split.
+    OPTIONAL_FILES) sit beside the first part. `sha256` pins model.bin (the parts joined),
+    checked before anything is parsed and again on the bytes the build reads.
     """
 
     name: str
@@ -205,14 +207,13 @@ def sha256_file(path: Path) -> str:
 
 
 def builder_identity() -> dict[str, object]:
-    """Version plus a hash of the builder's own code, and the onnx / onnxruntime that write and quantize
-    the graphs: any of them changed invalidates built models (a newer onnxruntime's quantizer could
+    """Version plus a hash of the builder's own code, and the libraries that write and quantize the
+    graphs: any of them changed invalidates built models (a newer onnxruntime's quantizer could
     make other int8 graphs from the same checkout while the build said "up to date")."""
     digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
     for name in BUILDER_SOURCES:
-        digest.update((here / name).read_bytes())
-    libraries = {name: importlib.metadata.version(name) for name in ("onnx", "onnxruntime")}
+        digest.update((REPO / name).read_bytes())
+    libraries = {name: importlib.metadata.version(name) for name in BUILDER_LIBRARIES}
     return {"version": BUILDER_VERSION, "sha256": digest.hexdigest(), "libraries": libraries}
 
 
@@ -265,10 +266,14 @@ def read_model_bin(source: Source) -> bytes | bytearray:
 
 
 def read_weights(source: Source) -> dict:
-    """Every CTranslate2 variable of the source's model.bin as numpy arrays."""
-    if not source.split:
-        return read_ct2(source.paths[0]).variables
-    return parse_ct2(read_model_bin(source), source.directory / "model.bin").variables
+    """Every CTranslate2 variable of the source's model.bin as numpy arrays, once they are known to be
+    the float Whisper weights the graphs are written for."""
+    named = Path(" + ".join(map(str, source.paths)))  # where a parse error is: the parts, in their order
+    model = parse_ct2(read_model_bin(source), named)
+    problem = weights_problem(model.spec, model.variables)
+    if problem:
+        raise BuildError(f"{source.describe()} cannot be built: {problem}")
+    return model.variables
 
 
 @contextmanager
@@ -476,6 +481,13 @@ def build_lock(out: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
+def remove_abandoned_builds(out: Path) -> None:
+    """Staging dirs of a build that was killed (SIGKILL, out of memory: the build peaks at 1.5 GB) stay
+    behind, hundreds of MB each and git-ignored; under the lock no other build owns one."""
+    for stale in out.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def rebuild(out: Path, targets: dict[str, Path], source: Source) -> None:
     weights = read_weights(source)
     dims = dims_from_weights(weights)
@@ -497,6 +509,7 @@ def build_one(out: Path, spec: ModelSpec, force: bool) -> str:
     source = find_source(spec)
     targets = {precision: out / spec.dir_name(precision) for precision in PRECISIONS}
     with build_lock(out):
+        remove_abandoned_builds(out)
         if not force and all(is_up_to_date(path, source) for path in targets.values()):
             return f"up to date: {', '.join(str(p) for p in targets.values())} ({source.describe()})"
         rebuild(out, targets, source)
@@ -523,8 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.model or MODELS:
             print(build_one(args.out, MODELS[name], args.force), flush=True)
-    except (BuildError, OSError, ValueError) as exc:
+    except (BuildError, OSError, ValueError, ImportError) as exc:
         print(f"build_model: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyError as exc:
+        print(f"build_model: error: the weights have no variable {exc}: not a Whisper model this builder knows",
+              file=sys.stderr)
         return 1
     return 0
 

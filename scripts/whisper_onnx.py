@@ -50,6 +50,32 @@ class Dims:
         return asdict(self)
 
 
+# What the graphs below are written for, in CTranslate2's own flags (read off tiny.en's and base's
+# model.bin): GELU (activation id 3), pre-norm layers, no ALiBi, embeddings neither scaled nor zero-started.
+WHISPER_FLAGS = {"decoder/activation": 3, "decoder/alibi": 0, "decoder/pre_norm": 1,
+                 "decoder/scale_embeddings": 0, "decoder/start_from_zero_embedding": 0}
+
+
+def weights_problem(spec: str, weights: Weights) -> str | None:
+    """Why these are not the float Whisper weights the graphs are written for, or None. Another source
+    (a quantized CTranslate2 model: int8 matrices read as floats, their `*_scale`s ignored) would
+    otherwise build graphs that load and say nonsense."""
+    if spec != "WhisperSpec":
+        return f"its CTranslate2 spec is {spec!r}, not WhisperSpec"
+    for name, expected in WHISPER_FLAGS.items():
+        value = weights.get(name)
+        if value is None or value.size != 1 or int(value.reshape(-1)[0]) != expected:
+            found = "missing" if value is None else value.reshape(-1)[:4].tolist()
+            return f"{name} is {found}, where the graphs are written for {expected}"
+    scaled = sorted(name for name in weights if name.endswith("_scale"))
+    if scaled:
+        return f"it is quantized ({scaled[0]} and {len(scaled) - 1} more scales): use a float16 or float32 model"
+    integral = sorted(name for name, array in weights.items() if array.ndim >= 2 and array.dtype.kind != "f")
+    if integral:
+        return f"{integral[0]} holds {weights[integral[0]].dtype} values, not floats: use a float16 or float32 model"
+    return None
+
+
 def _count_layers(weights: Weights, stack: str) -> int:
     pattern = re.compile(rf"{stack}/layer_(\d+)/")
     return len({match.group(1) for match in map(pattern.match, weights) if match})

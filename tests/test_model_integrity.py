@@ -71,8 +71,12 @@ def _edit_manifest(model: Path, change) -> None:  # noqa: ANN001 - a function of
         (lambda m: m.update(streaming="x"), "streaming 'x' is not a mapping"),
         (lambda m: m.update(languages="zh"), "languages 'zh' is not a list of language codes"),
         (lambda m: m.update(family="parakeet"), "unknown model family 'parakeet' (this edge-asr knows whisper)"),
+        (lambda m: m.update(format=1), "format 1 is not 2, the one this edge-asr reads (another version built it); "
+                                       "rebuild the model with scripts/build_model.py"),
+        (lambda m: m.pop("format"), "format None is not 2"),
     ],
-    ids=["no-dims", "family-list", "beam-text", "streaming-text", "languages-text", "other-family"],
+    ids=["no-dims", "family-list", "beam-text", "streaming-text", "languages-text", "other-family", "format-1",
+         "no-format"],
 )
 def test_a_manifest_field_of_the_wrong_shape_fails_check_config_not_the_start(copy: Path, tmp_path: Path, change,
                                                                               message: str) -> None:

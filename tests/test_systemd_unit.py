@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge.manifest import FORMAT
+
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edge-asr.service"
 SCRIPTS = REPO / "scripts"
@@ -118,7 +120,7 @@ def stand_in_model(directory: Path, name: str = "whisper-tiny.en-int8") -> Path:
     (directory / "decoder.onnx").write_bytes(weights)
     files = {"decoder.onnx": {"bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}}
     dims = {"n_mels": 80, "n_text_layer": 4}  # a manifest edge-asr can read; its graphs are not loaded here
-    (directory / "manifest.json").write_text(json.dumps({"name": name, "dims": dims, "files": files}))
+    (directory / "manifest.json").write_text(json.dumps({"format": FORMAT, "name": name, "dims": dims, "files": files}))
     return directory
 
 
