@@ -214,9 +214,10 @@ install_model() {
     done <<< "$sources"
 }
 
-# The repo's config.yaml with its relative model paths made absolute for the installed layout.
+# The repo's config.yaml with its relative model paths made absolute for the installed layout, the
+# comments' too: "set path to models/whisper-base-int8" copied as it stood resolved under /etc/edge-asr.
 installed_default_config() {
-    sed -E "s#^(  (path|rknn_model_dir): +)models/#\1$PREFIX/models/#" "$REPO/config.yaml"
+    sed -E "s#(^|[ (])models/#\1$PREFIX/models/#g" "$REPO/config.yaml"
 }
 
 install_config() {

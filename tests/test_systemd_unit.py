@@ -142,6 +142,9 @@ def test_install_stages_files_and_prints_system_commands(staged: tuple[Path, str
     config["model"]["path"] = shipped["model"]["path"]
     config["inference"]["rknn_model_dir"] = shipped["inference"]["rknn_model_dir"]
     assert config == shipped
+    comments = [line for line in (root / "etc/edge-asr/config.yaml").read_text().splitlines() if "models/" in line]
+    assert comments and all("/opt/edge-asr/models/" in line for line in comments)  # the Mandarin hint's path too
+    assert any(line.startswith("# A Mandarin box: set path to /opt/edge-asr/models/whisper-base-int8") for line in comments)
     assert (root / "etc/systemd/system/edge-asr.service").read_text() == UNIT.read_text()
     assert (root / "opt/edge-asr/models/whisper-tiny.en-int8/manifest.json").is_file()
     for command in ("useradd --system --gid edge-asr --groups audio", "pip install", "systemctl daemon-reload",
