@@ -233,10 +233,20 @@ def _wav_with_sizes(path: Path, data_size: int, seconds: float = 2.0) -> Path:
     return path
 
 
-@pytest.mark.parametrize("data_size", [0x80000000, 0x7FFFF000, 0xFFFFFFFF], ids=["arecord", "sox", "all-ones"])
+@pytest.mark.parametrize("data_size", [0x80000000, 0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF],
+                         ids=["arecord", "sox", "int-max", "all-ones"])
 def test_a_wav_streamed_to_a_pipe_is_read_whole(tmp_path, data_size):
     """arecord and sox write placeholder sizes they cannot fix on a pipe; libsndfile reads what is there."""
     assert load_audio(_wav_with_sizes(tmp_path / "piped.wav", data_size)).size == 2 * SAMPLE_RATE
+
+
+def test_a_wav_over_2_gib_cut_short_is_told_after_its_audio(tmp_path):
+    """A 4-hour 48 kHz stereo recording declares 2.76 GB: cut in a copy, it passed as "streamed" with exit 0."""
+    reader = AudioReader(_wav_with_sizes(tmp_path / "cut4h.wav", 0xA4CB8000))
+    blocks = []
+    with pytest.raises(AudioFileError, match="truncated"):
+        blocks.extend(reader)
+    assert sum(map(len, blocks)) == 2 * SAMPLE_RATE  # the audio there is delivered first
 
 
 def test_a_header_declaring_no_samples_over_audio_says_how_to_repair_it(tmp_path):

@@ -24,8 +24,10 @@ from edge.audio.base import SAMPLE_RATE, SourceError
 # only mentions it in its log, e.g. "data : 352000 (should be 175978)".
 _WAV_SHORT_DATA = re.compile(r"^data : (\d+) \(should be \d+\)", re.MULTILINE)
 # A recorder writing to a pipe cannot go back to fill in the sizes: arecord writes 2^31, sox
-# 2^31 - 4096, others 0 or 2^32 - 1. Any data size from 2^31 - 64 KiB up is taken as "streamed".
-STREAMED_DATA_SIZE = 0x7FFF0000
+# 2^31 - 4096, others 2^31 - 1 or 2^32 - 1 (and 0, refused apart). Only these are "streamed": a real
+# data chunk may be larger than 2 GiB (4 h of 48 kHz stereo: 2.76 GB), and one of those cut short
+# passed as streamed, with no word of the cut.
+STREAMED_DATA_SIZES = frozenset({0x80000000, 0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF})
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header gives none
 MAX_PEAK = 32.0  # float samples past this are integers stored as float (tiny.en read JFK at +-32767 as "No")
 HEADER_SLACK = 4096  # bytes a header with metadata chunks may take before any audio
@@ -89,7 +91,7 @@ def _check_header(path: Path, decoder: sf.SoundFile) -> bool:
         raise AudioFileError(f"{path}: a FLAC whose header gives no length (encoded to a pipe), which libsndfile "
                              "cannot read to the end: re-encode it to a file (`flac -d` then `flac`, or ffmpeg)")
     short = _WAV_SHORT_DATA.search(decoder.extra_info or "")
-    return short is not None and int(short.group(1)) < STREAMED_DATA_SIZE  # streamed WAVs with no size are fine
+    return short is not None and int(short.group(1)) not in STREAMED_DATA_SIZES  # streamed WAVs with no size are fine
 
 
 def _truncated(path: Path) -> AudioFileError:
