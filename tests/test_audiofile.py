@@ -95,11 +95,11 @@ def _no_samples(tmp_path: Path) -> Path:
     [
         (lambda tmp: tmp / "missing.wav", "no such file"),
         (lambda tmp: tmp, "is a directory"),
-        (_empty_file, "not a readable audio file"),
+        (_empty_file, "is empty (0 bytes)"),
         (_text_file, "not a readable audio file"),
         (_no_samples, "no audio samples"),
         (_truncated_wav, "truncated"),
-        (_truncated_flac, "not a readable audio file"),
+        (_truncated_flac, "damaged 0.7 s in; the audio before it was read (Error : flac decoder lost sync.)"),
     ],
     ids=["missing", "directory", "empty", "text", "no-samples", "truncated-wav", "truncated-flac"],
 )
@@ -110,6 +110,25 @@ def test_bad_files_give_one_line_error_naming_the_file(tmp_path, make, reason):
     message = str(err.value)
     assert str(path) in message and reason in message
     assert "\n" not in message
+
+
+def test_a_cut_flac_keeps_the_audio_up_to_the_cut_not_to_the_last_whole_block(tmp_path):
+    """A read that meets the damage raises and returns nothing: whole blocks (4 s) lost 1.7 s of a cut 20 s FLAC."""
+    noise = np.random.default_rng(1).uniform(-0.5, 0.5, SAMPLE_RATE * 20)
+    sf.write(tmp_path / "whole.flac", noise, SAMPLE_RATE, format="FLAC")
+    blocks = []
+    with pytest.raises(AudioFileError, match=r"cut\.flac: damaged 9\.\d s in; the audio before it was read"):
+        blocks.extend(AudioReader(_cut_in_half(tmp_path / "whole.flac")))
+    assert sum(map(len, blocks)) > 9.5 * SAMPLE_RATE > 2 * READ_SAMPLES
+
+
+def test_libsndfiles_name_for_the_file_is_left_out(tmp_path):
+    """Its "Error opening b'...mp3':" repeated the name as Python bytes."""
+    path = tmp_path / "noise.mp3"
+    path.write_bytes(bytes(range(256)) * 2)
+    with pytest.raises(AudioFileError) as err:
+        load_audio(path)
+    assert str(err.value).startswith(f"{path}: not a readable audio file") and "b'" not in str(err.value)
 
 
 def test_not_a_file_says_what_it_is(tmp_path, monkeypatch):

@@ -147,6 +147,8 @@ def test_a_file_damaged_part_way_is_reported_and_the_next_one_transcribed(capsys
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["file"] for line in lines] == [str(damaged), str(clips[0])]
     assert lines[0]["text"] == "" and lines[1]["text"]  # a tone: no words, but its 35 s were decoded, not dropped
+    # the record says so too (a reader of stdout alone took it for the whole file's text)
+    assert lines[0]["error"] == f"{damaged}: contains NaN or infinite samples" and "error" not in lines[1]
 
 
 def test_a_recognition_failure_is_reported_and_the_next_file_transcribed(capsys, clips, monkeypatch):

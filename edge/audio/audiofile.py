@@ -39,6 +39,7 @@ MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: any real recording lies between
 # Samples (all channels together) decoded per read: 256 KiB of float32, 4 s of
 # 16 kHz mono or 0.7 s of 44.1 kHz stereo; whatever the file's length or format.
 READ_SAMPLES = 1 << 16
+SALVAGE_FRAMES = 1024  # frames per read where a block met damage: what is kept before it
 
 
 class AudioFileError(SourceError):
@@ -48,17 +49,29 @@ class AudioFileError(SourceError):
 def _check_readable(path: Path) -> None:
     """A regular, readable file, or a message that says which it is not (libsndfile's own is "System error.")."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except FileNotFoundError:
         raise AudioFileError(f"{path}: no such file") from None
     except OSError as exc:
         raise AudioFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(info.st_mode):
         raise AudioFileError(f"{path}: is a directory, not an audio file")
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise AudioFileError(f"{path}: not a regular file (a FIFO or device is not an audio file)")
+    if info.st_size == 0:
+        raise AudioFileError(f"{path}: is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioFileError(f"{path}: permission denied")
+
+
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+_OPENING = re.compile(r"^Error opening .*?: ")  # libsndfile's own "Error opening b'/path': " before the reason
+
+
+def _reason(exc: Exception) -> str:
+    return _OPENING.sub("", str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
 
 
 @contextmanager
@@ -66,9 +79,8 @@ def _decoding(path: Path) -> Iterator[None]:
     """libsndfile's errors (an unknown format, a FLAC that lost sync) as one line naming the file."""
     try:
         yield
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioFileError(f"{path}: not a readable audio file: WAV, FLAC, MP3 or Ogg ({reason})") from None
+    except _DECODE_ERRORS as exc:
+        raise AudioFileError(f"{path}: not a readable audio file: WAV, FLAC, MP3 or Ogg ({_reason(exc)})") from None
 
 
 def _check_header(path: Path, decoder: sf.SoundFile) -> bool:
@@ -138,9 +150,10 @@ class AudioReader:
         with _decoding(self.path):
             self._decoder.seek(0)
         while True:
-            with _decoding(self.path):
-                samples = self._decoder.read(frames, dtype="float32", always_2d=True)
+            samples, broken = self._read(frames, done)
             damage = self._damage(samples)
+            if damage is None and broken is not None:
+                damage = len(samples), broken
             if damage is not None:
                 samples = samples[: damage[0]]
             done += len(samples)
@@ -156,6 +169,28 @@ class AudioReader:
         estimated = self._decoder.format in ESTIMATED_LENGTH
         if self._cut or done < (declared * (1 - ESTIMATE_SLACK) if estimated else declared):
             raise _truncated(self.path)
+
+    def _read(self, frames: int, done: int) -> tuple[np.ndarray, AudioFileError | None]:
+        """Up to `frames` from frame `done`, and the decode error that stopped them short, if any. A read
+        that meets damage (a cut FLAC) raises and returns nothing: the block is read again from `done` in
+        small steps, which kept 1.7 s of a cut 20 s FLAC that whole blocks (up to 4 s) lost."""
+        try:
+            return self._decoder.read(frames, dtype="float32", always_2d=True), None
+        except _DECODE_ERRORS as exc:
+            reason = _reason(exc)
+        kept = [np.zeros((0, self._decoder.channels), np.float32)]
+        try:
+            self._decoder.seek(done)
+            while (got := sum(map(len, kept))) < frames:
+                step = self._decoder.read(min(SALVAGE_FRAMES, frames - got), dtype="float32", always_2d=True)
+                if not len(step):
+                    break
+                kept.append(step)
+        except _DECODE_ERRORS:
+            pass
+        samples = np.concatenate(kept)
+        at_s = (done + len(samples)) / self._decoder.samplerate
+        return samples, AudioFileError(f"{self.path}: damaged {at_s:.1f} s in; the audio before it was read ({reason})")
 
     def _damage(self, samples: np.ndarray) -> tuple[int, AudioFileError] | None:
         """The first frame that is not audio, and why; None when all are. The frames before it are delivered

@@ -76,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also give the terms as a prompt, as vocabulary.prompt: auto (default), true or false")
 
 
-def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float) -> None:
+def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float,
+          damage: AudioFileError | None) -> None:
+    """`damage`: what ended a file part-way; a jsonl record says it too, beside the text of the audio before it."""
     text = transcript.text
     if args.format in SUBTITLES:
         _write_subtitles(args, name, transcript)
@@ -86,6 +88,8 @@ def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_
         segments = [{"start_s": start, "end_s": end, "text": words} for start, end, words in transcript.segments]
         record = {"file": name, "text": text, "duration_s": round(duration_s, 3), "elapsed_s": round(elapsed_s, 3),
                   "language": transcript.language, "segments": segments}
+        if damage is not None:
+            record["error"] = str(damage)
         print(json.dumps(record, ensure_ascii=False), flush=True)
     elif len(args.files) > 1:
         print(f"{name}: {text}", flush=True)
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start)
+            _emit(args, name, transcript, reader.duration_s, time.perf_counter() - start, audio.damage)
         except _OutputError as exc:  # --output-dir full or gone: this file's subtitles are lost, say so
             print(f"edge-asr transcribe: {name}: {exc}", file=sys.stderr)
             failed += 1
