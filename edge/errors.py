@@ -45,3 +45,8 @@ class ModelError(StartupError):
 class SetupError(StartupError):
     """A start-up problem that only a change of the config or the unit can mend (a restart cannot):
     exit 78, which the unit's RestartPreventExitStatus= keeps from a restart loop."""
+
+
+class AccessError(BackendError, SetupError):
+    """An accelerator this process may not use (a cache directory it may not write): `auto` goes on to the
+    next backend, and under `inference.strict` it is exit 78, since a restart cannot mend it."""

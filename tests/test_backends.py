@@ -19,7 +19,7 @@ from edge.asr.whisper.family import accelerator_model_dir
 from edge.asr.whisper.ort import tensorrt_profiles
 from edge.cli import main
 from edge.config import parse_config
-from edge.errors import BackendError
+from edge.errors import BackendError, SetupError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 CPU_ONLY = ("CPUExecutionProvider",)
@@ -205,6 +205,32 @@ def test_an_npu_the_sandbox_keeps_closed_is_named_as_the_likelier_cause(tmp_path
     assert by_name(selection.candidates)["rknn"].reason.endswith(
         "(is librknnrt.so installed?); this process may not open /dev/dri/renderD129 (Operation not permitted): "
         "under systemd, allow them with a drop-in (docs/operations.md, Accelerators)")
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["node-closed", "other-failure"])
+def test_strict_with_a_node_the_sandbox_keeps_closed_is_a_setup_error(tmp_path: Path, int8_model_dir: Path,
+                                                                     closed: bool) -> None:
+    """Exit 78, not 1: a restart cannot open the node, and a start that loads the model for over a minute
+    never reached StartLimitBurst (5 in 300 s), so the unit reloaded the model for ever."""
+    def opener(name: str, cfg):
+        if name == "rknn":
+            raise BackendError("RKNNLite could not start the NPU runtime for encoder_1000.rknn")
+        return whisper.open("cpu", cfg)
+
+    probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True,
+                  closed_nodes=("/dev/dri/renderD129 (Operation not permitted)",) if closed else ())
+    cfg = make_config(int8_model_dir, tmp_path, strict=True, rknn_model_dir=str(rknn_models(tmp_path)))
+    with pytest.raises(BackendStartError, match="inference.strict is true") as refused:
+        select_backend(cfg, opener, probe)
+    assert isinstance(refused.value, SetupError) == closed
+
+
+def test_strict_with_an_engine_cache_it_cannot_write_is_a_setup_error(tmp_path: Path, int8_model_dir: Path) -> None:
+    (tmp_path / "cache").write_text("")
+    cfg = make_config(int8_model_dir, tmp_path, backend="tensorrt", strict=True,
+                      tensorrt_cache_dir=str(tmp_path / "cache" / "tensorrt"))
+    with pytest.raises(SetupError, match="cannot write there"):
+        select_backend(cfg, whisper.open, Probe(providers=("TensorrtExecutionProvider", "CPUExecutionProvider")))
 
 
 def test_device_nodes_that_open_are_not_blamed(tmp_path: Path) -> None:

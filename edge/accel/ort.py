@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from edge.errors import BackendError
+from edge.errors import AccessError
 
 ProviderSpec = str | tuple[str, dict]
 
@@ -36,7 +36,7 @@ def engine_cache(cache_dir: Path) -> Path:
         with tempfile.TemporaryFile(dir=cache_dir):
             pass
     except OSError as exc:
-        raise BackendError(
+        raise AccessError(
             f"inference.tensorrt_cache_dir {cache_dir}: cannot write there ({exc.strerror or exc}); give it to the "
             "service user, keep it under /var/cache/edge-asr (the unit's CacheDirectory=), or add it to "
             "ReadWritePaths= in a drop-in"

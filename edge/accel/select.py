@@ -17,7 +17,7 @@ from typing import Any, Callable, Generic, TYPE_CHECKING, TypeVar
 from edge.accel import rknn
 from edge.accel.board import RKNN_SOCS, Board, Probe, detect_board
 from edge.accel.ort import CUDA, TENSORRT
-from edge.errors import BackendError, StartupError, one_line
+from edge.errors import BackendError, SetupError, StartupError, one_line
 
 if TYPE_CHECKING:  # the schema is not loaded for offline transcription
     from edge.config import Config
@@ -30,6 +30,12 @@ class BackendStartError(StartupError):
     """No usable backend under `inference.strict` (or none at all); str() is the whole message."""
 
 
+class BackendSetupError(BackendStartError, SetupError):
+    """Under `inference.strict`, an accelerator this process may not use: a device node the unit's sandbox
+    keeps closed, a cache it may not write. Exit 78: a restart cannot mend it, and a start that loads the
+    model for over a minute never reached StartLimitBurst, so it restarted for ever."""
+
+
 @dataclass
 class Candidate:
     """One row of `edge-asr backends`."""
@@ -39,6 +45,7 @@ class Candidate:
     reason: str
     selected: bool = False
     broken: bool = False  # onnxruntime lists it but cannot load its libraries: a GPU box set up wrong
+    denied: bool = False  # it failed to start where this process may not reach it (BackendSetupError)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
@@ -125,7 +132,9 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         try:
             opened = opener(candidate.name, cfg)
         except Exception as exc:  # noqa: BLE001 - any start-up failure means: try the next backend
-            candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}{_nodes_hint(candidate, probe)}"
+            closed = probe.unopenable_nodes(candidate.name)
+            candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}{_nodes_hint(closed)}"
+            candidate.denied = bool(closed) or isinstance(exc, SetupError)
             _started_badly(cfg, candidate, warnings)
             continue
         candidate.selected = True
@@ -135,9 +144,8 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
     raise BackendStartError("no inference backend could start: " + "; ".join(f"{c.name}: {c.reason}" for c in cpu_first))
 
 
-def _nodes_hint(candidate: Candidate, probe: Probe) -> str:
+def _nodes_hint(closed: list[str]) -> str:
     """The likelier cause of an accelerator that failed to start under the unit's sandbox."""
-    closed = probe.unopenable_nodes(candidate.name)
     if not closed:
         return ""
     return (f"; this process may not open {', '.join(closed)}: under systemd, allow them with a drop-in "
@@ -149,7 +157,8 @@ def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> No
     if candidate.name == "cpu":
         return
     if cfg.inference.strict:
-        raise BackendStartError(f"{candidate.name} {candidate.reason} (inference.strict is true: no CPU fallback)")
+        error = BackendSetupError if candidate.denied else BackendStartError
+        raise error(f"{candidate.name} {candidate.reason} (inference.strict is true: no CPU fallback)")
     if cfg.inference.backend == "auto":
         warnings.append(f"{candidate.name} {candidate.reason}; trying the next backend")
 
