@@ -210,8 +210,8 @@ def test_an_npu_the_sandbox_keeps_closed_is_named_as_the_likelier_cause(tmp_path
 @pytest.mark.parametrize("closed", [True, False], ids=["node-closed", "other-failure"])
 def test_strict_with_a_node_the_sandbox_keeps_closed_is_a_setup_error(tmp_path: Path, int8_model_dir: Path,
                                                                      closed: bool) -> None:
-    """Exit 78, not 1: a restart cannot open the node, and a start that loads the model for over a minute
-    never reached StartLimitBurst (5 in 300 s), so the unit reloaded the model for ever."""
+    """Exit 78, not 1: a restart cannot open the node, and exit 1 went to restarts that loaded the model
+    again and again for ever."""
     def opener(name: str, cfg):
         if name == "rknn":
             raise BackendError("RKNNLite could not start the NPU runtime for encoder_1000.rknn")

@@ -94,6 +94,14 @@ def test_service_contract() -> None:
     assert any(re.fullmatch(r"WatchdogSec=\d+s", line) for line in lines)
 
 
+@pytest.mark.parametrize("unit", ["edge-asr.service", "edge-asr-captions.service", "edge-asr-mqtt.service"])
+def test_a_unit_never_gives_up_on_what_a_restart_can_mend(unit: str) -> None:
+    """5 failures in 5 minutes left an unattended kiosk's unit failed until someone ran reset-failed;
+    what a restart cannot mend exits 78 and is not restarted at all."""
+    lines = set((REPO / "systemd" / unit).read_text().splitlines())
+    assert {"Restart=on-failure", "RestartPreventExitStatus=78", "StartLimitIntervalSec=0", "RestartSec=10s"} <= lines
+
+
 def script(name: str, *args: str) -> str:
     result = subprocess.run(
         ["bash", str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=60, check=False

@@ -32,8 +32,8 @@ class BackendStartError(StartupError):
 
 class BackendSetupError(BackendStartError, SetupError):
     """Under `inference.strict`, an accelerator this process may not use: a device node the unit's sandbox
-    keeps closed, a cache it may not write. Exit 78: a restart cannot mend it, and a start that loads the
-    model for over a minute never reached StartLimitBurst, so it restarted for ever."""
+    keeps closed, a cache it may not write. Exit 78: a restart cannot mend it, and the unit restarts
+    every other failure for ever (StartLimitIntervalSec=0), loading the model again each time."""
 
 
 @dataclass
