@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edge.errors import one_line, visible
+from edge.files import stderr_is_journal
 from edge.languages import AUTO, LanguageError, check_language
 from edge.limits import BIND_NAME_EXTRA, MAX_BEAM, MAX_SOCKET_PATH, MAX_SPEECH_PAD_MS, MAX_SUBSCRIBERS, MAX_UTTERANCE_S
 from edge.vocabulary import (
@@ -89,14 +90,9 @@ class ConfigError(Exception):
 
 
 def _journal_error_prefix() -> str:
-    """"<3>" when stderr is the journal (JOURNAL_STREAM names its device:inode): these lines come before
-    logging is set up, and journald files plain stderr at info, hidden from `journalctl -p warning`."""
-    try:
-        device, inode = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
-        stat = os.fstat(sys.stderr.fileno())
-    except (ValueError, OSError):
-        return ""
-    return "<3>" if (stat.st_dev, stat.st_ino) == (device, inode) else ""
+    """"<3>" when stderr is the journal: these lines come before logging is set up, and journald files
+    plain stderr at info, hidden from `journalctl -p warning`."""
+    return "<3>" if stderr_is_journal() else ""
 
 
 def _problem(reason: str) -> PydanticCustomError:

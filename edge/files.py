@@ -1,4 +1,5 @@
-"""Files written whole: a reader (node-exporter, a technician copying recordings) never sees half of one."""
+"""Files written whole: a reader (node-exporter, a technician copying recordings) never sees half of one;
+and whether stderr is systemd's journal."""
 
 from __future__ import annotations
 
@@ -19,3 +20,15 @@ def write_whole(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+
+
+def stderr_is_journal() -> bool:
+    """True when file descriptor 2 is the journal stream systemd named in JOURNAL_STREAM (its device:inode).
+    The variable alone is not enough: a shell started from a service's session inherits it while its
+    stderr is a terminal."""
+    try:
+        device, inode = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        stat = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (stat.st_dev, stat.st_ino) == (device, inode)

@@ -123,13 +123,34 @@ def test_logging_goes_to_stderr_outside_systemd(monkeypatch: pytest.MonkeyPatch)
         logging.getLogger().removeHandler(logs.setup_logging("info"))
 
 
+def _stderr_as_journal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What systemd sets for a unit whose stderr is the journal: the stream's device:inode."""
+    stat = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+
+
 def test_logging_goes_to_journal_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     from systemd.journal import JournalHandler
 
-    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    _stderr_as_journal(monkeypatch)
     handler = logs.setup_logging("info")
     try:
         assert isinstance(handler, JournalHandler)
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_a_terminal_that_inherited_systemds_variables_keeps_its_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shell started from a service's session has JOURNAL_STREAM and INVOCATION_ID while its stderr is a
+    terminal: its lines went to the journal, not to the screen."""
+    from systemd.journal import JournalHandler
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    handler = logs.setup_logging("info")
+    try:
+        assert not isinstance(handler, JournalHandler)
     finally:
         logging.getLogger().removeHandler(handler)
 
@@ -146,7 +167,7 @@ def test_each_command_logs_under_its_units_identifier(unit: Path, monkeypatch: p
     text = unit.read_text()
     command = re.search(r"^ExecStart=\S+/edge-asr (\S+)", text, re.M).group(1)
     wanted = re.search(r"^SyslogIdentifier=(\S+)$", text, re.M).group(1)
-    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    _stderr_as_journal(monkeypatch)
     handler = logs.setup_logging("info", journal_identifier(command))
     sent: list[dict[str, object]] = []
     handler.send = lambda text, /, **fields: sent.append(fields)  # type: ignore[attr-defined]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import faulthandler
 import logging
-import os
 import sys
 import threading
+
+from edge.files import stderr_is_journal
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 IDENTIFIER = "edge-asr"
@@ -22,8 +23,9 @@ _installed: logging.Handler | None = None
 
 
 def under_systemd() -> bool:
-    """systemd sets JOURNAL_STREAM (stderr goes to journald) or INVOCATION_ID for its services."""
-    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    """stderr is the journal stream systemd gave the service (JOURNAL_STREAM matches it): a terminal that
+    inherited the variables keeps its lines on screen."""
+    return stderr_is_journal()
 
 
 def setup_logging(level: str, identifier: str = IDENTIFIER) -> logging.Handler:
