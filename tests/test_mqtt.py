@@ -923,6 +923,9 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert "Overall exposure level for edge-asr-mqtt.service: 1." in security.stdout + security.stderr
     lines = set(UNIT.read_text().splitlines())
     assert {"RestartPreventExitStatus=78", "IPAddressDeny=any", "StateDirectory=edge-asr/mqtt"} <= lines
+    # stopped after the daemon, so the final it flushes while stopping reaches the spool
+    assert "Before=edge-asr.service" in lines and not any(
+        line.startswith("After=") and "edge-asr.service" in line for line in lines)
 
 
 def test_the_fleet_acl_keeps_each_box_in_its_prefix(tmp_path: Path) -> None:
