@@ -183,6 +183,23 @@ def test_a_malformed_rknn_manifest_is_named_and_leaves_the_other_backends(tmp_pa
     assert rows["rknn"].reason.startswith(f"{models / 'rknn_manifest.json'}: {problem}; convert the model again")
 
 
+@pytest.mark.parametrize(("soc", "mask", "usable"), [("rk3588", "0_1_2", True), ("rk3576", "0_1", True),
+                                                  ("rk3576", "0_1_2", False), ("rk3568", "0", False),
+                                                  ("rk3568", "auto", True)])
+def test_a_core_mask_the_npu_lacks_is_named(tmp_path: Path, int8_model_dir: Path, soc: str, mask: str,
+                                             usable: bool) -> None:
+    """RKNNLite refuses a mask other than auto on a one-core NPU at init_runtime, where it read as "is
+    librknnrt.so installed?"."""
+    root = rk3588_root(tmp_path)
+    (root / "proc/device-tree/compatible").write_bytes(f"vendor,board\0rockchip,{soc}\0".encode())
+    probe = Probe(root=root, providers=CPU_ONLY, rknnlite=True)
+    cfg = make_config(int8_model_dir, tmp_path, rknn_model_dir=str(rknn_models(tmp_path)), rknn_core_mask=mask)
+    row = by_name(survey(cfg, probe))["rknn"]
+    assert row.available == usable, row.reason
+    if not usable:
+        assert row.reason.startswith(f"inference.rknn_core_mask '{mask}' is not a core set of the {soc}'s NPU (it takes ")
+
+
 def test_rk3588_without_converted_models(tmp_path: Path, int8_model_dir: Path) -> None:
     probe = Probe(root=rk3588_root(tmp_path), providers=CPU_ONLY, rknnlite=True)
     row = by_name(survey(make_config(int8_model_dir, tmp_path, rknn_model_dir=str(tmp_path)), probe))["rknn"]

@@ -190,14 +190,15 @@ def test_a_warm_up_that_fails_releases_what_it_opened(static_dir: Path, fp32_mod
     assert released == ["encoder_1000"]
 
 
-@pytest.mark.parametrize("failing", ["load_rknn", "init_runtime"])
-def test_a_model_whose_npu_runtime_fails_is_released(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failing: str) -> None:
-    """Against rknn-toolkit-lite2's API (RKNNLite: load_rknn, init_runtime return 0 on success; release),
-    stood in here: the board's package is not installable on x86-64. Not run on a board."""
-    calls: list[str] = []
+def _stand_in_rknnlite(monkeypatch: pytest.MonkeyPatch, failing: str = "") -> list[object]:
+    """rknn-toolkit-lite2's RKNNLite as its rknn_lite.py defines it: load_rknn and init_runtime return 0 on
+    success, -1 on failure; inference returns None when setting inputs, running or reading outputs fails;
+    the NPU_CORE_* values. The board's package is not installable on x86-64: stood in, not run on a board."""
+    calls: list[object] = []
 
     class RKNNLite:
-        NPU_CORE_AUTO = 0
+        NPU_CORE_AUTO, NPU_CORE_0, NPU_CORE_1, NPU_CORE_2 = 0, 1, 2, 4
+        NPU_CORE_0_1, NPU_CORE_0_1_2, NPU_CORE_ALL = 3, 7, 0xFFFF
 
         def __init__(self, verbose: bool = False) -> None:
             calls.append("new")
@@ -206,15 +207,35 @@ def test_a_model_whose_npu_runtime_fails_is_released(monkeypatch: pytest.MonkeyP
             calls.append("load_rknn")
             return -1 if failing == "load_rknn" else 0
 
-        def init_runtime(self, core_mask: int = 0) -> int:
-            calls.append("init_runtime")
-            return -1
+        def init_runtime(self, target: str | None = None, device_id: str | None = None, async_mode: bool = False,
+                         core_mask: int = 0) -> int:
+            calls.append(("init_runtime", core_mask))
+            return -1 if failing == "init_runtime" else 0
+
+        def inference(self, inputs: list[np.ndarray] | None = None, data_format: str | None = None) -> None:
+            calls.append("inference")  # as the real one does when rknn_run fails
 
         def release(self) -> None:
             calls.append("release")
 
     monkeypatch.setitem(sys.modules, "rknnlite", types.ModuleType("rknnlite"))
     monkeypatch.setitem(sys.modules, "rknnlite.api", types.SimpleNamespace(RKNNLite=RKNNLite))
+    return calls
+
+
+@pytest.mark.parametrize("failing", ["load_rknn", "init_runtime"])
+def test_a_model_whose_npu_runtime_fails_is_released(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failing: str) -> None:
+    calls = _stand_in_rknnlite(monkeypatch, failing)
     with pytest.raises(BackendError, match="RKNNLite could not"):
         rknnlite_opener(tmp_path)("decoder_1000")
     assert calls[-1] == "release" and calls.count("release") == 1
+
+
+@pytest.mark.parametrize(("mask", "value"), [("auto", 0), ("0", 1), ("2", 4), ("0_1", 3), ("0_1_2", 7)])
+def test_the_core_mask_reaches_init_runtime_and_a_failed_run_is_an_error(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path, mask: str, value: int) -> None:
+    calls = _stand_in_rknnlite(monkeypatch)
+    model = rknnlite_opener(tmp_path, mask)("decoder_1000")
+    assert ("init_runtime", value) in calls
+    with pytest.raises(BackendError, match="RKNNLite inference returned no output"):
+        model.inference([np.zeros((1, 1), np.int64)])

@@ -22,6 +22,18 @@ MANIFEST = "rknn_manifest.json"
 LIBRKNNRT = Path("usr/lib/librknnrt.so")
 CORE_MASKS = {"auto": "NPU_CORE_AUTO", "0": "NPU_CORE_0", "1": "NPU_CORE_1", "2": "NPU_CORE_2",
               "0_1": "NPU_CORE_0_1", "0_1_2": "NPU_CORE_0_1_2"}
+# rknn-toolkit-lite2: set_core_mask "only valid for RK3576 / RK3588", NPU_CORE_0_1_2 RK3588 only; the
+# other SoCs have one NPU core and take `auto`.
+MULTI_CORE_SOCS = {"rk3588": tuple(CORE_MASKS), "rk3576": ("auto", "0", "1", "0_1")}
+
+
+def core_mask_problem(soc: str, core_mask: str) -> str | None:
+    """Why `inference.rknn_core_mask` cannot run on this SoC, or None: RKNNLite refuses it at init_runtime,
+    where its failure looked like a missing runtime."""
+    allowed = MULTI_CORE_SOCS.get(soc, ("auto",))
+    if core_mask in allowed:
+        return None
+    return f"inference.rknn_core_mask {core_mask!r} is not a core set of the {soc}'s NPU (it takes {', '.join(allowed)})"
 
 
 def runtime_version(library: Path) -> str:
@@ -96,7 +108,8 @@ class _RknnLiteModel:
         if self._rknn.load_rknn(str(path)) != 0:
             problem = f"RKNNLite could not load {path}"
         elif self._rknn.init_runtime(core_mask=getattr(RKNNLite, CORE_MASKS[core_mask])) != 0:
-            problem = f"RKNNLite could not start the NPU runtime for {path} (is librknnrt.so installed?)"
+            problem = (f"RKNNLite could not start the NPU runtime for {path} with core mask {core_mask} "
+                       "(librknnrt.so missing, or not the version rknn-toolkit-lite2 expects)")
         if problem:
             self._rknn.release()  # a loaded model whose runtime would not start still holds its memory
             raise BackendError(problem)

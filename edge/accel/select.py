@@ -70,6 +70,9 @@ def _rknn_candidate(cfg: Config, probe: Probe, board: Board) -> Candidate:
         return Candidate("rknn", False, f"no Rockchip NPU ({board.describe()})")
     if board.soc not in RKNN_SOCS:
         return Candidate("rknn", False, f"{board.soc} has no NPU supported by RKNN (supported: {', '.join(RKNN_SOCS)})")
+    mask_problem = rknn.core_mask_problem(board.soc, cfg.inference.rknn_core_mask)
+    if mask_problem:
+        return Candidate("rknn", False, mask_problem)
     if not probe.has_rknnlite():
         return Candidate("rknn", False, "rknn-toolkit-lite2 (module rknnlite) is not installed")
     runtime = probe.root / rknn.LIBRKNNRT

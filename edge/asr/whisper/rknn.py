@@ -139,7 +139,7 @@ class RknnWhisperBackend:
             k[:, :, :, position] = np.reshape(new_k, (self._layers, self._batch, self._heads, self._head_dim))
             v[:, :, :, position] = np.reshape(new_v, (self._layers, self._batch, self._heads, self._head_dim))
         end = past + tokens.shape[1]
-        return np.asarray(logits)[:rows], k[:, :rows, :, :end], v[:, :rows, :, :end]
+        return np.reshape(logits, (self._batch, -1))[:rows], k[:, :rows, :, :end], v[:, :rows, :, :end]
 
     def mask(self, position: int) -> np.ndarray:
         """Additive mask over [S cache slots, new token]: slots before `position` and the new token are visible."""
