@@ -6,8 +6,9 @@ import logging
 import os
 import re
 import socket
-import threading
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from edge.commands.service import journal_identifier
 from edge.service import logs
+from edge.service import sdnotify
 from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +55,47 @@ def test_messages_arrive(notify_socket: socket.socket) -> None:
     assert received(notify_socket, 0.2) == [
         "READY=1", "STATUS=listening on mic second line", "STOPPING=1", "RELOADING=1", "WATCHDOG=1",
     ]
+
+
+def test_a_long_start_keeps_pushing_the_start_timeout_until_it_ends(notify_socket: socket.socket,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first TensorRT engine build ran past TimeoutStartSec=300s, was killed and began again at each
+    restart. Scaled down: an extension every 0.05 s, the block 0.5 s."""
+    monkeypatch.setattr(sdnotify, "EXTENSION_EVERY_S", 0.05)
+    with sdnotify.extended_start(Notifier(), "building engines", limit_s=60):
+        time.sleep(0.5)
+    messages = received(notify_socket, 0.3)  # nothing more once the block ended
+    assert messages[0] == "STATUS=building engines"
+    assert 3 <= len(messages[1:]) <= 11 and set(messages[1:]) == {"EXTEND_TIMEOUT_USEC=60000000"}, messages
+
+
+def test_a_start_that_hangs_is_extended_no_longer_than_its_limit(notify_socket: socket.socket,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdnotify, "EXTENSION_EVERY_S", 0.05)
+    with sdnotify.extended_start(Notifier(), "building engines", limit_s=0.12):
+        time.sleep(0.6)
+    assert 1 <= len(received(notify_socket, 0.2)[1:]) <= 4  # 12 without the limit
+
+
+@pytest.mark.parametrize(("backend", "providers", "extended"), [
+    ("auto", ["TensorrtExecutionProvider", "CPUExecutionProvider"], True),
+    ("tensorrt", ["TensorrtExecutionProvider", "CPUExecutionProvider"], True),
+    ("cpu", ["TensorrtExecutionProvider", "CPUExecutionProvider"], False),
+    ("auto", ["CPUExecutionProvider"], False),
+])
+def test_the_daemon_extends_its_start_only_where_tensorrt_may_build_engines(notify_socket: socket.socket,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            backend: str, providers: list[str],
+                                                                            extended: bool) -> None:
+    import onnxruntime
+
+    from edge.commands.run import _time_for_engines
+    from edge.config import parse_config
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
+    with _time_for_engines(parse_config({"inference": {"backend": backend}}, base_dir=REPO)):
+        pass
+    assert bool(received(notify_socket, 0.2)) == extended
 
 
 def test_no_socket_is_a_quiet_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

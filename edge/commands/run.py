@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,6 +20,7 @@ from edge.service.memory import limit_heap_growth
 log = logging.getLogger("edge.run")
 
 RESERVED_FDS = 256  # the model, config, audio device, journal, metrics: far more than they use
+ENGINE_BUILD_LIMIT_S = 1800.0  # how long a first TensorRT start may build its engines before systemd may stop it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +55,8 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
     reserve_descriptors(cfg.publish.max_subscribers)
     relay = StatusRelay()
     try:
-        recognizer = open_recognizer(cfg, relay)
+        with _time_for_engines(cfg):
+            recognizer = open_recognizer(cfg, relay)
         source = open_source(args.source, cfg.audio, args.pace, wait_for_device=True)
         daemon = Daemon(
             cfg,
@@ -77,6 +80,20 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
         log.exception("stopped by an unexpected error")
         code = EX_STARTUP
     _exit_now(code)  # always: a decode, or an accelerator call abandoned at its deadline, may still be in native code
+
+
+def _time_for_engines(cfg: Config) -> AbstractContextManager[None]:
+    """Where TensorRT may be chosen, its sessions build their engines at start when none are cached:
+    minutes on a Jetson, past TimeoutStartSec=300s. Elsewhere the unit's own timeout stands."""
+    import onnxruntime
+
+    from edge.accel.ort import TENSORRT
+    from edge.service.sdnotify import Notifier, extended_start
+
+    if cfg.inference.backend not in ("auto", "tensorrt") or TENSORRT not in onnxruntime.get_available_providers():
+        return nullcontext()
+    status = "loading the model (a first TensorRT start builds its engines: minutes)"
+    return extended_start(Notifier(), status, ENGINE_BUILD_LIMIT_S)
 
 
 def _cannot_start(exc: Exception) -> int:

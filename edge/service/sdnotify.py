@@ -15,6 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from systemd import daemon
 
@@ -43,6 +46,10 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self._send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """The start (or stop) may take `seconds` more from now (systemd 236+)."""
+        return self._send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1_000_000)}")
 
     def _send(self, state: str) -> bool:
         try:
@@ -104,3 +111,32 @@ class ProgressWatchdog:
             elif not stalled:
                 log.warning("no pipeline progress for %.1f s: withholding watchdog pings", period)
             stalled = not progressed
+
+
+EXTENSION_S = 60.0  # each EXTEND_TIMEOUT_USEC grants this much from the moment it is sent
+EXTENSION_EVERY_S = 20.0
+
+
+@contextmanager
+def extended_start(notifier: Notifier, status: str, limit_s: float) -> Iterator[None]:
+    """While the block runs, keep systemd's start timeout EXTENSION_S ahead, for at most `limit_s`, with
+    `status` in `systemctl status`. A first TensorRT engine build (minutes on a Jetson) ran past
+    TimeoutStartSec=300s, was killed, and began again at every restart."""
+    if not notifier.status(status):  # not under systemd: nothing to extend
+        yield
+        return
+    done = threading.Event()
+
+    def extend() -> None:
+        until = time.monotonic() + limit_s
+        while time.monotonic() < until and notifier.extend_timeout(EXTENSION_S):
+            if done.wait(EXTENSION_EVERY_S):
+                return
+
+    thread = threading.Thread(target=extend, name="sd-start-extension", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
