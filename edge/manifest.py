@@ -106,7 +106,25 @@ def verify(model_dir: Path) -> list[str]:
         return [f"{model_dir / 'manifest.json'}: cannot be read ({exc})"]
     if not isinstance(listed, dict) or not listed:
         return [f"{model_dir / 'manifest.json'}: lists no files (rebuild with scripts/build_model.py)"]
+    strays = [name for name in listed if not _plain_name(name)]
+    if strays:
+        return [f"{model_dir / 'manifest.json'}: lists {strays[0]!r}, not a file of the model directory"]
     return [problem for name, entry in listed.items() if (problem := _file_problem(model_dir / name, entry))]
+
+
+def listed_files(model_dir: Path) -> list[str]:
+    """manifest.json and the files it lists: what install.sh copies, and nothing else a model directory
+    holds (a link to a root-only file was copied and made world-readable). ValueError when one of them is
+    not a plain file name of the directory."""
+    listed = read(Path(model_dir)).get("files")
+    if not isinstance(listed, dict) or not all(map(_plain_name, listed)):
+        raise ValueError(f"{Path(model_dir) / 'manifest.json'}: its files are not plain names of the model directory")
+    return ["manifest.json", *listed]
+
+
+def _plain_name(name: str) -> bool:
+    """A file right in the model directory: no path, no dot-file ("../x", "a/b", ".hidden")."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _file_problem(path: Path, entry: Any) -> str | None:

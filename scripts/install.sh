@@ -168,11 +168,20 @@ model_source() {
 # A model replaces the installed one only once its copy is whole: the contents of a symlinked
 # source, not the link (a USB stick's link left a dangling model after the old one was deleted),
 # and every file at the size and sha256 its manifest lists (edge.manifest.verify, as check-config).
+# Only manifest.json and the files it lists are copied: anything else there (a link to a root-only
+# file) was copied too, and made world-readable.
 copy_model() {
-    local source="$1" name="$2" target="$3" problem
+    local source="$1" name="$2" target="$3" problem listed file
     rm -rf "$target/$name.new"
     mkdir -p "$target/$name.new"
-    cp -RL "$source/." "$target/$name.new/" || die "cannot copy $source; the installed $name is kept"
+    listed="$(PYTHONPATH="$REPO" "$python" -c 'import sys; from edge.manifest import listed_files
+try:
+    print(*listed_files(sys.argv[1]), sep="\n")
+except (OSError, ValueError) as exc:
+    sys.exit(str(exc))' "$source")" || die "$source is not a model directory edge-asr can install; the installed $name is kept"
+    while IFS= read -r file; do
+        cp -L "$source/$file" "$target/$name.new/" || die "cannot copy $source/$file; the installed $name is kept"
+    done <<< "$listed"
     problem="$(PYTHONPATH="$REPO" "$python" -c 'import sys; from edge.manifest import verify; print(*verify(sys.argv[1])[:1])' "$target/$name.new")" \
         || die "cannot check the copy of $source; the installed $name is kept"
     if [[ -n "$problem" ]]; then

@@ -93,6 +93,12 @@ def test_a_manifest_field_of_the_wrong_shape_fails_check_config_not_the_start(co
     assert run.returncode == 78 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+def test_a_manifest_listing_a_path_outside_the_model_is_refused(copy: Path) -> None:
+    """Its size and hash were checked at that path: a manifest could name any file on the box."""
+    _edit_manifest(copy, lambda m: m["files"].update({"../encoder.onnx": m["files"]["encoder.onnx"]}))
+    assert verify(copy) == [f"{copy / 'manifest.json'}: lists '../encoder.onnx', not a file of the model directory"]
+
+
 def test_an_unreadable_model_file_is_named_not_a_traceback(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Root-only permissions after a copy; the service user gets EACCES while hashing (root here cannot be refused)."""
     def refuse(path: Path) -> str:

@@ -190,6 +190,34 @@ def test_a_model_is_installed_only_whole_and_never_as_a_link(staged: tuple[Path,
     assert not (root / "opt/edge-asr/models/whisper-tiny.en-int8.new").exists()
 
 
+def test_only_the_files_a_manifest_lists_are_installed(staged: tuple[Path, str], tmp_path: Path) -> None:
+    """cp -RL copied whatever the model directory held: a link to a root-only file came out world-readable
+    under /opt/edge-asr/models (security review)."""
+    root, _ = staged
+    secret = tmp_path / "root-only"
+    secret.write_text("secret of root")
+    secret.chmod(0o600)
+    model = stand_in_model(tmp_path / "usb/model")
+    (model / "stolen").symlink_to(secret)
+    (model / "notes.txt").write_text("a technician's notes")
+    script("install.sh", "--destdir", str(root), "--model-from", str(model))
+    installed = root / "opt/edge-asr/models/whisper-tiny.en-int8"
+    assert sorted(path.name for path in installed.iterdir()) == ["decoder.onnx", "manifest.json"]
+
+
+def test_a_manifest_that_lists_a_path_outside_its_directory_is_refused(staged: tuple[Path, str],
+                                                                     tmp_path: Path) -> None:
+    root, _ = staged
+    model = stand_in_model(tmp_path / "usb/model")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["files"]["../../root-only"] = manifest["files"]["decoder.onnx"]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    result = subprocess.run(["bash", str(SCRIPTS / "install.sh"), "--destdir", str(root), "--model-from", str(model)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0 and "its files are not plain names of the model directory" in result.stderr
+    assert "the installed whisper-tiny.en-int8 is kept" in result.stderr
+
+
 def test_uninstall_keeps_config_unless_purged(staged: tuple[Path, str]) -> None:
     root, _ = staged
     output = script("uninstall.sh", "--destdir", str(root))
