@@ -642,6 +642,22 @@ def test_a_tcp_peer_that_hangs_up_is_let_go_in_silence(tcp_publisher: tuple[Publ
     wait_for(lambda: pub.subscriber_count == 0, timeout=2.0)
 
 
+def test_a_web_pages_post_to_the_tcp_listener_is_cut_off_at_its_request_line(
+        tcp_publisher: tuple[Publisher, int]) -> None:
+    """A cross-site POST (text/plain, no CORS preflight) from any page a browser on the box opens: its 14
+    header lines were bad requests, under the cut at 16, and its JSON body ran as a request (security
+    review: a vocabulary was replaced that way)."""
+    _, port = tcp_publisher
+    headers = [f"X-Header-{i}: value".encode() for i in range(12)]
+    request = b"\r\n".join([b"POST / HTTP/1.1", b"Host: 127.0.0.1", *headers, b"Content-Type: text/plain", b"",
+                             b'{"type":"status"}\n'])
+    client = Client(("127.0.0.1", port))
+    client.send(request)
+    events = client.events_until_eof()
+    assert [e["type"] for e in events] == ["hello", "error"]
+    assert events[1]["reason"] == "http_request"
+
+
 def test_tcp_bind_failure_is_clear_and_cleans_up(sock_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -349,6 +350,12 @@ def parse_request(line: bytes) -> Request:
     return Request(kind, request)
 
 
+# An HTTP request line or Host header: a web page's cross-protocol POST to the TCP listener, whose
+# JSON body would run as a request after its header lines (each only a bad request) had gone by.
+_HTTP_LINE = re.compile(rb"^(?:[A-Z]+ \S+ HTTP/\d(?:\.\d)?\r?|host:.*)$", re.IGNORECASE)
+HTTP_REQUEST = "http_request"
+
+
 class RequestReader:
     """Splits a subscriber's byte stream into requests, capping the length of a line.
 
@@ -391,6 +398,9 @@ class RequestReader:
             if self._blank <= MAX_BLANK_LINES:
                 return None
             return ProtocolError(f"more than {MAX_BLANK_LINES} blank lines on this connection", "blank_line")
+        if _HTTP_LINE.match(line):
+            return ProtocolError("an HTTP request on the event socket (a web page's request, or a client "
+                                 "pointed at the wrong port); closing this connection", HTTP_REQUEST)
         try:
             return parse_request(line)
         except ProtocolError as exc:
