@@ -622,6 +622,32 @@ class MqttConfig(Section):
             return 8883 if self.tls.enabled else 1883
         return self.port
 
+    def warnings(self) -> list[str]:
+        """What is valid but exposes the password: sent in clear to a broker off this box (a closed LAN's
+        broker may accept that), or a password file others may read. The file is not named."""
+        if not self.enabled or self.password_file is None:
+            return []
+        said = []
+        if not self.tls.enabled and not _loopback(self.host):
+            said.append(f"mqtt.password_file: the password goes to {self.host} without TLS (mqtt.tls.enabled is "
+                        "false): anyone on that network can read it")
+        try:
+            readable = self.password_file.stat().st_mode & 0o004
+        except OSError:
+            readable = 0
+        if readable:
+            said.append("mqtt.password_file: any user of this box may read it (chmod 0640, group edge-asr)")
+        return said
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 class VocabularyConfig(Section):
     """Names and terms the recognizer favours (docs/operations.md: writing a good list)."""

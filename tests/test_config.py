@@ -200,6 +200,28 @@ def test_a_password_given_as_its_file_is_never_quoted(config_dir: Path) -> None:
     assert "mqtt.password_file: (not shown) does not exist; expected null, or a file whose first line" in message
 
 
+@pytest.mark.parametrize(("host", "tls", "mode", "said"), [
+    ("broker.example.com", False, 0o640, ["the password goes to broker.example.com without TLS"]),
+    ("192.0.2.10", False, 0o644, ["the password goes to 192.0.2.10 without TLS", "any user of this box may read it"]),
+    ("127.0.0.1", False, 0o640, []),
+    ("localhost", False, 0o600, []),
+])
+def test_a_password_that_can_be_read_by_others_is_warned_of(config_dir: Path, int8_model_dir: Path, capsys, host: str,
+                                                            tls: bool, mode: int, said: list[str]) -> None:
+    """Valid (a closed LAN's broker may take a clear password) but said, at check-config and at the
+    bridge's start: check-config printed OK for a password sent in clear (security review)."""
+    secret = config_dir / "box-secret.txt"
+    secret.write_text("hunter2\n")
+    secret.chmod(mode)
+    path = write(config_dir, f"model:\n  path: {int8_model_dir}\nmqtt:\n  enabled: true\n  host: {host}\n"
+                             "  username: box\n  password_file: box-secret.txt\n")
+    warnings = load_config(path).mqtt.warnings()
+    assert len(warnings) == len(said) and all(part in warning for part, warning in zip(said, warnings)), warnings
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: mqtt.password_file: ") == len(said) and "hunter2" not in err and "box-secret" not in err
+
+
 def test_socket_readers_refuse_a_publish_section_they_cannot_read(config_dir: Path) -> None:
     """`listen` and `status` read publish.socket alone; a list there was the default socket, silently."""
     with pytest.raises(ConfigError, match=r"publish: \[1\] is a list; expected a mapping"):

@@ -1025,3 +1025,16 @@ def spool_newest(bridge: Bridge) -> int:
     with sqlite3.connect(bridge.spool) as db:
         row = db.execute("SELECT payload FROM finals ORDER BY id DESC LIMIT 1").fetchone()
     return json.loads(row[0])["seq"] if row else 0
+
+
+@pytest.mark.parametrize(("content", "said"), [(b"", "the first line is empty"), (b"\xff\xfe", "not UTF-8 text")])
+def test_a_password_file_problem_does_not_show_its_path(tmp_path: Path, content: bytes, said: str) -> None:
+    """The config never shows the file's path (a technician may have written the password there); the
+    bridge's own read showed it."""
+    from edge.apps.mqtt.broker import SettingsError, read_password
+
+    secret = tmp_path / "hunter2"
+    secret.write_bytes(content)
+    with pytest.raises(SettingsError) as refused:
+        read_password(secret)
+    assert str(refused.value).startswith(f"mqtt.password_file: {said}") and "hunter2" not in str(refused.value)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     damaged = manifest.verify(config.model.path)
     if damaged:
         return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)
-    for warning in (config.empty_warning(), config.vocabulary.empty_file_warning()):
+    for warning in (config.empty_warning(), config.vocabulary.empty_file_warning(), *config.mqtt.warnings()):
         if warning:
             print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")

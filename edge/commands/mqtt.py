@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.mqtt.enabled:
         log.error("mqtt.enabled is false in %s: set it to true (and mqtt.host) to run the bridge", path)
         return EX_CONFIG
+    for warning in cfg.mqtt.warnings():
+        log.warning("%s: %s", path, warning)
     notifier = Notifier()
     try:
         bridge = Bridge(cfg.mqtt, args.socket or str(cfg.publish.socket), on_state=notifier.status)

@@ -201,16 +201,19 @@ def describe_publish_refusal(reason: str, prefix: str, username: str | None) -> 
 
 
 def read_password(path: Path | None) -> str | None:
-    """The first line of mqtt.password_file (validated to exist by the config)."""
+    """The first line of mqtt.password_file (validated to exist by the config). Its path is not shown, as
+    the config's messages do not show it: a technician may have written the password there."""
     if path is None:
         return None
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"mqtt.password_file {path}: cannot read it ({one_line(exc)}); "
+    except OSError as exc:
+        raise SettingsError(f"mqtt.password_file: cannot read it ({exc.strerror or type(exc).__name__}); "
                             "the service user needs read access") from None
+    except UnicodeDecodeError:
+        raise SettingsError("mqtt.password_file: not UTF-8 text") from None
     if not lines or not lines[0]:
-        raise SettingsError(f"mqtt.password_file {path}: the first line is empty; it must hold the password")
+        raise SettingsError("mqtt.password_file: the first line is empty; it must hold the password")
     return lines[0]
 
 
