@@ -4,14 +4,16 @@ and whether stderr is systemd's journal."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
 def write_whole(path: Path, data: bytes, mode: int) -> None:
     """`data` at `path` with permissions `mode` whatever the umask, there only once whole: a hidden part
-    file, made with `mode` from the start, renamed into place; on failure the part file is removed."""
-    part = path.with_name(f".{path.name}.part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    file of a new, unpredictable name (mkstemp: O_EXCL, so a link planted in a directory others may
+    write is not followed), set to `mode` and renamed into place; on failure the part file is removed."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    part = Path(name)
     try:
         with open(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)

@@ -154,3 +154,16 @@ def test_backend_info_says_what_was_requested_and_whether_the_box_is_degraded() 
     metrics.set_backend("cpu", "inference.backend is cuda but it cannot run", "cuda", True)
     text = generate_latest(metrics.registry).decode()
     assert 'degraded="true"' in text and 'requested="cuda"' in text and 'name="cpu"' in text
+
+
+def test_a_link_planted_where_a_part_file_goes_is_not_followed(tmp_path: Path) -> None:
+    """The part file had a fixed name (.NAME.part) opened with O_TRUNC: in a textfile directory others may
+    write, a link there truncated whatever file the daemon may write (security review)."""
+    from edge.files import write_whole
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / ".edge_asr.prom.part").symlink_to(victim)
+    write_whole(tmp_path / "edge_asr.prom", b"metric 1\n", 0o644)
+    assert victim.read_text() == "keep me" and (tmp_path / "edge_asr.prom").read_bytes() == b"metric 1\n"
+    assert (tmp_path / "edge_asr.prom").stat().st_mode & 0o777 == 0o644
