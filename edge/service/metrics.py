@@ -164,7 +164,8 @@ class MetricsExporter:
             # unit's UMask=0027 and only then opened it up, and a scrape between the two got EACCES
             write_whole(Path(self._textfile), generate_latest(self.metrics.registry), TEXTFILE_MODE)
         except OSError as exc:
-            problem = f"metrics.textfile: cannot write {self._textfile}: {exc.strerror or exc}"  # not the part file's random name
+            # strerror: the part file's random name would make every attempt a new problem
+            problem = f"metrics.textfile: cannot write {self._textfile}: {exc.strerror or exc}"
             if problem != self._failing:
                 log.warning("%s (said once; retried every %.0f s)", problem, TEXTFILE_INTERVAL_S)
             self._failing = problem
