@@ -38,7 +38,7 @@ MIN_WEIGHT, MAX_WEIGHT = 0.1, 5.0
 DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on scripts/vocab (docs/benchmarks.md)
 MAX_BONUS = 10.0
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
-SOURCES = ("none", "config", "transcribe", "request")
+Source = Literal["none", "config", "transcribe", "request"]  # where a Vocabulary's terms came from (status)
 COMMENT = re.compile(r"(^|\s)#.*")  # a file's comment: "#" first on the line or after white space
 SPACED_WEIGHT = re.compile(r"\S {2,}[-+]?[\d.,]+\s*$")  # "Siobhan    2": a TAB turned into spaces
 Prompt = bool | Literal["auto"]  # vocabulary.prompt
@@ -68,10 +68,10 @@ class Vocabulary:
 
     terms: tuple[Term, ...] = ()
     bonus: float = DEFAULT_BONUS
-    source: str = "none"
+    source: Source = "none"
     glossary: Prompt = "auto"
 
-    def with_terms(self, terms: tuple[Term, ...], source: str) -> "Vocabulary":
+    def with_terms(self, terms: tuple[Term, ...], source: Source) -> "Vocabulary":
         """The same settings with another list (an app's request)."""
         return replace(self, terms=terms, source=source)
 
@@ -236,10 +236,9 @@ def read_file(path: str | os.PathLike[str]) -> tuple[Term, ...]:
     return parse_text(text, str(path))
 
 
-def read_vocabulary_file(path: str | os.PathLike[str], source: str = "transcribe",
-                         bonus: float = DEFAULT_BONUS, glossary: Prompt = "auto") -> Vocabulary:
+def read_vocabulary_file(path: str | os.PathLike[str], glossary: Prompt = "auto") -> Vocabulary:
     """A whole `Vocabulary` from one file (edge-asr transcribe --vocabulary)."""
-    return Vocabulary(read_file(path), bonus, source, glossary)
+    return Vocabulary(read_file(path), DEFAULT_BONUS, "transcribe", glossary)
 
 
 def combine(terms: Iterable[Term], file_terms: Iterable[Term], where: str) -> tuple[Term, ...]:

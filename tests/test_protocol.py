@@ -221,3 +221,13 @@ def test_the_largest_vocabulary_request_fits_in_a_line_as_json_dumps_writes_it()
     terms = [{"term": f"{n:03d}" + "д" * (MAX_TERM_CHARS - 3), "weight": MAX_WEIGHT} for n in range(MAX_TERMS)]
     (request,) = protocol.RequestReader().feed(json.dumps({"type": "vocabulary", "terms": terms}).encode() + b"\n")
     assert request.kind == "vocabulary" and len(parse_items(request.body["terms"], "terms")) == MAX_TERMS
+
+
+def test_request_lines_are_made_by_one_function_and_parse_back() -> None:
+    """The status and replay requests were written out by hand in three places."""
+    line = protocol.request_line("replay", after=7)
+    assert line.endswith(b"\n") and protocol.parse_request(line.rstrip(b"\n")) == protocol.Request(
+        "replay", {"type": "replay", "after": 7})
+    assert protocol.parse_request(protocol.request_line("vocabulary", terms=["张伟"]).rstrip()).body["terms"] == ["张伟"]
+    with pytest.raises(ValueError, match="unknown request type 'stats'"):
+        protocol.request_line("stats")

@@ -196,14 +196,14 @@ def request_status(path: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     with connect(path, timeout) as sock:
         try:
-            sock.sendall(b'{"type":"status"}\n')
+            sock.sendall(protocol.request_line("status"))
         except OSError as exc:
             raise DaemonUnavailable(f"cannot send to {path}: {exc.strerror or exc}") from None
         for line in read_lines(sock, deadline):
             event = _decode(line)
-            if event["type"] == "status" and "subscriber_id" in event:
+            if event["type"] == protocol.Status.TYPE and "subscriber_id" in event:
                 return event
-            if event["type"] == "error" and event.get("reason") in STATUS_FAILURES:
+            if event["type"] == protocol.Error.TYPE and event.get("reason") in STATUS_FAILURES:
                 raise DaemonUnavailable(f"the daemon answered: {event.get('message', event)}")
     raise DaemonUnavailable("the daemon closed the connection before answering")
 

@@ -330,6 +330,13 @@ class Request:
     body: Mapping[str, Any]
 
 
+def request_line(kind: str, **fields: Any) -> bytes:
+    """A request as a client sends it: `{"type": kind, ...fields}` and a newline."""
+    if kind not in REQUEST_TYPES:
+        raise ValueError(f"unknown request type {kind!r} (supported: {', '.join(REQUEST_TYPES)})")
+    return json.dumps({"type": kind, **fields}, ensure_ascii=False).encode() + b"\n"
+
+
 def parse_request(line: bytes) -> Request:
     """Parse one subscriber request line, or raise ProtocolError with a reason."""
     try:

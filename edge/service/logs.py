@@ -22,12 +22,6 @@ IDENTIFIER = "edge-asr"
 _installed: logging.Handler | None = None
 
 
-def under_systemd() -> bool:
-    """stderr is the journal stream systemd gave the service (JOURNAL_STREAM matches it): a terminal that
-    inherited the variables keeps its lines on screen."""
-    return stderr_is_journal()
-
-
 def setup_logging(level: str, identifier: str = IDENTIFIER) -> logging.Handler:
     """Install the one root handler (replacing an earlier one of ours), set the level, and
     report crashes of any thread through it."""
@@ -35,7 +29,8 @@ def setup_logging(level: str, identifier: str = IDENTIFIER) -> logging.Handler:
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
-    _installed = _journal_handler(identifier) if under_systemd() else _stderr_handler()
+    # the journal only where stderr is its stream: a terminal that inherited systemd's variables keeps its lines
+    _installed = _journal_handler(identifier) if stderr_is_journal() else _stderr_handler()
     root.addHandler(_installed)
     set_level(level)
     _report_crashes()

@@ -44,7 +44,7 @@ from edge.stream.stabilizer import PartialStabilizer
 from edge.stream.worker import Job, OverloadPolicy, Worker
 from edge.vad.endpointer import Boundary, Endpointer, EndpointSettings
 from edge.vad.silero import SileroVad
-from edge.vocabulary import Term, Vocabulary
+from edge.vocabulary import Source, Term, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class StreamingSession:
         with self._settings_lock:
             return self._use(replace(self._stream, vocabulary=vocabulary))
 
-    def set_terms(self, terms: tuple[Term, ...], source: str) -> bool:
+    def set_terms(self, terms: tuple[Term, ...], source: Source) -> bool:
         """Another list with the bonus and prompt in use (an app's request: a reload racing it keeps its settings)."""
         with self._settings_lock:
             return self._use(replace(self._stream, vocabulary=self._stream.vocabulary.with_terms(terms, source)))

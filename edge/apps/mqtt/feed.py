@@ -6,7 +6,6 @@ the bridge is one subscriber, and "the daemon is up" means exactly "we are readi
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from edge.publish import protocol
 from edge.publish.client import Subscription, refuse_newer_protocol
 
 log = logging.getLogger(__name__)
-
-STATUS_REQUEST = b'{"type":"status"}\n'
 
 
 class DaemonFeed:
@@ -36,11 +33,11 @@ class DaemonFeed:
 
     def request_status(self) -> bool:
         """Ask for a status event; False when there is no connection to ask on."""
-        return self._subscription.send(STATUS_REQUEST)
+        return self._subscription.send(protocol.request_line("status"))
 
     def request_replay(self, after: int) -> bool:
         """Ask for the finals after utterance `after` that the daemon still holds; False without a connection."""
-        return self._subscription.send(json.dumps({"type": "replay", "after": after}).encode() + b"\n")
+        return self._subscription.send(protocol.request_line("replay", after=after))
 
     def close(self) -> None:
         """Wake the reader out of recv() so that run() can return."""

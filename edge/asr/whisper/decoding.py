@@ -401,9 +401,7 @@ class Decoder:
         prefix = self._prefill(cross, options)
         return self._search(cross, prefix)
 
-    def decode_with_fallback(
-        self, cross: CrossKV, options: DecodeOptions, temperatures: Sequence[float] = TEMPERATURES
-    ) -> DecodeResult:
+    def decode_with_fallback(self, cross: CrossKV, options: DecodeOptions) -> DecodeResult:
         """Retry at rising temperatures until the result is neither a loop nor unsure.
 
         The prefix is decoded once and its cache reused by every attempt. With a glossary, the
@@ -420,7 +418,7 @@ class Decoder:
                 return result
             prefix = replace(prefix, glossed=None)
         attempts: list[DecodeResult] = []
-        for temperature in temperatures:
+        for temperature in TEMPERATURES:
             result = self._search(cross, replace(prefix, options=replace(prefix.options, temperature=temperature)))
             attempts.append(result)
             if not result.needs_fallback:

@@ -27,6 +27,7 @@ PAD_SECONDS = 2.0
 MIN_WINDOW_SECONDS = 10.0
 LOG_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0
+QUIET_FRAMES = 20  # 0.2 s: the stretch whose mean energy finds a pause between words
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -50,11 +51,11 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
 
 
-@lru_cache(maxsize=4)
-def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Triangular Slaney-normalised filters [n_mels, n_fft // 2 + 1], as Whisper was trained with."""
-    fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
+@lru_cache(maxsize=1)
+def mel_filters() -> np.ndarray:
+    """Triangular Slaney-normalised filters [N_MELS, N_FFT // 2 + 1], as Whisper was trained with."""
+    fft_freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    mel_points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2)
     edges = _mel_to_hz(mel_points)
     widths = np.diff(edges)
     slopes = edges[:, None] - fft_freqs[None, :]
@@ -133,10 +134,10 @@ def encoder_window(mel: np.ndarray, start: int, content: int, length: int, loude
     return np.ascontiguousarray(window)
 
 
-def quietest_frame(mel: np.ndarray, start: int, end: int, smooth: int = 20) -> int:
-    """Frame in [start, end) at the centre of the quietest `smooth`-frame stretch: a pause to cut at."""
+def quietest_frame(mel: np.ndarray, start: int, end: int) -> int:
+    """Frame in [start, end) at the centre of the quietest QUIET_FRAMES stretch: a pause to cut at."""
     energy = mel[:, start:end].mean(axis=0)
-    if len(energy) <= smooth:
+    if len(energy) <= QUIET_FRAMES:
         return end
-    moving = np.convolve(energy, np.ones(smooth) / smooth, mode="valid")
-    return start + int(moving.argmin()) + smooth // 2
+    moving = np.convolve(energy, np.ones(QUIET_FRAMES) / QUIET_FRAMES, mode="valid")
+    return start + int(moving.argmin()) + QUIET_FRAMES // 2
