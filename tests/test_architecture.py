@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edge"
-FOUNDATION = ("edge", "edge.errors", "edge.config", "edge.files", "edge.languages", "edge.manifest", "edge.limits", "edge.vocabulary")  # every module may use these
+FOUNDATION = ("edge", "edge.errors", "edge.config", "edge.files", "edge.languages", "edge.manifest", "edge.limits",
+              "edge.vocabulary", "edge.backoff")  # every module may use these
 
 # What each stage may import besides itself and the foundation: downstream in
 # the data flow audio -> vad -> asr -> stream -> publish, the daemon wires

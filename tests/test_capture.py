@@ -13,8 +13,8 @@ import sounddevice as sd
 
 from edge.audio import mic as capture
 from edge.audio.audiofile import load_audio
+from edge.backoff import Backoff
 from edge.audio.mic import (
-    Backoff,
     CaptureError,
     DeviceNotFoundError,
     InputDevice,
@@ -423,10 +423,13 @@ def test_stream_format_native_and_overrides() -> None:
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
-    backoff = Backoff(3.0)
-    assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    backoff = Backoff(0.5, 3.0)
+    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
-    assert backoff.next_delay() == 0.5
+    assert backoff.next() == 0.5
+    jittered = Backoff(1.0, 30.0, jitter=True)
+    delays = [jittered.next() for _ in range(7)]
+    assert all(cap / 2 <= delay <= cap for delay, cap in zip(delays, [1, 2, 4, 8, 16, 30, 30])), delays
 
 
 def test_a_repeated_fault_is_said_again_a_minute_later(monkeypatch) -> None:

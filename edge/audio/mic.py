@@ -29,6 +29,7 @@ import sounddevice as sd
 import soxr
 
 from edge.audio.ringbuffer import RingBuffer
+from edge.backoff import Backoff
 from edge.audio.base import SAMPLE_RATE, MicStats, SourceError
 
 log = logging.getLogger(__name__)
@@ -169,22 +170,6 @@ def stream_format(device: InputDevice, sample_rate: Any, channels: Any) -> Strea
     return StreamFormat(rate, wanted or min(device.channels, NATIVE_CHANNELS_CAP))
 
 
-class Backoff:
-    """Exponential retry delays: 0.5 s, 1 s, 2 s ... capped at `max_s`."""
-
-    def __init__(self, max_s: float) -> None:
-        self.max_s = max_s
-        self._next = FIRST_RETRY_S
-
-    def next_delay(self) -> float:
-        delay = min(self._next, self.max_s)
-        self._next = delay * 2
-        return delay
-
-    def reset(self) -> None:
-        self._next = FIRST_RETRY_S
-
-
 class _OpenStream:
     """One running PortAudio stream, the ring its callback fills and its resampler."""
 
@@ -284,7 +269,7 @@ class MicSource:
         self._wait = wait_for_device
         self._block = max(1, round(SAMPLE_RATE * audio_cfg.block_ms / 1000))
         self._stall_s = audio_cfg.stall_timeout_ms / 1000
-        self._backoff = Backoff(audio_cfg.reopen_backoff_max_s)
+        self._backoff = Backoff(FIRST_RETRY_S, audio_cfg.reopen_backoff_max_s)
         self._open: _OpenStream | None = None
         self._closer: threading.Thread | None = None
         self._closing_since = 0.0
@@ -467,7 +452,7 @@ class MicSource:
         self._closing_since = time.monotonic()
 
     def _schedule_retry(self, state: str) -> float:
-        delay = self._backoff.next_delay()
+        delay = self._backoff.next()
         self._state = state
         self._retry_at = time.monotonic() + delay
         return delay

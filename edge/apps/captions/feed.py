@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from edge.backoff import Backoff
 from edge.publish import protocol
 from edge.publish.client import Subscription, parse_event, refuse_newer_protocol
 
@@ -78,15 +79,16 @@ class DaemonFeed:
             self._on_failure()
 
     def _follow(self) -> None:
-        delay = FIRST_RETRY_S
+        backoff = Backoff(FIRST_RETRY_S, MAX_RETRY_S)
         while not self._stop.is_set():
             self._greeted = False
             reason = self._subscription.follow(self._stop, self._forward)
             if self._stop.is_set():
                 return
             self._tell(False, reason)
-            delay = FIRST_RETRY_S if self._greeted else min(2 * delay, MAX_RETRY_S)
-            self._stop.wait(delay)
+            if self._greeted:
+                backoff.reset()
+            self._stop.wait(backoff.next())
 
     def _forward(self, line: bytes) -> None:
         """Hand one event line to the page (the daemon's hello: to the connection state)."""

@@ -7,33 +7,18 @@ broker that is down for an hour costs a few log lines, not one per attempt.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
+
+from edge.backoff import Backoff
 
 # A connection that lasted this long was a working one: the next failure retries quickly again. One that
 # ends sooner keeps the backoff growing: two bridges sharing a client id take the broker session from
 # each other at once, and with the backoff reset at every connect they reconnected every second for ever.
 STABLE_S = 60.0
 BRIEF_TO_SAY = 3  # connections in a row ending within STABLE_S before a warning says so
-
-
-class Backoff:
-    """Doubling delays from `first` to `cap`, jittered so that a fleet does not reconnect in step."""
-
-    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
-        self._first = first
-        self.cap = cap
-        self._delay = first
-
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(delay * 2, self.cap)
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self._delay = self._first
+FIRST_RETRY_S, MAX_RETRY_S = 1.0, 30.0
 
 
 class Reconnecting:
@@ -43,7 +28,7 @@ class Reconnecting:
         self._log = log
         self._where = where
         self._brief_hint = brief_hint  # a likely cause of connections that end as soon as they are made
-        self._backoff = Backoff()
+        self._backoff = Backoff(FIRST_RETRY_S, MAX_RETRY_S, jitter=True)
         self._last: str | None = None
         self._up_since: float | None = None
         self._brief = 0  # connections in a row that ended within STABLE_S
