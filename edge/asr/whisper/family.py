@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import json
 import logging
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def accelerator_model_dir(model_path: Path) -> Path:
     The sibling is checked as model.path is (size and sha256 of every file: a flipped byte loads and
     runs, wrong), and must come from the same build; BackendError says which and how to fix it.
     """
-    manifest = json.loads((Path(model_path) / "manifest.json").read_text())
+    manifest = read(Path(model_path))
     if manifest.get("precision") != "int8":
         return Path(model_path)
     sibling = Path(model_path).with_name(Path(model_path).name.replace("-int8", "-fp32"))
@@ -78,7 +77,7 @@ def _open_ort(name: str, cfg: Config) -> OrtWhisperBackend:
     encoder_profile = decoder_profile = None
     if name == "tensorrt":
         engine_cache(Path(cfg.inference.tensorrt_cache_dir))
-        dims = json.loads((model_dir / "manifest.json").read_text())["dims"]
+        dims = read(model_dir)["dims"]
         encoder_profile, decoder_profile = tensorrt_profiles(dims)
     chain = {"tensorrt_cache_dir": Path(cfg.inference.tensorrt_cache_dir), "tensorrt_fp16": cfg.inference.tensorrt_fp16}
     backend = OrtWhisperBackend(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import onnxruntime as ort
 from edge.accel.ort import CPU, TENSORRT, ProviderSpec, session_options, tensorrt_profile
 from edge.asr.base import Interrupt, Interrupted
 from edge.asr.whisper.graph import CrossKV, SelfKV, cross_feeds, cross_inputs
+from edge import manifest
 from edge.errors import ModelError
 from edge.limits import MAX_BEAM
 
@@ -33,7 +33,7 @@ class OrtWhisperBackend:
     ) -> None:
         self.name = name
         self.model_dir = Path(model_dir)
-        dims = json.loads((self.model_dir / "manifest.json").read_text())["dims"]
+        dims = manifest.read(self.model_dir)["dims"]
         self._layers = int(dims["n_text_layer"])
         self._heads = int(dims["n_text_head"])
         self._head_dim = int(dims["n_text_state"]) // self._heads

@@ -8,7 +8,6 @@ windows that end in a pause and are padded the same way.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -48,7 +47,7 @@ from edge.asr.whisper.features import (
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
-from edge.manifest import tuning
+from edge.manifest import read, tuning
 from edge.vocabulary import Vocabulary
 
 MODEL_FILES = ("manifest.json", "encoder.onnx", "decoder.onnx", "vocabulary.txt", "config.json")
@@ -131,8 +130,8 @@ def check_model_dir(model_dir: Path) -> None:
     if missing:
         raise ModelError(f"model directory {model_dir} is incomplete: missing {', '.join(missing)}")
     try:
-        json.loads((model_dir / "manifest.json").read_text())["dims"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        read(model_dir)
+    except (OSError, ValueError) as exc:
         raise ModelError(f"{model_dir / 'manifest.json'} is not a valid model manifest ({exc})") from None
 
 
