@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from edge.apps.captions.server import MAX_BROWSERS, MAX_PENDING, Hub
+from edge.apps.captions.server import MAX_BROWSERS, MAX_BROWSERS_PER_ADDRESS, MAX_PENDING, Hub
 from edge.config import CAPTION_LINES
 from edge.publish import protocol
 from edge.publish.client import parse_event
@@ -166,10 +166,11 @@ def fetch(port: int, method: str, path: str, host: str = "127.0.0.1") -> tuple[h
 class EventStream:
     """One browser's event stream, read by hand. HTTP/1.0 keeps the body free of chunk framing."""
 
-    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
+    def __init__(self, port: int, rcvbuf: int | None = None, source: str = "127.0.0.1") -> None:
         self.sock = socket.socket()
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind((source, 0))  # another loopback address: another machine, as the server counts them
         self.sock.connect(("127.0.0.1", port))
         self.sock.settimeout(10)
         self.sock.sendall(b"GET /events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -314,21 +315,34 @@ def test_a_stalled_browser_is_cut_off_and_never_slows_the_others(daemon: FakeDae
     fast.close()
 
 
-def new_stream_status(port: int) -> int:
-    opened = EventStream(port)
+def new_stream_status(port: int, source: str = "127.0.0.1") -> int:
+    opened = EventStream(port, source=source)
     opened.close()
     return opened.status
 
 
 def test_too_many_pages_get_503_and_closed_ones_leave_at_once(server: CaptionServer) -> None:
-    streams = [EventStream(server.port) for _ in range(MAX_BROWSERS)]
+    sources = [f"127.0.0.{1 + n // MAX_BROWSERS_PER_ADDRESS}" for n in range(MAX_BROWSERS)]
+    streams = [EventStream(server.port, source=source) for source in sources]
     try:
         assert [opened.status for opened in streams] == [200] * MAX_BROWSERS
-        assert new_stream_status(server.port) == 503
+        assert new_stream_status(server.port, source="127.0.0.99") == 503
     finally:
         for opened in streams:
             opened.close()
     wait_for(lambda: new_stream_status(server.port) == 200, timeout=2)
+
+
+def test_one_address_cannot_take_every_page_slot(server: CaptionServer) -> None:
+    """One host on the LAN opened all 64 streams: the room's own screen got 503 until it let them go."""
+    streams = [EventStream(server.port) for _ in range(MAX_BROWSERS_PER_ADDRESS)]
+    try:
+        assert [opened.status for opened in streams] == [200] * MAX_BROWSERS_PER_ADDRESS
+        assert new_stream_status(server.port) == 503
+        assert new_stream_status(server.port, source="127.0.0.2") == 200  # the room's screen still gets in
+    finally:
+        for opened in streams:
+            opened.close()
 
 
 def test_the_daemon_going_away_is_told_and_followed_by_a_reconnect(daemon: FakeDaemon, stream: EventStream) -> None:

@@ -40,6 +40,9 @@ from edge.config import CAPTION_FONT_PX, CAPTION_LINES, CaptionsConfig
 log = logging.getLogger(__name__)
 
 MAX_BROWSERS = 64  # open event streams; more get 503 (bounds the server's memory)
+# from one address: a screen and a few reloads need a handful; one host on the LAN took all 64, and
+# the room's screen got 503 until it let them go (security review)
+MAX_BROWSERS_PER_ADDRESS = 16
 MAX_PENDING = 256  # finals (and other kept events) one browser may lag behind before it is cut off
 HEARTBEAT_S = 15.0  # an `alive` event this often finds browsers gone without a goodbye, and keeps proxies open
 SHUTDOWN_S = 2.0
@@ -67,6 +70,8 @@ class Browser:
 
     def __init__(self, transport: asyncio.BaseTransport | None) -> None:
         self._transport = transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self.address = peer[0] if isinstance(peer, tuple) and peer else None
         self._kept: deque[bytes] = deque()
         self._partial: bytes | None = None
         self._ready = asyncio.Event()
@@ -120,11 +125,14 @@ class Hub:
         self._browsers: set[Browser] = set()
         self._kept = {"daemon": sse("daemon", {"connected": False, "message": "connecting to edge-asr"})}
 
-    def join(self, transport: asyncio.BaseTransport | None) -> Browser | None:
-        """A new browser, or None when MAX_BROWSERS are already connected."""
-        if len(self._browsers) >= MAX_BROWSERS:
-            return None
+    def join(self, transport: asyncio.BaseTransport | None) -> Browser | str:
+        """A new browser, or why it is refused: MAX_BROWSERS connected, or MAX_BROWSERS_PER_ADDRESS from its address."""
         browser = Browser(transport)
+        if len(self._browsers) >= MAX_BROWSERS:
+            return f"more than {MAX_BROWSERS} caption pages are open"
+        if browser.address is not None and sum(
+                other.address == browser.address for other in self._browsers) >= MAX_BROWSERS_PER_ADDRESS:
+            return f"more than {MAX_BROWSERS_PER_ADDRESS} caption pages are open from {browser.address}"
         for name in self.KEPT:
             if name in self._kept:
                 browser.offer(self._kept[name], droppable=False)
@@ -214,8 +222,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
     """The event stream of one browser, until it goes away or falls too far behind."""
     hub = request.app[HUB]
     browser = hub.join(request.transport)
-    if browser is None:
-        raise web.HTTPServiceUnavailable(text=f"more than {MAX_BROWSERS} caption pages are open\n")
+    if isinstance(browser, str):
+        raise web.HTTPServiceUnavailable(text=browser + "\n")
     response = web.StreamResponse(headers={**_COMMON_HEADERS, "Content-Type": "text/event-stream"})
     try:
         await response.prepare(request)
