@@ -28,10 +28,8 @@ _ASCII_AFTER_HAN = re.compile(f"(?<=[{_IDEOGRAPHS}])(\\.{{2,}}|…+|[,.?!:;]+)\\
 # 大著 (大着胆子), 新著, 著文.
 ZHU_WORDS = frozenset("著名 著作 著称 著述 著录 著者 显著 昭著 卓著 土著 名著 原著 巨著 专著 论著 "
                       "编著 译著 遗著 拙著 杰著 所著".split())
-# ... and where a 着 runs into the start of one: 看着作业, 穿着名牌, 叫着名字; or is a 着 word itself,
-# which a word before it must not take (莫名着急: 名著 + 急).
-ZHE_BEFORE = frozenset("作业 名牌 名字 名单".split())
-ZHE_WORDS = frozenset("著急 著迷 著凉 著火 著手 著想 著陆 著落 著重 著实 著装 著眼".split())
+# ... and where a 着 runs into the one word a 著 word cannot start: 看着作业 (著作 + 业).
+ZHE_BEFORE = frozenset({"作业"})
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 CHINESE = ("zh", "yue")
 # model.chinese_script: the OpenCC conversion from simplified. Characters only: s2twp would also
@@ -65,9 +63,11 @@ def _zhe(text: str) -> str:
     """"看著我" -> "看着我", "著名" stays (ZHU_WORDS), "看著作业" -> "看着作业" (ZHE_BEFORE)."""
     def spelled(match: re.Match[str]) -> str:
         at = match.start()
-        if text[at : at + 2] in ZHE_WORDS or text[at + 1 : at + 3] in ZHE_BEFORE:
+        if text[max(at - 1, 0) : at + 1] in ZHU_WORDS:  # 显著落后, 原著手稿, 名著装帧
+            return "著"
+        if text[at + 1 : at + 3] in ZHE_BEFORE:
             return "着"
-        return "著" if text[max(at - 1, 0) : at + 1] in ZHU_WORDS or text[at : at + 2] in ZHU_WORDS else "着"
+        return "著" if text[at : at + 2] in ZHU_WORDS else "着"
 
     return re.sub("著", spelled, text)
 
