@@ -926,6 +926,8 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     # stopped after the daemon, so the final it flushes while stopping reaches the spool
     assert "Before=edge-asr.service" in lines and not any(
         line.startswith("After=") and "edge-asr.service" in line for line in lines)
+    # and nothing that would hold the daemon's start until the network is online
+    assert not any("network-online.target" in line for line in lines if not line.startswith("#"))
 
 
 def test_the_fleet_acl_keeps_each_box_in_its_prefix(tmp_path: Path) -> None:
