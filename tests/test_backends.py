@@ -242,6 +242,39 @@ def test_strict_with_a_node_the_sandbox_keeps_closed_is_a_setup_error(tmp_path: 
     assert isinstance(refused.value, SetupError) == closed
 
 
+def test_a_render_node_beside_the_npus_own_is_not_a_setup_error(tmp_path: Path, int8_model_dir: Path) -> None:
+    """The NPU is /dev/rknpu or a render node: a Mali GPU's render node stays closed under the documented
+    DeviceAllow=/dev/rknpu, and every RKNN failure under strict became a permanent exit 78 (second review)."""
+    def opener(name: str, cfg):
+        if name == "rknn":
+            raise BackendError("RKNNLite could not start the NPU runtime for encoder_1000.rknn")
+        return whisper.open("cpu", cfg)
+
+    root = rk3588_root(tmp_path)
+    (root / "dev/dri").mkdir(parents=True)
+    (root / "dev/rknpu").write_bytes(b"")
+    (root / "dev/dri/renderD129").write_bytes(b"")
+    probe = Probe(root=root, providers=CPU_ONLY, rknnlite=True,
+                  closed_nodes=("/dev/dri/renderD129 (Operation not permitted)",))
+    cfg = make_config(int8_model_dir, tmp_path, strict=True, rknn_model_dir=str(rknn_models(tmp_path)))
+    with pytest.raises(BackendStartError) as refused:
+        select_backend(cfg, opener, probe)
+    assert not isinstance(refused.value, SetupError)
+
+
+@pytest.mark.parametrize("backend", ["auto", "rknn"])
+def test_strict_with_a_core_mask_the_npu_lacks_is_a_setup_error(tmp_path: Path, int8_model_dir: Path,
+                                                                backend: str) -> None:
+    """A config mistake: exit 78, not 1 into a restart every 10 s for ever (second review)."""
+    root = rk3588_root(tmp_path)
+    (root / "proc/device-tree/compatible").write_bytes(b"vendor,board\0rockchip,rk3568\0")
+    probe = Probe(root=root, providers=CPU_ONLY, rknnlite=True)
+    cfg = make_config(int8_model_dir, tmp_path, backend=backend, strict=True, rknn_core_mask="0_1",
+                      rknn_model_dir=str(rknn_models(tmp_path)))
+    with pytest.raises(SetupError, match="inference.rknn_core_mask '0_1' is not a core set of the rk3568's NPU"):
+        select_backend(cfg, whisper.open, probe)
+
+
 def test_strict_with_an_engine_cache_it_cannot_write_is_a_setup_error(tmp_path: Path, int8_model_dir: Path) -> None:
     (tmp_path / "cache").write_text("")
     cfg = make_config(int8_model_dir, tmp_path, backend="tensorrt", strict=True,

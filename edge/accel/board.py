@@ -19,6 +19,9 @@ RKNN_SOCS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
 # GPU's nvidia*), the RK3588 NPU as a DRM render node or, on older vendor kernels, /dev/rknpu.
 _NVIDIA_NODES = ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvmap", "nvhost-gpu", "nvidiactl", "nvidia[0-9]*", "nvidia-uvm")
 DEVICE_NODES = {"cuda": _NVIDIA_NODES, "tensorrt": _NVIDIA_NODES, "rknn": ("rknpu", "dri/renderD*")}
+# Backends whose nodes are alternatives, one of which is the device: the NPU is /dev/rknpu or a render
+# node, and a Mali GPU's render node beside it stays closed under the documented DeviceAllow=/dev/rknpu.
+ANY_NODE_WILL_DO = ("rknn",)
 PROVIDER_LIBRARIES = {
     "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
     "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",
@@ -48,6 +51,15 @@ class Probe:
                 if problem:
                     found.append(f"/dev/{node.relative_to(self.root / 'dev')} ({problem})")
         return found
+
+    def denies(self, backend: str) -> bool:
+        """True when this process may not reach the backend's device at all: any node closed, or for
+        ANY_NODE_WILL_DO every one there is. A start that fails so is a setup problem, not a restart's."""
+        closed = self.unopenable_nodes(backend)
+        if not closed or backend not in ANY_NODE_WILL_DO:
+            return bool(closed)
+        present = [node for pattern in DEVICE_NODES[backend] for node in (self.root / "dev").glob(pattern)]
+        return len(closed) >= len(present)
 
     def ort_providers(self) -> tuple[str, ...]:
         if self.providers is not None:

@@ -45,7 +45,7 @@ class Candidate:
     reason: str
     selected: bool = False
     broken: bool = False  # onnxruntime lists it but cannot load its libraries: a GPU box set up wrong
-    denied: bool = False  # it failed to start where this process may not reach it (BackendSetupError)
+    setup: bool = False  # only a change of config or unit makes it run: strict then exits 78 (BackendSetupError)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.available, "selected": self.selected, "reason": self.reason}
@@ -72,7 +72,7 @@ def _rknn_candidate(cfg: Config, probe: Probe, board: Board) -> Candidate:
         return Candidate("rknn", False, f"{board.soc} has no NPU supported by RKNN (supported: {', '.join(RKNN_SOCS)})")
     mask_problem = rknn.core_mask_problem(board.soc, cfg.inference.rknn_core_mask)
     if mask_problem:
-        return Candidate("rknn", False, mask_problem)
+        return Candidate("rknn", False, mask_problem, setup=True)
     if not probe.has_rknnlite():
         return Candidate("rknn", False, "rknn-toolkit-lite2 (module rknnlite) is not installed")
     runtime = probe.root / rknn.LIBRKNNRT
@@ -137,7 +137,7 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         except Exception as exc:  # noqa: BLE001 - any start-up failure means: try the next backend
             closed = probe.unopenable_nodes(candidate.name)
             candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}{_nodes_hint(closed)}"
-            candidate.denied = bool(closed) or isinstance(exc, SetupError)
+            candidate.setup = probe.denies(candidate.name) or isinstance(exc, SetupError)
             _started_badly(cfg, candidate, warnings)
             continue
         candidate.selected = True
@@ -160,10 +160,15 @@ def _started_badly(cfg: Config, candidate: Candidate, warnings: list[str]) -> No
     if candidate.name == "cpu":
         return
     if cfg.inference.strict:
-        error = BackendSetupError if candidate.denied else BackendStartError
+        error = _strict_error([candidate])
         raise error(f"{candidate.name} {candidate.reason} (inference.strict is true: no CPU fallback)")
     if cfg.inference.backend == "auto":
         warnings.append(f"{candidate.name} {candidate.reason}; trying the next backend")
+
+
+def _strict_error(failed: list[Candidate]) -> type[BackendStartError]:
+    """Exit 78 (BackendSetupError) where only a change of config or unit makes these run, else 1."""
+    return BackendSetupError if any(c.setup for c in failed) else BackendStartError
 
 
 def _has_accelerator(board: Board) -> bool:
@@ -177,15 +182,16 @@ def _board_left_idle(cfg: Config, board: Board, candidates: list[Candidate], war
     why = "; ".join(f"{c.name}: {c.reason}" for c in candidates if c.name in family)
     message = f"this is {board.describe()}, but its accelerator cannot run ({why})"
     if cfg.inference.strict:
-        raise BackendStartError(message + " (inference.strict is true: no CPU fallback)")
+        error = _strict_error([c for c in candidates if c.name in family])
+        raise error(message + " (inference.strict is true: no CPU fallback)")
     warnings.append(message + "; running on CPU")
 
 
 def _refuse_or_warn(cfg: Config, wanted: str, candidates: list[Candidate], warnings: list[str]) -> None:
-    reason = next(c.reason for c in candidates if c.name == wanted)
-    message = f"inference.backend is {wanted} but it cannot run: {reason}"
+    candidate = next(c for c in candidates if c.name == wanted)
+    message = f"inference.backend is {wanted} but it cannot run: {candidate.reason}"
     if cfg.inference.strict:
-        raise BackendStartError(message + " (inference.strict is true, so edge-asr will not fall back to CPU)")
+        raise _strict_error([candidate])(message + " (inference.strict is true, so edge-asr will not fall back to CPU)")
     warnings.append(message + "; running on CPU")
 
 
