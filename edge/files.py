@@ -24,6 +24,13 @@ def write_whole(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def new_file_mode() -> int:
+    """What open() gives a new file here: 0o666 less the umask (read by setting and restoring it)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def stderr_is_journal() -> bool:
     """True when file descriptor 2 is the journal stream systemd named in JOURNAL_STREAM (its device:inode).
     The variable alone is not enough: a shell started from a service's session inherits it while its

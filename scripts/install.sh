@@ -178,9 +178,9 @@ copy_model() {
 try:
     print(*listed_files(sys.argv[1]), sep="\n")
 except (OSError, ValueError) as exc:
-    sys.exit(str(exc))' "$source")" || die "$source is not a model directory edge-asr can install; the installed $name is kept"
+    sys.exit(str(exc))' "$source")" || { rm -rf "$target/$name.new"; die "$source is not a model directory edge-asr can install; the installed $name is kept"; }
     while IFS= read -r file; do
-        cp -L "$source/$file" "$target/$name.new/" || die "cannot copy $source/$file; the installed $name is kept"
+        cp -L "$source/$file" "$target/$name.new/" || { rm -rf "$target/$name.new"; die "cannot copy $source/$file; the installed $name is kept"; }
     done <<< "$listed"
     problem="$(PYTHONPATH="$REPO" "$python" -c 'import sys; from edge.manifest import verify; print(*verify(sys.argv[1])[:1])' "$target/$name.new")" \
         || die "cannot check the copy of $source; the installed $name is kept"

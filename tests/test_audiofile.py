@@ -99,7 +99,7 @@ def _no_samples(tmp_path: Path) -> Path:
         (_text_file, "not a readable audio file"),
         (_no_samples, "no audio samples"),
         (_truncated_wav, "truncated"),
-        (_truncated_flac, "damaged 0.7 s in; the audio before it was read (Error : flac decoder lost sync.)"),
+        (_truncated_flac, "damaged 0.7 s in; the audio before it was read ("),
     ],
     ids=["missing", "directory", "empty", "text", "no-samples", "truncated-wav", "truncated-flac"],
 )

@@ -64,9 +64,10 @@ def test_a_long_start_keeps_pushing_the_start_timeout_until_it_ends(notify_socke
     monkeypatch.setattr(sdnotify, "EXTENSION_EVERY_S", 0.05)
     with sdnotify.extended_start(Notifier(), "building engines", limit_s=60):
         time.sleep(0.5)
-    messages = received(notify_socket, 0.3)  # nothing more once the block ended
+    messages = received(notify_socket, 0.1)
     assert messages[0] == "STATUS=building engines"
-    assert 3 <= len(messages[1:]) <= 11 and set(messages[1:]) == {"EXTEND_TIMEOUT_USEC=60000000"}, messages
+    assert len(messages[1:]) >= 3 and set(messages[1:]) == {"EXTEND_TIMEOUT_USEC=60000000"}, messages
+    assert received(notify_socket, 0.3) == []  # nothing more once the block ended
 
 
 def test_a_start_that_hangs_is_extended_no_longer_than_its_limit(notify_socket: socket.socket,
@@ -74,7 +75,7 @@ def test_a_start_that_hangs_is_extended_no_longer_than_its_limit(notify_socket: 
     monkeypatch.setattr(sdnotify, "EXTENSION_EVERY_S", 0.05)
     with sdnotify.extended_start(Notifier(), "building engines", limit_s=0.12):
         time.sleep(0.6)
-    assert 1 <= len(received(notify_socket, 0.2)[1:]) <= 4  # 12 without the limit
+    assert 1 <= len(received(notify_socket, 0.2)[1:]) <= 4  # about 12 without the limit; fewer only if slower
 
 
 @pytest.mark.parametrize(("backend", "providers", "extended"), [

@@ -216,6 +216,7 @@ def test_a_manifest_that_lists_a_path_outside_its_directory_is_refused(staged: t
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0 and "its files are not plain names of the model directory" in result.stderr
     assert "the installed whisper-tiny.en-int8 is kept" in result.stderr
+    assert not (root / "opt/edge-asr/models/whisper-tiny.en-int8.new").exists()
 
 
 def test_uninstall_keeps_config_unless_purged(staged: tuple[Path, str]) -> None:

@@ -347,3 +347,23 @@ def test_a_subtitle_that_cannot_be_written_names_its_own_path(capsys, clips, tmp
     assert code == EXIT_FILE_ERRORS
     assert err == f"edge-asr transcribe: {clips[0]}: cannot write {tmp_path / 'subs' / 'jfk.srt'}: Is a directory\n"
     assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["jfk.srt"]  # no .part left
+
+
+def test_a_subtitle_is_written_past_a_planted_link_with_the_umasks_mode(capsys, clips, tmp_path, monkeypatch) -> None:
+    """Its part file had a fixed name (jfk.srt.part) written through: a link planted there in a shared
+    --output-dir was followed and its target overwritten (a twin of the metrics textfile's fix)."""
+    import edge.asr.load
+
+    monkeypatch.setattr(edge.asr.load, "load_recognizer", lambda *args, **kwargs: _WholeAudioOnly())
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (subs / "jfk.srt.part").symlink_to(victim)
+    previous = os.umask(0o027)
+    try:
+        code, _, _ = _run(capsys, "--format", "srt", "--output-dir", str(subs), str(clips[0]))
+    finally:
+        os.umask(previous)
+    assert code == 0 and victim.read_text() == "keep me"
+    assert (subs / "jfk.srt").is_file() and (subs / "jfk.srt").stat().st_mode & 0o777 == 0o640

@@ -30,6 +30,7 @@ from edge.audio.audiofile import AudioFileError, AudioReader
 from edge.asr.base import LongFormRecognizer, Recognizer, Segment, Transcript
 from edge.asr.text import SCRIPTS
 from edge.errors import ModelError
+from edge.files import new_file_mode, write_whole
 from edge.limits import MAX_BEAM
 from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, read_vocabulary_file
 from edge.service.memory import limit_heap_growth
@@ -212,12 +213,9 @@ def _write_subtitles(args: argparse.Namespace, name: str, transcript: Transcript
         print(text, end="", flush=True)
         return
     path = _subtitle_path(args, name)
-    partial = path.with_name(path.name + ".part")
     try:
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
+        write_whole(path, text.encode("utf-8"), new_file_mode())
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise _OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
