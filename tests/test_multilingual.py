@@ -84,6 +84,11 @@ def test_zhe_written_taiwan_style_is_simplified_and_zhu_words_keep_their_charact
     # ... and the 著 words around them stay (a second review: the first fix turned these into 着)
     written = ["他是很著名的，他的著作，一部名著", "著名单口相声演员", "著名字画", "经济显著落后", "原著手稿", "名著装帧"]
     assert [tidy(text, "zh") for text in written] == written
+    # Han characters in another language's text are Chinese words, in the box's script (review: kept as written),
+    # except in Japanese and Korean, whose kanji and hanja are their own
+    assert tidy("Please call 王經理 tomorrow", "en") == "Please call 王经理 tomorrow"
+    assert tidy("Please call 王经理 tomorrow", "en", "taiwan") == "Please call 王經理 tomorrow"
+    assert tidy("東京の會議", "ja") == "東京の會議" and tidy("大韓民國", "ko") == "大韓民國"
 
 
 def test_each_mark_of_a_punctuation_run_after_chinese_is_full_width() -> None:

@@ -911,3 +911,41 @@ def test_a_few_failed_decodes_then_silence_are_not_a_broken_backend(caplog) -> N
     span = failures.failing_s()
     time.sleep(0.2)  # silence: no decode, no failure
     assert 0.05 < span == failures.failing_s() < 0.2
+
+
+class _DetectsEachTime(_Scripted):
+    """A multilingual stand-in: a partial decoded under `auto` detects `zh` first, then `ja` (as a short
+    prefix of Mandarin may); one decoded with a language given keeps it."""
+
+    languages = ("en", "zh", "ja")
+
+    def __init__(self) -> None:
+        self.partial_languages: list[str] = []  # the language each partial was decoded with ("auto": detected)
+        self.detections = iter(["zh", "ja", "ja", "ja"])
+
+    def options(self, *, beam_size: int = 5, language: str = "auto", **_: object) -> str:
+        return language
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
+        if partial:
+            self.partial_languages.append(str(options))
+        language = str(options) if options != "auto" else next(self.detections, "ja")
+        return Transcript("这个会议室" if language == "zh" else "這個會議室", (1,), 0.0, 0.0, 1.0, (), language)
+
+
+def test_an_utterances_partials_keep_the_language_its_first_partial_was_detected_in() -> None:
+    """Each partial detected on its own: one read as `ja` kept traditional characters, and the stabilizer
+    appended it whole to the simplified stable text ("这个会议這個會議室") (review)."""
+    recognizer = _DetectsEachTime()
+    out = Collector()
+    session = StreamingSession(recognizer, EndpointSettings.from_config(), StreamSettings.from_config(),
+                               out.emit, out.errors.append, vad=_LevelVad())
+    try:
+        _fed_paced(session, 0.6, 3.0)
+        _fed_paced(session, 0.0, 2.0)
+        assert session.drain(10)
+    finally:
+        session.close()
+    assert len(recognizer.partial_languages) >= 2, recognizer.partial_languages
+    assert recognizer.partial_languages[0] == "auto" and set(recognizer.partial_languages[1:]) == {"zh"}
+    assert {e.text for e in out.of("partial")} == {"这个会议室"}

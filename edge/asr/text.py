@@ -32,6 +32,7 @@ ZHU_WORDS = frozenset("著名 著作 著称 著述 著录 著者 显著 昭著 �
 ZHE_BEFORE = frozenset({"作业"})
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 CHINESE = ("zh", "yue")
+OWN_HAN = ("ja", "ko")  # languages whose Han characters are their own writing, left as the model wrote them
 # model.chinese_script: the OpenCC conversion from simplified. Characters only: s2twp would also
 # swap words (软件 -> 軟體), which is rewriting what was said, not spelling it.
 SCRIPTS = {"simplified": "", "traditional": "s2t", "taiwan": "s2tw", "hongkong": "s2hk"}
@@ -104,9 +105,12 @@ def as_written(terms: Iterable[str], script: str) -> tuple[tuple[str, str], ...]
 def tidy(text: str, language: str, script: str = "simplified", written: tuple[tuple[str, str], ...] = ()) -> str:
     """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS), with
     the vocabulary's terms as `written` (from `as_written`)."""
+    chinese = language in CHINESE or (language not in OWN_HAN and has_han(text))
     if language in SIMPLIFIED:
         text = full_width_punctuation(to_simplified(text))
-    if language in CHINESE and SCRIPTS[script] and has_han(text):
+    elif chinese and language not in CHINESE:  # a Chinese name in English, or Mandarin detected as another language
+        text = to_simplified(text)
+    if chinese and SCRIPTS[script] and has_han(text):
         text = _opencc(SCRIPTS[script])(text)
         for shown, term in written:
             text = text.replace(shown, term)

@@ -193,8 +193,9 @@ class _Utterance:
     last_text: str = ""
     last_stable: str = ""
     speculative: Job | None = None
-    # Its partials' options once the language or script changed under it (a reload): its stable text is
-    # in the old one, and a hypothesis in the new one would not align with it and be appended whole.
+    # Its partials' options once the language or script changed under it (a reload), or once its first
+    # partial told the language under `auto`: its stable text is in that one, and a hypothesis in another
+    # would not align with it and be appended whole.
     partial_options: object | None = None
 
 
@@ -498,7 +499,7 @@ class StreamingSession:
             text, tokens, language = "", (), ""
         with self._lock:
             if job.kind == "partial":
-                self._publish_partial(job, text)
+                self._publish_partial(job, text, language)
             elif not job.cancelled:
                 job.text, job.tokens, job.language, job.decode_s = text, tokens, language, time.monotonic() - began
                 if job.confirmed:
@@ -512,12 +513,13 @@ class StreamingSession:
         self._finals_degraded += 1
         return True
 
-    def _publish_partial(self, job: Job, text: str) -> None:
+    def _publish_partial(self, job: Job, text: str, language: str) -> None:
         """Shown while its utterance lasts, in a pause too: a partial a stale caption kept through a dip
         (PREEMPT_STALE_INTERVALS) is the text the room waited for, and speech_end has not been sent yet."""
         utterance = self._utterance
         if utterance is None or utterance.utterance_id != job.utterance_id or not text:
             return
+        self._keep_language(utterance, language)
         stable, shown = utterance.stabilizer.update(text)
         utterance.has_text, utterance.shown_at = True, self._history.end
         if (shown, stable) == (utterance.last_text, utterance.last_stable):
@@ -525,6 +527,17 @@ class StreamingSession:
         utterance.last_text, utterance.last_stable = shown, stable
         self._emit(Partial(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=shown, stable_text=stable,
                            start_s=_s(job.start), end_s=_s(job.end)))
+
+    def _keep_language(self, utterance: _Utterance, language: str) -> None:
+        """Under `auto` with a multilingual model, the language of an utterance's first partial holds for its
+        later partials: each detected its own, a Mandarin one read as `ja` kept traditional characters, and
+        the stabilizer appended it whole to the simplified stable text. The final still detects on all of it."""
+        stream = self._stream
+        if utterance.partial_options is not None or stream.language != "auto" or len(self._recognizer.languages) < 2:
+            return
+        if language in self._recognizer.languages:
+            utterance.partial_options = self._recognizer.options(beam_size=1, language=language,
+                                                                 vocabulary=stream.vocabulary, script=stream.script)
 
     def _publish_final(self, job: Job) -> None:
         """Every utterance's one final, empty text included; only a final with text becomes the next one's context
