@@ -89,6 +89,7 @@ def test_zhe_written_taiwan_style_is_simplified_and_zhu_words_keep_their_charact
     assert tidy("Please call 王經理 tomorrow", "en") == "Please call 王经理 tomorrow"
     assert tidy("Please call 王经理 tomorrow", "en", "taiwan") == "Please call 王經理 tomorrow"
     assert tidy("東京の會議", "ja") == "東京の會議" and tidy("大韓民國", "ko") == "大韓民國"
+    assert tidy("佢哋食飯, 好唔好?", "yue", "hongkong") == "佢哋食飯，好唔好？"  # as zh text's marks are
 
 
 def test_each_mark_of_a_punctuation_run_after_chinese_is_full_width() -> None:

@@ -106,10 +106,10 @@ def tidy(text: str, language: str, script: str = "simplified", written: tuple[tu
     """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS), with
     the vocabulary's terms as `written` (from `as_written`)."""
     chinese = language in CHINESE or (language not in OWN_HAN and has_han(text))
-    if language in SIMPLIFIED:
-        text = full_width_punctuation(to_simplified(text))
-    elif chinese and language not in CHINESE:  # a Chinese name in English, or Mandarin detected as another language
+    if language in SIMPLIFIED or (chinese and language not in CHINESE):  # and a Chinese name in English
         text = to_simplified(text)
+    if language in CHINESE:  # Cantonese's ASCII marks after Han text too (its characters stay the model's)
+        text = full_width_punctuation(text)
     if chinese and SCRIPTS[script] and has_han(text):
         text = _opencc(SCRIPTS[script])(text)
         for shown, term in written:
