@@ -78,11 +78,14 @@ def test_zhe_written_taiwan_style_is_simplified_and_zhu_words_keep_their_charact
     assert tidy("著手準備著陸", "zh") == "着手准备着陆"
     assert tidy("著名作家的原著效果顯著，土著居民", "zh") == "著名作家的原著效果显著，土著居民"
     # a particle 着 before a word that a written 著 word starts with (review: all five kept 著)
-    spoken = ["他聽著有道理", "他拿著書走了", "我們配合著做", "他大著膽子說", "他看著作業"]
+    spoken = ["他聽著有道理", "他拿著書走了", "我們配合著做", "他大著膽子說", "他看著作業", "莫名著急", "場所著火了",
+              "叫著名字", "他看著名單", "她穿著名牌"]
     assert [tidy(text, "zh") for text in spoken] == ["他听着有道理", "他拿着书走了", "我们配合着做", "他大着胆子说",
-                                                     "他看着作业"]
+                                                     "他看着作业", "莫名着急", "场所着火了", "叫着名字", "他看着名单",
+                                                     "她穿着名牌"]
     # ... and the 著 words around them stay (a second review: the first fix turned these into 着)
-    written = ["他是很著名的，他的著作，一部名著", "著名单口相声演员", "著名字画", "经济显著落后", "原著手稿", "名著装帧"]
+    written = ["他是很著名的，他的著作，一部名著", "著名单口相声演员", "著名字画", "经济显著落后", "原著手稿", "名著装帧",
+               "一个著名单位"]
     assert [tidy(text, "zh") for text in written] == written
     # Han characters in another language's text are Chinese words, in the box's script (review: kept as written),
     # except in Japanese and Korean, whose kanji and hanja are their own

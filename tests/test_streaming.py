@@ -919,9 +919,9 @@ class _DetectsEachTime(_Scripted):
 
     languages = ("en", "zh", "ja")
 
-    def __init__(self) -> None:
+    def __init__(self, detections: list[tuple[str, float]] | None = None) -> None:
         self.partial_languages: list[str] = []  # the language each partial was decoded with ("auto": detected)
-        self.detections = iter(["zh", "ja", "ja", "ja"])
+        self.detections = iter(detections or [("zh", 0.95), ("ja", 0.95), ("ja", 0.95), ("ja", 0.95)])
 
     def options(self, *, beam_size: int = 5, language: str = "auto", **_: object) -> str:
         return language
@@ -929,14 +929,12 @@ class _DetectsEachTime(_Scripted):
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
         if partial:
             self.partial_languages.append(str(options))
-        language = str(options) if options != "auto" else next(self.detections, "ja")
-        return Transcript("这个会议室" if language == "zh" else "這個會議室", (1,), 0.0, 0.0, 1.0, (), language)
+        language, sure = (str(options), 1.0) if options != "auto" else next(self.detections, ("ja", 0.95))
+        return Transcript("这个会议室" if language == "zh" else "這個會議室", (1,), 0.0, 0.0, 1.0, (), language, sure)
 
 
-def test_an_utterances_partials_keep_the_language_its_first_partial_was_detected_in() -> None:
-    """Each partial detected on its own: one read as `ja` kept traditional characters, and the stabilizer
-    appended it whole to the simplified stable text ("这个会议這個會議室") (review)."""
-    recognizer = _DetectsEachTime()
+def _one_utterance(recognizer: _DetectsEachTime) -> Collector:
+    """3 s of speech and 2 s of silence through a session, its partials decoded as they come."""
     out = Collector()
     session = StreamingSession(recognizer, EndpointSettings.from_config(), StreamSettings.from_config(),
                                out.emit, out.errors.append, vad=_LevelVad())
@@ -946,6 +944,23 @@ def test_an_utterances_partials_keep_the_language_its_first_partial_was_detected
         assert session.drain(10)
     finally:
         session.close()
+    return out
+
+
+def test_an_utterances_partials_keep_the_language_its_first_partial_was_detected_in() -> None:
+    """Each partial detected on its own: one read as `ja` kept traditional characters, and the stabilizer
+    appended it whole to the simplified stable text ("这个会议這個會議室") (review)."""
+    recognizer = _DetectsEachTime()
+    out = _one_utterance(recognizer)
     assert len(recognizer.partial_languages) >= 2, recognizer.partial_languages
     assert recognizer.partial_languages[0] == "auto" and set(recognizer.partial_languages[1:]) == {"zh"}
     assert {e.text for e in out.of("partial")} == {"这个会议室"}
+
+
+def test_a_language_a_partial_is_unsure_of_is_not_kept() -> None:
+    """The first partial is the shortest audio: a detection under KEEP_LANGUAGE_PROB is not held, the
+    first sure one is."""
+    recognizer = _DetectsEachTime([("ja", 0.6), ("zh", 0.95)])
+    _one_utterance(recognizer)
+    assert len(recognizer.partial_languages) >= 3, recognizer.partial_languages
+    assert recognizer.partial_languages[:2] == ["auto", "auto"] and set(recognizer.partial_languages[2:]) == {"zh"}

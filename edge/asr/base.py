@@ -39,6 +39,7 @@ class Transcript:
     compression_ratio: float
     segments: tuple[Segment, ...]
     language: str = ""  # ISO 639-1 code, as the model's language tokens name it
+    language_prob: float = 1.0  # how sure a detected `language` is (1.0 where it was given)
 
     @classmethod
     def empty(cls, no_speech_prob: float = 1.0, language: str = "") -> "Transcript":

@@ -28,8 +28,13 @@ _ASCII_AFTER_HAN = re.compile(f"(?<=[{_IDEOGRAPHS}])(\\.{{2,}}|…+|[,.?!:;]+)\\
 # 大著 (大着胆子), 新著, 著文.
 ZHU_WORDS = frozenset("著名 著作 著称 著述 著录 著者 显著 昭著 卓著 土著 名著 原著 巨著 专著 论著 "
                       "编著 译著 遗著 拙著 杰著 所著".split())
-# ... and where a 着 runs into the one word a 著 word cannot start: 看着作业 (著作 + 业).
+# ... and where a 着 runs into the start of one: always before 作业 (著作 + 业), and after a verb before
+# 名字, 名单, 名牌 (叫着名字, 看着名单, 穿着名牌; 著名单位, 一个著名字画 stay).
 ZHE_BEFORE = frozenset({"作业"})
+ZHE_AFTER_VERB = frozenset({"名字", "名单", "名牌"})
+VERBS_BEFORE_ZHE = frozenset("叫喊念读写看听拿穿戴填签记带")
+# 着 verbs, which win over a 著 word before them (莫名着急, 场所着火; a 著 noun right before them is rare)
+ZHE_VERBS = frozenset({"著急", "著火", "著迷", "著凉"})
 SIMPLIFIED = ("zh",)  # languages shown in simplified characters (Cantonese keeps what the model writes)
 CHINESE = ("zh", "yue")
 OWN_HAN = ("ja", "ko")  # languages whose Han characters are their own writing, left as the model wrote them
@@ -64,9 +69,12 @@ def _zhe(text: str) -> str:
     """"看著我" -> "看着我", "著名" stays (ZHU_WORDS), "看著作业" -> "看着作业" (ZHE_BEFORE)."""
     def spelled(match: re.Match[str]) -> str:
         at = match.start()
-        if text[max(at - 1, 0) : at + 1] in ZHU_WORDS:  # 显著落后, 原著手稿, 名著装帧
+        before, after = text[at - 1 : at] if at else "", text[at + 1 : at + 3]
+        if text[at : at + 2] in ZHE_VERBS:
+            return "着"
+        if before + "著" in ZHU_WORDS:  # 显著落后, 原著手稿, 名著装帧
             return "著"
-        if text[at + 1 : at + 3] in ZHE_BEFORE:
+        if after in ZHE_BEFORE or (after in ZHE_AFTER_VERB and before in VERBS_BEFORE_ZHE):
             return "着"
         return "著" if text[at : at + 2] in ZHU_WORDS else "着"
 

@@ -188,9 +188,9 @@ class AudioReader:
                 kept.append(step)
         except _DECODE_ERRORS:
             pass
-        else:  # the small reads got through where the large one failed: no damage after all
-            return np.concatenate(kept), None
         samples = np.concatenate(kept)
+        if len(samples) == frames:  # the small reads got through where the large one failed: no damage after all
+            return samples, None
         at_s = (done + len(samples)) / self._decoder.samplerate
         return samples, AudioFileError(f"{self.path}: damaged {at_s:.1f} s in; the audio before it was read ({reason})")
 

@@ -57,6 +57,9 @@ PREEMPT_STALE_INTERVALS = 2
 # limit after it (Endpointer.earliest_start), inside the utterance's own span.
 HISTORY_S = MAX_UTTERANCE_S + 6.0
 CONTEXT_MAX_GAP_S = 10.0  # a final said longer ago than this is no longer context for the next utterance
+# A partial's detected language an utterance keeps only this sure: whisper-base detected every eval clip's
+# language (zh, yue, en) at p >= 0.92, and nonspeech at p <= 0.55 (edge/asr/whisper/decoding.py)
+KEEP_LANGUAGE_PROB = 0.9
 
 
 @dataclass(frozen=True)
@@ -193,10 +196,10 @@ class _Utterance:
     last_text: str = ""
     last_stable: str = ""
     speculative: Job | None = None
-    # Its partials' options once the language or script changed under it (a reload), or once its first
-    # partial told the language under `auto`: its stable text is in that one, and a hypothesis in another
-    # would not align with it and be appended whole.
+    # Its partials' options once the language or script changed under it (a reload): its stable text is
+    # in the old one, and a hypothesis in the new one would not align with it and be appended whole.
     partial_options: object | None = None
+    language: str | None = None  # under `auto`, the language its partials keep (`_keep_language`)
 
 
 class StreamingSession:
@@ -218,6 +221,7 @@ class StreamingSession:
         self._record = record
         self._stream = stream
         self._options = self._recognizer_options(stream)
+        self._kept_options: dict[str, object] = {}  # partial options per kept language, for these settings
         self._emit = emit
         self._on_error = on_error
         self._vad = vad or SileroVad()
@@ -316,7 +320,7 @@ class StreamingSession:
                 self._endpointer.settings = endpoint
             if self._utterance and self._utterance.partial_options is None and _writing(stream) != _writing(self._stream):
                 self._utterance.partial_options = self._options["partial"]
-            self._stream, self._options = stream, options
+            self._stream, self._options, self._kept_options = stream, options, {}
         return True
 
     def feed(self, block: np.ndarray) -> None:
@@ -474,7 +478,7 @@ class StreamingSession:
             return
         utterance.last_partial_at, utterance.retry_partial = now, False
         audio = self._history.slice(utterance.start, now)
-        options = self._options["partial"] if utterance.partial_options is None else utterance.partial_options
+        options = self._partial_options(utterance)
         self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=options,
                                 interrupt=Interrupt(), breaks=self._breaks))
 
@@ -488,6 +492,7 @@ class StreamingSession:
             transcript = self._recognizer.transcribe(job.audio, partial=quick, context=context, options=job.options,
                                                      interrupt=job.interrupt)
             text, tokens, language = transcript.text.strip(), transcript.tokens, transcript.language
+            sure = transcript.language_prob >= KEEP_LANGUAGE_PROB
             self._failures.worked()
         except Exception as exc:  # a failed decode must not kill the worker thread
             if isinstance(exc, Interrupted) and (job.kind == "partial" or job.cancelled):  # nobody wants it now
@@ -496,10 +501,10 @@ class StreamingSession:
                 return
             self._failures.failed(job.utterance_id, exc)
             job.failure = f"recognition failed for utterance {job.utterance_id}: {exc}"
-            text, tokens, language = "", (), ""
+            text, tokens, language, sure = "", (), "", False
         with self._lock:
             if job.kind == "partial":
-                self._publish_partial(job, text, language)
+                self._publish_partial(job, text, language if sure else "")
             elif not job.cancelled:
                 job.text, job.tokens, job.language, job.decode_s = text, tokens, language, time.monotonic() - began
                 if job.confirmed:
@@ -513,13 +518,13 @@ class StreamingSession:
         self._finals_degraded += 1
         return True
 
-    def _publish_partial(self, job: Job, text: str, language: str) -> None:
+    def _publish_partial(self, job: Job, text: str, sure_language: str) -> None:
         """Shown while its utterance lasts, in a pause too: a partial a stale caption kept through a dip
         (PREEMPT_STALE_INTERVALS) is the text the room waited for, and speech_end has not been sent yet."""
         utterance = self._utterance
         if utterance is None or utterance.utterance_id != job.utterance_id or not text:
             return
-        self._keep_language(utterance, language)
+        self._keep_language(utterance, sure_language)
         stable, shown = utterance.stabilizer.update(text)
         utterance.has_text, utterance.shown_at = True, self._history.end
         if (shown, stable) == (utterance.last_text, utterance.last_stable):
@@ -528,16 +533,27 @@ class StreamingSession:
         self._emit(Partial(audio_time_s=self.position_s, utterance_id=job.utterance_id, text=shown, stable_text=stable,
                            start_s=_s(job.start), end_s=_s(job.end)))
 
-    def _keep_language(self, utterance: _Utterance, language: str) -> None:
-        """Under `auto` with a multilingual model, the language of an utterance's first partial holds for its
-        later partials: each detected its own, a Mandarin one read as `ja` kept traditional characters, and
-        the stabilizer appended it whole to the simplified stable text. The final still detects on all of it."""
-        stream = self._stream
-        if utterance.partial_options is not None or stream.language != "auto" or len(self._recognizer.languages) < 2:
-            return
-        if language in self._recognizer.languages:
-            utterance.partial_options = self._recognizer.options(beam_size=1, language=language,
-                                                                 vocabulary=stream.vocabulary, script=stream.script)
+    def _keep_language(self, utterance: _Utterance, sure_language: str) -> None:
+        """Under `auto` with a multilingual model, the first language a partial is sure of (KEEP_LANGUAGE_PROB)
+        holds for the utterance's later partials: each detected its own, a Mandarin one read as `ja` kept
+        traditional characters, and the stabilizer appended it whole to the simplified stable text. The
+        final still detects on all of it."""
+        if utterance.language is None and self._stream.language == "auto" and len(self._recognizer.languages) > 1 \
+                and sure_language in self._recognizer.languages:
+            utterance.language = sure_language
+
+    def _partial_options(self, utterance: _Utterance) -> object:
+        """The options of the utterance's next partial: a reload's, its kept language's (made once per
+        settings: an app's new list applies from the next partial on), or the stream's."""
+        if utterance.partial_options is not None:
+            return utterance.partial_options
+        if utterance.language is None:
+            return self._options["partial"]
+        if utterance.language not in self._kept_options:
+            stream = self._stream
+            self._kept_options[utterance.language] = self._recognizer.options(
+                beam_size=1, language=utterance.language, vocabulary=stream.vocabulary, script=stream.script)
+        return self._kept_options[utterance.language]
 
     def _publish_final(self, job: Job) -> None:
         """Every utterance's one final, empty text included; only a final with text becomes the next one's context

@@ -9,6 +9,7 @@ windows that end in a pause and are padded the same way.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -160,6 +161,7 @@ class Recognizer:
         self.tail_recheck_frames = int(TAIL_RECHECK_SECONDS * FRAMES_PER_SECOND)
         self.short_rest_frames = self.tail_recheck_frames  # `_unsure_rest`
         self._biases: dict[Vocabulary, _Biasing] = {}
+        self._biases_lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, model_dir: Path | str, threads: int = 0) -> "Recognizer":
@@ -225,13 +227,15 @@ class Recognizer:
     def _biasing(self, vocabulary: Vocabulary) -> "_Biasing":
         """The glossary prompt, the prefix tree and the recital check, made once per list:
         partials and finals share them, and a reload with the same list reuses them."""
-        if vocabulary not in self._biases:
-            auto = vocabulary.glossary == "auto"
-            limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
-            prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
-            self._biases = {vocabulary: _Biasing(prompt, build_trie(vocabulary, self.tokenizer),
-                                                 recital(vocabulary) if prompt else None)}
-        return self._biases[vocabulary]
+        with self._biases_lock:  # the streaming worker and a reload may both ask (a one-entry cache)
+            built = self._biases.get(vocabulary)
+            if built is None:
+                auto = vocabulary.glossary == "auto"
+                limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
+                prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
+                built = _Biasing(prompt, build_trie(vocabulary, self.tokenizer), recital(vocabulary) if prompt else None)
+                self._biases = {vocabulary: built}
+            return built
 
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
                    options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
@@ -506,7 +510,7 @@ class Recognizer:
         show = partial(tidy, language=language, script=wanted.script, written=wanted.written)
         shown = tuple((start, end, show(words)) for start, end, words in segments)
         return Transcript(show(text), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
-                          shown, language)
+                          shown, language, results[0].language_prob)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
         return (round(offset + start, 3), round(offset + end, 3), self.tokenizer.decode(list(tokens)).strip())
