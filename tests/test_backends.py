@@ -262,6 +262,21 @@ def test_a_render_node_beside_the_npus_own_is_not_a_setup_error(tmp_path: Path, 
     assert not isinstance(refused.value, SetupError)
 
 
+def test_the_npus_own_render_node_closed_is_a_setup_error_though_the_gpus_opens(tmp_path: Path) -> None:
+    """sysfs names the render node whose driver is rknpu: that one closed is the sandbox's doing, whatever a
+    Mali GPU's node beside it does (an operator who allowed the wrong renderD*) (third review)."""
+    root = rk3588_root(tmp_path)
+    (root / "dev/dri").mkdir(parents=True)
+    for node, driver in (("renderD128", "panfrost"), ("renderD129", "rknpu")):
+        (root / "dev/dri" / node).write_bytes(b"")
+        (root / "sys/bus/platform/drivers" / driver).mkdir(parents=True, exist_ok=True)
+        (root / "sys/class/drm" / node / "device").mkdir(parents=True)
+        (root / "sys/class/drm" / node / "device/driver").symlink_to(root / "sys/bus/platform/drivers" / driver)
+    npu_closed = Probe(root=root, closed_nodes=("/dev/dri/renderD129 (Operation not permitted)",))
+    gpu_closed = Probe(root=root, closed_nodes=("/dev/dri/renderD128 (Operation not permitted)",))
+    assert npu_closed.denies("rknn") and not gpu_closed.denies("rknn")
+
+
 @pytest.mark.parametrize("backend", ["auto", "rknn"])
 def test_strict_with_a_core_mask_the_npu_lacks_is_a_setup_error(tmp_path: Path, int8_model_dir: Path,
                                                                 backend: str) -> None:

@@ -54,12 +54,23 @@ class Probe:
 
     def denies(self, backend: str) -> bool:
         """True when this process may not reach the backend's device at all: any node closed, or for
-        ANY_NODE_WILL_DO every one there is. A start that fails so is a setup problem, not a restart's."""
+        ANY_NODE_WILL_DO every one of the device's own (every one there is, where sysfs does not tell
+        which render node is the NPU's). A start that fails so is a setup problem, not a restart's."""
         closed = self.unopenable_nodes(backend)
         if not closed or backend not in ANY_NODE_WILL_DO:
             return bool(closed)
-        present = [node for pattern in DEVICE_NODES[backend] for node in (self.root / "dev").glob(pattern)]
-        return len(closed) >= len(present)
+        own = self._npu_nodes() or [f"/dev/{node.relative_to(self.root / 'dev')}" for pattern in DEVICE_NODES[backend]
+                                    for node in (self.root / "dev").glob(pattern)]
+        return all(any(entry.startswith(node + " ") for entry in closed) for node in own)
+
+    def _npu_nodes(self) -> list[str]:
+        """/dev/rknpu, and the render nodes whose driver sysfs names rknpu (not a Mali GPU's beside them)."""
+        nodes = ["/dev/rknpu"] if (self.root / "dev/rknpu").exists() else []
+        for card in sorted((self.root / "sys/class/drm").glob("renderD*")):
+            driver = card / "device" / "driver"
+            if driver.exists() and "rknpu" in os.path.realpath(driver):
+                nodes.append(f"/dev/dri/{card.name}")
+        return nodes
 
     def ort_providers(self) -> tuple[str, ...]:
         if self.providers is not None:
