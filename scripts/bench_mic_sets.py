@@ -120,14 +120,6 @@ def after_audio(start: float, end: float, spans: list[Span], margin_s: float = L
     return start > spans[clip_of(spans, start, end)].end + margin_s
 
 
-def capture_origin(events: list[dict]) -> float:
-    """Monotonic time of the stream's audio_time_s 0: the least-delayed event bounds it from above.
-
-    `hello` is left out: it can come before the capture starts, with audio_time_s 0.
-    """
-    return min(e["_at"] - e["audio_time_s"] for e in events if e["type"] != "hello")
-
-
 @dataclass
 class SetResult:
     name: str
@@ -163,7 +155,7 @@ def run_set(name: str, limit: int | None, mic: object) -> SetResult:
         run = run_daemon(wav, Path(work), model, overrides, mic)
     said = [f for f in run.of("final") if f["text"].strip()]
     # stream time of the WAV's first sample; with no final (nonspeech) there is nothing to place
-    offset = run.played_at - capture_origin(run.events) if said else 0.0
+    offset = run.file_offset_s() if said else 0.0
     finals = [{**f, "wav_start_s": f["start_s"] - offset, "wav_end_s": f["end_s"] - offset} for f in said]
     rate = _rate(name, [" ".join(row["text"] for row in rows)], [" ".join(f["text"] for f in finals)])
     return SetResult(name, len(rows), audio.size / RATE, finals, spans, rate)

@@ -49,6 +49,11 @@ def metric_name(set_name: str) -> str:
 
 def contains_term(set_name: str, term: str, text: str) -> bool:
     """Whether `text` says `term`, both cleaned as the set is scored: whole words (English), characters (Chinese)."""
+    return term_count(set_name, term, text) > 0
+
+
+def term_count(set_name: str, term: str, text: str) -> int:
+    """How many times `text` says `term` (cleaned as contains_term): recall counts every occurrence."""
     if set_name in CHINESE_SETS:
-        return chinese_chars(term) in chinese_chars(text)
-    return f" {normalize_english(term)} " in f" {normalize_english(text)} "
+        return chinese_chars(text).count(chinese_chars(term))
+    return f" {normalize_english(text)} ".count(f" {normalize_english(term)} ")

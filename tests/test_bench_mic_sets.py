@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from bench_mic_sets import Span, after_audio, capture_origin, clip_of, join_clips, repeated_sentence  # noqa: E402
+from bench_latency import Run  # noqa: E402
+from bench_mic_sets import Span, after_audio, clip_of, join_clips, repeated_sentence  # noqa: E402
 
 
 def test_the_issue_example_is_a_repeated_sentence():
@@ -90,4 +91,18 @@ def test_capture_origin_uses_the_least_delayed_event_but_not_hello():
         {"type": "speech_start", "audio_time_s": 3.0, "_at": 104.1},
         {"type": "final", "audio_time_s": 6.0, "_at": 107.5},
     ]
-    assert capture_origin(events) == pytest.approx(101.1)
+    assert Run(events).capture_origin() == pytest.approx(101.1)
+    # through the microphone, playback began later: finals' stream times minus the lead are file times
+    assert Run(events, played_at=102.6).file_offset_s() == pytest.approx(1.5) and Run(events).file_offset_s() == 0.0
+
+
+def test_latency_segments_are_matched_in_file_time_through_the_microphone():
+    """bench_latency compared the finals' stream times (capture-based, 1 s or more ahead of playback) with
+    the manifest's file times: matching was lenient, and a previous utterance's final could count as an onset."""
+    from bench_latency import final_latencies
+
+    run = Run([{"type": "speech_start", "audio_time_s": 0.5, "_at": 100.5},
+               {"type": "final", "audio_time_s": 6.0, "_at": 106.0, "start_s": 1.2, "end_s": 3.9, "text": "a"}],
+              played_at=101.0)  # capture from 100.0, playback from 101.0: file time = stream time - 1.0
+    assert final_latencies(run, [{"start": 0.2, "end": 2.9}]) == [pytest.approx(106.0 - (101.0 + 2.9))]
+    assert final_latencies(run, [{"start": 0.2, "end": 4.3}]) == []  # stream end 3.9 is file 2.9: not this one

@@ -82,6 +82,15 @@ def test_recall_counts_every_occurrence_and_lists_the_missed():
     assert bench.term_recall(eval_set, ["Chivan runs Kubernetes.", "siobhan!"]) == (2, 3, ["Siobhan"])
 
 
+def test_a_term_its_reference_says_twice_counts_twice() -> None:
+    """杰西卡 is said twice in one vocab_zh reference: presence alone counted it once, and one hit recalled
+    both (the denominator was 19 occurrences short of 22) (benchmark review)."""
+    clips = (bench.Clip(Path("a.wav"), "杰西卡说杰西卡的精算师", ("杰西卡", "精算师")),)
+    eval_set = bench.EvalSet("vocab_zh", "zh", Path("m"), "zh", clips)
+    assert bench.term_recall(eval_set, ["杰西卡说洁西卡的精算师"]) == (2, 3, ["杰西卡"])
+    assert bench.term_recall(eval_set, ["杰西卡说杰西卡的精算师，杰西卡"]) == (3, 3, [])
+
+
 def test_missing_english_set_says_how_to_make_it(tmp_path):
     with pytest.raises(bench.BenchError, match="run scripts/make_vocab_set.py first"):
         bench.vocab_en_set(tmp_path / "vocab_en", Path("m"), limit=0)
