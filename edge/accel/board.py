@@ -44,13 +44,13 @@ class Probe:
         accelerator then failed to start with a message about its libraries."""
         if self.closed_nodes is not None:
             return list(self.closed_nodes)
-        found = []
-        for pattern in DEVICE_NODES.get(backend, ()):
-            for node in sorted((self.root / "dev").glob(pattern)):
-                problem = _open_problem(node)
-                if problem:
-                    found.append(f"/dev/{node.relative_to(self.root / 'dev')} ({problem})")
-        return found
+        return [f"{name} ({problem})" for name, node in self._present_nodes(backend) if (problem := _open_problem(node))]
+
+    def _present_nodes(self, backend: str) -> list[tuple[str, Path]]:
+        """The backend's device nodes on this box: (/dev name, path under `root`)."""
+        dev = self.root / "dev"
+        return [(f"/dev/{node.relative_to(dev)}", node)
+                for pattern in DEVICE_NODES.get(backend, ()) for node in sorted(dev.glob(pattern))]
 
     def denies(self, backend: str) -> bool:
         """True when this process may not reach the backend's device at all: any node closed, or for
@@ -59,8 +59,7 @@ class Probe:
         closed = self.unopenable_nodes(backend)
         if not closed or backend not in ANY_NODE_WILL_DO:
             return bool(closed)
-        own = self._npu_nodes() or [f"/dev/{node.relative_to(self.root / 'dev')}" for pattern in DEVICE_NODES[backend]
-                                    for node in (self.root / "dev").glob(pattern)]
+        own = self._npu_nodes() or [name for name, _ in self._present_nodes(backend)]
         return all(any(entry.startswith(node + " ") for entry in closed) for node in own)
 
     def _npu_nodes(self) -> list[str]:

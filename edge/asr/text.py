@@ -69,7 +69,7 @@ def _zhe(text: str) -> str:
     """"看著我" -> "看着我", "著名" stays (ZHU_WORDS), "看著作业" -> "看着作业" (ZHE_BEFORE)."""
     def spelled(match: re.Match[str]) -> str:
         at = match.start()
-        before, after = text[at - 1 : at] if at else "", text[at + 1 : at + 3]
+        before, after = text[at - 1 : at], text[at + 1 : at + 3]  # text[-1:0] is "": nothing before
         if text[at : at + 2] in ZHE_VERBS:
             return "着"
         if before + "著" in ZHU_WORDS:  # 显著落后, 原著手稿, 名著装帧

@@ -28,9 +28,9 @@ import numpy as np
 import sounddevice as sd
 import soxr
 
+from edge.audio.base import SAMPLE_RATE, MicStats, SourceError
 from edge.audio.ringbuffer import RingBuffer
 from edge.backoff import Backoff
-from edge.audio.base import SAMPLE_RATE, MicStats, SourceError
 
 log = logging.getLogger(__name__)
 
