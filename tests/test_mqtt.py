@@ -41,7 +41,7 @@ from edge.publish import protocol
 from edge.publish.server import Publisher
 from tests.conftest import EVAL_DIR, REPO
 from tests.test_daemon import Subscriber as SocketSubscriber
-from tests.test_daemon import finish, start_daemon, write_config
+from tests.test_daemon import _messages, _notify_socket, finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import analyze, needs_analyze, unit_with_venv
 
@@ -153,8 +153,10 @@ class Bridge:
         self.sock = sock
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, **systemd: str) -> None:
+        """`systemd`: what a unit would set (NOTIFY_SOCKET, WATCHDOG_USEC); none by default."""
         env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
+        env.update(systemd)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge", "mqtt", "--config", str(self.config), "--socket", str(self.sock)],
@@ -643,6 +645,37 @@ def test_finals_published_while_the_bridge_was_away_are_replayed(tmp_path: Path,
     assert [b["text"] for b in unique_in_order(subscriber.bodies("final"))] == ["a1", "a2", "a3", "a4", "a5", "b3", "b4"]
     assert "re-sent 2 final(s)" in second.text() and "2 final(s) published while the bridge" in third.text()
     assert third.stop() == 0
+
+
+def test_a_bridge_stuck_in_a_spool_write_withholds_the_watchdog_and_loses_nothing(
+        tmp_path: Path, broker: Broker, subscriber: Subscriber, daemon: Publisher, sock_path: Path,
+        bridges: list[Bridge]) -> None:
+    """Idle, the bridge pings; a spool write held up (here by another process's lock on the file, for
+    less than sqlite's 5 s wait) stops the pings, so that a write hung for good gets the bridge restarted."""
+    notify = _notify_socket(tmp_path)
+    bridge = Bridge(tmp_path, sock_path, broker.port)
+    bridges.append(bridge)
+    bridge.start(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")  # checked every 1 s
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
+    idle = [line for _, line in _messages(notify, 2.5)]
+    assert "READY=1" in idle and idle.count("WATCHDOG=1") >= 2, idle
+    lock = sqlite3.connect(bridge.spool, timeout=0)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        daemon.publish(final(1))
+        published = time.monotonic()
+        held = _messages(notify, 3.5)
+    finally:
+        lock.rollback()
+        lock.close()
+    late = [round(at - published, 2) for at, line in held if line == "WATCHDOG=1" and at > published + 2.2]
+    assert late == [], f"pings while the write was stuck: {late}"
+    assert "stuck in one piece of work: mqtt-feed for" in bridge.text()
+    assert "WATCHDOG=1" in [line for _, line in _messages(notify, 2.5)]
+    wait_for(lambda: len(subscriber.on("final")) == 1, timeout=10)
+    assert json.loads(subscriber.on("final")[0].payload)["text"] == "utterance 1"
+    assert "kept in memory" not in bridge.text() and bridge.stop() == 0
+    notify.close()
 
 
 class _OfflineBridge:

@@ -17,7 +17,7 @@ import pytest
 from edge.commands.service import journal_identifier
 from edge.service import logs
 from edge.service import sdnotify
-from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
+from edge.service.sdnotify import Notifier, ProgressWatchdog, StallWatchdog, watchdog_interval_s
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,19 @@ def received(sock: socket.socket, timeout: float) -> list[str]:
             messages.append(sock.recv(4096).decode())
     except TimeoutError:
         return messages
+
+
+def received_within(sock: socket.socket, seconds: float) -> list[str]:
+    """Every datagram that arrives in the next `seconds` (for senders that never fall quiet)."""
+    deadline = time.monotonic() + seconds
+    messages = []
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return messages
 
 
 def test_messages_arrive(notify_socket: socket.socket) -> None:
@@ -150,6 +163,37 @@ def test_watchdog_without_interval_never_starts(notify_socket: socket.socket) ->
     assert not [t for t in threading.enumerate() if t.name == "sd-watchdog"]  # no pinger at any period
     assert received(notify_socket, 0.2) == []
     watchdog.stop()
+
+
+def test_stall_watchdog_pings_while_idle_and_withholds_while_a_piece_of_work_hangs(
+        notify_socket: socket.socket, caplog: pytest.LogCaptureFixture) -> None:
+    """An MQTT bridge in a quiet room does nothing for hours and must not be restarted; one stuck in a
+    spool write must be."""
+    watchdog = StallWatchdog(Notifier(), interval_s=0.4)
+    release = threading.Event()
+
+    def hang() -> None:
+        with watchdog.working("mqtt-feed"):
+            release.wait(10)
+
+    watchdog.start()
+    worker = threading.Thread(target=hang)
+    try:
+        assert received_within(notify_socket, 0.7).count("WATCHDOG=1") >= 2  # no work at all: pinging
+        with watchdog.working("mqtt-link"):
+            pass  # a piece that ended is no stall
+        worker.start()
+        received_within(notify_socket, 0.45)  # a ping or two before the hang is half the interval long
+        assert received_within(notify_socket, 0.6) == []
+        assert watchdog.stalled(0.2)[0][0] == "mqtt-feed"
+        assert "stuck in one piece of work: mqtt-feed for" in caplog.text
+        release.set()
+        worker.join()
+        assert received_within(notify_socket, 0.7).count("WATCHDOG=1") >= 2  # pinging again at once
+        assert watchdog.stalled(0.0) == []
+    finally:
+        release.set()
+        watchdog.stop()
 
 
 def test_logging_goes_to_stderr_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import EX_CONFIG, default_config_path
 from edge.errors import StartupError, one_line
 from edge.publish import protocol
-from edge.service.sdnotify import Notifier
+from edge.service.sdnotify import Notifier, StallWatchdog, watchdog_interval_s
 
 log = logging.getLogger("edge.mqtt")
 
@@ -43,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     for warning in cfg.mqtt.warnings():
         log.warning("%s: %s", path, warning)
     notifier = Notifier()
+    watchdog = StallWatchdog(notifier, watchdog_interval_s())
     try:
-        bridge = Bridge(cfg.mqtt, args.socket or str(cfg.publish.socket), on_state=notifier.status)
+        bridge = Bridge(cfg.mqtt, args.socket or str(cfg.publish.socket), on_state=notifier.status,
+                        working=watchdog.working)
     except SettingsError as exc:
         log.error("cannot start: %s", exc)
         return EX_CONFIG
@@ -54,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stop())
     notifier.ready()
-    code = bridge.run()
-    notifier.stopping()
-    return code
+    watchdog.start()
+    try:
+        return bridge.run()
+    finally:
+        watchdog.stop()
+        notifier.stopping()

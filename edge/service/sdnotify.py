@@ -1,4 +1,4 @@
-"""systemd notifications: READY=1, STATUS=, STOPPING=1 and a progress-gated watchdog.
+"""systemd notifications: READY=1, STATUS=, STOPPING=1 and two gated watchdogs.
 
 Outside systemd (NOTIFY_SOCKET unset) every call is a cheap no-op returning False.
 A notification must never crash the daemon: if the socket vanished (systemd
@@ -7,7 +7,9 @@ restarted, test harness gone) the error is logged once and the call returns Fals
 The watchdog is gated on progress, not on liveness: `ProgressWatchdog` only pings
 when the pipeline called `beat()` since the previous ping, so a wedged pipeline
 (stuck accelerator call, dead capture thread) stops the pings and systemd
-restarts the service after WatchdogSec.
+restarts the service after WatchdogSec. `StallWatchdog` serves services that may
+rightly do nothing for hours (the MQTT bridge in a quiet room): it pings unless some
+thread has been inside one piece of work for half the interval.
 """
 
 from __future__ import annotations
@@ -72,22 +74,17 @@ def watchdog_interval_s() -> float | None:
     return int(usec) / 1_000_000
 
 
-class ProgressWatchdog:
-    """Pings the systemd watchdog at half its interval, but only after pipeline progress.
+class _Pinger:
+    """A thread that asks `_healthy()` every half watchdog interval and pings while it says yes.
 
-    `beat()` is a single attribute store, cheap enough for every audio block.
     With `interval_s` None (no watchdog configured) start() does nothing.
     """
 
     def __init__(self, notifier: Notifier, interval_s: float | None) -> None:
         self._notifier = notifier
         self._interval_s = interval_s
-        self._progress = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def beat(self) -> None:
-        self._progress = True
 
     def start(self) -> None:
         if self._interval_s is None or self._thread is not None:
@@ -103,14 +100,70 @@ class ProgressWatchdog:
 
     def _loop(self) -> None:
         period = self._interval_s / 2
-        stalled = False
+        failing = False
         while not self._stop.wait(period):
-            progressed, self._progress = self._progress, False
-            if progressed:
+            problem = self._problem(period)
+            if problem is None:
                 self._notifier.watchdog()
-            elif not stalled:
-                log.warning("no pipeline progress for %.1f s: withholding watchdog pings", period)
-            stalled = not progressed
+            elif not failing:
+                log.warning("%s: withholding watchdog pings", problem)
+            failing = problem is not None
+
+    def _problem(self, period: float) -> str | None:
+        """Why not to ping now (logged once per spell), or None."""
+        raise NotImplementedError
+
+
+class ProgressWatchdog(_Pinger):
+    """Pings only after pipeline progress: `beat()` since the previous ping.
+
+    `beat()` is a single attribute store, cheap enough for every audio block.
+    """
+
+    def __init__(self, notifier: Notifier, interval_s: float | None) -> None:
+        super().__init__(notifier, interval_s)
+        self._progress = False
+
+    def beat(self) -> None:
+        self._progress = True
+
+    def _problem(self, period: float) -> str | None:
+        progressed, self._progress = self._progress, False
+        return None if progressed else f"no pipeline progress for {period:.1f} s"
+
+
+class StallWatchdog(_Pinger):
+    """Pings unless a thread is stuck in its work, for services that may rightly idle for hours.
+
+    Threads wrap each piece of work (an event handled, a network-loop turn) in `working(name)`;
+    waiting for input between pieces is not work, so an idle service keeps pinging. A piece
+    that has run for half the interval (a hung disk write, a deadlock) withholds the pings and
+    systemd restarts the service after WatchdogSec.
+    """
+
+    def __init__(self, notifier: Notifier, interval_s: float | None) -> None:
+        super().__init__(notifier, interval_s)
+        self._since: dict[str, float] = {}  # thread name -> when its current piece of work began
+
+    @contextmanager
+    def working(self, name: str) -> Iterator[None]:
+        """One piece of work by thread `name` (names are per thread: not re-entrant)."""
+        self._since[name] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since.pop(name, None)
+
+    def stalled(self, limit_s: float) -> list[tuple[str, float]]:
+        """(name, seconds) of each piece of work that has run for `limit_s` or longer."""
+        now = time.monotonic()
+        return [(name, now - since) for name, since in list(self._since.items()) if now - since >= limit_s]
+
+    def _problem(self, period: float) -> str | None:
+        stalled = self.stalled(period)
+        if not stalled:
+            return None
+        return "stuck in one piece of work: " + ", ".join(f"{name} for {seconds:.1f} s" for name, seconds in stalled)
 
 
 EXTENSION_S = 60.0  # each EXTEND_TIMEOUT_USEC grants this much from the moment it is sent

@@ -1,7 +1,10 @@
 """The bridge: daemon events in, MQTT messages out, every final through the spool.
 
 Three threads: the feed reads the daemon, the link runs paho's network loop, and the
-caller's thread asks the daemon for its status every status_interval_s. A final is
+caller's thread asks the daemon for its status every status_interval_s. Each thread's
+pieces of work (an event, a turn of paho's loop, a status tick) are timed by `working`:
+under systemd, one that never ends (a hung spool write, a deadlock) stops the watchdog's
+pings and the bridge is restarted, while a bridge idle in a quiet room is not. A final is
 numbered and written to the spool on the feed thread, then "pumped": spooled finals
 go out in id order, at most MAX_INFLIGHT unacknowledged at a time, and each is deleted
 when its PUBACK arrives. A new connection starts the pump again from the oldest
@@ -27,6 +30,7 @@ import paho.mqtt.client as mqtt
 from edge.apps.mqtt.broker import MAX_INFLIGHT, BrokerLink
 from edge.apps.mqtt.feed import DaemonFeed
 from edge.apps.mqtt.payloads import Box, Topics, final_body, partial_body, status_body, utc_now
+from edge.apps.mqtt.retry import Working, unwatched
 from edge.apps.mqtt.spool import Spool
 from edge.config import MqttConfig
 from edge.publish import protocol
@@ -42,13 +46,15 @@ MAX_EXACT = 2**53  # the largest whole number every JSON reader holds exactly
 class Bridge:
     """`run()` until `stop()`; `on_state` gets a one-line summary whenever a connection comes or goes."""
 
-    def __init__(self, settings: MqttConfig, socket_path: str, on_state: Callable[[str], None] = lambda text: None) -> None:
+    def __init__(self, settings: MqttConfig, socket_path: str, on_state: Callable[[str], None] = lambda text: None,
+                 working: Working = unwatched) -> None:
         self._settings = settings
+        self._working = working
         self._box = Box(settings.box_id, uuid.uuid4().hex)
         self._topics = Topics.under(settings.topic_prefix)
-        self._link = BrokerLink(settings, self._topics, self)  # first: a bad password file fails before any I/O
+        self._link = BrokerLink(settings, self._topics, self, working)  # first: a bad password file fails before any I/O
         self._spool = Spool(settings.spool_dir, round(settings.spool_max_mb * 1_000_000))
-        self._feed = DaemonFeed(socket_path, self._on_event, self._daemon_down)
+        self._feed = DaemonFeed(socket_path, self._on_event, self._daemon_down, working)
         self._on_state = on_state
         self._stop = threading.Event()
         self._failed = False
@@ -77,7 +83,8 @@ class Bridge:
         log.info("bridging as box %s (boot %s) to %s/...; %d final(s) waiting in the spool",
                  self._box.box_id, self._box.boot_id, self._settings.topic_prefix, self._spool.stats()["spooled"])
         while not self._stop.wait(self._settings.status_interval_s):
-            self._status_tick()
+            with self._working("mqtt-status"):
+                self._status_tick()
         self._feed.close()
         for thread in threads:
             thread.join()

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.apps.mqtt.payloads import OFFLINE, ONLINE, Topics
-from edge.apps.mqtt.retry import Reconnecting
+from edge.apps.mqtt.retry import Reconnecting, Working, unwatched
 from edge.config import MqttConfig
 from edge.errors import StartupError, one_line
 
@@ -57,8 +57,10 @@ class LinkListener(Protocol):
 class BrokerLink:
     """Keeps one connection to the broker, says `online`, and tells its listener what happens."""
 
-    def __init__(self, settings: MqttConfig, topics: Topics, listener: LinkListener) -> None:
+    def __init__(self, settings: MqttConfig, topics: Topics, listener: LinkListener,
+                 working: Working = unwatched) -> None:
         self._settings = settings
+        self._working = working
         self._topics = topics
         self._listener = listener
         self._password = read_password(settings.password_file)
@@ -86,21 +88,29 @@ class BrokerLink:
         except OSError as exc:  # socket.gaierror, ssl.SSLError, timeouts, refusals are all OSErrors
             return describe_failure(exc, self._tls is not None)
         while not stop.is_set():
-            rc = client.loop(timeout=LOOP_S)
-            if self._refusal is not None:  # a refused login, or a refused publish: the spool keeps the finals
-                client.disconnect()
-                return self._refusal
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                return f"connection lost ({mqtt.error_string(rc)})"
-            if self._accepted:
-                self._accepted = False
-                self._up(client)
-            if self._allowed:
-                self._allowed = False
-                self._retry.connected(f"connected to {self._where} as {self._settings.box_id}")
-            self._listener.tick()
+            with self._working("mqtt-link"):
+                ended = self._turn(client)
+            if ended is not None:
+                return ended
         _goodbye(client, self._topics.online)
         return "stopped"
+
+    def _turn(self, client: mqtt.Client) -> str | None:
+        """One turn of paho's loop (at most LOOP_S waiting) and what it brought; why the connection ended, or None."""
+        rc = client.loop(timeout=LOOP_S)
+        if self._refusal is not None:  # a refused login, or a refused publish: the spool keeps the finals
+            client.disconnect()
+            return self._refusal
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            return f"connection lost ({mqtt.error_string(rc)})"
+        if self._accepted:
+            self._accepted = False
+            self._up(client)
+        if self._allowed:
+            self._allowed = False
+            self._retry.connected(f"connected to {self._where} as {self._settings.box_id}")
+        self._listener.tick()
+        return None
 
     def _up(self, client: mqtt.Client) -> None:
         self._online_mid = client.publish(self._topics.online, ONLINE, qos=1, retain=True).mid

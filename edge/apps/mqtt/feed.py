@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from edge.apps.mqtt.retry import Reconnecting
+from edge.apps.mqtt.retry import Reconnecting, Working, unwatched
 from edge.publish import protocol
 from edge.publish.client import Subscription, refuse_newer_protocol
 
@@ -21,15 +21,17 @@ log = logging.getLogger(__name__)
 class DaemonFeed:
     """Calls `on_event(dict)` for every event line and `on_down(reason)` whenever the connection ends."""
 
-    def __init__(self, path: str, on_event: Callable[[dict[str, Any]], None], on_down: Callable[[str], None]) -> None:
+    def __init__(self, path: str, on_event: Callable[[dict[str, Any]], None], on_down: Callable[[str], None],
+                 working: Working = unwatched) -> None:
         self._subscription = Subscription(path)
+        self._working = working
         self._on_event = on_event
         self._on_down = on_down
         self._retry = Reconnecting(log, f"daemon at {path}")
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: read, reconnect with backoff, until `stop` is set (and close() called)."""
-        self._retry.run(stop, self._follow, self._on_down)
+        self._retry.run(stop, self._follow, self._down)
 
     def request_status(self) -> bool:
         """Ask for a status event; False when there is no connection to ask on."""
@@ -47,7 +49,15 @@ class DaemonFeed:
         """One connection, read to its end; returns why it ended."""
         return self._subscription.follow(stop, self._event)
 
+    def _down(self, reason: str) -> None:
+        with self._working("mqtt-feed"):
+            self._on_down(reason)
+
     def _event(self, line: bytes) -> None:
+        with self._working("mqtt-feed"):
+            self._handle(line)
+
+    def _handle(self, line: bytes) -> None:
         try:
             event = protocol.decode(line)
         except protocol.ProtocolError as exc:

@@ -1,7 +1,9 @@
 """Keeping a connection: re-made with backoff, and log lines that do not repeat themselves.
 
 Both of the bridge's connections (the daemon's socket, the broker) use it, so a
-broker that is down for an hour costs a few log lines, not one per attempt.
+broker that is down for an hour costs a few log lines, not one per attempt. Each
+connection's thread also marks its pieces of work (`Working`), which the service's
+watchdog times: waiting for the peer is not work, a turn that never ends is a hang.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from edge.backoff import Backoff
 
@@ -19,6 +22,14 @@ from edge.backoff import Backoff
 STABLE_S = 60.0
 BRIEF_TO_SAY = 3  # connections in a row ending within STABLE_S before a warning says so
 FIRST_RETRY_S, MAX_RETRY_S = 1.0, 30.0
+
+# `working(thread_name)`: a context around one piece of a thread's work (sdnotify.StallWatchdog.working)
+Working = Callable[[str], AbstractContextManager[object]]
+
+
+def unwatched(name: str) -> AbstractContextManager[object]:
+    """`Working` where no watchdog times the work (tests, a bridge run outside systemd)."""
+    return nullcontext()
 
 
 class Reconnecting:
