@@ -13,6 +13,7 @@ import http.client
 import http.server
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -33,7 +34,7 @@ from edge.config import CAPTION_LINES
 from edge.publish import protocol
 from edge.publish.client import parse_event
 from tests.conftest import REPO
-from tests.test_daemon import Subscriber, finish, start_daemon, write_config
+from tests.test_daemon import Subscriber, _messages, _notify_socket, finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, stand_in_model, unit_with_venv
 
@@ -434,6 +435,43 @@ def test_a_reader_that_fails_stops_the_server_with_status_1(tmp_path: Path, daem
     assert "KeyError: 'a field the page expected'" in out
 
 
+def test_the_watchdog_pings_while_the_page_idles_and_stops_while_its_event_loop_is_blocked(
+        tmp_path: Path, daemon: FakeDaemon) -> None:
+    """READY=1 once the page is served; pings while no browser is there; none while a callback holds the
+    event loop (Hub.send made to sleep on one final stands in for any such hang), and again after."""
+    config_dir(tmp_path)
+    blocking = ("import sys, time, edge.apps.captions.server as server\n"
+                "send = server.Hub.send\n"
+                "def slow(hub, name, data):\n"
+                "    if data.get('text') == 'block the loop': time.sleep(5)\n"
+                "    send(hub, name, data)\n"
+                "server.Hub.send = slow\n"
+                "from edge.cli import main\n"
+                "sys.exit(main(sys.argv[1:]))")
+    notify = _notify_socket(tmp_path)
+    command = [sys.executable, "-c", blocking, "captions", "--config", str(tmp_path / "config.yaml"),
+               "--socket", str(daemon.path), "--listen", f"127.0.0.1:{free_port()}"]
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "3000000"}  # checks every 1.5 s
+    before = daemon.publisher.subscriber_count
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: daemon.publisher.subscriber_count > before, timeout=20)
+        idle = [line for _, line in _messages(notify, 3.5)]
+        assert "READY=1" in idle and idle.count("WATCHDOG=1") >= 2, idle
+        daemon.final("block the loop")
+        blocked = time.monotonic()
+        late = [round(at - blocked, 2) for at, line in _messages(notify, 5.0) if line == "WATCHDOG=1" and at > blocked + 3.1]
+        assert late == [], f"pings while the loop was blocked: {late}"
+        assert "WATCHDOG=1" in [line for _, line in _messages(notify, 3.5)]
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=15)
+    finally:
+        process.kill()
+        notify.close()
+    assert process.returncode == 0, out
+    assert "no beat of the page's event loop for 1.5 s: withholding watchdog pings" in out
+
+
 # --- the unit -----------------------------------------------------------------------------
 
 
@@ -448,7 +486,7 @@ def test_unit_verifies_silently_and_scores_at_most_the_limit(tmp_path: Path) -> 
 
 def test_unit_contract() -> None:
     lines = set(UNIT.read_text().splitlines())
-    for line in ("After=edge-asr.service",
+    for line in ("After=edge-asr.service", "Type=notify", "WatchdogSec=30s",
                  "ExecStart=/opt/edge-asr/venv/bin/edge-asr captions --config /etc/edge-asr/config.yaml",
                  "RestartPreventExitStatus=78", "SupplementaryGroups=edge-asr", "IPAddressDeny=any",
                  "IPAddressAllow=localhost", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):

@@ -36,7 +36,7 @@ import pytest
 from edge.apps.mqtt.broker import BrokerLink
 from edge.apps.mqtt.payloads import Box, Topics, final_body, status_body
 from edge.apps.mqtt.spool import FILE_NAME
-from edge.config import ConfigError, parse_config
+from edge.config import ConfigError, MqttConfig, parse_config
 from edge.publish import protocol
 from edge.publish.server import Publisher
 from tests.conftest import EVAL_DIR, REPO
@@ -676,6 +676,48 @@ def test_a_bridge_stuck_in_a_spool_write_withholds_the_watchdog_and_loses_nothin
     assert json.loads(subscriber.on("final")[0].payload)["text"] == "utterance 1"
     assert "kept in memory" not in bridge.text() and bridge.stop() == 0
     notify.close()
+
+
+def test_every_piece_of_the_bridges_work_is_timed_by_the_watchdog(tmp_path: Path, broker: Broker, daemon: Publisher,
+                                                                   sock_path: Path) -> None:
+    """Each thread's work runs inside `working(its name)`: the daemon's events (mqtt-feed), the turns of
+    paho's loop and the end of a broker connection (mqtt-link: it settles acknowledged finals, a spool
+    write), and the status tick (mqtt-status). Unmarked work could hang without stopping the pings."""
+    from edge.apps.mqtt.bridge import Bridge as BridgeCore
+
+    active: set[str] = set()
+
+    @contextlib.contextmanager
+    def working(name: str) -> Iterator[None]:
+        active.add(name)
+        try:
+            yield
+        finally:
+            active.discard(name)
+
+    settings = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, box_id=BOX, status_interval_s=1,
+                          spool_dir=tmp_path / "spool")
+    core = BridgeCore(settings, str(sock_path), working=working)
+    marked: dict[str, list[bool]] = {}  # per method: was its thread's name marked at each call
+    for owner, method, name in ((core._feed, "_on_event", "mqtt-feed"), (core, "link_down", "mqtt-link"),
+                                (core, "tick", "mqtt-link"), (core, "_status_tick", "mqtt-status")):
+        def spy(*args: Any, _method: str = method, _name: str = name, _real: Any = getattr(owner, method)) -> Any:
+            marked.setdefault(_method, []).append(_name in active)
+            return _real(*args)
+        setattr(owner, method, spy)
+    runner = threading.Thread(target=core.run)
+    runner.start()
+    try:
+        wait_for(lambda: daemon.subscriber_count == 1 and "tick" in marked and "_status_tick" in marked, timeout=10)
+        daemon.publish(final(1))
+        wait_for(lambda: "_on_event" in marked, timeout=10)
+        broker.stop()
+        wait_for(lambda: "link_down" in marked, timeout=10)
+    finally:
+        core.stop()
+        runner.join(10)
+    assert {method: all(calls) for method, calls in marked.items()} == dict.fromkeys(
+        ("_on_event", "link_down", "tick", "_status_tick"), True), marked
 
 
 class _OfflineBridge:

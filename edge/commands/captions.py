@@ -13,6 +13,7 @@ import logging
 from edge.apps.captions.server import serve
 from edge.commands.service import EX_STARTUP, add_config_argument, configured
 from edge.config import CaptionsConfig, split_listen
+from edge.service.sdnotify import Notifier, ProgressWatchdog, watchdog_interval_s
 
 log = logging.getLogger("edge.captions")
 
@@ -45,9 +46,19 @@ def run(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.captions.listen
     host, port = split_listen(listen)
     log.info("caption page on http://%s/ (events from %s)", listen, socket_path)
+    notifier = Notifier()
+    watchdog = ProgressWatchdog(notifier, watchdog_interval_s(), progress="beat of the page's event loop")
+
+    def ready() -> None:
+        notifier.ready()
+        watchdog.start()
+
     try:
-        served = serve(cfg.captions, socket_path, host, port)
+        served = serve(cfg.captions, socket_path, host, port, ready=ready, alive=watchdog.beat)
     except OSError as exc:
         log.error("cannot serve the caption page on %s: %s", listen, exc.strerror or exc)
         return EX_STARTUP
+    finally:
+        watchdog.stop()
+        notifier.stopping()
     return 0 if served else EX_STARTUP  # systemd restarts it

@@ -75,7 +75,7 @@ def watchdog_interval_s() -> float | None:
 
 
 class _Pinger:
-    """A thread that asks `_healthy()` every half watchdog interval and pings while it says yes.
+    """A thread that asks `_problem()` every half watchdog interval and pings while it finds none.
 
     With `interval_s` None (no watchdog configured) start() does nothing.
     """
@@ -120,16 +120,17 @@ class ProgressWatchdog(_Pinger):
     `beat()` is a single attribute store, cheap enough for every audio block.
     """
 
-    def __init__(self, notifier: Notifier, interval_s: float | None) -> None:
+    def __init__(self, notifier: Notifier, interval_s: float | None, progress: str = "pipeline progress") -> None:
         super().__init__(notifier, interval_s)
         self._progress = False
+        self._what = progress  # what a beat stands for, in the log line when beats stop
 
     def beat(self) -> None:
         self._progress = True
 
     def _problem(self, period: float) -> str | None:
         progressed, self._progress = self._progress, False
-        return None if progressed else f"no pipeline progress for {period:.1f} s"
+        return None if progressed else f"no {self._what} for {period:.1f} s"
 
 
 class StallWatchdog(_Pinger):

@@ -46,6 +46,9 @@ MAX_BROWSERS_PER_ADDRESS = 16
 MAX_PENDING = 256  # finals (and other kept events) one browser may lag behind before it is cut off
 HEARTBEAT_S = 15.0  # an `alive` event this often finds browsers gone without a goodbye, and keeps proxies open
 SHUTDOWN_S = 2.0
+# How often the event loop calls `alive`: more often than systemd's watchdog checks (every WatchdogSec / 2,
+# and WatchdogSec may be set as low as 3 s in a drop-in); a wake-up a second costs nothing measurable.
+LOOP_BEAT_S = 1.0
 # An event, not an SSE comment, which a page's script never sees: the page reconnects when even this stops
 # (a screen on the LAN whose box lost power or network kept showing "Live" on a half-open connection).
 KEEP_ALIVE = b"event: alive\ndata: {}\n\n"
@@ -236,8 +239,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def build_app(cfg: CaptionsConfig, socket_path: str) -> web.Application:
-    """The web application; while it runs, a DaemonFeed reads `socket_path` into its hub."""
+def build_app(cfg: CaptionsConfig, socket_path: str, alive: Callable[[], None] = lambda: None) -> web.Application:
+    """The web application; while it runs, a DaemonFeed reads `socket_path` into its hub, and the event
+    loop calls `alive` every LOOP_BEAT_S: a loop blocked (a handler that never yields) stops calling it."""
     hub = Hub()
     app = web.Application(middlewares=[_host_check(local_names())])
     app[HUB] = hub
@@ -257,12 +261,26 @@ def build_app(cfg: CaptionsConfig, socket_path: str) -> web.Application:
         yield
         daemon.stop()
 
+    async def beat(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_beat_forever(alive))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def close_streams(app: web.Application) -> None:
         hub.close_all()
 
     app.cleanup_ctx.append(feed)
+    app.cleanup_ctx.append(beat)
     app.on_shutdown.append(close_streams)
     return app
+
+
+async def _beat_forever(alive: Callable[[], None]) -> None:
+    while True:
+        alive()
+        await asyncio.sleep(LOOP_BEAT_S)
 
 
 class _BadRequestsAtDebug(logging.Filter):
@@ -307,15 +325,22 @@ def _stop_serving() -> None:
     raise web.GracefulExit()
 
 
-def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int) -> bool:
+def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int, ready: Callable[[], None] = lambda: None,
+          alive: Callable[[], None] = lambda: None) -> bool:
     """Serve until SIGTERM or SIGINT (True), or until the daemon's reader failed (False, logged);
-    OSError when the address cannot be bound.
+    OSError when the address cannot be bound. `ready` runs once the page is served (systemd's READY=1),
+    `alive` as `build_app` says (the watchdog's progress).
 
     `handler_cancellation`: a browser that goes away ends its stream at once (not at the
     next write), so it leaves the hub and stops counting towards MAX_BROWSERS.
     """
     logging.getLogger("aiohttp.server").addFilter(_BadRequestsAtDebug())
-    app = build_app(cfg, socket_path)
+    app = build_app(cfg, socket_path, alive)
+
+    async def started(app: web.Application) -> None:
+        ready()
+
+    app.on_startup.append(started)
     web.run_app(app, sock=listening_socket(host, port), print=None, access_log=None,
                 shutdown_timeout=SHUTDOWN_S, handler_cancellation=True)
     return not app[FAILED].is_set()

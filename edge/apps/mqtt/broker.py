@@ -77,7 +77,12 @@ class BrokerLink:
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: connect, serve, reconnect with backoff, until `stop` is set."""
-        self._retry.run(stop, self._session, self._listener.link_down)
+        self._retry.run(stop, self._session, self._down)
+
+    def _down(self, reason: str) -> None:
+        """The listener settles the acknowledged finals (a spool write): work, as a turn of the loop is."""
+        with self._working("mqtt-link"):
+            self._listener.link_down(reason)
 
     def _session(self, stop: threading.Event) -> str:
         """One connection from connect to loss; returns why it ended."""
