@@ -328,7 +328,8 @@ def _stop_serving() -> None:
 def serve(cfg: CaptionsConfig, socket_path: str, host: str, port: int, ready: Callable[[], None] = lambda: None,
           alive: Callable[[], None] = lambda: None) -> bool:
     """Serve until SIGTERM or SIGINT (True), or until the daemon's reader failed (False, logged);
-    OSError when the address cannot be bound. `ready` runs once the page is served (systemd's READY=1),
+    OSError when the address cannot be bound. `ready` runs once the app has started, its socket already
+    listening (systemd's READY=1: a browser that connects then waits in the backlog, not refused),
     `alive` as `build_app` says (the watchdog's progress).
 
     `handler_cancellation`: a browser that goes away ends its stream at once (not at the
