@@ -491,7 +491,10 @@ class Daemon:
         if level == self._overload or now - self._overload_told_at < OVERLOAD_EVENT_GAP_S:
             return
         self._overload, self._overload_told_at = level, now
-        log.log(logging.INFO if level == "none" else logging.WARNING,
+        # A file at fast pace is read ahead while a final decodes: there lag is not lateness and only
+        # partials pause (OverloadPolicy.patient), which the first-run demo should not call a warning.
+        late = level != "none" and not self._source.can_wait
+        log.log(logging.WARNING if late else logging.INFO,
                 "overload: %s (recognition %.1f s behind the audio)", level, stats["lag_s"])
         self._publish_status(f"overload: {level}")
 

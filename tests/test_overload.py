@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -244,3 +245,22 @@ def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8
     assert all(f"utterance {e['utterance_id']} " in error["message"] for e, error in zip(dropped, errors))
     started = [e["utterance_id"] for e in subscriber.of("speech_start")]
     assert [e["utterance_id"] for e in subscriber.of("final")] == started  # every utterance closed, in order
+
+
+def test_a_file_read_ahead_at_fast_pace_is_told_at_info_not_as_a_warning(tmp_path, int8_model_dir, eval_dir,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """`scripts/setup.sh`'s demo plays a file at fast pace: the reader runs ahead while a final decodes and
+    partials pause, which is expected there; the demo printed it as a WARNING, as if the box were too slow."""
+    from edge.audio.file import FileSource
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    config = write_config(tmp_path, int8_model_dir)
+    source = FileSource(load_manifest("longform_en")[0]["path"], pace="fast")
+    daemon = Daemon(load_config(config), config, _Slow(0.25, 0.05), source, exit_at_end=True)
+    with caplog.at_level(logging.INFO, logger="edge.daemon"):
+        assert daemon.run() == 0
+    told = [(record.levelname, record.getMessage()) for record in caplog.records
+            if record.getMessage().startswith("overload: ")]
+    assert told and told[0][1].startswith("overload: partials_suspended"), told  # the read-ahead did happen
+    assert {level for level, _ in told} == {"INFO"}, told
