@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -66,3 +68,24 @@ def sock_path() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="easr-", dir="/tmp"))
     yield directory / "run" / "asr.sock"
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def notify_socket_at(path: Path) -> socket.socket:
+    """A stand-in for systemd's notify socket at `path` (keep it short: sun_path is 108 bytes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    return sock
+
+
+def notifications(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(arrival time, line) of every notification in the next `seconds`, for senders that never fall
+    quiet (a watchdog): each wait is cut at the deadline, so the window is not overrun."""
+    found, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(min(left, 0.2))
+        try:
+            data = sock.recv(4096).decode()
+        except TimeoutError:
+            continue
+        found += [(time.monotonic(), line) for line in data.splitlines()]
+    return found

@@ -28,7 +28,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from edge.audio.audiofile import load_audio
 from edge.audio.base import SAMPLE_RATE, MicStats, SourceStats
 from edge.publish import protocol
-from tests.conftest import REPO, load_manifest
+from tests.conftest import REPO, load_manifest, notifications, notify_socket_at
 
 _normalize = EnglishTextNormalizer()
 
@@ -256,25 +256,6 @@ def test_sigterm_mid_utterance_publishes_its_final_and_exits_within_2s(tmp_path,
     assert not (tmp_path / "asr.sock").exists()
 
 
-def _notify_socket(tmp_path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(0.2)
-    return sock
-
-
-def _messages(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
-    """(arrival time, line) of every notification within `seconds`."""
-    found, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(4096).decode()
-        except socket.timeout:
-            continue
-        found += [(time.monotonic(), line) for line in data.splitlines()]
-    return found
-
-
 NOTIFY_WINDOW_S = 8.0
 NOTIFY_WATCHDOG_S = 0.4  # the WATCHDOG_USEC given to the daemon: it pings every 0.2 s
 
@@ -282,11 +263,11 @@ NOTIFY_WATCHDOG_S = 0.4  # the WATCHDOG_USEC given to the daemon: it pings every
 def _notifications(tmp_path: Path, config: Path, *args: str) -> tuple[list[tuple[float, str]], float, str]:
     """The daemon's systemd notifications in its first NOTIFY_WINDOW_S as (arrival time, line), when
     the listening ended, and its stderr."""
-    notify = _notify_socket(tmp_path)
+    notify = notify_socket_at(tmp_path / "notify.sock")
     env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": str(round(NOTIFY_WATCHDOG_S * 1_000_000))}
     daemon = start_daemon(config, *args, env=env)
     try:
-        messages = _messages(notify, NOTIFY_WINDOW_S)
+        messages = notifications(notify, NOTIFY_WINDOW_S)
         ended = time.monotonic()
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -380,7 +361,7 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=N
     from edge.daemon import Daemon
     from edge.asr.whisper.recognizer import Recognizer
 
-    notify = _notify_socket(tmp_path)
+    notify = notify_socket_at(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", str(round(watchdog_s * 1_000_000)))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
@@ -390,7 +371,7 @@ def _watchdog_pings(tmp_path, model_dir: Path, monkeypatch, source, recognizer=N
     runner.start()
     try:
         began = time.monotonic()
-        messages = _messages(notify, seconds)
+        messages = notifications(notify, seconds)
     finally:
         daemon.request_stop()
         runner.join(5)

@@ -39,9 +39,9 @@ from edge.apps.mqtt.spool import FILE_NAME
 from edge.config import ConfigError, MqttConfig, parse_config
 from edge.publish import protocol
 from edge.publish.server import Publisher
-from tests.conftest import EVAL_DIR, REPO
+from tests.conftest import EVAL_DIR, REPO, notifications, notify_socket_at
 from tests.test_daemon import Subscriber as SocketSubscriber
-from tests.test_daemon import _messages, _notify_socket, finish, start_daemon, write_config
+from tests.test_daemon import finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import analyze, needs_analyze, unit_with_venv
 
@@ -652,26 +652,26 @@ def test_a_bridge_stuck_in_a_spool_write_withholds_the_watchdog_and_loses_nothin
         bridges: list[Bridge]) -> None:
     """Idle, the bridge pings; a spool write held up (here by another process's lock on the file, for
     less than sqlite's 5 s wait) stops the pings, so that a write hung for good gets the bridge restarted."""
-    notify = _notify_socket(tmp_path)
+    notify = notify_socket_at(tmp_path / "notify.sock")
     bridge = Bridge(tmp_path, sock_path, broker.port)
     bridges.append(bridge)
     bridge.start(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")  # checked every 1 s
     wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
-    idle = [line for _, line in _messages(notify, 2.5)]
+    idle = [line for _, line in notifications(notify, 2.5)]
     assert "READY=1" in idle and idle.count("WATCHDOG=1") >= 2, idle
     lock = sqlite3.connect(bridge.spool, timeout=0)
     try:
         lock.execute("BEGIN EXCLUSIVE")
         daemon.publish(final(1))
         published = time.monotonic()
-        held = _messages(notify, 3.5)
+        held = notifications(notify, 3.5)
     finally:
         lock.rollback()
         lock.close()
     late = [round(at - published, 2) for at, line in held if line == "WATCHDOG=1" and at > published + 2.2]
     assert late == [], f"pings while the write was stuck: {late}"
     assert "stuck in one piece of work: mqtt-feed for" in bridge.text()
-    assert "WATCHDOG=1" in [line for _, line in _messages(notify, 2.5)]
+    assert "WATCHDOG=1" in [line for _, line in notifications(notify, 2.5)]
     wait_for(lambda: len(subscriber.on("final")) == 1, timeout=10)
     assert json.loads(subscriber.on("final")[0].payload)["text"] == "utterance 1"
     assert "kept in memory" not in bridge.text() and bridge.stop() == 0
@@ -997,7 +997,8 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     security = analyze("security", "--offline=true", str(UNIT))
     assert "Overall exposure level for edge-asr-mqtt.service: 1." in security.stdout + security.stderr
     lines = set(UNIT.read_text().splitlines())
-    assert {"RestartPreventExitStatus=78", "IPAddressDeny=any", "StateDirectory=edge-asr/mqtt"} <= lines
+    assert {"RestartPreventExitStatus=78", "IPAddressDeny=any", "StateDirectory=edge-asr/mqtt", "Type=notify",
+            "WatchdogSec=60s"} <= lines
     # stopped after the daemon, so the final it flushes while stopping reaches the spool
     assert "Before=edge-asr.service" in lines and not any(
         line.startswith("After=") and "edge-asr.service" in line for line in lines)

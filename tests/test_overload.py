@@ -189,7 +189,8 @@ def _metric(text: str, name: str) -> float:
 QUICK = 3.0  # how much slower than real time the two-minute test's recognizer is even greedy
 
 
-def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8_model_dir, eval_dir) -> None:
+def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8_model_dir, eval_dir,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """4x too slow (3x even greedy): lag and queued audio stay bounded; everything given up is reported."""
     from edge.audio.file import FileSource
     from edge.config import load_config
@@ -201,6 +202,7 @@ def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8
     config = write_config(tmp_path, int8_model_dir)
     source = FileSource(wav, pace="realtime")
     daemon = Daemon(load_config(config), config, _Slow(4.0, QUICK), source)
+    caplog.set_level(logging.INFO, logger="edge.daemon")
     runner = threading.Thread(target=daemon.run)
     runner.start()
     samples: list[tuple[dict, str, float]] = []
@@ -238,6 +240,8 @@ def test_two_minutes_at_real_time_on_a_recognizer_too_slow_for_it(tmp_path, int8
     assert "overload: dropping_finals" in [e["message"] for e in told]
     gaps = np.diff([e["_received"] for e in told])
     assert (gaps >= OVERLOAD_EVENT_GAP_S - 0.1).all()
+    logged = [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records if r.getMessage().startswith("overload: ")]
+    assert ("WARNING", "overload: partials_suspended") in logged and ("WARNING", "overload: dropping_finals") in logged
 
     dropped = [e for e in subscriber.of("final") if e.get("dropped")]
     errors = [e for e in subscriber.of("error") if e["reason"] == "overload"]

@@ -18,6 +18,7 @@ from edge.commands.service import journal_identifier
 from edge.service import logs
 from edge.service import sdnotify
 from edge.service.sdnotify import Notifier, ProgressWatchdog, StallWatchdog, watchdog_interval_s
+from tests.conftest import notifications
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,19 +47,6 @@ def received(sock: socket.socket, timeout: float) -> list[str]:
             messages.append(sock.recv(4096).decode())
     except TimeoutError:
         return messages
-
-
-def received_within(sock: socket.socket, seconds: float) -> list[str]:
-    """Every datagram that arrives in the next `seconds` (for senders that never fall quiet)."""
-    deadline = time.monotonic() + seconds
-    messages = []
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-    return messages
 
 
 def test_messages_arrive(notify_socket: socket.socket) -> None:
@@ -169,27 +157,30 @@ def test_stall_watchdog_pings_while_idle_and_withholds_while_a_piece_of_work_han
         notify_socket: socket.socket, caplog: pytest.LogCaptureFixture) -> None:
     """An MQTT bridge in a quiet room does nothing for hours and must not be restarted; one stuck in a
     spool write must be."""
-    watchdog = StallWatchdog(Notifier(), interval_s=0.4)
+    watchdog = StallWatchdog(Notifier(), interval_s=1.0)  # checks every 0.5 s
     release = threading.Event()
 
     def hang() -> None:
         with watchdog.working("mqtt-feed"):
             release.wait(10)
 
+    def pings(seconds: float) -> int:
+        return [line for _, line in notifications(notify_socket, seconds)].count("WATCHDOG=1")
+
     watchdog.start()
     worker = threading.Thread(target=hang)
     try:
-        assert received_within(notify_socket, 0.7).count("WATCHDOG=1") >= 2  # no work at all: pinging
+        assert pings(1.3) >= 2  # no work at all: pinging
         with watchdog.working("mqtt-link"):
             pass  # a piece that ended is no stall
         worker.start()
-        received_within(notify_socket, 0.45)  # a ping or two before the hang is half the interval long
-        assert received_within(notify_socket, 0.6) == []
-        assert watchdog.stalled(0.2)[0][0] == "mqtt-feed"
+        pings(1.0)  # a check within 0.5 s of the hang's start may still ping
+        assert pings(1.2) == 0
+        assert watchdog.stalled(0.5)[0][0] == "mqtt-feed"
         assert "stuck in one piece of work: mqtt-feed for" in caplog.text
         release.set()
         worker.join()
-        assert received_within(notify_socket, 0.7).count("WATCHDOG=1") >= 2  # pinging again at once
+        assert pings(1.3) >= 2  # pinging again at once
         assert watchdog.stalled(0.0) == []
     finally:
         release.set()

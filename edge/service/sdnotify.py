@@ -123,14 +123,14 @@ class ProgressWatchdog(_Pinger):
     def __init__(self, notifier: Notifier, interval_s: float | None, progress: str = "pipeline progress") -> None:
         super().__init__(notifier, interval_s)
         self._progress = False
-        self._what = progress  # what a beat stands for, in the log line when beats stop
+        self._progress_name = progress  # what a beat stands for, in the log line when beats stop
 
     def beat(self) -> None:
         self._progress = True
 
     def _problem(self, period: float) -> str | None:
         progressed, self._progress = self._progress, False
-        return None if progressed else f"no {self._what} for {period:.1f} s"
+        return None if progressed else f"no {self._progress_name} for {period:.1f} s"
 
 
 class StallWatchdog(_Pinger):

@@ -278,6 +278,8 @@ def build_app(cfg: CaptionsConfig, socket_path: str, alive: Callable[[], None] =
 
 
 async def _beat_forever(alive: Callable[[], None]) -> None:
+    """A task of the loop itself: it runs only when the loop is free to run it, so its calls stop when
+    the loop is held up, whatever the other threads (the daemon's reader) still do."""
     while True:
         alive()
         await asyncio.sleep(LOOP_BEAT_S)

@@ -50,6 +50,7 @@ class DaemonFeed:
         return self._subscription.follow(stop, self._event)
 
     def _down(self, reason: str) -> None:
+        """The bridge's answer to a lost daemon (a replay cut short is spooled): work the watchdog times."""
         with self._working("mqtt-feed"):
             self._on_down(reason)
 
