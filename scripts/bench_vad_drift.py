@@ -9,13 +9,12 @@ probabilities with those of a fresh VAD: the largest and mean difference, and ho
 each calls speech (over 0.5). A state that drifted would show a growing difference.
 
     .venv/bin/python scripts/bench_vad_drift.py                       # checkpoints up to 24 h (about 3 min)
-    .venv/bin/python scripts/bench_vad_drift.py --hours 0.5 2 --eval-dir ../shared/eval
+    .venv/bin/python scripts/bench_vad_drift.py --hours 0.17 2 --eval-dir ../shared/eval
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,38 +23,36 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_recognizer import DEFAULT_EVAL_DIR, manifest  # noqa: E402
 from edge.audio.audiofile import load_audio  # noqa: E402
 from edge.audio.base import SAMPLE_RATE  # noqa: E402
-from edge.vad.silero import SileroVad  # noqa: E402
+from edge.vad.silero import WINDOW, SileroVad  # noqa: E402
 
-WINDOW = 512  # Silero's window at 16 kHz
 SPEECH = 0.5
 
 
-def clips(set_dir: Path, limit: int = 0) -> list[np.ndarray]:
+def clips(eval_dir: Path, set_name: str, limit: int = 0) -> list[np.ndarray]:
     """The audio of a set's manifest rows (the first `limit`, or all)."""
-    rows = [json.loads(line) for line in (set_dir / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    return [load_audio(set_dir / row["audio"]) for row in rows[: limit or None]]
+    return [load_audio(path) for path, _ in manifest(eval_dir, set_name, limit)]
 
 
 def probabilities(vad: SileroVad, audio: np.ndarray) -> np.ndarray:
     """Speech probability of each whole window of `audio`, the state carried on."""
-    found: list[float] = []
-    for start in range(0, len(audio) - WINDOW + 1, WINDOW):
-        found += vad.feed(audio[start : start + WINDOW])
-    return np.array(found)
+    return np.array([vad.window_probability(audio[start : start + WINDOW])
+                     for start in range(0, len(audio) - WINDOW + 1, WINDOW)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval-dir", type=Path, default=REPO.parent / "shared" / "eval")
+    parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     parser.add_argument("--hours", type=float, nargs="+", default=[1, 6, 12, 24], help="checkpoints, in hours of audio")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    speech = clips(args.eval_dir / "real_en", limit=12)
-    nonspeech = clips(args.eval_dir / "nonspeech")
+    speech = clips(args.eval_dir, "real_en", limit=12)
+    nonspeech = clips(args.eval_dir, "nonspeech")
     silence = np.zeros(SAMPLE_RATE, np.float32)
     probe = np.concatenate([silence, speech[0], silence, nonspeech[0][: 5 * SAMPLE_RATE]])
     fresh = probabilities(SileroVad(), probe)

@@ -52,11 +52,12 @@ class Probe:
         return [(f"/dev/{node.relative_to(dev)}", node)
                 for pattern in DEVICE_NODES.get(backend, ()) for node in sorted(dev.glob(pattern))]
 
-    def denies(self, backend: str) -> bool:
+    def denies(self, backend: str, closed: list[str] | None = None) -> bool:
         """True when this process may not reach the backend's device at all: any node closed, or for
         ANY_NODE_WILL_DO every one of the device's own (every one there is, where sysfs does not tell
-        which render node is the NPU's). A start that fails so is a setup problem, not a restart's."""
-        closed = self.unopenable_nodes(backend)
+        which render node is the NPU's). A start that fails so is a setup problem, not a restart's.
+        `closed`: `unopenable_nodes(backend)` when the caller has it already (no second open of each node)."""
+        closed = self.unopenable_nodes(backend) if closed is None else closed
         if not closed or backend not in ANY_NODE_WILL_DO:
             return bool(closed)
         own = self._npu_nodes() or [name for name, _ in self._present_nodes(backend)]

@@ -137,7 +137,7 @@ def select_backend(cfg: Config, opener: Opener[T], probe: Probe | None = None) -
         except Exception as exc:  # noqa: BLE001 - any start-up failure means: try the next backend
             closed = probe.unopenable_nodes(candidate.name)
             candidate.available, candidate.reason = False, f"failed to start: {one_line(exc)}{_nodes_hint(closed)}"
-            candidate.setup = probe.denies(candidate.name) or isinstance(exc, SetupError)
+            candidate.setup = probe.denies(candidate.name, closed) or isinstance(exc, SetupError)
             _started_badly(cfg, candidate, warnings)
             continue
         candidate.selected = True

@@ -178,14 +178,15 @@ class AudioReader:
             return self._decoder.read(frames, dtype="float32", always_2d=True), None
         except _DECODE_ERRORS as exc:
             reason = _reason(exc)
-        kept = [np.zeros((0, self._decoder.channels), np.float32)]
+        kept, got = [np.zeros((0, self._decoder.channels), np.float32)], 0
         try:
             self._decoder.seek(done)
-            while (got := sum(map(len, kept))) < frames:
+            while got < frames:
                 step = self._decoder.read(min(SALVAGE_FRAMES, frames - got), dtype="float32", always_2d=True)
                 if not len(step):
                     break
                 kept.append(step)
+                got += len(step)
         except _DECODE_ERRORS:
             pass
         samples = np.concatenate(kept)

@@ -85,12 +85,11 @@ def _serve(cfg: Config, path: Path, args: argparse.Namespace) -> int:
 def _time_for_engines(cfg: Config) -> AbstractContextManager[None]:
     """Where TensorRT may be chosen, its sessions build their engines at start when none are cached:
     minutes on a Jetson, past TimeoutStartSec=300s. Elsewhere the unit's own timeout stands."""
-    import onnxruntime
-
+    from edge.accel.board import Probe
     from edge.accel.ort import TENSORRT
     from edge.service.sdnotify import Notifier, extended_start
 
-    if cfg.inference.backend not in ("auto", "tensorrt") or TENSORRT not in onnxruntime.get_available_providers():
+    if cfg.inference.backend not in ("auto", "tensorrt") or TENSORRT not in Probe().ort_providers():
         return nullcontext()
     status = "loading the model (a first TensorRT start builds its engines: minutes)"
     return extended_start(Notifier(), status, ENGINE_BUILD_LIMIT_S)

@@ -473,10 +473,11 @@ class Publisher:
                 await sub.caught_up.wait()
                 if sub.id not in self._subscribers:
                     return
-                bad += isinstance(request, protocol.ProtocolError)
-                if isinstance(request, protocol.ProtocolError) and request.reason == protocol.HTTP_REQUEST:
-                    self._evict(sub, request.reason, str(request))
-                    return
+                if isinstance(request, protocol.ProtocolError):
+                    bad += 1
+                    if request.reason == protocol.HTTP_REQUEST:
+                        self._evict(sub, request.reason, str(request))
+                        return
                 if bad > MAX_BAD_REQUESTS:
                     self._evict(sub, "too_many_bad_requests",
                                 f"more than {MAX_BAD_REQUESTS} bad requests on this connection; disconnecting it")

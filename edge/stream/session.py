@@ -281,12 +281,13 @@ class StreamingSession:
 
     def _recognizer_options(self, stream: StreamSettings) -> dict[str, object]:
         """The recognizer's options for partials and finals, made once per settings change."""
-        return {
-            "partial": self._recognizer.options(beam_size=1, language=stream.language, vocabulary=stream.vocabulary,
-                                                script=stream.script),
-            "final": self._recognizer.options(beam_size=stream.final_beam, language=stream.language,
-                                              vocabulary=stream.vocabulary, script=stream.script),
-        }
+        return {"partial": self._decode_options(stream, 1, stream.language),
+                "final": self._decode_options(stream, stream.final_beam, stream.language)}
+
+    def _decode_options(self, stream: StreamSettings, beam_size: int, language: str) -> object:
+        """The recognizer's options for one kind of decode under `stream`, in `language`."""
+        return self._recognizer.options(beam_size=beam_size, language=language, vocabulary=stream.vocabulary,
+                                        script=stream.script)
 
     @property
     def settings(self) -> StreamSettings:
@@ -550,9 +551,7 @@ class StreamingSession:
         if utterance.language is None:
             return self._options["partial"]
         if utterance.language not in self._kept_options:
-            stream = self._stream
-            self._kept_options[utterance.language] = self._recognizer.options(
-                beam_size=1, language=utterance.language, vocabulary=stream.vocabulary, script=stream.script)
+            self._kept_options[utterance.language] = self._decode_options(self._stream, 1, utterance.language)
         return self._kept_options[utterance.language]
 
     def _publish_final(self, job: Job) -> None:

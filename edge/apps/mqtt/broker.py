@@ -68,7 +68,7 @@ class BrokerLink:
         self._where = f"broker {settings.host}:{settings.broker_port}"
         self._retry = Reconnecting(log, self._where, brief_hint=(
             f" (another client using the client id edge-asr-{settings.box_id}? mqtt.box_id must be unique on "
-            "the broker, which drops the older connection of the two)"))
+            "the broker, which drops the older connection of the two)"), working=working, thread="mqtt-link")
         self._refusal: str | None = None
         self._accepted = False
         self._online_mid: int | None = None  # our `online: true`: its PUBACK says the broker lets us publish
@@ -77,12 +77,7 @@ class BrokerLink:
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: connect, serve, reconnect with backoff, until `stop` is set."""
-        self._retry.run(stop, self._session, self._down)
-
-    def _down(self, reason: str) -> None:
-        """The listener settles the acknowledged finals (a spool write): work, as a turn of the loop is."""
-        with self._working("mqtt-link"):
-            self._listener.link_down(reason)
+        self._retry.run(stop, self._session, self._listener.link_down)
 
     def _session(self, stop: threading.Event) -> str:
         """One connection from connect to loss; returns why it ended."""

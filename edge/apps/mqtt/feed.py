@@ -27,11 +27,11 @@ class DaemonFeed:
         self._working = working
         self._on_event = on_event
         self._on_down = on_down
-        self._retry = Reconnecting(log, f"daemon at {path}")
+        self._retry = Reconnecting(log, f"daemon at {path}", working=working, thread="mqtt-feed")
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: read, reconnect with backoff, until `stop` is set (and close() called)."""
-        self._retry.run(stop, self._follow, self._down)
+        self._retry.run(stop, self._follow, self._on_down)
 
     def request_status(self) -> bool:
         """Ask for a status event; False when there is no connection to ask on."""
@@ -48,11 +48,6 @@ class DaemonFeed:
     def _follow(self, stop: threading.Event) -> str:
         """One connection, read to its end; returns why it ended."""
         return self._subscription.follow(stop, self._event)
-
-    def _down(self, reason: str) -> None:
-        """The bridge's answer to a lost daemon (a replay cut short is spooled): work the watchdog times."""
-        with self._working("mqtt-feed"):
-            self._on_down(reason)
 
     def _event(self, line: bytes) -> None:
         with self._working("mqtt-feed"):

@@ -35,9 +35,11 @@ def unwatched(name: str) -> AbstractContextManager[object]:
 class Reconnecting:
     """Runs one connection at a time until `stop`; why each ended is logged once per new reason."""
 
-    def __init__(self, log: logging.Logger, where: str, brief_hint: str = "") -> None:
+    def __init__(self, log: logging.Logger, where: str, brief_hint: str = "", working: Working = unwatched,
+                 thread: str = "") -> None:
         self._log = log
         self._where = where
+        self._working, self._thread = working, thread  # `on_down` is work of this thread, for the watchdog
         self._brief_hint = brief_hint  # a likely cause of connections that end as soon as they are made
         self._backoff = Backoff(FIRST_RETRY_S, MAX_RETRY_S, jitter=True)
         self._last: str | None = None
@@ -56,7 +58,8 @@ class Reconnecting:
             level = logging.WARNING if reason != self._last else logging.DEBUG
             self._log.log(level, "%s: %s; retrying", self._where, reason)
             self._last = reason
-            on_down(reason)
+            with self._working(self._thread):
+                on_down(reason)
             stop.wait(self._backoff.next())
 
     def connected(self, message: str) -> None:
