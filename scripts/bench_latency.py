@@ -206,16 +206,21 @@ def audible_segments(path: Path, segments: list[dict]) -> list[dict]:
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     frame = rate // 100
-    frames = np.sqrt(np.mean(audio[: audio.size // frame * frame].reshape(-1, frame) ** 2, axis=1)) + 1e-10
-    floor_db = 20 * np.log10(np.percentile(frames, 5))
+    floor_db = 20 * np.log10(np.percentile(_frame_rms(audio, frame), 5))
     out = []
     for seg in segments:
-        piece = audio[int(seg["start"] * rate) : int(seg["end"] * rate)]
-        rms = np.sqrt(np.mean(piece[: piece.size // frame * frame].reshape(-1, frame) ** 2, axis=1)) + 1e-10
-        level = 20 * np.log10(rms)
-        loud = np.flatnonzero((level > level.max() - ENERGY_RANGE_DB) & (level > floor_db + NOISE_MARGIN_DB))
+        level = 20 * np.log10(_frame_rms(audio[int(seg["start"] * rate) : int(seg["end"] * rate)], frame))
+        in_range = level > level.max() - ENERGY_RANGE_DB
+        loud = np.flatnonzero(in_range & (level > floor_db + NOISE_MARGIN_DB))
+        if not loud.size:  # a segment no louder than the file's floor: the range alone (its loudest frame at least)
+            loud = np.flatnonzero(in_range)
         out.append({**seg, "start": seg["start"] + loud[0] / 100, "end": seg["start"] + (loud[-1] + 1) / 100})
     return out
+
+
+def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:
+    """RMS of each whole `frame` of `audio` (never 0: it goes into a log)."""
+    return np.sqrt(np.mean(audio[: audio.size // frame * frame].reshape(-1, frame) ** 2, axis=1)) + 1e-10
 
 
 def onset_latencies(run: Run, segments: list[dict]) -> list[float]:

@@ -7,6 +7,7 @@ removing punctuation and spaces.
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -56,4 +57,5 @@ def term_count(set_name: str, term: str, text: str) -> int:
     """How many times `text` says `term` (cleaned as contains_term): recall counts every occurrence."""
     if set_name in CHINESE_SETS:
         return chinese_chars(text).count(chinese_chars(term))
-    return f" {normalize_english(text)} ".count(f" {normalize_english(term)} ")
+    # whole words; lookarounds, not spaces in the pattern, so that a term said twice running counts twice
+    return len(re.findall(rf"(?<!\S){re.escape(normalize_english(term))}(?!\S)", normalize_english(text)))

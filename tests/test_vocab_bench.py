@@ -28,6 +28,7 @@ def test_english_terms_match_whole_words_after_normalising():
     assert not scoring.contains_term("vocab_en", "Siobhan", "Chivan will present")
     assert not scoring.contains_term("vocab_en", "Istio", "in this tio deal")
     assert not scoring.contains_term("vocab_en", "Grafana", "two Grafanas")
+    assert scoring.term_count("vocab_en", "Nguyen", "Nguyen, Nguyen and Nguyen.") == 3  # said twice running too
 
 
 def test_chinese_terms_match_simplified_characters():
