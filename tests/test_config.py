@@ -205,6 +205,7 @@ def test_a_password_given_as_its_file_is_never_quoted(config_dir: Path) -> None:
     ("192.0.2.10", False, 0o644, ["the password goes to 192.0.2.10 without TLS", "any user of this box may read it"]),
     ("127.0.0.1", False, 0o640, []),
     ("localhost", False, 0o600, []),
+    ("broker.example.com", True, 0o640, []),  # off the box, but under TLS
 ])
 def test_a_password_that_can_be_read_by_others_is_warned_of(config_dir: Path, int8_model_dir: Path, capsys, host: str,
                                                             tls: bool, mode: int, said: list[str]) -> None:
@@ -214,7 +215,8 @@ def test_a_password_that_can_be_read_by_others_is_warned_of(config_dir: Path, in
     secret.write_text("hunter2\n")
     secret.chmod(mode)
     path = write(config_dir, f"model:\n  path: {int8_model_dir}\nmqtt:\n  enabled: true\n  host: {host}\n"
-                             "  username: box\n  password_file: box-secret.txt\n")
+                             "  username: box\n  password_file: box-secret.txt\n"
+                             + ("  tls:\n    enabled: true\n" if tls else ""))
     warnings = load_config(path).mqtt.warnings()
     assert len(warnings) == len(said) and all(part in warning for part, warning in zip(said, warnings)), warnings
     assert main(["check-config", str(path)]) == 0

@@ -268,3 +268,4 @@ def test_a_file_read_ahead_at_fast_pace_is_told_at_info_not_as_a_warning(tmp_pat
             if record.getMessage().startswith("overload: ")]
     assert told and told[0][1].startswith("overload: partials_suspended"), told  # the read-ahead did happen
     assert {level for level, _ in told} == {"INFO"}, told
+    assert not [message for _, message in told if "greedy_finals" in message or "dropping_finals" in message]

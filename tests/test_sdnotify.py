@@ -18,7 +18,7 @@ from edge.commands.service import journal_identifier
 from edge.service import logs
 from edge.service import sdnotify
 from edge.service.sdnotify import Notifier, ProgressWatchdog, StallWatchdog, watchdog_interval_s
-from tests.conftest import notifications
+from tests.conftest import notifications, notify_socket_at
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,7 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A stand-in for systemd's notify socket (short path: sun_path is 108 bytes)."""
     directory = tempfile.mkdtemp(prefix="sdn")
     path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
+    sock = notify_socket_at(Path(path))
     sock.settimeout(2.0)
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     yield sock
@@ -97,7 +96,8 @@ def test_the_daemon_extends_its_start_only_where_tensorrt_may_build_engines(noti
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     with _time_for_engines(parse_config({"inference": {"backend": backend}}, base_dir=REPO)):
         pass
-    assert bool(received(notify_socket, 0.2)) == extended
+    messages = received(notify_socket, 0.2)
+    assert ("EXTEND_TIMEOUT_USEC=60000000" in messages) == extended and bool(messages) == extended, messages
 
 
 def test_no_socket_is_a_quiet_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
