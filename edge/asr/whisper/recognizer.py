@@ -48,7 +48,7 @@ from edge.asr.whisper.features import (
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
-from edge.manifest import tuning
+from edge.manifest import read, tuning
 from edge.vocabulary import Vocabulary
 
 MODEL_FILES = ("manifest.json", "encoder.onnx", "decoder.onnx", "vocabulary.txt", "config.json")
@@ -130,9 +130,10 @@ def check_model_dir(model_dir: Path) -> None:
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise ModelError(f"model directory {model_dir} is incomplete: missing {', '.join(missing)}")
-    from edge.asr.load import read_manifest  # load imports this family: not at module level
-
-    read_manifest(model_dir)
+    try:  # as load.read_manifest says it, which this family cannot import: load imports the family
+        read(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_dir / 'manifest.json'} is not a valid model manifest ({exc})") from None
 
 
 class Recognizer:
