@@ -283,6 +283,46 @@ def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker
         late.close()
 
 
+def test_a_slow_uplink_gets_the_newest_partial_not_a_backlog(tmp_path: Path, broker: Broker, subscriber: Subscriber,
+                                                             daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
+    """A broker that stops reading (SIGSTOP: the kernel's socket buffers fill, then paho's queue would)
+    while 60 MB of partials come: the bridge holds only the newest, so its memory stays flat; after the
+    stall the last partial said arrives, then the final. (A final that comes while a partial is held
+    supersedes it: `NewestPartial.superseded`.)"""
+    bridge = new_bridge(bridges, tmp_path, sock_path, broker.port, partials=True)
+    wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
+    assert broker.process is not None and bridge.process is not None
+    filler, count = "word " * 2000, 6000  # 10 kB a partial
+    before = rss_mb(bridge.process.pid)
+    broker.process.send_signal(signal.SIGSTOP)
+    try:
+        for n in range(count):
+            daemon.publish(protocol.Partial(utterance_id=1, text=f"{n} {filler}", stable_text="", start_s=1,
+                                            end_s=1.2, audio_time_s=1.3))
+            if n % 50 == 49:
+                time.sleep(0.05)  # about as fast as the bridge reads them
+        time.sleep(1)
+        grown = rss_mb(bridge.process.pid) - before
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    assert grown < 20, f"the bridge grew by {grown:.0f} MB while the broker did not read"
+    daemon.publish(protocol.Partial(utterance_id=2, text="the newest", stable_text="", start_s=3, end_s=3.2,
+                                    audio_time_s=3.3))
+    wait_for(lambda: any(b["text"] == "the newest" for b in subscriber.bodies("partial")), timeout=30)
+    daemon.publish(final(2))
+    wait_for(lambda: subscriber.on("final"), timeout=10)
+    received = len(subscriber.on("partial"))
+    wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["partials_skipped"] > 0, timeout=5)
+    skipped = subscriber.bodies("status")[-1]["bridge"]["partials_skipped"]
+    assert skipped > count / 2 and received + skipped <= count + 1, (received, skipped)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1000
+
+
 def test_an_empty_final_is_published_and_numbered_like_any_other(tmp_path: Path, broker: Broker, subscriber: Subscriber,
                                                                   daemon: Publisher, sock_path: Path, bridges: list[Bridge]) -> None:
     """docs/fleet.md "Empty finals": a consumer showing partials closes the utterance on it."""
@@ -723,11 +763,12 @@ def test_every_piece_of_the_bridges_work_is_timed_by_the_watchdog(tmp_path: Path
 class _OfflineBridge:
     """The bridge's feed-thread side alone: events in through its entry points, requests recorded, a real spool."""
 
-    def __init__(self, spool_dir: Path) -> None:
+    def __init__(self, spool_dir: Path, partials: bool = False) -> None:
         from edge.apps.mqtt.bridge import Bridge as BridgeCore
         from edge.config import MqttConfig
 
-        self.core = BridgeCore(MqttConfig(enabled=True, box_id=BOX, spool_dir=spool_dir, port=1), "/nonexistent.sock")
+        settings = MqttConfig(enabled=True, box_id=BOX, spool_dir=spool_dir, port=1, partials=partials)
+        self.core = BridgeCore(settings, "/nonexistent.sock")
         self.asked: list[int] = []
         self.core._feed.request_replay = lambda after: self.asked.append(after) or True
         self.core._feed.request_status = lambda: True
@@ -739,6 +780,10 @@ class _OfflineBridge:
     def finals(self, *ids: int) -> None:
         for uid in ids:
             self.core._on_event(final(uid).to_dict() if uid < 2**53 else {**final(1).to_dict(), "utterance_id": uid})
+
+    def partial(self, text: str) -> None:
+        self.core._on_event(protocol.Partial(utterance_id=1, text=text, stable_text="", start_s=1, end_s=1.2,
+                                             audio_time_s=1.3).to_dict())
 
     def replayed(self, count: Any, missing: Any) -> None:
         self.core._on_event({"type": "replay", "audio_time_s": 1.0, "after": 0, "count": count, "missing": missing})
@@ -816,14 +861,37 @@ def test_numbers_out_of_range_from_the_daemon_do_not_stop_the_bridge(tmp_path: P
 
 
 class _Link:
-    """What the bridge uses of a paho client: publish, numbering each message."""
+    """What the bridge uses of a paho client: publish, numbering each message; `written` is what its
+    messages' `is_published()` says (False: an uplink that never takes them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, written: bool = True) -> None:
         self.sent: list[int] = []
+        self.partials: list[str] = []
+        self._written = written
 
     def publish(self, topic: str, body: bytes, qos: int = 0, retain: bool = False) -> Any:
         self.sent.append(json.loads(body).get("utterance_id", -1) if topic.endswith("/final") else -1)
-        return types.SimpleNamespace(mid=len(self.sent))
+        if topic.endswith("/partial"):
+            self.partials.append(json.loads(body)["text"])
+        return types.SimpleNamespace(mid=len(self.sent), rc=mqtt.MQTT_ERR_SUCCESS, is_published=lambda: self._written)
+
+
+def test_a_partial_stuck_on_a_lost_connection_does_not_hold_back_the_next_ones(tmp_path: Path) -> None:
+    """The newest partial waits for the one before it to be written; a connection that ends first
+    never writes it, and the next connection must not go on waiting for it."""
+    bridge = _OfflineBridge(tmp_path, partials=True)
+    first = _Link(written=False)
+    bridge.core.link_up(first)
+    bridge.partial("a")
+    bridge.partial("b")
+    bridge.core.tick()
+    assert first.partials == ["a"]
+    bridge.core.link_down("the broker went away")
+    second = _Link()
+    bridge.core.link_up(second)
+    bridge.partial("c")
+    bridge.partial("d")
+    assert second.partials == ["c", "d"]
 
 
 def test_finals_acknowledged_as_the_link_drops_are_not_sent_again(tmp_path: Path) -> None:

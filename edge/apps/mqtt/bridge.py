@@ -67,6 +67,7 @@ class Bridge:
         self._run_id: str | None = None  # the daemon's, from its hello
         self._held: list[dict[str, Any]] | None = None  # finals read while a replay is on its way
         self._finals_sent = 0
+        self._partials = NewestPartial(self._topics.partial)  # under _lock
         self._warned_full = False
         self._daemon: dict[str, Any] | None = None
         self._daemon_error: str | None = "not connected yet"
@@ -130,7 +131,7 @@ class Bridge:
             else:
                 self._held.append(event)
         elif kind == protocol.Partial.TYPE and self._settings.partials:
-            self._publish(self._topics.partial, partial_body(event, self._box), qos=0, retain=False)
+            self._offer_partial(partial_body(event, self._box))
         elif kind == protocol.Status.TYPE:
             came_back = self._daemon is None
             self._daemon, self._daemon_error, self._asked_status = event, None, False
@@ -188,6 +189,8 @@ class Bridge:
         if mark and last and last[0] == mark[0] and mark[1] <= last[1]:
             return  # taken already: a replayed final that was also read live
         self._seq += 1
+        with self._lock:
+            self._partials.superseded()
         dropped = self._spool.add(final_body(event, self._box, self._seq), mark)
         if dropped and not self._warned_full:
             log.warning("spool full (mqtt.spool_max_mb: %s): dropping the oldest finals; "
@@ -210,6 +213,7 @@ class Bridge:
             self._acks.clear()
             self._sent_upto = 0
             self._warned_full = False
+            self._partials.restart()
         self._connected_since = utc_now("seconds")
         self._publish_status()
         self._pump()
@@ -220,6 +224,7 @@ class Bridge:
         with self._lock:
             self._settle()
             self._client = None
+            self._partials.restart()
         self._last_broker_error = reason
         self._state_changed()
 
@@ -230,6 +235,9 @@ class Bridge:
     def tick(self) -> None:
         if self._acks:
             self._pump()
+        with self._lock:
+            if self._client is not None:
+                self._partials.send_next(self._client)
 
     # --- shared --------------------------------------------------------------------
 
@@ -253,9 +261,15 @@ class Bridge:
             self._spool.remove(done)
             self._finals_sent += len(done)
 
+    def _offer_partial(self, body: bytes) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._partials.offer(self._client, body)
+
     def _publish_status(self) -> None:
         bridge = {"connected_since": self._connected_since, "last_broker_error": self._last_broker_error,
-                  "partials": self._settings.partials, "finals_sent": self._finals_sent, **self._spool.stats()}
+                  "partials": self._settings.partials, "finals_sent": self._finals_sent,
+                  "partials_skipped": self._partials.skipped, **self._spool.stats()}
         body = status_body(self._box, self._daemon, self._daemon_error, bridge)
         self._publish(self._topics.status, body, qos=1, retain=True)
 
@@ -269,6 +283,53 @@ class Bridge:
         broker = "connected" if self._client is not None else self._last_broker_error or "connecting"
         daemon = "running" if self._daemon is not None else self._daemon_error
         self._on_state(f"broker: {broker}; daemon: {daemon}; {self._spool.stats()['spooled']} final(s) spooled")
+
+
+class NewestPartial:
+    """Partials (QoS 0) for an uplink slower than the speech: one waits in paho's queue, and only the
+    newest of those that came meanwhile is kept here to follow it. Before, paho queued every partial
+    without bound and a dashboard saw them minutes late; a partial's text is superseded by the next
+    one, so only the newest is worth sending."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+        self._queued: mqtt.MQTTMessageInfo | None = None  # the last one handed to paho on this connection
+        self._next: bytes | None = None
+        self.skipped = 0  # superseded before the uplink took them, since the bridge started
+
+    def offer(self, client: mqtt.Client, body: bytes) -> None:
+        if self._waiting():
+            self._drop_next()
+            self._next = body
+        else:
+            self._send(client, body)
+
+    def send_next(self, client: mqtt.Client) -> None:
+        """On the link thread, after paho's loop turn that may have written the queued one."""
+        if self._next is not None and not self._waiting():
+            body, self._next = self._next, None
+            self._send(client, body)
+
+    def superseded(self) -> None:
+        """A final came: the partial held for its utterance is out of date."""
+        self._drop_next()
+
+    def restart(self) -> None:
+        """A connection came or went: nothing of the old one is waiting any more."""
+        self._queued = None
+        self._drop_next()
+
+    def _send(self, client: mqtt.Client, body: bytes) -> None:
+        self._queued = client.publish(self._topic, body, qos=0, retain=False)
+
+    def _waiting(self) -> bool:
+        queued = self._queued
+        return queued is not None and queued.rc == mqtt.MQTT_ERR_SUCCESS and not queued.is_published()
+
+    def _drop_next(self) -> None:
+        if self._next is not None:
+            self._next = None
+            self.skipped += 1
 
 
 def _utterance_id(final: dict[str, Any]) -> int | None:
