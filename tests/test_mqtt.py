@@ -781,8 +781,8 @@ class _OfflineBridge:
         for uid in ids:
             self.core._on_event(final(uid).to_dict() if uid < 2**53 else {**final(1).to_dict(), "utterance_id": uid})
 
-    def partial(self, text: str) -> None:
-        self.core._on_event(protocol.Partial(utterance_id=1, text=text, stable_text="", start_s=1, end_s=1.2,
+    def partial(self, text: str, uid: int = 1) -> None:
+        self.core._on_event(protocol.Partial(utterance_id=uid, text=text, stable_text="", start_s=1, end_s=1.2,
                                              audio_time_s=1.3).to_dict())
 
     def replayed(self, count: Any, missing: Any) -> None:
@@ -867,13 +867,38 @@ class _Link:
     def __init__(self, written: bool = True) -> None:
         self.sent: list[int] = []
         self.partials: list[str] = []
-        self._written = written
+        self.written = written
 
     def publish(self, topic: str, body: bytes, qos: int = 0, retain: bool = False) -> Any:
         self.sent.append(json.loads(body).get("utterance_id", -1) if topic.endswith("/final") else -1)
         if topic.endswith("/partial"):
             self.partials.append(json.loads(body)["text"])
-        return types.SimpleNamespace(mid=len(self.sent), rc=mqtt.MQTT_ERR_SUCCESS, is_published=lambda: self._written)
+        return types.SimpleNamespace(mid=len(self.sent), rc=mqtt.MQTT_ERR_SUCCESS, is_published=lambda: self.written)
+
+
+def test_a_held_partial_goes_out_after_the_one_before_unless_its_final_came(tmp_path: Path) -> None:
+    """The partial held behind an unwritten one is sent once that one is written; a final of its
+    utterance drops it, a replayed final of an earlier utterance does not."""
+    bridge = _OfflineBridge(tmp_path, partials=True)
+    link = _Link(written=False)
+    bridge.core.link_up(link)
+    bridge.hello("R")
+    bridge.partial("one", uid=1)
+    bridge.partial("one more", uid=1)
+    bridge.finals(1)
+    bridge.partial("three", uid=3)
+    bridge.partial("three more", uid=3)
+    bridge.finals(2)  # a replayed final, say: utterance 3's partial stays held
+    link.written = True
+    bridge.core.tick()
+    assert link.partials == ["one", "three more"]
+    link.written = False
+    bridge.partial("four", uid=4)
+    bridge.partial("four more", uid=4)
+    bridge.finals(4)
+    link.written = True
+    bridge.core.tick()
+    assert link.partials == ["one", "three more"] and bridge.core._partials.skipped == 4
 
 
 def test_a_partial_stuck_on_a_lost_connection_does_not_hold_back_the_next_ones(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ class Bridge:
             else:
                 self._held.append(event)
         elif kind == protocol.Partial.TYPE and self._settings.partials:
-            self._offer_partial(partial_body(event, self._box))
+            self._offer_partial(partial_body(event, self._box), _utterance_id(event))
         elif kind == protocol.Status.TYPE:
             came_back = self._daemon is None
             self._daemon, self._daemon_error, self._asked_status = event, None, False
@@ -190,7 +190,7 @@ class Bridge:
             return  # taken already: a replayed final that was also read live
         self._seq += 1
         with self._lock:
-            self._partials.superseded()
+            self._partials.superseded(utterance_id)
         dropped = self._spool.add(final_body(event, self._box, self._seq), mark)
         if dropped and not self._warned_full:
             log.warning("spool full (mqtt.spool_max_mb: %s): dropping the oldest finals; "
@@ -261,10 +261,10 @@ class Bridge:
             self._spool.remove(done)
             self._finals_sent += len(done)
 
-    def _offer_partial(self, body: bytes) -> None:
+    def _offer_partial(self, body: bytes, utterance_id: int | None) -> None:
         with self._lock:
             if self._client is not None:
-                self._partials.offer(self._client, body)
+                self._partials.offer(self._client, body, utterance_id)
 
     def _publish_status(self) -> None:
         bridge = {"connected_since": self._connected_since, "last_broker_error": self._last_broker_error,
@@ -294,25 +294,28 @@ class NewestPartial:
     def __init__(self, topic: str) -> None:
         self._topic = topic
         self._queued: mqtt.MQTTMessageInfo | None = None  # the last one handed to paho on this connection
-        self._next: bytes | None = None
+        self._next: tuple[int | None, bytes] | None = None  # (utterance id, body)
         self.skipped = 0  # superseded before the uplink took them, since the bridge started
 
-    def offer(self, client: mqtt.Client, body: bytes) -> None:
+    def offer(self, client: mqtt.Client, body: bytes, utterance_id: int | None) -> None:
         if self._waiting():
             self._drop_next()
-            self._next = body
+            self._next = (utterance_id, body)
         else:
             self._send(client, body)
 
     def send_next(self, client: mqtt.Client) -> None:
         """On the link thread, after paho's loop turn that may have written the queued one."""
         if self._next is not None and not self._waiting():
-            body, self._next = self._next, None
+            (_, body), self._next = self._next, None
             self._send(client, body)
 
-    def superseded(self) -> None:
-        """A final came: the partial held for its utterance is out of date."""
-        self._drop_next()
+    def superseded(self, utterance_id: int | None) -> None:
+        """A final came: a partial held for its utterance (or an earlier one) is out of date; one of a
+        later utterance is not (a replayed final)."""
+        held = self._next[0] if self._next is not None else None
+        if held is None or utterance_id is None or held <= utterance_id:
+            self._drop_next()
 
     def restart(self) -> None:
         """A connection came or went: nothing of the old one is waiting any more."""
