@@ -62,7 +62,9 @@ def _wait(condition, timeout: float = 5.0) -> None:
 def test_recording_goes_on_once_the_disk_has_room_again(tmp_path: Path, monkeypatch, caplog) -> None:
     """A low-disk moment (a journal burst, a big download) stopped recording until a restart."""
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free)  # any file would go below it
+    # Any file would go below this floor, even if other processes free space meanwhile: with the floor
+    # at exactly the free space, a CI run that freed a few MB elsewhere let the file through.
+    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free + 2**40)
     caplog.set_level(logging.WARNING, logger="edge.audio.recorder")
     recorder = UtteranceRecorder(tmp_path, 1000 * MB)
     recorder.save(1, 1.0, _speech())
@@ -96,7 +98,9 @@ def test_recordings_from_before_a_restart_count_toward_the_cap(tmp_path: Path) -
 
 def test_recording_keeps_the_file_system_its_floor(tmp_path: Path, monkeypatch, caplog) -> None:
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free)  # any file would go below it
+    # Any file would go below this floor, even if other processes free space meanwhile: with the floor
+    # at exactly the free space, a CI run that freed a few MB elsewhere let the file through.
+    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free + 2**40)
     with caplog.at_level(logging.ERROR, logger="edge.audio.recorder"):
         recorder = _record(tmp_path, _speech())
     assert recorder.written == 0 and list(tmp_path.iterdir()) == []
