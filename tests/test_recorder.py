@@ -59,12 +59,16 @@ def _wait(condition, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _no_room(directory: Path, monkeypatch) -> None:
+    """A free-space floor no file can pass, even if other processes free space meanwhile: with the
+    floor at exactly the free space, a CI run that freed a few MB elsewhere let a file through."""
+    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free + 2**40)
+
+
 def test_recording_goes_on_once_the_disk_has_room_again(tmp_path: Path, monkeypatch, caplog) -> None:
     """A low-disk moment (a journal burst, a big download) stopped recording until a restart."""
-    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    # Any file would go below this floor, even if other processes free space meanwhile: with the floor
-    # at exactly the free space, a CI run that freed a few MB elsewhere let the file through.
-    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free + 2**40)
+    _no_room(tmp_path, monkeypatch)
     caplog.set_level(logging.WARNING, logger="edge.audio.recorder")
     recorder = UtteranceRecorder(tmp_path, 1000 * MB)
     recorder.save(1, 1.0, _speech())
@@ -97,10 +101,7 @@ def test_recordings_from_before_a_restart_count_toward_the_cap(tmp_path: Path) -
 
 
 def test_recording_keeps_the_file_system_its_floor(tmp_path: Path, monkeypatch, caplog) -> None:
-    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    # Any file would go below this floor, even if other processes free space meanwhile: with the floor
-    # at exactly the free space, a CI run that freed a few MB elsewhere let the file through.
-    monkeypatch.setattr(recorder_module, "MIN_FREE_BYTES", free + 2**40)
+    _no_room(tmp_path, monkeypatch)
     with caplog.at_level(logging.ERROR, logger="edge.audio.recorder"):
         recorder = _record(tmp_path, _speech())
     assert recorder.written == 0 and list(tmp_path.iterdir()) == []
