@@ -45,6 +45,9 @@ from tests.test_daemon import finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import analyze, needs_analyze, unit_with_venv
 
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_latency import proc_status_mib  # noqa: E402
+
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="mosquitto not installed (apt-get install mosquitto mosquitto-clients)")
 
@@ -293,7 +296,7 @@ def test_a_slow_uplink_gets_the_newest_partial_not_a_backlog(tmp_path: Path, bro
     wait_for(lambda: online(subscriber) == b"true" and bridge.reading() and daemon.subscriber_count == 1, timeout=10)
     assert broker.process is not None and bridge.process is not None
     filler, count = "word " * 2000, 6000  # 10 kB a partial
-    before = rss_mb(bridge.process.pid)
+    before = proc_status_mib(bridge.process.pid, "VmRSS")
     broker.process.send_signal(signal.SIGSTOP)
     try:
         for n in range(count):
@@ -302,10 +305,10 @@ def test_a_slow_uplink_gets_the_newest_partial_not_a_backlog(tmp_path: Path, bro
             if n % 50 == 49:
                 time.sleep(0.05)  # about as fast as the bridge reads them
         time.sleep(1)
-        grown = rss_mb(bridge.process.pid) - before
+        grown = proc_status_mib(bridge.process.pid, "VmRSS") - before
     finally:
         broker.process.send_signal(signal.SIGCONT)
-    assert grown < 20, f"the bridge grew by {grown:.0f} MB while the broker did not read"
+    assert grown < 20, f"the bridge grew by {grown:.0f} MiB while the broker did not read"
     daemon.publish(protocol.Partial(utterance_id=2, text="the newest", stable_text="", start_s=3, end_s=3.2,
                                     audio_time_s=3.3))
     wait_for(lambda: any(b["text"] == "the newest" for b in subscriber.bodies("partial")), timeout=30)
@@ -315,12 +318,6 @@ def test_a_slow_uplink_gets_the_newest_partial_not_a_backlog(tmp_path: Path, bro
     wait_for(lambda: subscriber.bodies("status")[-1]["bridge"]["partials_skipped"] > 0, timeout=5)
     skipped = subscriber.bodies("status")[-1]["bridge"]["partials_skipped"]
     assert skipped > 0 and received + skipped <= count + 1, (received, skipped)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc."""
-    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1000
 
 
 def test_an_empty_final_is_published_and_numbered_like_any_other(tmp_path: Path, broker: Broker, subscriber: Subscriber,
