@@ -34,6 +34,7 @@ from edge.config import CAPTION_LINES
 from edge.publish import protocol
 from edge.publish.client import parse_event
 from tests.conftest import REPO, notifications, notify_socket_at
+from tests.ports import accepts, free_port
 from tests.test_daemon import Subscriber, finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
 from tests.test_systemd_unit import MAX_EXPOSURE, analyze, needs_analyze, script, stand_in_model, unit_with_venv
@@ -112,17 +113,6 @@ def captions_process(workdir: Path, *args: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "edge", "captions", "--config", str(workdir / "config.yaml"), *args]
     with open(workdir / "captions.log", "a") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def config_dir(base: Path, text: str = CONFIG) -> Path:

@@ -35,7 +35,7 @@ from edge.vad.endpointer import EndpointSettings
 from edge.vad.silero import WINDOW
 from tests.conftest import REPO
 from tests.test_daemon import Subscriber, finish, reap, start_daemon, write_config
-from tests.test_metrics import free_port
+from tests.ports import free_port
 from tests.test_publisher import HELLO, wait_for
 
 SAID = Transcript.empty(0.0, "en")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import logging
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -13,13 +12,7 @@ import pytest
 
 from edge.config import MetricsConfig
 from edge.service.metrics import Metrics, start_metrics
-
-
-def free_port() -> int:
-    """An unused port in metrics.port's allowed range (the kernel's ephemeral range is above 1024)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 def recorded() -> Metrics:

@@ -40,6 +40,7 @@ from edge.config import ConfigError, MqttConfig, parse_config
 from edge.publish import protocol
 from edge.publish.server import Publisher
 from tests.conftest import EVAL_DIR, REPO, notifications, notify_socket_at
+from tests.ports import accepts, free_port
 from tests.test_daemon import Subscriber as SocketSubscriber
 from tests.test_daemon import finish, start_daemon, write_config
 from tests.test_publisher import make_publisher, wait_for
@@ -59,12 +60,6 @@ CONSUMER = REPO / "scripts" / "fleet_consumer.py"
 RECONNECT_S = 40  # a bridge that retried for a while waits up to 30 s (its backoff cap) for its next try
 DAEMON_STATUS = {"audio_time_s": 1.0, "state": "running", "uptime_s": 5.0, "backend": "cpu", "model": "whisper-tiny.en-int8",
                  "language": "en", "chinese_script": "taiwan", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Broker:
@@ -88,17 +83,13 @@ class Broker:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=log)
-        wait_for(self._listening)
+        wait_for(lambda: accepts(self.port))
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
-
-    def _listening(self) -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 class Subscriber:

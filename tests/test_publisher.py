@@ -23,6 +23,7 @@ from edge.commands.run import _cannot_start
 from edge.commands.service import EX_STARTUP
 from edge.config import EX_CONFIG, PublishConfig
 from edge.publish.server import TCP_KEEPALIVE, Publisher, PublisherError, PublisherSetupError
+from tests.ports import free_port
 
 HELLO = {"model": "whisper-tiny.en-int8", "backend": "cpu", "sample_rate": 16000}
 
@@ -595,16 +596,10 @@ def test_close_leaves_a_newer_daemons_socket_alone(sock_path: Path) -> None:
         assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def tcp_publisher(sock_path: Path) -> Iterator[tuple[Publisher, int]]:
     """A started publisher with its TCP listener on, and the port."""
-    port = _free_port()
+    port = free_port()
     pub = make_publisher(sock_path, tcp_host="127.0.0.1", tcp_port=port)
     pub.start()
     yield pub, port
@@ -672,7 +667,7 @@ def test_a_tcp_listener_the_sandbox_forbids_is_a_setup_error_not_a_restart_loop(
     """The default unit's RestrictAddressFamilies=AF_UNIX: exit 1 had systemd restart it 5 times into a failed unit."""
     import errno
 
-    port = _free_port()
+    port = free_port()
 
     def sandboxed(*_: object, **__: object) -> socket.socket:
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
