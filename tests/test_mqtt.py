@@ -912,6 +912,27 @@ def test_a_partial_stuck_on_a_lost_connection_does_not_hold_back_the_next_ones(t
     assert second.partials == ["c", "d"]
 
 
+def test_every_partial_not_written_to_the_broker_is_counted(tmp_path: Path) -> None:
+    """`partials_skipped` counts what never reached the broker: partials that came while it was away,
+    and the one paho had not written when the connection ended (paho drops it on reconnect), besides
+    the held ones; a written one is not counted."""
+    bridge = _OfflineBridge(tmp_path, partials=True)
+    bridge.partial("away")
+    bridge.partial("still away")
+    assert bridge.core._partials.skipped == 2
+    slow = _Link(written=False)
+    bridge.core.link_up(slow)
+    bridge.partial("queued")
+    bridge.partial("held")
+    bridge.core.link_down("the broker went away")
+    assert slow.partials == ["queued"] and bridge.core._partials.skipped == 4
+    fast = _Link()
+    bridge.core.link_up(fast)
+    bridge.partial("written")
+    bridge.core.link_down("the broker went away again")
+    assert fast.partials == ["written"] and bridge.core._partials.skipped == 4
+
+
 def test_finals_acknowledged_as_the_link_drops_are_not_sent_again(tmp_path: Path) -> None:
     """paho can read PUBACKs in the same loop call that loses the connection: they used to be
     thrown away by the next connection, and those finals were sent twice."""

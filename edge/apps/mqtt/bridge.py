@@ -263,8 +263,7 @@ class Bridge:
 
     def _offer_partial(self, body: bytes, utterance_id: int | None) -> None:
         with self._lock:
-            if self._client is not None:
-                self._partials.offer(self._client, body, utterance_id)
+            self._partials.offer(self._client, body, utterance_id)
 
     def _publish_status(self) -> None:
         bridge = {"connected_since": self._connected_since, "last_broker_error": self._last_broker_error,
@@ -295,10 +294,13 @@ class NewestPartial:
         self._topic = topic
         self._queued: mqtt.MQTTMessageInfo | None = None  # the last one handed to paho on this connection
         self._next: tuple[int | None, bytes] | None = None  # (utterance id, body)
-        self.skipped = 0  # superseded before the uplink took them, since the bridge started
+        self.skipped = 0  # not written to any connection, since the bridge started
 
-    def offer(self, client: mqtt.Client, body: bytes, utterance_id: int | None) -> None:
-        if self._waiting():
+    def offer(self, client: mqtt.Client | None, body: bytes, utterance_id: int | None) -> None:
+        """Send it, hold it behind an unwritten one, or (no connection: `client` None) count it as skipped."""
+        if client is None:
+            self.skipped += 1
+        elif self._waiting():
             self._drop_next()
             self._next = (utterance_id, body)
         else:
@@ -318,7 +320,10 @@ class NewestPartial:
             self._drop_next()
 
     def restart(self) -> None:
-        """A connection came or went: nothing of the old one is waiting any more."""
+        """A connection came or went: nothing of the old one is waiting any more. One paho had not
+        written is lost with the connection (paho 2 marks queued QoS 0 messages lost on reconnect)."""
+        if self._waiting():
+            self.skipped += 1
         self._queued = None
         self._drop_next()
 
