@@ -914,7 +914,7 @@ def test_a_partial_stuck_on_a_lost_connection_does_not_hold_back_the_next_ones(t
 
 def test_every_partial_not_written_to_the_broker_is_counted(tmp_path: Path) -> None:
     """`partials_skipped` counts what never reached the broker: partials that came while it was away,
-    and the one paho had not written when the connection ended (paho drops it on reconnect), besides
+    and the one paho had not written when the connection ended (the next has a new client), besides
     the held ones; a written one is not counted."""
     bridge = _OfflineBridge(tmp_path, partials=True)
     bridge.partial("away")

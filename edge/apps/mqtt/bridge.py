@@ -320,8 +320,8 @@ class NewestPartial:
             self._drop_next()
 
     def restart(self) -> None:
-        """A connection came or went: nothing of the old one is waiting any more. One paho had not
-        written is lost with the connection (paho 2 marks queued QoS 0 messages lost on reconnect)."""
+        """A connection came or went: nothing of the old one is waiting any more. One its client had
+        not written is lost with it: each connection has a client of its own (`BrokerLink._session`)."""
         if self._waiting():
             self.skipped += 1
         self._queued = None
