@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -230,7 +231,8 @@ def with_lead_in(path: Path, seconds: float, directory: Path) -> Path:
     import soundfile
 
     subtype = soundfile.info(path).subtype
-    audio, rate = soundfile.read(path, dtype="int32", always_2d=True)
+    exact = "float64" if subtype in ("FLOAT", "DOUBLE") else "int32"  # an int read of a float file truncates it
+    audio, rate = soundfile.read(path, dtype=exact, always_2d=True)
     silence = np.zeros((round(seconds * rate), audio.shape[1]), audio.dtype)
     out = directory / f"lead-in_{path.name}"
     soundfile.write(out, np.concatenate([silence, audio]), rate, subtype=subtype)
@@ -334,7 +336,7 @@ def main() -> int:
     parser.add_argument("--lead-in", type=float, default=0.0, metavar="SECONDS",
                         help="file source: silence before each file (the microphone run has 1 s)")
     args = parser.parse_args()
-    if args.lead_in < 0 or (args.lead_in and args.via_mic):
+    if not 0 <= args.lead_in < math.inf or (args.lead_in and args.via_mic):
         parser.error("--lead-in takes seconds >= 0, and only with the file source (the microphone run has 1 s)")
     manifest = (EVAL / args.eval_set / "manifest.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in manifest if line.strip()]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -14,13 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from bench_latency import Run, with_lead_in  # noqa: E402
 
 
-def test_lead_in_puts_silence_before_the_same_samples(tmp_path: Path) -> None:
-    samples = np.arange(-800, 800, dtype=np.int16) * 20
+@pytest.mark.parametrize(("subtype", "samples"), [
+    ("PCM_16", np.arange(-800, 800, dtype=np.int16) * 20),
+    ("FLOAT", np.array([1e-6, 0.3, -0.5, 0.999], np.float32)),  # an int read would make these 0, 0, 0, 0
+])
+def test_lead_in_puts_silence_before_the_same_samples(tmp_path: Path, subtype: str, samples: np.ndarray) -> None:
     source = tmp_path / "clip.wav"
-    soundfile.write(source, samples, 16000, subtype="PCM_16")
+    soundfile.write(source, samples, 16000, subtype=subtype)
     led = with_lead_in(source, 0.25, tmp_path)
-    audio, rate = soundfile.read(led, dtype="int16")
-    assert rate == 16000 and soundfile.info(led).subtype == "PCM_16"
+    audio, rate = soundfile.read(led, dtype=samples.dtype.name)
+    assert rate == 16000 and soundfile.info(led).subtype == subtype
     assert not audio[:4000].any() and np.array_equal(audio[4000:], samples)
 
 

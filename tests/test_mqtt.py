@@ -855,18 +855,19 @@ def test_numbers_out_of_range_from_the_daemon_do_not_stop_the_bridge(tmp_path: P
 
 class _Link:
     """What the bridge uses of a paho client: publish, numbering each message; `written` is what its
-    messages' `is_published()` says (False: an uplink that never takes them)."""
+    messages' `is_published()` says (False: an uplink that never takes them), `rc` what `publish` returns."""
 
-    def __init__(self, written: bool = True) -> None:
+    def __init__(self, written: bool = True, rc: int = mqtt.MQTT_ERR_SUCCESS) -> None:
         self.sent: list[int] = []
         self.partials: list[str] = []
         self.written = written
+        self.rc = rc
 
     def publish(self, topic: str, body: bytes, qos: int = 0, retain: bool = False) -> Any:
         self.sent.append(json.loads(body).get("utterance_id", -1) if topic.endswith("/final") else -1)
         if topic.endswith("/partial"):
             self.partials.append(json.loads(body)["text"])
-        return types.SimpleNamespace(mid=len(self.sent), rc=mqtt.MQTT_ERR_SUCCESS, is_published=lambda: self.written)
+        return types.SimpleNamespace(mid=len(self.sent), rc=self.rc, is_published=lambda: self.written)
 
 
 def test_a_held_partial_goes_out_after_the_one_before_unless_its_final_came(tmp_path: Path) -> None:
@@ -931,6 +932,10 @@ def test_every_partial_not_written_to_the_broker_is_counted(tmp_path: Path) -> N
     bridge.partial("written")
     bridge.core.link_down("the broker went away again")
     assert fast.partials == ["written"] and bridge.core._partials.skipped == 4
+    closing = _Link(rc=mqtt.MQTT_ERR_NO_CONN)  # paho closed the socket in this turn; link_down comes after it
+    bridge.core.link_up(closing)
+    bridge.partial("refused")
+    assert bridge.core._partials.skipped == 5
 
 
 def test_finals_acknowledged_as_the_link_drops_are_not_sent_again(tmp_path: Path) -> None:

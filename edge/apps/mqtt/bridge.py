@@ -328,7 +328,10 @@ class NewestPartial:
         self._drop_next()
 
     def _send(self, client: mqtt.Client, body: bytes) -> None:
+        """A publish paho refuses (the socket it closed in this turn, before `link_down`) is counted."""
         self._queued = client.publish(self._topic, body, qos=0, retain=False)
+        if self._queued.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.skipped += 1
 
     def _waiting(self) -> bool:
         queued = self._queued
