@@ -217,8 +217,9 @@ class Recognizer:
         no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
         16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
         takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
-        instead of 79 %, zh eval set +0.1 CER) but at 1.8x a decode time whose streaming
-        latency is already over its target (issue 9): there `true` is the operator's choice.
+        instead of 79 %, zh eval set +0.1 CER) but at 1.8x the decode time, which takes its
+        streaming finals past the latency target on 2 cores (p50/p95 476/805 ms with a 19-term
+        list, 425/471 without the prompt): there `true` is the operator's choice.
         """
         if vocabulary.glossary == "auto":
             return language == "en" or self.languages == ("en",)
