@@ -144,15 +144,17 @@ MODELS: dict[str, ModelSpec] = {
             multilingual=True,
             n_languages=99,
             sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-            # longform_zh at real-time pace (final p50/p95 ms, CPU, CER of finals; offline CER 10.2):
+            # longform_zh at real-time pace, 2026-12-03 (final p50/p95 ms, CPU, CER of finals; offline CER 10.2):
             # beam 5, 500 ms, 20 s: 517/2042, 109 %, 10.2; beam 2, 1000 ms, 20 s: 430/1964, 81 %, 10.9;
             # the same with 8 s: 460/635, 68 %, 14.4 (forced splits cost words); with 12 s: 445/1574, 71 %,
             # 10.9. 12 s keeps the finals' accuracy; only utterances over ~10 s miss the p95 budget, while
-            # their partials keep the screen current. The previous-text prompt hurts base: offline
+            # their partials keep the screen current (since the decoder step lost its copy of the encoder
+            # output, 2026-12-06, 12 s gives 425/459 ms: met). The previous-text prompt hurts base: offline
             # long-form CER 13.7 -> 10.2 (zh) and WER 6.3 -> 3.2 (longform_en) without it.
             streaming=(("final_beam", 2), ("partial_interval_ms", 1000), ("max_utterance_s", 12), ("context", False)),
             # Blockwise cost base 1.09x (blocks of 128; 1.18x with 32) the decode time of dynamic on
-            # the zh set, where base's streaming final p50 has 5 ms of margin (445 of 450 ms), and
+            # the zh set, where base's streaming final p50 had 5 ms of margin (445 of 450 ms; 25 ms since
+            # 2026-12-06: "whisper-base's decoder blockwise" in docs/benchmarks.md), and
             # its int8 agreement with fp32 on the Mandarin test clip fell from 0.91 to 0.86 (128).
             # Its beam is 2, and the unrelated-list harm was +0.0 on zh with dynamic too.
             int8_decoder="dynamic",

@@ -38,7 +38,8 @@ class OverloadPolicy:
     Lag is the stream position minus the end of the oldest final not yet decoded.
     """
 
-    # Above the slowest normal final: base's p95 end of speech -> final is 1.6 s (docs/benchmarks.md).
+    # Well above the slowest normal final: base's p95 end of speech -> final on Mandarin long-form is
+    # 459-477 ms on 2 cores (docs/benchmarks.md, 2026-12-07; 1.6 s before 2026-12-06).
     partials_off_s: float = 3.0
     # A final this late is no use as a live caption any more: decode it in one greedy pass, like a partial.
     greedy_s: float = 10.0
