@@ -227,7 +227,7 @@ def with_lead_in(path: Path, seconds: float, directory: Path) -> Path:
 
     Where the speech starts in the stream moves the VAD's cuts, and a final that changes changes the
     next one's context prompt: longform_en's finals went from WER 2.4 to 3.2 with 1 s of silence before
-    each file, the figure the microphone run gets (docs/benchmarks.md)."""
+    each file, the microphone run's total too (docs/benchmarks.md, "where the speech starts")."""
     import soundfile
 
     subtype = soundfile.info(path).subtype

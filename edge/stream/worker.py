@@ -39,7 +39,7 @@ class OverloadPolicy:
     """
 
     # Well above the slowest normal final: base's p95 end of speech -> final on Mandarin long-form is
-    # 459-477 ms on 2 cores (docs/benchmarks.md, 2026-12-07; 1.6 s before 2026-12-06).
+    # 458-477 ms on 2 cores (README, docs/benchmarks.md, 2026-12-07; 1.6 s before 2026-12-06).
     partials_off_s: float = 3.0
     # A final this late is no use as a live caption any more: decode it in one greedy pass, like a partial.
     greedy_s: float = 10.0
