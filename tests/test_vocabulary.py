@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge.asr.whisper.bias import BiasTrie, Match, build_trie, recital, spellings
-from edge.asr.whisper.recognizer import Recognizer
+from edge.asr.whisper.recognizer import Recognizer, glossary_advice, prompted
 from edge.audio.audiofile import load_audio
 from edge.vocabulary import (
     MAX_FILE_BYTES,
@@ -369,6 +369,19 @@ def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -
     assert "vocabulary.bonus: 11 is out of range" in result.stderr
 
 
+def test_check_config_warns_of_a_list_too_long_for_the_prompt(tmp_path, int8_model_dir) -> None:
+    every = [term.text for term in read_file(REPO / "scripts" / "vocab" / "terms_en.txt")]
+    config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": every})
+    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert "warning: vocabulary: the 39 terms take 172 of the model's tokens as a prompt, more than the 64" in result.stderr
+    config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": every[:10]})
+    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_a_vocabulary_file_with_no_term_is_valid_but_warned_about(tmp_path, int8_model_dir) -> None:
     """A truncated copy, or one with every line commented out, silently added nothing."""
     terms = tmp_path / "terms.txt"
@@ -428,6 +441,39 @@ def test_prompt_auto_gives_a_short_list_whole_and_a_long_one_not_at_all(tiny) ->
     assert tiny.options(vocabulary=Vocabulary(every)).glossary == ()
     assert 100 < len(tiny.options(vocabulary=Vocabulary(every, glossary=True)).glossary) <= 160  # true: the heaviest
     assert tiny.options(vocabulary=Vocabulary(every[:10], glossary=False)).glossary == ()
+
+
+def test_a_list_the_glossary_cannot_hold_whole_is_explained(tiny) -> None:
+    """`auto` left a long list to the prefix tree (40 % of names, not 85 %) and `true` dropped its lightest terms,
+    and nothing said so: the technician gets the figures and what to do."""
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # 39 terms, 172 tokens
+    advice = glossary_advice(Vocabulary(every), tiny.tokenizer, "auto")
+    assert advice is not None and "the 39 terms take 172 of the model's tokens" in advice
+    assert "more than the 64" in advice and "vocabulary.prompt: true" in advice
+    advice = glossary_advice(Vocabulary(every, glossary=True), tiny.tokenizer, "auto")
+    assert advice is not None and "so 35 of them (the heaviest first) are in the prompt and the other 4" in advice
+    for quiet in (Vocabulary(every[:10]), Vocabulary(every[:10], glossary=True), Vocabulary(every, glossary=False),
+                  Vocabulary()):
+        assert glossary_advice(quiet, tiny.tokenizer, "auto") is None
+
+
+def test_auto_prompts_only_speech_known_to_be_english() -> None:
+    """So a long list on a Chinese box is not advised about a prompt `auto` would not give it anyway."""
+    names = Vocabulary((Term("Siobhan"),))
+    assert prompted(names, "auto", ("en",)) and prompted(names, "en", ("en", "zh"))
+    assert not prompted(names, "auto", ("en", "zh")) and not prompted(names, "zh", ("en", "zh"))
+    assert prompted(Vocabulary((Term("张伟"),), glossary=True), "zh", ("en", "zh"))
+
+
+def test_the_advice_is_logged_once_per_list(tiny, caplog) -> None:
+    """Partials and finals each ask for options: the journal gets the advice once, and again for a new list."""
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")
+    with caplog.at_level("WARNING", logger="edge.asr.whisper.recognizer"):
+        for _ in range(3):
+            tiny.options(vocabulary=Vocabulary(every), beam_size=1)
+        tiny.options(vocabulary=Vocabulary(every[1:]))
+    advice = [record.getMessage() for record in caplog.records if record.getMessage().startswith("vocabulary: the")]
+    assert [text.split(" take ")[0] for text in advice] == ["vocabulary: the 39 terms", "vocabulary: the 38 terms"]
 
 
 def test_the_prompt_goes_to_every_window_of_long_audio(tiny, monkeypatch) -> None:

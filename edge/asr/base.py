@@ -168,3 +168,8 @@ class Family(Protocol):
     def open(self, backend: str, cfg: Config) -> Recognizer:
         """A recognizer on `backend` (tensorrt, cuda, rknn, cpu), proven to run there; raises otherwise."""
         ...
+
+    def vocabulary_advice(self, model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
+        """What a technician should know of how this model will use `vocabulary` in `language` (None: nothing),
+        without loading its graphs: check-config says it as a warning, and the recognizer logs it."""
+        ...

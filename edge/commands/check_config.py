@@ -30,13 +30,17 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return exc.report(path)
     try:
-        read_family(config.model.path)
+        family = read_family(config.model.path)
     except ModelError as exc:
         return ConfigError([f"{path}: model.path: {exc}"]).report(path)
     damaged = manifest.verify(config.model.path)
     if damaged:
         return ConfigError([f"{path}: model.path: {problem}" for problem in damaged]).report(path)
-    for warning in (config.empty_warning(), config.vocabulary.empty_file_warning(), *config.mqtt.warnings()):
+    try:
+        advice = family.vocabulary_advice(config.model.path, config.vocabulary.vocabulary(), config.model.language)
+    except ModelError as exc:  # its tokenizer's files unreadable
+        return ConfigError([f"{path}: model.path: {exc}"]).report(path)
+    for warning in (config.empty_warning(), config.vocabulary.empty_file_warning(), advice, *config.mqtt.warnings()):
         if warning:
             print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{config.source_path}: OK (model {config.model.path}, backend {config.inference.backend})")

@@ -299,17 +299,20 @@ def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY
     scripts/vocab (tiny.en, beam 5, bonus 2) the tree alone recalled 40 % of the terms; with
     10-term lists as the glossary 85 %, with the whole 39-term list 71 % (docs/benchmarks.md).
     """
-    if not vocabulary:
-        return ()
+    chosen = glossary_terms(vocabulary, tokenizer, limit, whole)
+    return _glossary_tokens(chosen, tokenizer) if chosen else ()
+
+
+def glossary_terms(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY_TOKENS,
+                   whole: bool = False) -> tuple[str, ...]:
+    """The terms `glossary` puts in the prompt, heaviest first."""
     ranked = sorted(vocabulary.terms, key=lambda term: -term.weight)
     chosen: list[str] = []
     for term in ranked:
         if len(_glossary_tokens([*chosen, term.text], tokenizer)) > limit:
-            if whole:
-                return ()
-            break
+            return () if whole else tuple(chosen)
         chosen.append(term.text)
-    return _glossary_tokens(chosen, tokenizer) if chosen else ()
+    return tuple(chosen)
 
 
 def _glossary_tokens(terms: Sequence[str], tokenizer: Tokenizer) -> tuple[int, ...]:

@@ -10,11 +10,12 @@ from pathlib import Path
 from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
-from edge.asr.whisper.recognizer import Recognizer
+from edge.asr.whisper.recognizer import Recognizer, glossary_advice
 from edge.asr.whisper.rknn import RknnWhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.errors import BackendError
 from edge.manifest import read, tuning, verify
+from edge.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the schema is not loaded for offline transcription
     from edge.config import Config
@@ -29,6 +30,12 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
     """A recognizer whose graphs run on `backend`, proven to (see `open_backend`)."""
     model_dir = Path(cfg.model.path)
     return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(model_dir), use_context=tuning(model_dir).context)
+
+
+
+def vocabulary_advice(model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
+    """`glossary_advice` for check-config, which reads only the model's tokenizer, not its graphs."""
+    return glossary_advice(vocabulary, Tokenizer.from_dir(Path(model_dir)), language)
 
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,9 @@ windows that end in a pause and are padded the same way.
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -20,7 +22,7 @@ import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
 from edge.asr.text import SCRIPTS, as_written, tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, recital
+from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_terms, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     LOGPROB_THRESHOLD,
@@ -83,6 +85,8 @@ STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 # 50-term list may cost at most 1.25x (issue 11), so auto gives a long list the prefix tree alone.
 AUTO_GLOSSARY_TOKENS = 64
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class WhisperOptions:
@@ -136,6 +140,47 @@ def check_model_dir(model_dir: Path) -> None:
         raise ModelError(f"{model_dir / 'manifest.json'} is not a valid model manifest ({exc})") from None
 
 
+def prompted(vocabulary: Vocabulary, language: str, languages: tuple[str, ...]) -> bool:
+    """vocabulary.prompt: always, never, or (auto) where the speech is known to be English.
+
+        As a second decoder stream (decoding.py), 10-term lists recalled 85 % of scripts/vocab's
+        English terms instead of 40 % with the tree alone, and unrelated 10-term lists changed
+        no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
+        16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
+        takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
+        instead of 79 %, zh eval set +0.1 CER) but at 1.8x the decode time, which takes its
+        streaming finals past the latency target on 2 cores (p50/p95 476/805 ms with a 19-term
+        list, 425/471 without the prompt): there `true` is the operator's choice.
+        """
+    if vocabulary.glossary == "auto":
+        return language == "en" or languages == ("en",)
+    return bool(vocabulary.glossary)
+
+
+def glossary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str) -> str | None:
+    """What a technician should know of how much of the list the glossed pass gets (None: all of it, or none
+    was asked for): `auto` leaves a list over AUTO_GLOSSARY_TOKENS to the prefix tree alone, and `true` keeps
+    the heaviest terms within GLOSSARY_TOKENS, silently otherwise. On scripts/vocab (tiny.en) that is the
+    difference between 40 % of the names with the tree alone and 85 % with a 10-name list as the glossary."""
+    if not vocabulary or not prompted(vocabulary, language, tokenizer.languages):
+        return None
+    count, tokens = len(vocabulary.terms), len(glossary(vocabulary, tokenizer, limit=sys.maxsize))
+    if vocabulary.glossary == "auto" and tokens > AUTO_GLOSSARY_TOKENS:
+        return (f"vocabulary: the {count} terms take {tokens} of the model's tokens as a prompt, more than the "
+                f"{AUTO_GLOSSARY_TOKENS} (about 10 names) that vocabulary.prompt: auto hands the model, so only the "
+                "prefix tree favours them: on our English test set that got 40 % of the names right, against 85 % "
+                "with a list of the 10 names of one meeting. Keep the list to the names this room needs now (an app "
+                "can send each meeting's list over the socket), or set vocabulary.prompt: true (transcribe: "
+                "--vocabulary-prompt true; the whole 39-name list: 71 %, each final about 1.65x the decode time)")
+    named = len(glossary_terms(vocabulary, tokenizer, GLOSSARY_TOKENS))
+    if vocabulary.glossary is True and named < count:
+        return (f"vocabulary: the {count} terms take {tokens} of the model's tokens as a prompt; vocabulary.prompt: "
+                f"true hands the model at most {GLOSSARY_TOKENS}, so {named} of them (the heaviest first) are in the "
+                f"prompt and the other {count - named} only get the prefix tree's bonus: raise the weight of a term "
+                "that must be in it, or shorten the list")
+    return None
+
+
 class Recognizer:
     """Audio in, text out; knows nothing of the hardware behind `backend`."""
 
@@ -162,6 +207,7 @@ class Recognizer:
         self.short_rest_frames = self.tail_recheck_frames  # `_unsure_rest`
         self._biases: dict[Vocabulary, _Biasing] = {}
         self._biases_lock = threading.Lock()
+        self._advised: tuple[Vocabulary, str] | None = None  # `_advise`'s list and language
 
     @classmethod
     def from_dir(cls, model_dir: Path | str, threads: int = 0) -> "Recognizer":
@@ -197,6 +243,7 @@ class Recognizer:
         if script not in SCRIPTS:
             raise ValueError(f"script {script!r} is not one of: {', '.join(SCRIPTS)}")
         biasing = self._biasing(vocabulary)
+        self._advise(vocabulary, language)
         glossary = biasing.glossary if self._prompted(vocabulary, language) else ()
         return WhisperOptions(
             beam_size=beam_size,
@@ -210,20 +257,18 @@ class Recognizer:
         )
 
     def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
-        """vocabulary.prompt: always, never, or (auto) where the speech is known to be English.
+        """`prompted`, for this model."""
+        return prompted(vocabulary, language, self.languages)
 
-        As a second decoder stream (decoding.py), 10-term lists recalled 85 % of scripts/vocab's
-        English terms instead of 40 % with the tree alone, and unrelated 10-term lists changed
-        no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
-        16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
-        takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
-        instead of 79 %, zh eval set +0.1 CER) but at 1.8x the decode time, which takes its
-        streaming finals past the latency target on 2 cores (p50/p95 476/805 ms with a 19-term
-        list, 425/471 without the prompt): there `true` is the operator's choice.
-        """
-        if vocabulary.glossary == "auto":
-            return language == "en" or self.languages == ("en",)
-        return bool(vocabulary.glossary)
+    def _advise(self, vocabulary: Vocabulary, language: str) -> None:
+        """Log `glossary_advice` once per list and language: options are made for partials and finals alike."""
+        with self._biases_lock:
+            if self._advised == (vocabulary, language):
+                return
+            self._advised = (vocabulary, language)
+        advice = glossary_advice(vocabulary, self.tokenizer, language)
+        if advice:
+            log.warning("%s", advice)
 
     def _biasing(self, vocabulary: Vocabulary) -> "_Biasing":
         """The glossary prompt, the prefix tree and the recital check, made once per list:
