@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -22,7 +21,7 @@ import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
 from edge.asr.text import SCRIPTS, as_written, tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_terms, recital
+from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, recital
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     LOGPROB_THRESHOLD,
@@ -164,7 +163,7 @@ def glossary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str)
     difference between 40 % of the names with the tree alone and 85 % with a 10-name list as the glossary."""
     if not vocabulary or not prompted(vocabulary, language, tokenizer.languages):
         return None
-    count, tokens = len(vocabulary.terms), len(glossary(vocabulary, tokenizer, limit=sys.maxsize))
+    count, tokens = len(vocabulary.terms), glossary_size(vocabulary, tokenizer)
     if vocabulary.glossary == "auto" and tokens > AUTO_GLOSSARY_TOKENS:
         return (f"vocabulary: the {count} terms take {tokens} of the model's tokens as a prompt, more than the "
                 f"{AUTO_GLOSSARY_TOKENS} (about 10 names) that vocabulary.prompt: auto hands the model, so only the "
