@@ -145,6 +145,7 @@ class Daemon:
                           if cfg.debug.record_audio_dir else None)
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
+        self._log_advice()
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,
                                     requests={"vocabulary": self.on_vocabulary_request})
         self._source_state: tuple[str, int] | None = None
@@ -351,6 +352,7 @@ class Daemon:
                                             self._cfg.model.chinese_script)
         self._session.update_settings(EndpointSettings.from_config(new.vad, self._tuning), stream)
         set_level(new.log.level)
+        self._log_advice()
         if pending:
             log.warning("reload: %s changed but needs a restart; keeping the old value(s)", ", ".join(pending))
             self._publish_status("reloaded; needs restart for " + ", ".join(pending), needs_restart=pending)
@@ -404,9 +406,11 @@ class Daemon:
                     self._vocabulary_news.put(f"vocabulary replaced by an app ({len(terms)} terms)")
         except VocabularyError as exc:
             raise ProtocolError(f"vocabulary: {exc}; the active list is unchanged", "bad_vocabulary") from None
-        active = self._session.settings.vocabulary
+        settings = self._session.settings
+        active = settings.vocabulary
         return VocabularyState(audio_time_s=self._session.position_s, source=active.source,
-                               count=len(active.terms), terms=[term.text for term in active.terms])
+                               count=len(active.terms), terms=[term.text for term in active.terms],
+                               advice=self._advice(settings) or "")
 
     def _tell_vocabulary(self) -> None:
         """The list's latest change, as one log line and one status event per check (SOURCE_CHECK_S):
@@ -416,7 +420,19 @@ class Daemon:
             return
         message, changes = news
         log.info("%s%s", message, f" (the last of {changes} changes)" if changes > 1 else "")
+        self._log_advice()
         self._publish_status(message)
+
+    def _advice(self, settings: StreamSettings) -> str | None:
+        """The recognizer's advice on the list of `settings` (one too long for the prompt gets only the tree)."""
+        return self._recognizer.vocabulary_advice(settings.vocabulary, settings.language)
+
+    def _log_advice(self) -> None:
+        """The advice in the journal where a list is taken up: at start, on a reload, and (at most once per
+        check, as its news) for an app's list."""
+        advice = self._advice(self._session.settings)
+        if advice:
+            log.warning("%s", advice)
 
     def on_backend_status(self, message: str) -> None:
         """Backend selection / fallback news: a log line and a `status` event."""

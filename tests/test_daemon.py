@@ -421,6 +421,7 @@ class _HangingAccelerator:
         self._hang_s = hang_s
         self.languages = cpu.languages
         self.options = cpu.options
+        self.vocabulary_advice = cpu.vocabulary_advice
 
     def transcribe(self, audio, **request):
         time.sleep(self._hang_s)
@@ -436,6 +437,7 @@ class _AlwaysFailing:
     def __init__(self, cpu) -> None:
         self.languages = cpu.languages
         self.options = cpu.options
+        self.vocabulary_advice = cpu.vocabulary_advice
 
     def transcribe(self, audio, **request):
         raise RuntimeError("onnxruntime: bad state")

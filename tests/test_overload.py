@@ -39,6 +39,9 @@ class _Slow:
     def options(self, *, beam_size: int = 5, **_: object) -> int:  # language, prompt, ...: whatever the family takes
         return beam_size
 
+    def vocabulary_advice(self, vocabulary: object, language: str) -> None:
+        return None
+
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context=(), options=None, interrupt=None) -> Transcript:
         seconds = audio.size / SAMPLE_RATE
         time.sleep(seconds * (self.quick_factor if partial else self.factor) / self.speed)

@@ -465,17 +465,6 @@ def test_auto_prompts_only_speech_known_to_be_english() -> None:
     assert prompted(Vocabulary((Term("张伟"),), glossary=True), "zh", ("en", "zh"))
 
 
-def test_the_advice_is_logged_once_per_list(tiny, caplog) -> None:
-    """Partials and finals each ask for options: the journal gets the advice once, and again for a new list."""
-    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")
-    with caplog.at_level("WARNING", logger="edge.asr.whisper.recognizer"):
-        for _ in range(3):
-            tiny.options(vocabulary=Vocabulary(every), beam_size=1)
-        tiny.options(vocabulary=Vocabulary(every[1:]))
-    advice = [record.getMessage() for record in caplog.records if record.getMessage().startswith("vocabulary: the")]
-    assert [text.split(" take ")[0] for text in advice] == ["vocabulary: the 39 terms", "vocabulary: the 38 terms"]
-
-
 def test_the_prompt_goes_to_every_window_of_long_audio(tiny, monkeypatch) -> None:
     """A 40 s file is decoded in windows (the seek loop): each one gets the list as its prompt, as a short file does."""
     from edge.asr.whisper.decoding import DecodeResult
@@ -508,6 +497,11 @@ def test_transcribe_takes_a_vocabulary_file_and_names_a_bad_line(tmp_path, eval_
     prompted = subprocess.run([*command, str(good), "--vocabulary-prompt", "true"], cwd=REPO, capture_output=True,
                               text=True, timeout=120)
     assert prompted.returncode == 0 and prompted.stdout.strip().endswith("vest."), prompted.stderr
+    assert ok.stderr == "" and prompted.stderr == ""
+    whole = subprocess.run([*command, str(REPO / "scripts" / "vocab" / "terms_en.txt")], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+    assert whole.returncode == 0 and whole.stdout.strip().endswith("on the best."), whole.stderr  # "vest" not in it
+    assert whole.stderr.startswith("edge-asr transcribe: warning: vocabulary: the 39 terms take 172")
 
 
 def send(subscriber: Subscriber, request: dict) -> None:
@@ -532,6 +526,12 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         app.request_status()
         status = app.wait_for(lambda e: e["type"] == "status" and "vocabulary" in e, 10)
         assert status["vocabulary"]["source"] == "request" and status["vocabulary"]["terms"] == 2
+        assert "advice" not in replaced  # two names: the prompt takes them whole
+        every = [term.text for term in read_file(REPO / "scripts" / "vocab" / "terms_en.txt")]
+        send(app, {"type": "vocabulary", "terms": every})
+        long_list = app.wait_for(lambda e: e["type"] == "vocabulary" and e["count"] == 39, 10)
+        assert long_list["advice"].startswith("vocabulary: the 39 terms take 172 of the model's tokens as a prompt")
+        other.wait_for(lambda e: "replaced by an app (39 terms)" in e.get("message", ""), 10)  # the journal has it
 
         seen = len(app.events)
         send(app, {"type": "vocabulary", "terms": ["ok", "x" * 60]})
@@ -569,6 +569,7 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         daemon.send_signal(signal.SIGTERM)
         code, err = finish(daemon, 30)
     assert code == 0 and "Traceback" not in err, err
+    assert err.count("vocabulary: the 39 terms take 172") == 1, err  # the app's long list, not the short ones
 
 
 def test_a_term_the_vocabulary_vouches_for_does_not_trigger_a_sampled_retry() -> None:

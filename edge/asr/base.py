@@ -122,6 +122,12 @@ class Recognizer(Protocol):
         """
         ...
 
+    def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
+        """What a technician or an app should know of how `vocabulary` is used in `language` (None: nothing):
+        e.g. that a list too long for Whisper's prompt gets only the prefix tree (said in the journal and in
+        the reply to an app's list)."""
+        ...
+
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
                    options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
         """Up to 30 s of audio (longer is the family's long-form mode).
@@ -170,6 +176,5 @@ class Family(Protocol):
         ...
 
     def vocabulary_advice(self, model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
-        """What a technician should know of how this model will use `vocabulary` in `language` (None: nothing),
-        without loading its graphs: check-config says it as a warning, and the recognizer logs it."""
+        """The recognizer's `vocabulary_advice`, without loading the graphs (check-config's warning)."""
         ...

@@ -115,6 +115,9 @@ class FallbackRecognizer:
         return self.primary.options(beam_size=beam_size, language=language, prompt=prompt, vocabulary=vocabulary,
                                     script=script)
 
+    def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
+        return self.primary.vocabulary_advice(vocabulary, language)
+
     def transcribe(self, audio: np.ndarray, *, partial: bool = False, context: Sequence[int] = (),
                    options: object | None = None, interrupt: Interrupt | None = None) -> Transcript:
         request = {"partial": partial, "context": context, "options": options, "interrupt": interrupt}

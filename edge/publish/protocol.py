@@ -293,6 +293,7 @@ class VocabularyState(Event):
     source: str = field(metadata=_NAME)
     count: int
     terms: list[str] = field(metadata={"check": _texts})
+    advice: str = _optional("")  # what the app should know of how the list is used (sent when there is some)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,6 @@ windows that end in a pause and are padded the same way.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -84,7 +83,6 @@ STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 # 50-term list may cost at most 1.25x (issue 11), so auto gives a long list the prefix tree alone.
 AUTO_GLOSSARY_TOKENS = 64
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,6 @@ class Recognizer:
         self.short_rest_frames = self.tail_recheck_frames  # `_unsure_rest`
         self._biases: dict[Vocabulary, _Biasing] = {}
         self._biases_lock = threading.Lock()
-        self._advised: tuple[Vocabulary, str] | None = None  # `_advise`'s list and language
 
     @classmethod
     def from_dir(cls, model_dir: Path | str, threads: int = 0) -> "Recognizer":
@@ -242,7 +239,6 @@ class Recognizer:
         if script not in SCRIPTS:
             raise ValueError(f"script {script!r} is not one of: {', '.join(SCRIPTS)}")
         biasing = self._biasing(vocabulary)
-        self._advise(vocabulary, language)
         glossary = biasing.glossary if self._prompted(vocabulary, language) else ()
         return WhisperOptions(
             beam_size=beam_size,
@@ -259,15 +255,8 @@ class Recognizer:
         """`prompted`, for this model."""
         return prompted(vocabulary, language, self.languages)
 
-    def _advise(self, vocabulary: Vocabulary, language: str) -> None:
-        """Log `glossary_advice` once per list and language: options are made for partials and finals alike."""
-        with self._biases_lock:
-            if self._advised == (vocabulary, language):
-                return
-            self._advised = (vocabulary, language)
-        advice = glossary_advice(vocabulary, self.tokenizer, language)
-        if advice:
-            log.warning("%s", advice)
+    def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
+        return glossary_advice(vocabulary, self.tokenizer, language)
 
     def _biasing(self, vocabulary: Vocabulary) -> "_Biasing":
         """The glossary prompt, the prefix tree and the recital check, made once per list:
