@@ -145,6 +145,7 @@ class Daemon:
                           if cfg.debug.record_audio_dir else None)
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
+        self._advice_held: tuple[tuple[Vocabulary, str], str | None] | None = None  # `_advice`'s
         self._log_advice()
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,
                                     requests={"vocabulary": self.on_vocabulary_request})
@@ -380,11 +381,17 @@ class Daemon:
             "language": self._session.settings.language,  # what the recognizer is given: a reload is seen
             "chinese_script": self._session.settings.script,
             "reload_requests_answered": self._reload_answers,
-            "vocabulary": self._session.settings.vocabulary.summary(),
+            "vocabulary": self._vocabulary_summary(),
             "dropped_audio_s": float(source.dropped_s),
             "source": source.as_dict(),
             **self._session.stats(),
         }
+
+    def _vocabulary_summary(self) -> dict[str, Any]:
+        """The list's size, source and settings, and the advice on it when there is some."""
+        settings = self._session.settings
+        advice = self._advice(settings)
+        return {**settings.vocabulary.summary(), **({"advice": advice} if advice else {})}
 
     def on_vocabulary_request(self, request: Mapping[str, Any]) -> VocabularyState:
         """An app's `vocabulary` request (publisher thread): replace the list, go back to the
@@ -424,8 +431,14 @@ class Daemon:
         self._publish_status(message)
 
     def _advice(self, settings: StreamSettings) -> str | None:
-        """The recognizer's advice on the list of `settings` (one too long for the prompt gets only the tree)."""
-        return self._recognizer.vocabulary_advice(settings.vocabulary, settings.language)
+        """The recognizer's advice on the list of `settings` (one too long for the prompt gets only the tree),
+        kept for the list in use: every status request shows it, and 500 terms take a few ms to tokenize."""
+        key = (settings.vocabulary, settings.language)
+        held = self._advice_held
+        if held is None or held[0] != key:
+            held = (key, self._recognizer.vocabulary_advice(settings.vocabulary, settings.language))
+            self._advice_held = held  # one tuple, replaced whole: the publisher thread reads it too
+        return held[1]
 
     def _log_advice(self) -> None:
         """The advice in the journal where a list is taken up: at start, on a reload, and (at most once per

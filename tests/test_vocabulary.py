@@ -531,7 +531,8 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         send(app, {"type": "vocabulary", "terms": every})
         long_list = app.wait_for(lambda e: e["type"] == "vocabulary" and e["count"] == 39, 10)
         assert long_list["advice"].startswith("vocabulary: the 39 terms take 172 of the model's tokens as a prompt")
-        other.wait_for(lambda e: "replaced by an app (39 terms)" in e.get("message", ""), 10)  # the journal has it
+        told = other.wait_for(lambda e: "replaced by an app (39 terms)" in e.get("message", ""), 10)  # the journal has it
+        assert told["vocabulary"]["advice"] == long_list["advice"] and "advice" not in status["vocabulary"]
 
         seen = len(app.events)
         send(app, {"type": "vocabulary", "terms": ["ok", "x" * 60]})
