@@ -32,7 +32,6 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
     return Recognizer(open_backend(backend, cfg), Tokenizer.from_dir(model_dir), use_context=tuning(model_dir).context)
 
 
-
 def vocabulary_advice(model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
     """`glossary_advice` for check-config, which reads only the model's tokenizer, not its graphs."""
     return glossary_advice(vocabulary, Tokenizer.from_dir(Path(model_dir)), language)

@@ -84,7 +84,6 @@ STFT_REACH_FRAMES = -(-(N_FFT // 2) // HOP_LENGTH)
 AUTO_GLOSSARY_TOKENS = 64
 
 
-
 @dataclass(frozen=True)
 class WhisperOptions:
     """Whisper's own options.
@@ -162,7 +161,9 @@ def glossary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str)
     if not vocabulary or not prompted(vocabulary, language, tokenizer.languages):
         return None
     count, tokens = len(vocabulary.terms), glossary_size(vocabulary, tokenizer)
-    if vocabulary.glossary == "auto" and tokens > AUTO_GLOSSARY_TOKENS:
+    if vocabulary.glossary == "auto":  # decided as `_biasing` decides it
+        if glossary_terms(vocabulary, tokenizer, AUTO_GLOSSARY_TOKENS, whole=True):
+            return None
         return (f"vocabulary: the {count} terms take {tokens} of the model's tokens as a prompt, more than the "
                 f"{AUTO_GLOSSARY_TOKENS} (about 10 names) that vocabulary.prompt: auto hands the model, so only the "
                 "prefix tree favours them: on our English test set that got 40 % of the names right, against 85 % "
@@ -170,7 +171,7 @@ def glossary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str)
                 "can send each meeting's list over the socket), or set vocabulary.prompt: true (transcribe: "
                 "--vocabulary-prompt true; the whole 39-name list: 71 %, each final about 1.65x the decode time)")
     named = len(glossary_terms(vocabulary, tokenizer, GLOSSARY_TOKENS))
-    if vocabulary.glossary is True and named < count:
+    if named < count:
         return (f"vocabulary: the {count} terms take {tokens} of the model's tokens as a prompt; vocabulary.prompt: "
                 f"true hands the model at most {GLOSSARY_TOKENS}, so {named} of them (the heaviest first) are in the "
                 f"prompt and the other {count - named} only get the prefix tree's bonus: raise the weight of a term "
