@@ -145,7 +145,7 @@ class Daemon:
                           if cfg.debug.record_audio_dir else None)
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
-        self._advice_held: tuple[tuple[Vocabulary, str], str | None] | None = None  # `_advice`'s
+        self._advice_held: tuple[tuple[Vocabulary, str], str | None] | None = None  # `_advice`'s memo
         self._log_advice()
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,
                                     requests={"vocabulary": self.on_vocabulary_request})

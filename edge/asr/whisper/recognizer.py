@@ -139,15 +139,15 @@ def check_model_dir(model_dir: Path) -> None:
 def prompted(vocabulary: Vocabulary, language: str, languages: tuple[str, ...]) -> bool:
     """vocabulary.prompt: always, never, or (auto) where the speech is known to be English.
 
-        As a second decoder stream (decoding.py), 10-term lists recalled 85 % of scripts/vocab's
-        English terms instead of 40 % with the tree alone, and unrelated 10-term lists changed
-        no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
-        16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
-        takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
-        instead of 79 %, zh eval set +0.1 CER) but at 1.8x the decode time, which takes its
-        streaming finals past the latency target on 2 cores (p50/p95 476/805 ms with a 19-term
-        list, 425/471 without the prompt): there `true` is the operator's choice.
-        """
+    As a second decoder stream (decoding.py), 10-term lists recalled 85 % of scripts/vocab's
+    English terms instead of 40 % with the tree alone, and unrelated 10-term lists changed
+    no word of any eval set; long files with their own terms: 83 % instead of 38 %, WER
+    16.9 -> 8.4 (docs/benchmarks.md, "the glossary as a second stream"). Each final then
+    takes ~1.5x the decode time. whisper-base on Mandarin gains too (10-term lists: 89 %
+    instead of 79 %, zh eval set +0.1 CER) but at 1.8x the decode time, which takes its
+    streaming finals past the latency target on 2 cores (p50/p95 476/805 ms with a 19-term
+    list, 425/471 without the prompt): there `true` is the operator's choice.
+    """
     if vocabulary.glossary == "auto":
         return language == "en" or languages == ("en",)
     return bool(vocabulary.glossary)
