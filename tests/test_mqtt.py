@@ -59,7 +59,8 @@ FLEET_DOC = REPO / "docs" / "fleet.md"
 CONSUMER = REPO / "scripts" / "fleet_consumer.py"
 RECONNECT_S = 40  # a bridge that retried for a while waits up to 30 s (its backoff cap) for its next try
 DAEMON_STATUS = {"audio_time_s": 1.0, "state": "running", "uptime_s": 5.0, "backend": "cpu", "model": "whisper-tiny.en-int8",
-                 "language": "en", "chinese_script": "taiwan", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0}
+                 "language": "en", "chinese_script": "taiwan", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0,
+                 "vocabulary": {"terms": 39, "source": "config", "bonus": 2.0, "prompt": "auto", "advice": "vocabulary: the 39 terms"}}
 
 
 class Broker:
@@ -264,7 +265,7 @@ def test_finals_partials_status_and_the_last_will(tmp_path: Path, broker: Broker
     status = subscriber.bodies("status")[-1]
     assert status["daemon"] == "running" and status["backend"] == "cpu" and status["degraded"] is False
     assert status["model"] == "whisper-tiny.en-int8" and status["language"] == "en" and status["utterances"] == 3
-    assert status["chinese_script"] == "taiwan"
+    assert status["chinese_script"] == "taiwan" and status["vocabulary"] == DAEMON_STATUS["vocabulary"]  # the fleet sees advice
     assert status["bridge"]["spooled"] == 0 and status["bridge"]["spool_dropped"] == 0
 
     bridge.stop(signal.SIGKILL)

@@ -17,7 +17,8 @@ from typing import Any
 
 # What the fleet sees of the daemon's status; `degraded` is false when the daemon does not say.
 DAEMON_FIELDS = ("state", "backend", "backend_requested", "degraded", "degraded_reason", "model", "language",
-                 "chinese_script", "uptime_s", "utterances", "dropped_audio_s", "pending_finals", "lag_s", "overload", "finals_dropped")
+                 "chinese_script", "uptime_s", "utterances", "dropped_audio_s", "pending_finals", "lag_s", "overload", "finals_dropped",
+                 "vocabulary")
 ONLINE, OFFLINE = b"true", b"false"
 
 
