@@ -145,7 +145,6 @@ class Daemon:
                           if cfg.debug.record_audio_dir else None)
         self._tuning = tuning(cfg.model.path)
         self._session = self._make_session(cfg)
-        self._advice_held: tuple[tuple[Vocabulary, str], str | None] | None = None  # `_advice`'s memo
         self._log_advice()
         self._publisher = Publisher(cfg.publish, hello=self._hello, status_provider=self.status, socket_path=socket_path,
                                     requests={"vocabulary": self.on_vocabulary_request})
@@ -431,14 +430,9 @@ class Daemon:
         self._publish_status(message)
 
     def _advice(self, settings: StreamSettings) -> str | None:
-        """The recognizer's advice on the list of `settings` (one too long for the prompt gets only the tree),
-        kept for the list in use: every status request shows it, and 500 terms take a few ms to tokenize."""
-        key = (settings.vocabulary, settings.language)
-        held = self._advice_held
-        if held is None or held[0] != key:
-            held = (key, self._recognizer.vocabulary_advice(settings.vocabulary, settings.language))
-            self._advice_held = held  # one tuple, replaced whole: the publisher thread reads it too
-        return held[1]
+        """The recognizer's advice on the list of `settings` (one too long for the prompt gets only the tree);
+        asked afresh each time: 0.6 ms for the 39-term list, 3.9 ms for 500 terms (tiny.en's tokenizer)."""
+        return self._recognizer.vocabulary_advice(settings.vocabulary, settings.language)
 
     def _log_advice(self) -> None:
         """The advice in the journal where a list is taken up: at start, on a reload, and (at most once per

@@ -192,6 +192,9 @@ class _WholeAudioOnly:
     def options(self, **_: object) -> None:
         return None
 
+    def vocabulary_advice(self, vocabulary: object, language: str) -> None:
+        return None
+
     def transcribe(self, audio: np.ndarray, **_: object) -> Transcript:
         self.heard.append(len(audio))
         return Transcript("heard", (), 0.0, 0.0, 0.0, ())

@@ -462,14 +462,14 @@ def test_the_advice_says_what_the_decoder_does_at_the_edge_of_the_prompt(tiny) -
     a term's trailing "?" tokenizes otherwise before "," than before "." (a list measured in its own order
     was called too long while the decoder took it whole)."""
     every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")
-    sizes = set()
+    outcomes = set()
     for size in range(1, 20):
         for extra in ((), (Term("Yahoo?", 2.0),), (Term("Ola"), Term("Yahoo?", 2.0))):
             names = Vocabulary((*every[:size], *extra))
             dropped = tiny.options(vocabulary=names, language="en").glossary == ()
             assert (glossary_advice(names, tiny.tokenizer, "en") is not None) == dropped, names
-            sizes.add(dropped)
-    assert sizes == {True, False}  # both sides of the 64-token edge were crossed
+            outcomes.add(dropped)
+    assert outcomes == {True, False}  # both sides of the 64-token edge were crossed
 
 
 def test_auto_prompts_only_speech_known_to_be_english() -> None:

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, LanguageError, VocabularyError) as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR
-    advice = recognizer.vocabulary_advice(vocabulary, language) if vocabulary else None
+    advice = recognizer.vocabulary_advice(vocabulary, language)
     if advice:
         print(f"edge-asr transcribe: warning: {advice}", file=sys.stderr)
     failed = 0

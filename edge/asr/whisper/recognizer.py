@@ -240,7 +240,7 @@ class Recognizer:
         if script not in SCRIPTS:
             raise ValueError(f"script {script!r} is not one of: {', '.join(SCRIPTS)}")
         biasing = self._biasing(vocabulary)
-        glossary = biasing.glossary if self._prompted(vocabulary, language) else ()
+        glossary = biasing.glossary if prompted(vocabulary, language, self.languages) else ()
         return WhisperOptions(
             beam_size=beam_size,
             language=None if language == "auto" else language,
@@ -251,10 +251,6 @@ class Recognizer:
             script=script,
             written=as_written((term.text for term in vocabulary.terms), script),
         )
-
-    def _prompted(self, vocabulary: Vocabulary, language: str) -> bool:
-        """`prompted`, for this model."""
-        return prompted(vocabulary, language, self.languages)
 
     def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
         return glossary_advice(vocabulary, self.tokenizer, language)
