@@ -27,6 +27,7 @@ COMMANDS = (
     "backends",
     "check-config",
     "mqtt",
+    "learn-sounds-like",
 )
 
 

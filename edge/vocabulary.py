@@ -37,6 +37,8 @@ UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00
 MIN_WEIGHT, MAX_WEIGHT = 0.1, 5.0
 DEFAULT_BONUS = 2.0  # log-probability per matched token at weight 1: tuned on scripts/vocab (docs/benchmarks.md)
 MAX_BONUS = 10.0
+MAX_SOUNDS_LIKE = 8  # spellings the box wrote for one name (two recordings gave two on scripts/vocab)
+FORMS_SEPARATOR = "|"  # between a file line's sounds-like forms: "Krzysztof<TAB>1<TAB>Kristoff|Christoph"
 MAX_FILE_BYTES = 64 * 1024  # 500 terms of 48 characters with weights and comments fit several times
 Source = Literal["none", "config", "transcribe", "request"]  # where a Vocabulary's terms came from (status)
 COMMENT = re.compile(r"(^|\s)#.*")  # a file's comment: "#" first on the line or after white space
@@ -54,10 +56,15 @@ class VocabularyError(ValueError):
 
 @dataclass(frozen=True)
 class Term:
-    """A word or phrase, and how strongly to favour it (1.0 = the list's bonus as is)."""
+    """A word or phrase, and how strongly to favour it (1.0 = the list's bonus as is).
+
+    `sounds_like`: what the model writes when it hears the term ("Kristoff" for Krzysztof), learned
+    by transcribing a recording of it; favoured as the term is, and shown as `text`.
+    """
 
     text: str
     weight: float = 1.0
+    sounds_like: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,26 +91,62 @@ class Vocabulary:
         return {"terms": len(self.terms), "source": self.source, "bonus": self.bonus, "prompt": self.glossary}
 
 
-def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
+@dataclass(frozen=True)
+class Respelling:
+    """Shows a term where the model wrote one of its sounds-like forms: "Kristoff's" -> "Krzysztof's".
+
+    Any case; whole words only where the form starts or ends in a letter of a spaced script ("Ted"
+    is not in "Tedious"); Chinese forms anywhere. Longer forms first: "case then" before "case".
+    """
+
+    pattern: re.Pattern[str]
+    terms: Mapping[str, str]  # a form, lower-cased -> its term
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub(lambda match: self.terms.get(match.group(0).lower(), match.group(0)), text)
+
+
+def respelling(vocabulary: Vocabulary) -> Respelling | None:
+    """The rewrite of `vocabulary`'s sounds-like forms (None: it has none)."""
+    terms = {form.lower(): term.text for term in vocabulary.terms for form in term.sounds_like}
+    if not terms:
+        return None
+    forms = sorted(terms, key=len, reverse=True)
+    return Respelling(re.compile("|".join(map(_bounded, forms)), re.IGNORECASE), terms)
+
+
+def _bounded(form: str) -> str:
+    """`form` as a regex that takes no part of a longer word (a Chinese edge may touch anything)."""
+    spaced = [ch.isalnum() and not UNSPACED.match(ch) for ch in (form[0], form[-1])]
+    return ("(?<!\\w)" if spaced[0] else "") + re.escape(form) + ("(?!\\w)" if spaced[1] else "")
+
+
+def check_term(text: Any, weight: Any = 1.0, where: str = "term", sounds_like: Any = ()) -> Term:
     """A validated term: whitespace folded, Unicode composed and compatibility forms folded (NFKC:
     "Gdańsk" typed either way is one term with one tokenization, and full-width "ＧＰＴ-４", which the
     model never writes, is "GPT-4"); empty, over-long, invisible characters and bad weights refused."""
+    folded = check_text(text, where)
+    return Term(folded, check_weight(weight, f"{where} ({_excerpt(text)})"), check_forms(sounds_like, folded, where))
+
+
+def check_text(text: Any, where: str, what: str = "term") -> str:
+    """A term's or a sounds-like form's text, folded as `check_term` says; `what` names it in messages."""
     if isinstance(text, bool):
-        raise VocabularyError(f"{where}: a term must be text, got true/false (YAML reads a bare yes, no, on, off, "
-                              "true or false that way: put the term in quotes)")
+        raise VocabularyError(f"{where}: a {what} must be text, got true/false (YAML reads a bare yes, no, on, off, "
+                              f"true or false that way: put the {what} in quotes)")
     if not isinstance(text, str):
-        raise VocabularyError(f"{where}: a term must be text, got {_kind(text)}")
+        raise VocabularyError(f"{where}: a {what} must be text, got {_kind(text)}")
     folded = unicodedata.normalize("NFKC", " ".join(text.split()))
     shown = _excerpt(text)
     if not folded:
-        raise VocabularyError(f"{where}: the term is empty")
+        raise VocabularyError(f"{where}: the {what} is empty")
     # Looked for before folding: split() takes a line separator (U+2028) or a form feed for a space,
     # and "Sio\u2028bhan" became the term "Sio bhan".
     hidden = next((ch for ch in text.strip(" \t\r\n")
                    if (unicodedata.category(ch) in INVISIBLE or ch in BLANK_MARKS) and ch != "\t"), None)
     if hidden is not None:
         raise VocabularyError(f"{where}: {shown} contains the invisible or invalid character "
-                              f"{codepoint(hidden)} (often pasted from a web page or document); retype the term")
+                              f"{codepoint(hidden)} (often pasted from a web page or document); retype the {what}")
     if len(folded) > MAX_TERM_CHARS:
         raise VocabularyError(f"{where}: {shown} is longer than {MAX_TERM_CHARS} characters")
     if len(folded.split()) > MAX_TERM_WORDS:
@@ -113,7 +156,27 @@ def check_term(text: Any, weight: Any = 1.0, where: str = "term") -> Term:
                               "list names and terms, not sentences")
     if not any(ch.isalnum() for ch in folded):
         raise VocabularyError(f"{where}: {shown} has no letter or digit")
-    return Term(folded, check_weight(weight, f"{where} ({shown})"))
+    return folded
+
+
+def check_forms(forms: Any, term: str, where: str) -> tuple[str, ...]:
+    """A term's sounds-like forms: a list of texts (or one text), at most MAX_SOUNDS_LIKE, none the term itself."""
+    if isinstance(forms, str):
+        forms = [forms]
+    if not isinstance(forms, (list, tuple)):
+        raise VocabularyError(f"{where}: sounds_like must be a list of spellings, got {_kind(forms)}")
+    checked = tuple(dict.fromkeys(check_text(form, f"{where} sounds_like", "sounds-like form") for form in forms))
+    split = next((form for form in checked if FORMS_SEPARATOR in form), None)
+    if split is not None:
+        raise VocabularyError(f"{where}: the sounds-like form {_excerpt(split)} contains {FORMS_SEPARATOR!r}, which "
+                              "separates forms in a file; give each form on its own")
+    if len(checked) > MAX_SOUNDS_LIKE:
+        raise VocabularyError(f"{where}: {_excerpt(term)} has {len(checked)} sounds-like forms, more than "
+                              f"{MAX_SOUNDS_LIKE}; keep the ones the box writes most often")
+    same = next((form for form in checked if form.casefold() == term.casefold()), None)
+    if same is not None:
+        raise VocabularyError(f"{where}: {_excerpt(same)} is the term itself, not a form that sounds like it")
+    return checked
 
 
 def check_weight(weight: Any, where: str) -> float:
@@ -127,20 +190,40 @@ def check_weight(weight: Any, where: str) -> float:
 
 
 def check_terms(items: Iterable[Term], where: str) -> tuple[Term, ...]:
-    """Cap the count; merge repeats, keeping the higher weight. Spellings that differ in case stay apart:
-    merged, "PostgreSQL" and "postgresql\t2" kept only the heavier one's, and the tree never tries
-    " PostgreSQL" from "postgresql" (it adds capitals, never takes them away)."""
+    """Cap the count; merge repeats, keeping the higher weight and every sounds-like form. Spellings that
+    differ in case stay apart: merged, "PostgreSQL" and "postgresql\t2" kept only the heavier one's, and
+    the tree never tries " PostgreSQL" from "postgresql" (it adds capitals, never takes them away)."""
     merged: dict[str, Term] = {}
     for term in items:
-        if term.text not in merged or merged[term.text].weight < term.weight:
-            merged[term.text] = term
+        known = merged.get(term.text)
+        if known is not None:
+            forms = tuple(dict.fromkeys(known.sounds_like + term.sounds_like))
+            term = replace(max(known, term, key=lambda t: t.weight), sounds_like=check_forms(forms, term.text, where))
+        merged[term.text] = term
         if len(merged) > MAX_TERMS:
             raise VocabularyError(_at(where, f"more than {MAX_TERMS} terms; keep the names and terms that matter most"))
+    _check_form_owners(merged.values(), where)
     return tuple(merged.values())
 
 
+def _check_form_owners(terms: Iterable[Term], where: str) -> None:
+    """A sounds-like form shown as one term only, and never another term of the list (it would be rewritten)."""
+    terms = list(terms)
+    texts = {term.text.casefold(): term.text for term in terms}
+    owners: dict[str, str] = {}
+    for term in terms:
+        for form in term.sounds_like:
+            key = form.casefold()
+            if key in texts:
+                raise VocabularyError(_at(where, f"{_excerpt(form)}, a sounds-like form of {_excerpt(term.text)}, "
+                                                 f"is also the term {_excerpt(texts[key])}; a form is shown as its term"))
+            if owners.setdefault(key, term.text) != term.text:
+                raise VocabularyError(_at(where, f"{_excerpt(form)} is a sounds-like form of both "
+                                                 f"{_excerpt(owners[key])} and {_excerpt(term.text)}; give it to one"))
+
+
 def parse_items(items: Any, where: str) -> tuple[Term, ...]:
-    """Terms as YAML or JSON give them: "Siobhan", or {"term": "Siobhan", "weight": 2}.
+    """Terms as YAML or JSON give them: "Siobhan", or {"term": "Siobhan", "weight": 2, "sounds_like": ["Chivon"]}.
 
     `where` prefixes messages ("terms item 3: ..."); "" leaves just "item 3: ...".
     """
@@ -165,18 +248,20 @@ def _item(item: Any, where: str, number: int) -> Term:
 
 def _checked_item(item: Any, where: str) -> Term:
     if isinstance(item, Mapping):
-        unknown = sorted(str(key) for key in item if key not in ("term", "weight"))
+        unknown = sorted(str(key) for key in item if key not in ("term", "weight", "sounds_like"))
         if unknown:
-            raise VocabularyError(f"{where}: unknown field(s) {', '.join(unknown)}; a term is {{term: ..., weight: ...}}")
+            raise VocabularyError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                                  "a term is {term: ..., weight: ..., sounds_like: [...]}")
         if "term" not in item:
             raise VocabularyError(f"{where}: missing `term`")
-        return check_term(item["term"], item.get("weight", 1.0), where)
+        return check_term(item["term"], item.get("weight", 1.0), where, item.get("sounds_like", ()))
     return check_term(item, 1.0, where)
 
 
 def parse_text(text: str, where: str) -> tuple[Term, ...]:
-    """The file format: one term per line, optional TAB and weight; `#` at the start of a line or
-    after white space starts a comment ("C#" stays a term)."""
+    """The file format: one term per line, optional TAB and weight, and optional TAB and sounds-like forms
+    separated by "|" (an empty weight is 1); `#` at the start of a line or after white space starts a
+    comment ("C#" stays a term)."""
     bare_cr = re.search("\r(?!\n)", text)
     if bare_cr:  # split on \n only, a file of old Mac line ends was one line with "invisible" characters in it
         number = text.count("\n", 0, bare_cr.start()) + 1
@@ -188,14 +273,25 @@ def parse_text(text: str, where: str) -> tuple[Term, ...]:
         line = COMMENT.sub("", line)
         if not line.strip():
             continue
-        term, tab, weight = line.partition("\t")
+        term, tab, rest = line.partition("\t")
+        weight, tab_2, forms = rest.partition("\t")
         at = f"{where} line {number}"
         if not tab and SPACED_WEIGHT.search(term):
             raise VocabularyError(f"{at}: {_excerpt(term.strip())} ends in spaces and a number: a weight must follow "
                                   "a TAB (an editor may have turned the TAB into spaces); a number that belongs "
                                   "to the term takes a single space (\"Windows 11\")")
-        terms.append(check_term(term, _weight_text(weight, at) if tab else 1.0, at))
+        sounds_like = [form for form in forms.split(FORMS_SEPARATOR) if form.strip()] if tab_2 else []
+        weighed = tab and (weight.strip() or not tab_2)  # "term<TAB><TAB>forms": no weight, so 1
+        terms.append(check_term(term, _weight_text(weight, at) if weighed else 1.0, at, sounds_like))
     return check_terms(terms, where)
+
+
+def term_line(term: Term) -> str:
+    """`term` as a line of the file format, which `parse_text` reads back as the same term."""
+    weight = "" if term.weight == 1.0 else str(term.weight)
+    if term.sounds_like:
+        return "\t".join((term.text, weight, FORMS_SEPARATOR.join(term.sounds_like)))
+    return f"{term.text}\t{weight}" if weight else term.text
 
 
 def _weight_text(text: str, where: str) -> float:

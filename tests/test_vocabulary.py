@@ -357,12 +357,17 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path) -> None:
             read_file(path)
 
 
+def check_config(config) -> subprocess.CompletedProcess:
+    """`edge-asr check-config CONFIG`, run as a technician runs it."""
+    return subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -> None:
     terms = tmp_path / "terms.txt"
     terms.write_text("Siobhan\nKubernetes\tlots\n")
     config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": ["ok", ""], "file": str(terms), "bonus": 11})
-    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 78 and "Traceback" not in result.stderr
     assert "vocabulary.terms item 2: the term is empty" in result.stderr
     assert f"vocabulary.file: \"{terms}\" -> {terms} line 2: weight \"lots\" is not a number" in result.stderr
@@ -372,13 +377,11 @@ def test_check_config_names_the_key_and_the_bad_term(tmp_path, int8_model_dir) -
 def test_check_config_warns_of_a_list_too_long_for_the_prompt(tmp_path, int8_model_dir) -> None:
     every = [term.text for term in read_file(REPO / "scripts" / "vocab" / "terms_en.txt")]
     config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": every})
-    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 0 and "OK" in result.stdout
     assert "warning: vocabulary: the 39 terms take 172 of the model's tokens as a prompt, more than the 64" in result.stderr
     config = write_config(tmp_path, int8_model_dir, vocabulary={"terms": every[:10]})
-    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 0 and result.stderr == ""
 
 
@@ -387,13 +390,11 @@ def test_a_vocabulary_file_with_no_term_is_valid_but_warned_about(tmp_path, int8
     terms = tmp_path / "terms.txt"
     terms.write_text("# people in this building\n\n")
     config = write_config(tmp_path, int8_model_dir, vocabulary={"file": str(terms)})
-    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 0 and "OK" in result.stdout
     assert f"warning: vocabulary.file {terms} holds no terms (empty, or only comments)" in result.stderr
     terms.write_text("Siobhan\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "check-config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 0 and result.stderr == ""
 
 
@@ -534,7 +535,7 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         asked = app.wait_for(lambda e: e["type"] == "vocabulary", 10)
         assert (asked["source"], asked["count"], asked["terms"]) == ("config", 2, ["Siobhan", "深圳"])
 
-        send(app, {"type": "vocabulary", "terms": ["Kubernetes", {"term": "Ljubljana", "weight": 3}]})
+        send(app, {"type": "vocabulary", "terms": ["Kubernetes", {"term": "Ljubljana", "weight": 3, "sounds_like": ["Lublyana"]}]})
         replaced = app.wait_for(lambda e: e["type"] == "vocabulary" and e["source"] == "request", 10)
         assert replaced["terms"] == ["Kubernetes", "Ljubljana"] and replaced["count"] == 2
         other.wait_for(lambda e: e["type"] == "status" and "replaced by an app (2 terms)" in e.get("message", ""), 10)
@@ -556,7 +557,8 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         assert "unchanged" in error["message"]
         for bad, words in [({"reset": "no"}, 'reset must be true or false, got "no"'),
                            ({"terms": [{"term": "Siobhan", "weight": 10**400}]}, "out of range"),
-                           ({"terms": ["Saoirse", "ab\ud800c"]}, "terms item 2")]:  # once crashed the shutdown
+                           ({"terms": ["Saoirse", "ab\ud800c"]}, "terms item 2"),  # once crashed the shutdown
+                           ({"terms": [{"term": "Tadhg", "sounds_like": ["Saoirse"]}, "Saoirse"]}, "is also the term")]:
             seen = len(app.events)
             send(app, {"type": "vocabulary", **bad})
             error = app.wait_for(lambda e: e["type"] == "error", 10, after=seen)

@@ -178,3 +178,8 @@ class Family(Protocol):
     def vocabulary_advice(self, model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
         """The recognizer's `vocabulary_advice`, without loading the graphs (check-config's warning)."""
         ...
+
+    def ordinary_forms(self, model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
+        """(term, form) for each sounds-like form that the model writes for ordinary speech too, where it would be
+        shown as the term (`edge-asr learn-sounds-like` leaves them out unless asked to keep them)."""
+        ...

@@ -63,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output format: text (default), jsonl (with timed segments), srt or vtt (subtitles)")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="srt/vtt: write each file's subtitles to DIR/NAME.srt (or .vtt); needed for several files")
+    add_decoding_arguments(parser)
+    parser.add_argument("--prompt", default="", metavar="TEXT", help="text said before the audio: a style hint")
+    parser.add_argument("--vocabulary", type=Path, metavar="FILE",
+                        help="names and terms to favour: one per line, optional TAB and weight, optional TAB and "
+                             "sounds-like forms separated by | (docs/operations.md)")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a file is decoded: the model, its language and script, the beam, the threads, the list's prompt
+    (also `edge-asr learn-sounds-like`, which must decode as the daemon will)."""
     parser.add_argument("--beam", type=_whole_number(1, MAX_BEAM), default=5, help="beam size (default: 5; 1 = greedy)")
     parser.add_argument("--threads", type=_whole_number(0, 64, " (all cores)"), default=0, help="CPU threads (default: 0 = all cores)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
@@ -70,11 +80,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="language spoken, a code the model knows (zh, en, ...), or auto (default: detect)")
     parser.add_argument("--chinese-script", choices=tuple(SCRIPTS), default="simplified",
                         help="characters of Chinese text, as model.chinese_script (default: simplified)")
-    parser.add_argument("--prompt", default="", metavar="TEXT", help="text said before the audio: a style hint")
-    parser.add_argument("--vocabulary", type=Path, metavar="FILE",
-                        help="names and terms to favour: one per line, optional TAB and weight (docs/operations.md)")
     parser.add_argument("--vocabulary-prompt", choices=tuple(PROMPTS), default="auto",
                         help="also give the terms as a prompt, as vocabulary.prompt: auto (default), true or false")
+
+
+def open_decoder(args: argparse.Namespace, vocabulary: Vocabulary, prompt: str = "") -> tuple[Recognizer, object, str]:
+    """The recognizer, its options and the checked language for `add_decoding_arguments`' arguments;
+    ModelError, LanguageError or ValueError where they cannot work."""
+    from edge.asr.load import load_recognizer
+    from edge.languages import check_language
+
+    recognizer = load_recognizer(args.model, threads=args.threads)
+    language = check_language(args.language, args.model, "--model", "--chinese-script")
+    options = recognizer.options(beam_size=args.beam, language=language, prompt=prompt, vocabulary=vocabulary,
+                                 script=args.chinese_script)
+    return recognizer, options, language
 
 
 def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_s: float, elapsed_s: float,
@@ -99,8 +119,7 @@ def _emit(args: argparse.Namespace, name: str, transcript: Transcript, duration_
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.asr.load import load_recognizer
-    from edge.languages import LanguageError, check_language
+    from edge.languages import LanguageError
 
     limit_heap_growth()
     problem = _output_problem(args)
@@ -110,10 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         prompt = PROMPTS[args.vocabulary_prompt]
         vocabulary = read_vocabulary_file(args.vocabulary, glossary=prompt) if args.vocabulary else Vocabulary()
-        recognizer = load_recognizer(args.model, threads=args.threads)
-        language = check_language(args.language, args.model, "--model", "--chinese-script")
-        options = recognizer.options(beam_size=args.beam, language=language, prompt=args.prompt, vocabulary=vocabulary,
-                                     script=args.chinese_script)
+        recognizer, options, language = open_decoder(args, vocabulary, args.prompt)
     except (ModelError, LanguageError, VocabularyError) as exc:
         print(f"edge-asr transcribe: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR

@@ -8,9 +8,10 @@ import logging
 from pathlib import Path
 
 from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
+from edge.asr.whisper.bias import ordinary_forms as forms_of_ordinary_words
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
-from edge.asr.whisper.recognizer import Recognizer, glossary_advice
+from edge.asr.whisper.recognizer import Recognizer, vocabulary_advice as advice
 from edge.asr.whisper.rknn import RknnWhisperBackend
 from edge.asr.whisper.tokenizer import Tokenizer
 from edge.errors import BackendError
@@ -33,8 +34,13 @@ def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family pr
 
 
 def vocabulary_advice(model_dir: Path, vocabulary: Vocabulary, language: str) -> str | None:
-    """`glossary_advice` for check-config, which reads only the model's tokenizer, not its graphs."""
-    return glossary_advice(vocabulary, Tokenizer.from_dir(Path(model_dir)), language)
+    """The recognizer's advice for check-config, which reads only the model's tokenizer, not its graphs."""
+    return advice(vocabulary, Tokenizer.from_dir(Path(model_dir)), language)
+
+
+def ordinary_forms(model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
+    """`bias.ordinary_forms` by the model's tokenizer."""
+    return forms_of_ordinary_words(vocabulary, Tokenizer.from_dir(Path(model_dir)))
 
 
 log = logging.getLogger(__name__)

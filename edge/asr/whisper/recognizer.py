@@ -20,7 +20,9 @@ import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
 from edge.asr.text import SCRIPTS, as_written, tidy
-from edge.asr.whisper.bias import GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, recital
+from edge.asr.whisper.bias import (
+    GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, ordinary_forms, recital,
+)
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
     LOGPROB_THRESHOLD,
@@ -49,7 +51,7 @@ from edge.asr.whisper.tokenizer import Tokenizer
 from edge.audio.base import SAMPLE_RATE
 from edge.errors import ModelError
 from edge.manifest import read, tuning
-from edge.vocabulary import Vocabulary
+from edge.vocabulary import Respelling, Vocabulary, respelling
 
 MODEL_FILES = ("manifest.json", "encoder.onnx", "decoder.onnx", "vocabulary.txt", "config.json")
 # Hard cap on sampled tokens per window, well above fast speech (~5 tokens/s).
@@ -107,6 +109,7 @@ class WhisperOptions:
     recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
     script: str = "simplified"
     written: tuple[tuple[str, str], ...] = ()
+    respell: Respelling | None = None  # the vocabulary's sounds-like forms shown as their terms
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class _Biasing:
     glossary: tuple[int, ...]
     trie: BiasTrie | None
     recital: re.Pattern[str] | None
+    respell: Respelling | None
 
 
 def token_budget(seconds: float) -> int:
@@ -151,6 +155,26 @@ def prompted(vocabulary: Vocabulary, language: str, languages: tuple[str, ...]) 
     if vocabulary.glossary == "auto":
         return language == "en" or languages == ("en",)
     return bool(vocabulary.glossary)
+
+
+def vocabulary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str) -> str | None:
+    """What a technician should know of how the model uses the list (None: nothing): the glossary's and
+    the sounds-like forms' advice, as one message."""
+    parts = (glossary_advice(vocabulary, tokenizer, language), forms_advice(vocabulary, tokenizer))
+    return "; ".join(part for part in parts if part) or None
+
+
+def forms_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, shown: int = 6) -> str | None:
+    """A warning naming the sounds-like forms that ordinary speech says too (`bias.ordinary_forms`): the same
+    words said by anyone become the term, or words after them change (None: there are none)."""
+    found = ordinary_forms(vocabulary, tokenizer)
+    if not found:
+        return None
+    named = ", ".join(f'"{form}" ({term})' for term, form in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (f"vocabulary: {len(found)} sounds-like form(s) are or start with ordinary words, which are then shown as "
+            f"the term, or change the words after them, wherever anyone says them: {named}{more}. Keep such a form "
+            "only if this room never says it otherwise")
 
 
 def glossary_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str) -> str | None:
@@ -250,10 +274,11 @@ class Recognizer:
             recital=biasing.recital,
             script=script,
             written=as_written((term.text for term in vocabulary.terms), script),
+            respell=biasing.respell,
         )
 
     def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
-        return glossary_advice(vocabulary, self.tokenizer, language)
+        return vocabulary_advice(vocabulary, self.tokenizer, language)
 
     def _biasing(self, vocabulary: Vocabulary) -> "_Biasing":
         """The glossary prompt, the prefix tree and the recital check, made once per list:
@@ -264,7 +289,8 @@ class Recognizer:
                 auto = vocabulary.glossary == "auto"
                 limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
                 prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
-                built = _Biasing(prompt, build_trie(vocabulary, self.tokenizer), recital(vocabulary) if prompt else None)
+                built = _Biasing(prompt, build_trie(vocabulary, self.tokenizer), recital(vocabulary) if prompt else None,
+                                 respelling(vocabulary))
                 self._biases = {vocabulary: built}
             return built
 
@@ -538,13 +564,19 @@ class Recognizer:
         text_tokens = tuple(t for r in results for t in r.tokens if self.tokenizer.is_text(t))
         weights = np.array([len(r.tokens) + 1 for r in results], dtype=np.float64)
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
-        show = partial(tidy, language=language, script=wanted.script, written=wanted.written)
+        show = partial(_shown, language=language, wanted=wanted)
         shown = tuple((start, end, show(words)) for start, end, words in segments)
         return Transcript(show(text), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
                           shown, language, results[0].language_prob)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
         return (round(offset + start, 3), round(offset + end, 3), self.tokenizer.decode(list(tokens)).strip())
+
+
+def _shown(text: str, language: str, wanted: WhisperOptions) -> str:
+    """`text` as shown: written as its language is, and the vocabulary's sounds-like forms as their terms."""
+    text = tidy(text, language, wanted.script, wanted.written)
+    return wanted.respell(text) if wanted.respell else text
 
 
 def is_digital_silence(audio: np.ndarray) -> bool:

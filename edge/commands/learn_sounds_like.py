@@ -1,0 +1,258 @@
+"""Learn a vocabulary's sounds-like forms from recordings: what the box writes when each term is said.
+
+A name the model does not know comes out as the words it sounds like ("Kristoff" for
+Krzysztof, "Chessen" for Szczecin), and a room says its names in the same voices every day.
+Each recording says a sentence with one or more of the list's terms. It is transcribed as the
+daemon would, as a final (the list active, the same beam and prompt) and as a partial (greedy,
+no prompt); each transcript is aligned with the sentence, and what stands where a term was said
+becomes one of the term's forms. The list is written back with them, in the vocabulary file
+format (term TAB weight TAB forms), its comments kept.
+
+    edge-asr learn-sounds-like --vocabulary names.txt --recordings recordings.tsv --output names.txt
+
+recordings.tsv: one recording a line, `path<TAB>what was said` (a path relative to the file).
+On scripts/vocab (tiny.en, the whole 39-term list, two recordings a term) the learned forms took
+the names recalled from 40 % to 50 % under `vocabulary.prompt: auto`, and changed no word of the
+other eval sets (docs/benchmarks.md, "sounds-like forms").
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from difflib import SequenceMatcher
+from pathlib import Path
+
+from edge.asr.base import Recognizer
+from edge.vocabulary import (
+    COMMENT, MAX_SOUNDS_LIKE, MAX_TERM_CHARS, MAX_TERM_WORDS, UNSPACED, Term, Vocabulary, VocabularyError, check_terms,
+    check_text, term_line,
+)
+
+# A unit of alignment: one Chinese or Japanese character, or a word of any other script
+UNIT = re.compile(f"{UNSPACED.pattern}|[^\\W_](?:[\\w'’.-]*[^\\W_])?")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recording and what it says (a sentence with one or more terms)."""
+
+    path: Path
+    said: str
+
+
+def _units(text: str) -> list[re.Match[str]]:
+    return list(UNIT.finditer(text))
+
+
+def _keys(text: str) -> list[str]:
+    """`text`'s units as compared: lower-cased."""
+    return [match.group(0).lower() for match in UNIT.finditer(text)]
+
+
+def _find(units: Sequence[str], wanted: Sequence[str]) -> int | None:
+    """Where `wanted` starts in `units` (both lower-cased), or None."""
+    return next((i for i in range(len(units) - len(wanted) + 1) if list(units[i:i + len(wanted)]) == list(wanted)), None)
+
+
+def written_for(said: str, written: str, term: str) -> str | None:
+    """What `written` (a transcript) has where `said` (what was said) says `term`: None where it says the
+    term itself, says nothing there, or is too long to be a form (the alignment went astray).
+
+    The two texts are aligned unit by unit (words; characters of Chinese); the form is what lies
+    between the last unit matched before the term and the first matched after it.
+    """
+    said_units, wanted = _keys(said), _keys(term)
+    start = _find(said_units, wanted)
+    marks = _units(written)
+    if start is None or not wanted or not marks:
+        return None
+    end = start + len(wanted)
+    low, high = 0, len(marks)
+    matcher = SequenceMatcher(None, said_units, [m.group(0).lower() for m in marks], autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        if a < start:
+            low = max(low, b + min(size, start - a))
+        if a + size > end:
+            high = min(high, b + max(0, end - a))
+    if low >= high:
+        return None
+    form = written[marks[low].start():marks[high - 1].end()]
+    too_long = len(form) > MAX_TERM_CHARS or len(form.split()) > MAX_TERM_WORDS
+    has_term = _find(_keys(form), wanted) is not None  # "the Grafana": the term, and a neighbour misheard
+    return None if too_long or has_term else form
+
+
+def learned(vocabulary: Vocabulary, heard: Iterable[tuple[str, str]]) -> tuple[Term, ...]:
+    """`vocabulary`'s terms with the forms written for them in `heard` ((said, written) pairs) added,
+    the most frequent first, up to MAX_SOUNDS_LIKE a term; a form with a term of the list in it is left out,
+    and a form written for two terms goes to the first."""
+    counts: dict[str, Counter[str]] = {term.text: Counter() for term in vocabulary.terms}
+    for said, written in heard:
+        for term in vocabulary.terms:
+            form = written_for(said, written, term.text)
+            if form is not None:
+                counts[term.text][form] += 1
+    taken: set[str] = set()  # forms already given to a term
+    terms = []
+    for term in vocabulary.terms:
+        new = [form for form, _ in counts[term.text].most_common()
+               if form.lower() not in taken and not _names_a_term(form, vocabulary)]
+        forms = tuple(dict.fromkeys(term.sounds_like + tuple(new)))[:MAX_SOUNDS_LIKE]
+        terms.append(replace(term, sounds_like=forms))
+        taken |= {form.lower() for form in forms}
+    return check_terms(terms, "learned list")
+
+
+def _names_a_term(form: str, vocabulary: Vocabulary) -> bool:
+    """Whether `form` has a term of the list in it: with the list as its prompt, the model wrote "Wojciech Dubu"
+    for Ouagadougou, a name it had read, not what it heard."""
+    return any(_says(form, term.text) for term in vocabulary.terms)
+
+
+EXIT_RECORDING_ERRORS = 1  # some recordings could not be read: the rest were still learned from
+EXIT_INPUT_ERROR = 2  # the list, the recordings file, the model or --output: nothing was learned
+
+
+class RecordingsError(ValueError):
+    """The recordings file cannot be used; str() names the line."""
+
+
+def read_recordings(path: Path) -> list[Recording]:
+    """`path<TAB>what was said` a line (blank lines and `#` comments skipped); a path relative to the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordingsError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    recordings = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        audio, tab, said = line.partition("\t")
+        if not tab or not audio.strip() or not said.strip():
+            raise RecordingsError(f"{path} line {number}: expected the recording's path, a TAB and what it says")
+        recordings.append(Recording(path.parent / audio.strip(), said.strip()))
+    if not recordings:
+        raise RecordingsError(f"{path}: no recordings listed (one a line: path TAB what was said)")
+    return recordings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge.commands.transcribe import add_decoding_arguments
+
+    parser.add_argument("--vocabulary", type=Path, metavar="FILE", required=True,
+                        help="the list to learn for, in the vocabulary file format (docs/operations.md)")
+    parser.add_argument("--recordings", type=Path, metavar="FILE", required=True,
+                        help="one recording a line: its path, a TAB, and the sentence it says (with one of the terms)")
+    parser.add_argument("--output", type=Path, metavar="FILE",
+                        help="write the list with its sounds-like forms here (default: stdout); may be --vocabulary")
+    parser.add_argument("--keep-ordinary", action="store_true",
+                        help="also keep forms made of ordinary words (\"case\" for Kaohsiung): they are then shown as "
+                             "the term wherever anyone says them")
+    add_decoding_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.asr.load import read_family
+    from edge.audio.audiofile import AudioFileError
+    from edge.commands.transcribe import open_decoder
+    from edge.errors import ModelError
+    from edge.files import new_file_mode, write_whole
+    from edge.languages import LanguageError
+    from edge.vocabulary import PROMPTS, read_vocabulary_file
+
+    try:
+        vocabulary = read_vocabulary_file(args.vocabulary, glossary=PROMPTS[args.vocabulary_prompt])
+        source = args.vocabulary.read_text(encoding="utf-8-sig")  # written back with its comments
+        recordings = read_recordings(args.recordings)
+        recognizer, options, _ = open_decoder(args, vocabulary)
+    except (VocabularyError, RecordingsError, ModelError, LanguageError) as exc:
+        return _fail(str(exc), EXIT_INPUT_ERROR)
+    except OSError as exc:  # the list went away after it was read
+        return _fail(f"{args.vocabulary}: cannot be read: {exc.strerror or exc}", EXIT_INPUT_ERROR)
+    heard, failed = [], 0
+    for recording in recordings:
+        if not any(_says(recording.said, term.text) for term in vocabulary.terms):
+            print(f"edge-asr learn-sounds-like: {recording.path}: {recording.said!r} says none of the list's terms",
+                  file=sys.stderr)
+        try:
+            heard += _heard(recognizer, options, recording)
+        except AudioFileError as exc:
+            print(f"edge-asr learn-sounds-like: {exc}", file=sys.stderr)
+            failed += 1
+        except (RuntimeError, MemoryError) as exc:  # the backend failed on this recording: the next may still go
+            print(f"edge-asr learn-sounds-like: {recording.path}: recognition failed ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            failed += 1
+    terms = learned(vocabulary, heard)
+    if not args.keep_ordinary:
+        terms = _without_ordinary(terms, read_family(args.model).ordinary_forms(args.model, Vocabulary(terms)))
+    for term in terms:
+        if term.sounds_like:
+            print(f"{term.text}: sounds like {', '.join(term.sounds_like)}", file=sys.stderr)
+    text = rewritten(source, terms)
+    if args.output is None:
+        print(text, end="")
+    else:
+        try:
+            write_whole(args.output, text.encode("utf-8"), new_file_mode())
+        except OSError as exc:
+            return _fail(f"--output {args.output}: cannot be written: {exc.strerror or exc}", EXIT_INPUT_ERROR)
+    return EXIT_RECORDING_ERRORS if failed else 0
+
+
+def _heard(recognizer: Recognizer, options: object, recording: Recording) -> list[tuple[str, str]]:
+    """(said, written) for the recording's final and partial: the daemon shows both, and a partial, which has no
+    prompt, hears a name otherwise."""
+    from edge.audio.audiofile import load_audio
+
+    audio = load_audio(recording.path)
+    heard = []
+    for partial in (False, True):
+        written = recognizer.transcribe(audio, partial=partial, options=options).text
+        print(f"{recording.path} ({'partial' if partial else 'final'}): {written}", file=sys.stderr)
+        heard.append((recording.said, written))
+    return heard
+
+
+def _without_ordinary(terms: tuple[Term, ...], ordinary: list[tuple[str, str]]) -> tuple[Term, ...]:
+    """`terms` less the `ordinary` (term, form) pairs, each one said on stderr.
+
+    Measured on scripts/vocab (docs/benchmarks.md): such forms ("case", "the ball") raised the names
+    recalled but turned the same words of other speech into the term ("Kick Thibault straight").
+    """
+    for term, form in ordinary:
+        print(f"{term}: left out {form!r}, ordinary words the model writes for other speech too "
+              "(--keep-ordinary keeps such forms)", file=sys.stderr)
+    dropped = set(ordinary)
+    return tuple(replace(term, sounds_like=tuple(form for form in term.sounds_like if (term.text, form) not in dropped))
+                 for term in terms)
+
+
+def rewritten(text: str, terms: Sequence[Term]) -> str:
+    """A vocabulary file's `text` (already read as valid) with each term's line written anew from `terms`:
+    comments, blank lines and the order stay as the technician wrote them."""
+    by_text = {term.text: term for term in terms}
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        comment = COMMENT.search(line)
+        entry = line[:comment.start()] if comment else line
+        if entry.strip():
+            term = by_text[check_text(entry.partition("\t")[0], "line")]
+            line = term_line(term) + entry[len(entry.rstrip()):] + (line[comment.start():] if comment else "")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _says(text: str, term: str) -> bool:
+    """Whether `text` has `term` in it, as whole units in any case."""
+    return _find(_keys(text), _keys(term)) is not None
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"edge-asr learn-sounds-like: {message}", file=sys.stderr)
+    return status

@@ -1,0 +1,185 @@
+"""Sounds-like forms: what the model writes for a name, favoured as the name and shown as it (issue 11)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge.asr.whisper.bias import Match, build_trie, ordinary_forms
+from edge.asr.whisper.recognizer import Recognizer, forms_advice
+from edge.audio.audiofile import load_audio
+from edge.commands.learn_sounds_like import learned, read_recordings, RecordingsError, rewritten, written_for
+from edge.vocabulary import (
+    MAX_SOUNDS_LIKE, Term, Vocabulary, VocabularyError, parse_items, parse_text, respelling, term_line,
+)
+from tests.conftest import REPO
+from tests.test_daemon import write_config
+from tests.test_vocabulary import check_config
+
+VEST = "harvard_l03_s03.wav"  # tiny.en: "... sew a button on the best." for "on the vest"
+
+
+def test_forms_come_from_yaml_json_and_the_files_third_column() -> None:
+    items = [{"term": "Krzysztof", "sounds_like": ["Kristoff", "Christoph"]}, {"term": "张伟", "sounds_like": "张维"}]
+    assert parse_items(items, "terms") == (Term("Krzysztof", 1.0, ("Kristoff", "Christoph")), Term("张伟", 1.0, ("张维",)))
+    text = "Krzysztof\t\tKristoff|Christoph  # the CTO\nKaohsiung\t2\tcase then\nSiobhan\t3\n"
+    assert parse_text(text, "f") == (Term("Krzysztof", 1.0, ("Kristoff", "Christoph")),
+                                     Term("Kaohsiung", 2.0, ("case then",)), Term("Siobhan", 3.0))
+
+
+def test_a_repeated_term_keeps_every_form() -> None:
+    terms = parse_items([{"term": "Niamh", "sounds_like": ["Nyan"]}, {"term": "Niamh", "weight": 2, "sounds_like": ["Naim"]}], "t")
+    assert terms == (Term("Niamh", 2.0, ("Nyan", "Naim")),)
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    ([{"term": "Siobhan", "sounds_like": ["siobhan"]}], 'terms item 1: "siobhan" is the term itself'),
+    ([{"term": "Siobhan", "sounds_like": [""]}], "terms item 1 sounds_like: the sounds-like form is empty"),
+    ([{"term": "Siobhan", "sounds_like": 7}], "sounds_like must be a list of spellings, got a whole number"),
+    ([{"term": "Siobhan", "sounds_like": [True]}], "a sounds-like form must be text, got true/false"),
+    ([{"term": "Siobhan", "sounds_like": ["Chi|von"]}], 'the sounds-like form "Chi|von" contains \'|\''),
+    ([{"term": "Siobhan", "sounds_like": [f"f{n}" for n in range(MAX_SOUNDS_LIKE + 1)]}],
+     f'"Siobhan" has {MAX_SOUNDS_LIKE + 1} sounds-like forms, more than {MAX_SOUNDS_LIKE}'),
+    (["Ted", {"term": "Tadhg", "sounds_like": ["ted"]}], '"ted", a sounds-like form of "Tadhg", is also the term "Ted"'),
+    ([{"term": "Aoife", "sounds_like": ["Eva"]}, {"term": "Eefa", "sounds_like": ["eva"]}],
+     '"eva" is a sounds-like form of both "Aoife" and "Eefa"'),
+])
+def test_a_bad_form_is_named(items, message) -> None:
+    with pytest.raises(VocabularyError) as info:
+        parse_items(items, "terms")
+    assert message in str(info.value)
+
+
+def test_a_tab_still_needs_a_weight_unless_forms_follow() -> None:
+    with pytest.raises(VocabularyError, match='f line 1: weight "" is not a number'):
+        parse_text("Siobhan\t\n", "f")
+    with pytest.raises(VocabularyError, match='f line 1: weight "Chivon" is not a number'):
+        parse_text("Siobhan\tChivon\n", "f")
+
+
+@pytest.mark.parametrize("term", [Term("Siobhan"), Term("Siobhan", 2.5), Term("Krzysztof", 1.0, ("Kristoff", "Chris toff")),
+                                  Term("张伟", 0.5, ("张维",))])
+def test_a_terms_file_line_reads_back_as_the_same_term(term: Term) -> None:
+    assert parse_text(term_line(term) + "\n", "f") == (term,)
+
+
+def test_forms_are_shown_as_their_terms_in_any_case_as_whole_words() -> None:
+    terms = parse_text("Kaohsiung\t\tcase then|case\nKrzysztof\t\tKristoff\n张伟\t\t张维\nTadhg\t\tTed\n", "f")
+    show = respelling(Vocabulary(terms))
+    assert show("Kristoff's case then, CASE in point") == "Krzysztof's Kaohsiung, Kaohsiung in point"
+    assert show("Tedious casework by Ted.") == "Tedious casework by Tadhg."
+    assert show("张维明天去深圳") == "张伟明天去深圳"
+    assert respelling(Vocabulary((Term("Siobhan"),))) is None
+
+
+@pytest.fixture(scope="module")
+def tiny(int8_model_dir) -> Recognizer:
+    return Recognizer.from_dir(int8_model_dir)
+
+
+def _earned(vocabulary: Vocabulary, text: str, tokenizer) -> float:
+    """The bonus a hypothesis earns by writing `text` (then ending the word)."""
+    trie = build_trie(vocabulary, tokenizer)
+    match, total = Match(), 0.0
+    for token in [*tokenizer.encode(text), tokenizer.encode(".")[0]]:
+        scores = np.zeros((1, len(tokenizer.tokens)))
+        trie.add_bonus(scores, [match])
+        total += scores[0, token]
+        match = trie.step(match, token)
+    return total
+
+
+def test_a_form_earns_what_it_would_earn_as_the_term(tiny) -> None:
+    as_form = _earned(Vocabulary((Term("Krzysztof", 2.0, ("Kristoff",)),)), " Kristoff", tiny.tokenizer)
+    as_term = _earned(Vocabulary((Term("Kristoff", 2.0),)), " Kristoff", tiny.tokenizer)
+    assert as_form == as_term > 0
+    assert _earned(Vocabulary((Term("Krzysztof", 2.0),)), " Kristoff", tiny.tokenizer) == 0
+
+
+def test_a_final_and_a_partial_show_the_term_where_the_model_wrote_its_form(tiny, eval_dir) -> None:
+    """Bonus 0: the tree does not move the search, so only the rewrite makes "best" the term."""
+    audio = load_audio(eval_dir / "tts_piper_en" / VEST)
+    vest = Vocabulary((Term("Vest", 1.0, ("best",)),), bonus=0.0, glossary=False, source="test")
+    for partial in (False, True):
+        plain = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5))
+        shown = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5, vocabulary=vest))
+        assert plain.text.endswith("on the best.") and shown.text.endswith("on the Vest."), (plain.text, shown.text)
+        assert shown.segments[-1][2].endswith("on the Vest.") and shown.tokens == plain.tokens
+
+
+def test_forms_that_ordinary_speech_says_are_warned_of(tiny) -> None:
+    vocabulary = Vocabulary((Term("Kaohsiung", 1.0, ("case", "Gaoshiong")), Term("Thibault", 1.0, ("the ball",)),
+                             Term("Ljubljana", 1.0, ("the Ubliana", "Ubiano")), Term("张伟", 1.0, ("张维",))))
+    assert ordinary_forms(vocabulary, tiny.tokenizer) == [("Kaohsiung", "case"), ("Thibault", "the ball"),
+                                                          ("Ljubljana", "the Ubliana")]
+    advice = forms_advice(vocabulary, tiny.tokenizer)
+    assert advice.startswith('vocabulary: 3 sounds-like form(s) are or start with ordinary words') and '"case" (Kaohsiung)' in advice
+    assert forms_advice(Vocabulary((Term("Krzysztof", 1.0, ("Kristoff",)),)), tiny.tokenizer) is None
+
+
+@pytest.mark.parametrize(("said", "written", "term", "form"), [
+    ("This is Siobhan, our new colleague.", "This is Chivon, our new colleague.", "Siobhan", "Chivon"),
+    ("The conference in Kaohsiung was great.", "The conference in case then was great.", "Kaohsiung", "case then"),
+    ("Have you looked at Nextcloud yet?", "Have you looked at Next Cloud yet?", "Nextcloud", "Next Cloud"),
+    ("This is Wojciech, our new colleague.", "This is Wab's H, our new colleague.", "Wojciech", "Wab's H"),
+    ("张伟明天去深圳。", "张维明天去深圳。", "张伟", "张维"),
+    ("Siobhan presents the Kubernetes plan.", "Chivon presents the two Bernities plan.", "Kubernetes", "two Bernities"),
+    ("I had lunch with Siobhan today.", "I had lunch with Siobhan today.", "Siobhan", None),
+    ("I had lunch with Siobhan today.", "I had lunch today.", "Siobhan", None),
+    ("Have you looked at Grafana yet?", "Have you looked the Grafana yet?", "Grafana", None),
+    ("I had lunch with Siobhan today.", "", "Siobhan", None),
+    ("Nothing named here.", "Nothing named here.", "Siobhan", None),
+])
+def test_the_form_is_what_stands_where_the_term_was_said(said, written, term, form) -> None:
+    assert written_for(said, written, term) == form
+
+
+def test_learning_keeps_the_commonest_forms_and_never_another_term() -> None:
+    vocabulary = Vocabulary((Term("Ouagadougou"), Term("Wojciech"), Term("Niamh", 2.0, ("Nyan",))))
+    heard = [("We flew to Ouagadougou.", "We flew to Waga Dubu."), ("We flew to Ouagadougou.", "We flew to Waga Dubu."),
+             ("We flew to Ouagadougou.", "We flew to Wojciech Dubu."), ("Ask Niamh.", "Ask Naim."),
+             ("Ask Niamh.", "Ask Nyan.")]
+    assert learned(vocabulary, heard) == (Term("Ouagadougou", 1.0, ("Waga Dubu",)), Term("Wojciech"),
+                                          Term("Niamh", 2.0, ("Nyan", "Naim")))
+
+
+def test_the_file_is_written_back_with_its_comments() -> None:
+    text = "# our room\nKrzysztof  # the CTO\n\nSiobhan\t2\n"
+    terms = (Term("Krzysztof", 1.0, ("Kristoff",)), Term("Siobhan", 2.0))
+    assert rewritten(text, terms) == "# our room\nKrzysztof\t\tKristoff  # the CTO\n\nSiobhan\t2.0\n"
+
+
+def test_a_bad_recordings_line_is_named(tmp_path) -> None:
+    listing = tmp_path / "recordings.tsv"
+    listing.write_text("# name recordings\na.wav\tThis is Siobhan.\nb.wav This is Niamh.\n")
+    with pytest.raises(RecordingsError, match="recordings.tsv line 3: expected the recording's path, a TAB"):
+        read_recordings(listing)
+
+
+def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, int8_model_dir, eval_dir) -> None:
+    """tiny.en writes "best" for the Vest said: an ordinary word, left out unless --keep-ordinary."""
+    names = tmp_path / "names.txt"
+    names.write_text("# room 4\nVest  # the speaker\n")
+    listing = tmp_path / "recordings.tsv"
+    listing.write_text(f"{eval_dir / 'tts_piper_en' / VEST}\tSew a button on the Vest.\nmissing.wav\tThe Vest.\n")
+    command = [sys.executable, "-m", "edge", "learn-sounds-like", "--vocabulary", str(names), "--recordings",
+               str(listing), "--model", str(int8_model_dir), "--threads", "2", "--output", str(names)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1, result.stderr  # the missing recording: told, and the other one still learned from
+    assert "missing.wav" in result.stderr and "Vest: left out 'best', ordinary words" in result.stderr
+    assert names.read_text() == "# room 4\nVest  # the speaker\n"
+    result = subprocess.run([*command, "--keep-ordinary"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1 and "Vest: sounds like best" in result.stderr, result.stderr
+    assert names.read_text() == "# room 4\nVest\t\tbest  # the speaker\n"
+
+
+def test_check_config_warns_of_a_form_made_of_ordinary_words(tmp_path, int8_model_dir) -> None:
+    forms = tmp_path / "names.txt"
+    forms.write_text("Thibault\t\tthe ball|Teebo\n")
+    result = check_config(write_config(tmp_path, int8_model_dir, vocabulary={"file": str(forms)}))
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert 'warning: vocabulary: 1 sounds-like form(s) are or start with ordinary words' in result.stderr
+    assert '"the ball" (Thibault)' in result.stderr and "Teebo" not in result.stderr
