@@ -141,7 +141,7 @@ def test_learning_keeps_the_commonest_forms_and_never_another_term() -> None:
     vocabulary = Vocabulary((Term("Ouagadougou"), Term("Wojciech"), Term("Niamh", 2.0, ("Nyan",))))
     heard = [("We flew to Ouagadougou.", "We flew to Waga Dubu."), ("We flew to Ouagadougou.", "We flew to Waga Dubu."),
              ("We flew to Ouagadougou.", "We flew to Wojciech Dubu."), ("Ask Niamh.", "Ask Naim."),
-             ("Ask Niamh.", "Ask Nyan.")]
+             ("Ask Niamh.", "Ask Nyan."), ("Ask Niamh.", "Ask naim.")]
     assert learned(vocabulary, heard) == (Term("Ouagadougou", 1.0, ("Waga Dubu",)), Term("Wojciech"),
                                           Term("Niamh", 2.0, ("Nyan", "Naim")))
 
