@@ -87,8 +87,10 @@ class Vocabulary:
         return bool(self.terms)
 
     def summary(self) -> dict[str, Any]:
-        """What `status` shows: size and source, not the terms (names may be private)."""
-        return {"terms": len(self.terms), "source": self.source, "bonus": self.bonus, "prompt": self.glossary}
+        """What `status` shows: size and source, not the terms (names may be private); `sounds_like` counts the
+        forms, so a fleet can see which boxes' lists were learned (`edge-asr learn-sounds-like`)."""
+        return {"terms": len(self.terms), "sounds_like": sum(len(term.sounds_like) for term in self.terms),
+                "source": self.source, "bonus": self.bonus, "prompt": self.glossary}
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,21 @@ class Respelling:
     """
 
     pattern: re.Pattern[str]
-    terms: Mapping[str, str]  # a form, lower-cased -> its term
+    terms: Mapping[str, str]  # a form, lower-cased -> its term (a term itself is not in it: left as written)
 
     def __call__(self, text: str) -> str:
         return self.pattern.sub(lambda match: self.terms.get(match.group(0).lower(), match.group(0)), text)
 
 
 def respelling(vocabulary: Vocabulary) -> Respelling | None:
-    """The rewrite of `vocabulary`'s sounds-like forms (None: it has none)."""
+    """The rewrite of `vocabulary`'s sounds-like forms (None: it has none). The terms are in the pattern too,
+    matched as themselves: a form inside a longer term ("case" in "Case Western") is not rewritten."""
     terms = {form.lower(): term.text for term in vocabulary.terms for form in term.sounds_like}
     if not terms:
         return None
-    forms = sorted(terms, key=len, reverse=True)
-    return Respelling(re.compile("|".join(map(_bounded, forms)), re.IGNORECASE), terms)
+    texts = {*(form for term in vocabulary.terms for form in term.sounds_like), *(term.text for term in vocabulary.terms)}
+    alternatives = sorted(texts, key=len, reverse=True)  # written as given: "İzmir".lower() is longer than "İzmir"
+    return Respelling(re.compile("|".join(map(_bounded, alternatives)), re.IGNORECASE), terms)
 
 
 def _bounded(form: str) -> str:
@@ -166,14 +170,14 @@ def check_forms(forms: Any, term: str, where: str) -> tuple[str, ...]:
     if not isinstance(forms, (list, tuple)):
         raise VocabularyError(f"{where}: sounds_like must be a list of spellings, got {_kind(forms)}")
     checked = tuple(dict.fromkeys(check_text(form, f"{where} sounds_like", "sounds-like form") for form in forms))
-    split = next((form for form in checked if FORMS_SEPARATOR in form), None)
+    split = next((form for form in checked if FORMS_SEPARATOR in form or COMMENT.search(form)), None)
     if split is not None:
-        raise VocabularyError(f"{where}: the sounds-like form {_excerpt(split)} contains {FORMS_SEPARATOR!r}, which "
-                              "separates forms in a file; give each form on its own")
+        raise VocabularyError(f"{where}: the sounds-like form {_excerpt(split)} contains {FORMS_SEPARATOR!r} or a "
+                              "\" #\", which a vocabulary file reads as a new form or a comment; give each form on its own")
     if len(checked) > MAX_SOUNDS_LIKE:
         raise VocabularyError(f"{where}: {_excerpt(term)} has {len(checked)} sounds-like forms, more than "
                               f"{MAX_SOUNDS_LIKE}; keep the ones the box writes most often")
-    same = next((form for form in checked if form.casefold() == term.casefold()), None)
+    same = next((form for form in checked if form.lower() == term.lower()), None)
     if same is not None:
         raise VocabularyError(f"{where}: {_excerpt(same)} is the term itself, not a form that sounds like it")
     return checked
@@ -209,11 +213,11 @@ def check_terms(items: Iterable[Term], where: str) -> tuple[Term, ...]:
 def _check_form_owners(terms: Iterable[Term], where: str) -> None:
     """A sounds-like form shown as one term only, and never another term of the list (it would be rewritten)."""
     terms = list(terms)
-    texts = {term.text.casefold(): term.text for term in terms}
+    texts = {term.text.lower(): term.text for term in terms}
     owners: dict[str, str] = {}
     for term in terms:
         for form in term.sounds_like:
-            key = form.casefold()
+            key = form.lower()
             if key in texts:
                 raise VocabularyError(_at(where, f"{_excerpt(form)}, a sounds-like form of {_excerpt(term.text)}, "
                                                  f"is also the term {_excerpt(texts[key])}; a form is shown as its term"))
@@ -260,8 +264,8 @@ def _checked_item(item: Any, where: str) -> Term:
 
 def parse_text(text: str, where: str) -> tuple[Term, ...]:
     """The file format: one term per line, optional TAB and weight, and optional TAB and sounds-like forms
-    separated by "|" (an empty weight is 1); `#` at the start of a line or after white space starts a
-    comment ("C#" stays a term)."""
+    separated by "|" (the weight may then be empty: 1); `#` at the start of a line or after white space
+    starts a comment ("C#" stays a term)."""
     bare_cr = re.search("\r(?!\n)", text)
     if bare_cr:  # split on \n only, a file of old Mac line ends was one line with "invisible" characters in it
         number = text.count("\n", 0, bare_cr.start()) + 1
@@ -280,6 +284,9 @@ def parse_text(text: str, where: str) -> tuple[Term, ...]:
             raise VocabularyError(f"{at}: {_excerpt(term.strip())} ends in spaces and a number: a weight must follow "
                                   "a TAB (an editor may have turned the TAB into spaces); a number that belongs "
                                   "to the term takes a single space (\"Windows 11\")")
+        if "\t" in forms:
+            raise VocabularyError(f"{at}: more than three TAB-separated fields; a line is the term, a TAB and its weight "
+                                  f"(may be empty), a TAB and its sounds-like forms separated by {FORMS_SEPARATOR!r}")
         sounds_like = [form for form in forms.split(FORMS_SEPARATOR) if form.strip()] if tab_2 else []
         weighed = tab and (weight.strip() or not tab_2)  # "term<TAB><TAB>forms": no weight, so 1
         terms.append(check_term(term, _weight_text(weight, at) if weighed else 1.0, at, sounds_like))
@@ -288,7 +295,7 @@ def parse_text(text: str, where: str) -> tuple[Term, ...]:
 
 def term_line(term: Term) -> str:
     """`term` as a line of the file format, which `parse_text` reads back as the same term."""
-    weight = "" if term.weight == 1.0 else str(term.weight)
+    weight = "" if term.weight == 1.0 else str(term.weight).removesuffix(".0")
     if term.sounds_like:
         return "\t".join((term.text, weight, FORMS_SEPARATOR.join(term.sounds_like)))
     return f"{term.text}\t{weight}" if weight else term.text

@@ -60,7 +60,8 @@ CONSUMER = REPO / "scripts" / "fleet_consumer.py"
 RECONNECT_S = 40  # a bridge that retried for a while waits up to 30 s (its backoff cap) for its next try
 DAEMON_STATUS = {"audio_time_s": 1.0, "state": "running", "uptime_s": 5.0, "backend": "cpu", "model": "whisper-tiny.en-int8",
                  "language": "en", "chinese_script": "taiwan", "dropped_audio_s": 0.0, "utterances": 3, "pending_finals": 0,
-                 "vocabulary": {"terms": 39, "source": "config", "bonus": 2.0, "prompt": "auto", "advice": "vocabulary: the 39 terms"}}
+                 "vocabulary": {"terms": 39, "sounds_like": 0, "source": "config", "bonus": 2.0, "prompt": "auto",
+                                "advice": "vocabulary: the 39 terms"}}
 
 
 class Broker:

@@ -53,6 +53,13 @@ def test_a_bad_form_is_named(items, message) -> None:
     assert message in str(info.value)
 
 
+def test_a_file_line_has_at_most_three_fields_and_a_form_no_comment() -> None:
+    with pytest.raises(VocabularyError, match="f line 1: more than three TAB-separated fields"):
+        parse_text("Krzysztof\t2\tKristoff\tChristoph\n", "f")
+    with pytest.raises(VocabularyError, match='the sounds-like form "Kris #2" contains'):
+        parse_items([{"term": "Krzysztof", "sounds_like": ["Kris #2"]}], "terms")
+
+
 def test_a_tab_still_needs_a_weight_unless_forms_follow() -> None:
     with pytest.raises(VocabularyError, match='f line 1: weight "" is not a number'):
         parse_text("Siobhan\t\n", "f")
@@ -72,6 +79,8 @@ def test_forms_are_shown_as_their_terms_in_any_case_as_whole_words() -> None:
     assert show("Kristoff's case then, CASE in point") == "Krzysztof's Kaohsiung, Kaohsiung in point"
     assert show("Tedious casework by Ted.") == "Tedious casework by Tadhg."
     assert show("张维明天去深圳") == "张伟明天去深圳"
+    studied = respelling(Vocabulary((*terms, Term("Case Western"))))
+    assert studied("I studied at Case Western, in case.") == "I studied at Case Western, in Kaohsiung."
     assert respelling(Vocabulary((Term("Siobhan"),))) is None
 
 
@@ -132,6 +141,8 @@ def test_forms_that_ordinary_speech_says_are_warned_of(tiny) -> None:
     ("Have you looked at Grafana yet?", "Have you looked the Grafana yet?", "Grafana", None),
     ("I had lunch with Siobhan today.", "", "Siobhan", None),
     ("Nothing named here.", "Nothing named here.", "Siobhan", None),
+    ("Call Krzysztof's phone.", "Call Kristoff's phone.", "Krzysztof", "Kristoff"),
+    ("Send it to Krzysztof.", "Send it to Chris Toff. Thank you for watching!", "Krzysztof", "Chris Toff"),
 ])
 def test_the_form_is_what_stands_where_the_term_was_said(said, written, term, form) -> None:
     assert written_for(said, written, term) == form
@@ -146,10 +157,19 @@ def test_learning_keeps_the_commonest_forms_and_never_another_term() -> None:
                                           Term("Niamh", 2.0, ("Nyan", "Naim")))
 
 
+def test_a_learned_form_the_list_could_not_take_is_left_out() -> None:
+    """Each made a file the daemon refused, or read back otherwise, or a crash after every recording was heard."""
+    vocabulary = Vocabulary((Term("张伟"), Term("Krzysztof"), Term("Aoife"), Term("Eefa", 1.0, ("Eva",))))
+    heard = [("我叫张伟，你好。", "我叫" + "长" * 13 + "，你好。"), ("Call Krzysztof now.", "Call Kris | Toff now."),
+             ("Ask Aoife.", "Ask Eva."), ("Ask Aoife.", "Ask eva.")]
+    assert learned(vocabulary, heard) == vocabulary.terms
+
+
 def test_the_file_is_written_back_with_its_comments() -> None:
     text = "# our room\nKrzysztof  # the CTO\n\nSiobhan\t2\n"
     terms = (Term("Krzysztof", 1.0, ("Kristoff",)), Term("Siobhan", 2.0))
-    assert rewritten(text, terms) == "# our room\nKrzysztof\t\tKristoff  # the CTO\n\nSiobhan\t2.0\n"
+    assert rewritten(text, terms) == "# our room\nKrzysztof\t\tKristoff  # the CTO\n\nSiobhan\t2\n"
+    assert rewritten(text.replace("\n", "\r\n"), terms) == rewritten(text, terms).replace("\n", "\r\n")
 
 
 def test_a_bad_recordings_line_is_named(tmp_path) -> None:
@@ -162,7 +182,7 @@ def test_a_bad_recordings_line_is_named(tmp_path) -> None:
 def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, int8_model_dir, eval_dir) -> None:
     """tiny.en writes "best" for the Vest said: an ordinary word, left out unless --keep-ordinary."""
     names = tmp_path / "names.txt"
-    names.write_text("# room 4\nVest  # the speaker\n")
+    names.write_text("# room 4\nVest\t\tthe vests  # the speaker\n")  # an ordinary form of the technician's own
     listing = tmp_path / "recordings.tsv"
     listing.write_text(f"{eval_dir / 'tts_piper_en' / VEST}\tSew a button on the Vest.\nmissing.wav\tThe Vest.\n")
     command = [sys.executable, "-m", "edge", "learn-sounds-like", "--vocabulary", str(names), "--recordings",
@@ -170,10 +190,10 @@ def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, i
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 1, result.stderr  # the missing recording: told, and the other one still learned from
     assert "missing.wav" in result.stderr and "Vest: left out 'best', ordinary words" in result.stderr
-    assert names.read_text() == "# room 4\nVest  # the speaker\n"
+    assert names.read_text() == "# room 4\nVest\t\tthe vests  # the speaker\n"
     result = subprocess.run([*command, "--keep-ordinary"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 1 and "Vest: sounds like best" in result.stderr, result.stderr
-    assert names.read_text() == "# room 4\nVest\t\tbest  # the speaker\n"
+    assert result.returncode == 1 and "Vest: sounds like the vests, best" in result.stderr, result.stderr
+    assert names.read_text() == "# room 4\nVest\t\tthe vests|best  # the speaker\n"
 
 
 def test_check_config_warns_of_a_form_made_of_ordinary_words(tmp_path, int8_model_dir) -> None:

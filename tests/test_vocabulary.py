@@ -542,6 +542,7 @@ def test_an_app_replaces_the_list_live_and_sighup_goes_back_to_the_config(tmp_pa
         app.request_status()
         status = app.wait_for(lambda e: e["type"] == "status" and "vocabulary" in e, 10)
         assert status["vocabulary"]["source"] == "request" and status["vocabulary"]["terms"] == 2
+        assert status["vocabulary"]["sounds_like"] == 1  # Ljubljana's "Lublyana"
         assert "advice" not in replaced  # two names: the prompt takes them whole
         every = [term.text for term in read_file(REPO / "scripts" / "vocab" / "terms_en.txt")]
         send(app, {"type": "vocabulary", "terms": every})

@@ -29,12 +29,16 @@ from pathlib import Path
 
 from edge.asr.base import Recognizer
 from edge.vocabulary import (
-    COMMENT, MAX_SOUNDS_LIKE, MAX_TERM_CHARS, MAX_TERM_WORDS, UNSPACED, Term, Vocabulary, VocabularyError, check_terms,
-    check_text, term_line,
+    COMMENT, MAX_SOUNDS_LIKE, MAX_TERM_CHARS, MAX_TERM_WORDS, UNSPACED, Term, Vocabulary, VocabularyError, check_forms,
+    check_terms, check_text, term_line,
 )
 
-# A unit of alignment: one Chinese or Japanese character, or a word of any other script
-UNIT = re.compile(f"{UNSPACED.pattern}|[^\\W_](?:[\\w'’.-]*[^\\W_])?")
+# A unit of alignment: one Chinese or Japanese character, or a run of other letters and digits ("Krzysztof's"
+# is "Krzysztof" and "s", so the term is found in it)
+UNIT = re.compile(f"{UNSPACED.pattern}|(?:(?!{UNSPACED.pattern})[^\\W_])+")
+
+
+UNANCHORED_SPARE = 1  # units a form may have beyond its term's where the term ends or starts the sentence
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,18 @@ def written_for(said: str, written: str, term: str) -> str | None:
     if start is None or not wanted or not marks:
         return None
     end = start + len(wanted)
-    low, high = 0, len(marks)
+    low, high = None, None  # the written units just after the last match before the term, and of the first after
     matcher = SequenceMatcher(None, said_units, [m.group(0).lower() for m in marks], autojunk=False)
     for a, b, size in matcher.get_matching_blocks():
-        if a < start:
-            low = max(low, b + min(size, start - a))
-        if a + size > end:
-            high = min(high, b + max(0, end - a))
+        if a < start and size:
+            low = max(low or 0, b + min(size, start - a))
+        if a + size > end and size:
+            high = min(high if high is not None else len(marks), b + max(0, end - a))
+    if low is None and high is None:
+        return None  # nothing of the sentence around the term was written: no telling where it is
+    # A side with nothing matched ends the sentence: "Thank you for watching" after it is not the name
+    low = low if low is not None else max(0, high - len(wanted) - UNANCHORED_SPARE)
+    high = high if high is not None else min(len(marks), low + len(wanted) + UNANCHORED_SPARE)
     if low >= high:
         return None
     form = written[marks[low].start():marks[high - 1].end()]
@@ -89,25 +98,34 @@ def written_for(said: str, written: str, term: str) -> str | None:
 
 def learned(vocabulary: Vocabulary, heard: Iterable[tuple[str, str]]) -> tuple[Term, ...]:
     """`vocabulary`'s terms with the forms written for them in `heard` ((said, written) pairs) added,
-    the most frequent first, up to MAX_SOUNDS_LIKE a term; a form with a term of the list in it is left out,
-    and one already there in another case, or written for two terms, is given once (to the first)."""
+    the most frequent first, up to MAX_SOUNDS_LIKE a term. Left out: a form that is no valid form, has a term of
+    the list in it, or is already a form (in any case) of this or another term."""
     counts: dict[str, Counter[str]] = {term.text: Counter() for term in vocabulary.terms}
     for said, written in heard:
         for term in vocabulary.terms:
             form = written_for(said, written, term.text)
             if form is not None:
                 counts[term.text][form] += 1
-    taken: set[str] = set()  # forms already given, lower-cased: a form is matched in any case
+    taken = {form.lower() for term in vocabulary.terms for form in (term.text, *term.sounds_like)}  # matched in any case
     terms = []
     for term in vocabulary.terms:
         forms = list(term.sounds_like)  # the technician's own, kept as they are
-        taken |= {form.lower() for form in forms}
         for form, _ in counts[term.text].most_common():
-            if form.lower() not in taken and not _names_a_term(form, vocabulary) and len(forms) < MAX_SOUNDS_LIKE:
+            if len(forms) < MAX_SOUNDS_LIKE and form.lower() not in taken and _usable(form, term, vocabulary):
                 forms.append(form)
                 taken.add(form.lower())
         terms.append(replace(term, sounds_like=tuple(forms)))
     return check_terms(terms, "learned list")
+
+
+def _usable(form: str, term: Term, vocabulary: Vocabulary) -> bool:
+    """Whether a learned `form` may be written to the list: a valid form (the daemon reads the file back) with
+    no term of the list in it."""
+    try:
+        check_forms([form], term.text, "learned")
+    except VocabularyError:
+        return False  # the alignment went astray ("长" written 13 times), or a "|" the file would split on
+    return not _names_a_term(form, vocabulary)
 
 
 def _names_a_term(form: str, vocabulary: Vocabulary) -> bool:
@@ -169,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         vocabulary = read_vocabulary_file(args.vocabulary, glossary=PROMPTS[args.vocabulary_prompt])
-        source = args.vocabulary.read_text(encoding="utf-8-sig")  # written back with its comments
+        source = args.vocabulary.read_bytes().decode("utf-8-sig")  # written back with its comments and line ends
         recordings = read_recordings(args.recordings)
         recognizer, options, _ = open_decoder(args, vocabulary)
     except (VocabularyError, RecordingsError, ModelError, LanguageError) as exc:
@@ -192,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
     terms = learned(vocabulary, heard)
     if not args.keep_ordinary:
-        terms = _without_ordinary(terms, read_family(args.model).ordinary_forms(args.model, Vocabulary(terms)))
+        ordinary = read_family(args.model).ordinary_forms(args.model, Vocabulary(terms))
+        own = {(term.text, form) for term in vocabulary.terms for form in term.sounds_like}
+        terms = _without_ordinary(terms, [pair for pair in ordinary if pair not in own])  # the technician's stay
     for term in terms:
         if term.sounds_like:
             print(f"{term.text}: sounds like {', '.join(term.sounds_like)}", file=sys.stderr)
@@ -240,13 +260,15 @@ def rewritten(text: str, terms: Sequence[Term]) -> str:
     comments, blank lines and the order stay as the technician wrote them."""
     by_text = {term.text: term for term in terms}
     lines = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for line in text.split("\n"):
+        ending = "\r" if line.endswith("\r") else ""  # a CRLF file stays CRLF
+        line = line.removesuffix("\r")
         comment = COMMENT.search(line)
         entry = line[:comment.start()] if comment else line
         if entry.strip():
             term = by_text[check_text(entry.partition("\t")[0], "line")]
             line = term_line(term) + entry[len(entry.rstrip()):] + (line[comment.start():] if comment else "")
-        lines.append(line)
+        lines.append(line + ending)
     return "\n".join(lines)
 
 
