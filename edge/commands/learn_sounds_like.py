@@ -29,15 +29,13 @@ from pathlib import Path
 
 from edge.asr.base import Recognizer
 from edge.vocabulary import (
-    COMMENT, MAX_SOUNDS_LIKE, MAX_TERM_CHARS, MAX_TERM_WORDS, UNSPACED, Term, Vocabulary, VocabularyError, check_forms,
+    COMMENT, MAX_SOUNDS_LIKE, UNSPACED, Term, Vocabulary, VocabularyError, check_forms,
     check_terms, check_text, term_line,
 )
 
 # A unit of alignment: one Chinese or Japanese character, or a run of other letters and digits ("Krzysztof's"
 # is "Krzysztof" and "s", so the term is found in it)
 UNIT = re.compile(f"{UNSPACED.pattern}|(?:(?!{UNSPACED.pattern})[^\\W_])+")
-
-
 UNANCHORED_SPARE = 1  # units a form may have beyond its term's where the term ends or starts the sentence
 
 
@@ -65,7 +63,7 @@ def _find(units: Sequence[str], wanted: Sequence[str]) -> int | None:
 
 def written_for(said: str, written: str, term: str) -> str | None:
     """What `written` (a transcript) has where `said` (what was said) says `term`: None where it says the
-    term itself, says nothing there, or is too long to be a form (the alignment went astray).
+    term itself or nothing there (`learned` leaves out what is no valid form: the alignment went astray).
 
     The two texts are aligned unit by unit (words; characters of Chinese); the form is what lies
     between the last unit matched before the term and the first matched after it.
@@ -77,7 +75,7 @@ def written_for(said: str, written: str, term: str) -> str | None:
         return None
     end = start + len(wanted)
     low, high = None, None  # the written units just after the last match before the term, and of the first after
-    matcher = SequenceMatcher(None, said_units, [m.group(0).lower() for m in marks], autojunk=False)
+    matcher = SequenceMatcher(None, said_units, _keys(written), autojunk=False)
     for a, b, size in matcher.get_matching_blocks():
         if a < start and size:
             low = max(low or 0, b + min(size, start - a))
@@ -91,9 +89,8 @@ def written_for(said: str, written: str, term: str) -> str | None:
     if low >= high:
         return None
     form = written[marks[low].start():marks[high - 1].end()]
-    too_long = len(form) > MAX_TERM_CHARS or len(form.split()) > MAX_TERM_WORDS
     has_term = _find(_keys(form), wanted) is not None  # "the Grafana": the term, and a neighbour misheard
-    return None if too_long or has_term else form
+    return None if has_term else form
 
 
 def learned(vocabulary: Vocabulary, heard: Iterable[tuple[str, str]]) -> tuple[Term, ...]:
