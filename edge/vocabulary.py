@@ -17,8 +17,10 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,14 +109,46 @@ class Respelling:
     def __call__(self, text: str) -> str:
         return self.pattern.sub(lambda match: self.terms.get(match.group(0).lower(), match.group(0)), text)
 
+    def segments(self, texts: Sequence[str], separator: str) -> list[str]:
+        """A transcript's segments rewritten as one text: a form that the segments split ("Chris" | "Toff")
+        is shown as its term in the segment where it starts, and its rest is taken from the next."""
+        joined = separator.join(texts)
+        starts = list(accumulate((len(text) + len(separator) for text in texts[:-1]), initial=0))
+        parts: list[list[str]] = [[] for _ in texts]
 
-def respelling(vocabulary: Vocabulary) -> Respelling | None:
+        def owner(at: int) -> int:  # the segment joined[at] came from (a separator: the one before it)
+            return bisect_right(starts, at) - 1
+
+        def keep(start: int, end: int) -> None:  # joined[start:end] to the segments it came from, separators left out
+            for k in range(owner(start), owner(end - 1) + 1 if end > start else 0):
+                parts[k].append(joined[max(start, starts[k]):min(end, starts[k] + len(texts[k]))])
+
+        done = 0
+        for match in self.pattern.finditer(joined):
+            keep(done, match.start())
+            term = self.terms.get(match.group(0).lower())
+            if term is None:
+                keep(match.start(), match.end())
+            else:
+                parts[owner(match.start())].append(term)
+            done = match.end()
+        keep(done, len(joined))
+        return ["".join(part).strip() for part in parts]
+
+
+def respelling(vocabulary: Vocabulary, spellings: Callable[[str], Sequence[str]] = lambda text: (text,)) -> Respelling | None:
     """The rewrite of `vocabulary`'s sounds-like forms (None: it has none). The terms are in the pattern too,
-    matched as themselves: a form inside a longer term ("case" in "Case Western") is not rewritten."""
-    terms = {form.lower(): term.text for term in vocabulary.terms for form in term.sounds_like}
+    matched as themselves: a form inside a longer term ("case" in "Case Western") is not rewritten.
+
+    `spellings(text)`: the ways the box may show a text, the first the one it shows (a Chinese form in
+    each script: a technician on a Taiwan box who types 张维 means the 張維 it shows); a term is shown so.
+    """
+    own = {spelled.lower() for term in vocabulary.terms for spelled in spellings(term.text)}
+    terms = {spelled.lower(): spellings(term.text)[0] for term in vocabulary.terms for form in term.sounds_like
+             for spelled in spellings(form) if spelled.lower() not in own}
     if not terms:
         return None
-    texts = {*(form for term in vocabulary.terms for form in term.sounds_like), *(term.text for term in vocabulary.terms)}
+    texts = {spelled for term in vocabulary.terms for text in (term.text, *term.sounds_like) for spelled in spellings(text)}
     alternatives = sorted(texts, key=len, reverse=True)  # written as given: "İzmir".lower() is longer than "İzmir"
     return Respelling(re.compile("|".join(map(_bounded, alternatives)), re.IGNORECASE), terms)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.asr.whisper.bias import Match, build_trie, ordinary_forms
-from edge.asr.whisper.recognizer import Recognizer, forms_advice
+from edge.asr.whisper.recognizer import Recognizer, _joined, forms_advice
 from edge.audio.audiofile import load_audio
 from edge.commands.learn_sounds_like import learned, read_recordings, RecordingsError, rewritten, written_for
 from edge.vocabulary import (
@@ -82,6 +82,24 @@ def test_forms_are_shown_as_their_terms_in_any_case_as_whole_words() -> None:
     studied = respelling(Vocabulary((*terms, Term("Case Western"))))
     assert studied("I studied at Case Western, in case.") == "I studied at Case Western, in Kaohsiung."
     assert respelling(Vocabulary((Term("Siobhan"),))) is None
+
+
+def test_a_form_the_segments_split_is_shown_as_its_term_in_the_first() -> None:
+    show = respelling(Vocabulary((Term("Krzysztof", 1.0, ("Chris Toff",)), Term("张伟", 1.0, ("张维",)))))
+    assert show.segments(["Call Chris", "Toff now, Chris."], " ") == ["Call Krzysztof", "now, Chris."]
+    assert show.segments(["Call Chris", "Toff"], " ") == ["Call Krzysztof", ""]
+    assert show.segments(["我叫张", "维。", "你好"], "") == ["我叫张伟", "。", "你好"]
+    assert show.segments([], " ") == []
+    assert _joined([(0.0, 2.0, "Call Chris"), (2.0, 2.6, "Toff"), (2.6, 4.0, "now.")], ["Call Krzysztof", "", "now."]) == (
+        (0.0, 2.6, "Call Krzysztof"), (2.6, 4.0, "now."))
+
+
+def test_a_chinese_form_typed_in_another_script_than_the_box_shows_is_matched(tiny) -> None:
+    vocabulary = Vocabulary((Term("张伟", 1.0, ("张维",)), Term("臺積電", 1.0, ("台机电",))))
+    taiwan = tiny.options(vocabulary=vocabulary, script="taiwan").respell
+    assert taiwan("張維明天去臺機電") == "張偉明天去臺積電"
+    simplified = tiny.options(vocabulary=vocabulary).respell
+    assert simplified("张维明天去台机电") == "张伟明天去台积电"
 
 
 @pytest.fixture(scope="module")

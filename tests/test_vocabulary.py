@@ -414,11 +414,18 @@ def test_a_term_corrects_beam_search_and_greedy_partials(tiny, eval_dir) -> None
 
 
 def test_the_prefix_tree_alone_corrects_a_word_in_a_final(tiny, eval_dir) -> None:
-    audio = load_audio(eval_dir / "tts_piper_en" / "harvard_l04_s01.wav")  # "Hoist the load to your left shoulder."
-    plain = tiny.transcribe(audio, options=tiny.options(beam_size=5)).text
-    hoist = Vocabulary((Term("hoist"),), glossary=False, source="test")
-    biased = tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=hoist)).text
-    assert plain.startswith("Who is the load") and biased.startswith("Hoist the load"), (plain, biased)
+    """Which of these words tiny.en int8 misreads depends on the CPU's int8 kernels: "Who is the load"
+    on a 2-core Intel Xeon, "Hoist the load" on an AMD EPYC (2026-12-07); "best" for "vest" on both.
+    The tree must correct each misread word, keep each right one, and this machine must misread one."""
+    misread = []
+    for clip, term, said in (("harvard_l04_s01.wav", "hoist", "Hoist the load"), ("harvard_l03_s03.wav", "vest", "on the vest.")):
+        audio = load_audio(eval_dir / "tts_piper_en" / clip)
+        plain = tiny.transcribe(audio, options=tiny.options(beam_size=5)).text
+        only_tree = Vocabulary((Term(term),), glossary=False, source="test")
+        biased = tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=only_tree)).text
+        assert said in biased, (plain, biased)
+        misread += [plain] if said not in plain else []
+    assert misread
 
 
 def test_terms_never_come_out_of_noise_or_silence(tiny, eval_dir) -> None:

@@ -110,6 +110,14 @@ def as_written(terms: Iterable[str], script: str) -> tuple[tuple[str, str], ...]
     return tuple(sorted(pairs, key=lambda pair: (-len(pair[0]), pair)))
 
 
+def spellings(text: str, script: str, written: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
+    """`text` as a box showing Chinese in `script` shows it, then the other ways it may be typed: a
+    Chinese text in every script (a sounds-like form typed simplified on a Taiwan box is still its form)."""
+    if not has_han(text):
+        return (text,)
+    return tuple(dict.fromkeys((tidy(text, "zh", script, written), text, *(tidy(text, "zh", other) for other in SCRIPTS))))
+
+
 def tidy(text: str, language: str, script: str = "simplified", written: tuple[tuple[str, str], ...] = ()) -> str:
     """The displayed form of a transcript in `language`; Chinese in `script` (a key of SCRIPTS), with
     the vocabulary's terms as `written` (from `as_written`)."""

@@ -13,13 +13,13 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
 from edge.asr.base import Interrupt, Segment, Transcript
-from edge.asr.text import SCRIPTS, as_written, tidy
+from edge.asr.text import SCRIPTS, UNSPACED, as_written, spellings, tidy
 from edge.asr.whisper.bias import (
     GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, ordinary_forms, recital,
 )
@@ -119,7 +119,6 @@ class _Biasing:
     glossary: tuple[int, ...]
     trie: BiasTrie | None
     recital: re.Pattern[str] | None
-    respell: Respelling | None
 
 
 def token_budget(seconds: float) -> int:
@@ -273,8 +272,8 @@ class Recognizer:
             glossary=glossary,
             recital=biasing.recital,
             script=script,
-            written=as_written((term.text for term in vocabulary.terms), script),
-            respell=biasing.respell,
+            written=(written := as_written((term.text for term in vocabulary.terms), script)),
+            respell=_respelling(vocabulary, script, written),
         )
 
     def vocabulary_advice(self, vocabulary: Vocabulary, language: str) -> str | None:
@@ -289,8 +288,7 @@ class Recognizer:
                 auto = vocabulary.glossary == "auto"
                 limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
                 prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
-                built = _Biasing(prompt, build_trie(vocabulary, self.tokenizer), recital(vocabulary) if prompt else None,
-                                 respelling(vocabulary))
+                built = _Biasing(prompt, build_trie(vocabulary, self.tokenizer), recital(vocabulary) if prompt else None)
                 self._biases = {vocabulary: built}
             return built
 
@@ -564,19 +562,34 @@ class Recognizer:
         text_tokens = tuple(t for r in results for t in r.tokens if self.tokenizer.is_text(t))
         weights = np.array([len(r.tokens) + 1 for r in results], dtype=np.float64)
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
-        show = partial(_shown, language=language, wanted=wanted)
-        shown = tuple((start, end, show(words)) for start, end, words in segments)
-        return Transcript(show(text), text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
-                          shown, language, results[0].language_prob)
+        show = partial(tidy, language=language, script=wanted.script, written=wanted.written)
+        shown, words = show(text), [show(words) for _, _, words in segments]
+        if wanted.respell:
+            shown, words = wanted.respell(shown), wanted.respell.segments(words, "" if language in UNSPACED else " ")
+        return Transcript(shown, text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
+                          _joined(segments, words), language, results[0].language_prob)
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
         return (round(offset + start, 3), round(offset + end, 3), self.tokenizer.decode(list(tokens)).strip())
 
 
-def _shown(text: str, language: str, wanted: WhisperOptions) -> str:
-    """`text` as shown: written as its language is, and the vocabulary's sounds-like forms as their terms."""
-    text = tidy(text, language, wanted.script, wanted.written)
-    return wanted.respell(text) if wanted.respell else text
+@lru_cache(maxsize=8)
+def _respelling(vocabulary: Vocabulary, script: str, written: tuple[tuple[str, str], ...]) -> Respelling | None:
+    """The list's sounds-like forms as their terms on a box showing Chinese in `script`; made once per
+    list and script, for partials and finals alike."""
+    return respelling(vocabulary, partial(spellings, script=script, written=written))
+
+
+def _joined(segments: Sequence[Segment], words: Sequence[str]) -> tuple[Segment, ...]:
+    """`segments` with their shown `words`; one the rewrite emptied (its words were the rest of a form the
+    one before now shows as the term) lends its end to that one."""
+    joined: list[Segment] = []
+    for (start, end, _), text in zip(segments, words):
+        if text or not joined:
+            joined.append((start, end, text))
+        else:
+            joined[-1] = (joined[-1][0], end, joined[-1][2])
+    return tuple(joined)
 
 
 def is_digital_silence(audio: np.ndarray) -> bool:
