@@ -265,7 +265,9 @@ def test_transcribe_language_flag(base_model_dir: Path, eval_dir: Path) -> None:
                           "zh", "--format", "jsonl", str(clip["path"])], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout)
-    assert record["language"] == "zh" and cjk_chars(record["text"]) == cjk_chars(clip["text"])
+    # Within one character of "换一首歌": int8 with beam 5 wrote "坏一首歌" on an AVX2-only AMD EPYC (2026-12-07;
+    # greedy and fp32 "换"), exact on VNNI CPUs. The flag ignored (English, or no Chinese) scores 1.0.
+    assert record["language"] == "zh" and cer([clip["text"]], [record["text"]]) <= 0.25, record["text"]
     bad = subprocess.run([sys.executable, "-m", "edge", "transcribe", "--model", str(base_model_dir), "--language",
                           "cn", str(clip["path"])], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
