@@ -21,7 +21,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ct2_reader import parse_ct2  # noqa: E402
+from edge.accel.board import int8_sums_clip_here  # noqa: E402
 from edge.manifest import FORMAT  # noqa: E402
 from whisper_onnx import OPSET, Dims, build_decoder, build_encoder, dims_from_weights, weights_problem  # noqa: E402
 
@@ -45,8 +45,9 @@ BUILDER_VERSION = 4  # 2: family/multilingual/languages, tokenizer.json, whisper
 COPIED_FILES = ("vocabulary.txt", "config.json")  # required beside model.bin
 OPTIONAL_FILES = ("tokenizer.json",)  # copied (and listed in `files`) when the source has it
 PRECISIONS = ("fp32", "int8")
-# the code that writes the graphs, repo-relative: the decoder's input names come from graph.py
-BUILDER_SOURCES = ("scripts/build_model.py", "scripts/whisper_onnx.py", "scripts/ct2_reader.py", "edge/asr/whisper/graph.py")
+# the code that writes the graphs, repo-relative: the decoder's input names come from graph.py, the weights' bits from board.py
+BUILDER_SOURCES = ("scripts/build_model.py", "scripts/whisper_onnx.py", "scripts/ct2_reader.py", "edge/asr/whisper/graph.py",
+                   "edge/accel/board.py")
 BUILDER_LIBRARIES = ("onnx", "onnx-ir", "onnxruntime")  # onnx-ir: the MatMulNBits quantizer's graph editor
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,35 +55,11 @@ REPO = Path(__file__).resolve().parents[1]
 # projection / embedding as int8, per channel; the encoder convs stay fp32 (ConvInteger
 # ran 3.7x slower than the fp32 Conv on onnxruntime CPU).
 EMBEDDINGS = "decoder/embeddings/weight"
-
-
-def saturating_int8(machine: str, cpu_flags: str | None) -> bool:
-    """Whether onnxruntime's int8 MatMul on this CPU adds u8 x s8 products in pairs in 16 bits, clipping
-    them: x86-64 without VNNI (VPMADDUBSW; onnxruntime's quantization docs name `reduce_range` for it).
-
-    There the weights get 7 bits. On an AVX2-only AMD EPYC (2026-12-07) that raised int8's top-1
-    agreement with fp32 along fp32's greedy path from 0.916 to 0.956 (whisper-base, 12 zh clips) and
-    from 0.980 to 1.000 (tiny.en, 12 English clips); a VNNI CPU adds in 32 bits and keeps 8 bits, as
-    every figure before that date was measured. `cpu_flags`: /proc/cpuinfo's text (None: unreadable,
-    taken as no VNNI, the side that costs 1 bit at most).
-    """
-    if machine.lower() not in ("x86_64", "amd64"):
-        return False
-    return cpu_flags is None or re.search(r"\b(avx512_vnni|avx_vnni)\b", cpu_flags) is None
-
-
-def _cpu_flags() -> str | None:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-
-
 DYNAMIC = {
     "method": "onnxruntime.quantization.quantize_dynamic",
     "weight_type": "QInt8",
     "per_channel": True,
-    "reduce_range": saturating_int8(platform.machine(), _cpu_flags()),  # the building box is the box it runs on
+    "reduce_range": int8_sums_clip_here(),  # 7-bit weights where this CPU's int8 kernels clip: built on the box it runs on
     "op_types": ["MatMul", "Gather"],
     "gather": "decoder/embeddings only: uint8, one scale for the table (quantize_dynamic's Gather)",
     "matmul": "constant weights only",

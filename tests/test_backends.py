@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge.accel.board import Board, Probe, detect_board, library_problem
+from edge.accel.board import Board, Probe, detect_board, int8_sums_clip, library_problem
 from edge.accel.ort import provider_chain
 from edge.accel.select import BackendStartError, select_backend, survey
 from edge.asr.load import open_recognizer
@@ -563,3 +563,21 @@ def test_an_engine_cache_that_cannot_be_written_is_named_at_start(tmp_path: Path
     cfg = make_config(int8_model_dir, tmp_path, tensorrt_cache_dir=str(cache))
     with pytest.raises(BackendError, match=rf"^inference.tensorrt_cache_dir {cache}: cannot write there \(.+\); give it"):
         whisper.open("tensorrt", cfg)
+
+
+@pytest.mark.parametrize("machine, flags, clips", [
+    ("x86_64", "flags : fpu avx avx2 fma", True), ("x86_64", "flags : avx2 avx512f avx512_vnni", False),
+    ("x86_64", "flags : avx2 avx_vnni", False), ("x86_64", None, True), ("aarch64", "Features : asimd asimddp", False)])
+def test_int8_sums_clip_on_x86_without_vnni(machine: str, flags: str | None, clips: bool) -> None:
+    assert int8_sums_clip(machine, flags) is clips
+
+
+def test_a_model_quantized_where_int8_sums_do_not_clip_is_to_be_rebuilt_where_they_do(tmp_path: Path) -> None:
+    from edge.asr.whisper.family import int8_advice
+
+    built_with = {"quantization": {"encoder": {"reduce_range": False}, "decoder": {"bits": 8}}}
+    advice = int8_advice(tmp_path, built_with, clips=True)
+    assert advice is not None and str(tmp_path) in advice and "rebuild it on this box" in advice
+    assert int8_advice(tmp_path, built_with, clips=False) is None
+    assert int8_advice(tmp_path, {"quantization": {"encoder": {"reduce_range": True}}}, clips=True) is None
+    assert int8_advice(tmp_path, {"quantization": None}, clips=True) is None  # fp32

@@ -306,14 +306,6 @@ def test_a_dir_quantized_for_another_kind_of_cpu_is_not_up_to_date(model_dirs: d
     assert not build_model.is_up_to_date(copy, source)
 
 
-@pytest.mark.parametrize("machine, flags, saturating", [
-    ("x86_64", "flags : fpu avx avx2 fma", True), ("x86_64", "flags : avx2 avx512f avx512_vnni", False),
-    ("x86_64", "flags : avx2 avx_vnni", False), ("x86_64", None, True), ("aarch64", "Features : asimd asimddp", False)])
-def test_int8_weights_get_7_bits_where_the_cpu_would_clip_their_sums(machine: str, flags: str | None,
-                                                                    saturating: bool) -> None:
-    assert build_model.saturating_int8(machine, flags) is saturating
-
-
 def test_ct2_reader_rejects_truncated_file(tmp_path: Path) -> None:
     broken = tmp_path / "model.bin"
     broken.write_bytes(build_model.find_source().paths[0].read_bytes()[:5000])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import logging
 from pathlib import Path
 
+from edge.accel.board import int8_sums_clip_here
 from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
 from edge.asr.whisper.bias import ordinary_forms as forms_of_ordinary_words
 from edge.asr.whisper.graph import WhisperBackend
@@ -24,7 +25,27 @@ if TYPE_CHECKING:  # the schema is not loaded for offline transcription
 
 def load(model_dir: Path, threads: int = 0) -> Recognizer:
     """A CPU recognizer; any problem with the directory is a `ModelError`."""
-    return Recognizer.from_dir(model_dir, threads=threads)
+    recognizer = Recognizer.from_dir(model_dir, threads=threads)
+    _warn_of_clipping(Path(model_dir))
+    return recognizer
+
+
+def int8_advice(model_dir: Path, manifest: dict, clips: bool) -> str | None:
+    """What to do where a model with 8-bit int8 weights runs on a CPU whose int8 kernels clip their sums
+    (`clips`: x86-64 without VNNI; None where there is nothing to say). Built there, it gets 7 bits."""
+    encoder = (manifest.get("quantization") or {}).get("encoder") or {}
+    if not clips or encoder.get("reduce_range") is not False:
+        return None
+    return (f"{model_dir} has 8-bit int8 weights (built on a CPU with VNNI, or by an older build), and this CPU's "
+            "int8 kernels clip their sums (x86-64 without VNNI): it reads worse here (whisper-base agreed "
+            "with fp32 on 0.916 of tokens instead of 0.956); rebuild it on this box: bash scripts/setup.sh or "
+            "scripts/build_model.py (models/README.md, INT8)")
+
+
+def _warn_of_clipping(model_dir: Path) -> None:
+    advice = int8_advice(model_dir, read(model_dir), int8_sums_clip_here())
+    if advice:
+        log.warning("%s", advice)
 
 
 def open(backend: str, cfg: Config) -> Recognizer:  # noqa: A001 - the Family protocol's name
@@ -101,4 +122,6 @@ def _open_ort(name: str, cfg: Config) -> OrtWhisperBackend:
     )
     if not backend.runs_on(REQUIRED_PROVIDER[name]):
         raise BackendError(f"onnxruntime did not start {REQUIRED_PROVIDER[name]} (running on {', '.join(backend.active_providers)})")
+    if name == "cpu":
+        _warn_of_clipping(model_dir)
     return backend
