@@ -11,7 +11,9 @@ import pytest
 from edge.asr.whisper.bias import Match, build_trie, ordinary_forms
 from edge.asr.whisper.recognizer import Recognizer, _joined, forms_advice
 from edge.audio.audiofile import load_audio
-from edge.commands.learn_sounds_like import learned, read_recordings, RecordingsError, rewritten, written_for
+from edge.commands.learn_sounds_like import (
+    Recording, RecordingsError, _heard, learned, read_recordings, rewritten, written_for,
+)
 from edge.vocabulary import (
     MAX_SOUNDS_LIKE, Term, Vocabulary, VocabularyError, parse_items, parse_text, respelling, term_line,
 )
@@ -135,6 +137,17 @@ def test_a_final_and_a_partial_show_the_term_where_the_model_wrote_its_form(tiny
         shown = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5, vocabulary=vest))
         assert plain.text.endswith("on the best.") and shown.text.endswith("on the Vest."), (plain.text, shown.text)
         assert shown.segments[-1][2].endswith("on the Vest.") and shown.tokens == plain.tokens
+
+
+def test_a_final_carries_the_other_readings_its_beam_weighed_and_the_learner_hears_them(tiny, eval_dir) -> None:
+    """tiny.en's beam for "... on the vest" ends on "the best" and also weighs "the vest"."""
+    audio, options = load_audio(eval_dir / "tts_piper_en" / VEST), tiny.options(beam_size=5)
+    final, partial = tiny.transcribe(audio, options=options), tiny.transcribe(audio, partial=True, options=options)
+    assert final.text.endswith("on the best.") and any(other.endswith("on the vest.") for other in final.alternatives)
+    assert final.text not in final.alternatives and len(set(final.alternatives)) == len(final.alternatives) <= 4
+    assert partial.alternatives == ()
+    heard = _heard(tiny, options, Recording(eval_dir / "tts_piper_en" / VEST, "Sew a button on the Vest."))
+    assert heard == [("Sew a button on the Vest.", text) for text in (final.text, *final.alternatives, partial.text)]
 
 
 def test_forms_that_ordinary_speech_says_are_warned_of(tiny) -> None:

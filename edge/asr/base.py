@@ -40,6 +40,9 @@ class Transcript:
     segments: tuple[Segment, ...]
     language: str = ""  # ISO 639-1 code, as the model's language tokens name it
     language_prob: float = 1.0  # how sure a detected `language` is (1.0 where it was given)
+    # Other readings the search weighed, shown as `text` is, best first (audio of one window; greedy: none):
+    # what the model may write for a name it does not know (edge-asr learn-sounds-like).
+    alternatives: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, no_speech_prob: float = 1.0, language: str = "") -> "Transcript":

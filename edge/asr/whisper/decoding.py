@@ -93,6 +93,7 @@ class DecodeResult:
     language: str = "en"
     language_prob: float = 1.0  # 1.0 when the language was given, not detected
     avg_score: float | None = None  # avg_logprob plus the vocabulary terms' bonus (None: no vocabulary)
+    alternatives: tuple[str, ...] = ()  # the other hypotheses the search finished, best first (greedy: none)
 
     @property
     def likely_no_speech(self) -> bool:
@@ -495,8 +496,10 @@ class Decoder:
             candidates = self._beam_search(cross, options, rules, prefix)
         else:
             candidates = self._sample(cross, options, rules, prefix)
-        best = max(candidates or [_Candidate([], 0.0, 0.0)], key=self._rank)
-        return self._result(best, prefix)
+        ranked = sorted(candidates or [_Candidate([], 0.0, 0.0)], key=self._rank, reverse=True)  # ties: first stays first
+        result = self._result(ranked[0], prefix)
+        others = (self.tok.decode([t for t in c.tokens if t < self.tok.eot]).strip() for c in ranked[1:])
+        return replace(result, alternatives=tuple(dict.fromkeys(t for t in others if t and t != result.text.strip())))
 
     def _rank(self, candidate: _Candidate) -> tuple[bool, float]:
         """Length-normalised score, but any candidate that does not loop beats one that does."""

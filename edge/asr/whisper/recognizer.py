@@ -564,10 +564,12 @@ class Recognizer:
         avg = float(np.dot(weights, [r.avg_logprob for r in results]) / weights.sum())
         show = partial(tidy, language=language, script=wanted.script, written=wanted.written)
         shown, words = show(text), [show(words) for _, _, words in segments]
+        others = [show(other) for other in results[0].alternatives] if len(results) == 1 else []
         if wanted.respell:
             shown, words = wanted.respell(shown), wanted.respell.segments(words, "" if language in UNSPACED else " ")
+            others = [wanted.respell(other) for other in others]
         return Transcript(shown, text_tokens, avg, results[0].no_speech_prob, compression_ratio(text),
-                          _joined(segments, words), language, results[0].language_prob)
+                          _joined(segments, words), language, results[0].language_prob, tuple(others))
 
     def _segment(self, tokens: tuple[int, ...], offset: float, start: float, end: float) -> Segment:
         return (round(offset + start, 3), round(offset + end, 3), self.tokenizer.decode(list(tokens)).strip())
