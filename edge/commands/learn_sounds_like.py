@@ -226,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _heard(recognizer: Recognizer, options: object, recording: Recording) -> list[tuple[str, str]]:
     """(said, written) for the recording's final, the other readings its beam weighed, and its partial: the
-    daemon shows the final and the partial (which has no prompt, and hears a name otherwise), and a name
-    said again comes out as the beam's second reading as often as its first.
+    daemon shows the final and the partial (which has no prompt, and hears a name otherwise), and a name said
+    again may come out as a spelling the beam weighed here and did not choose ("the vest" behind "the best").
 
     Measured on scripts/vocab (docs/benchmarks.md, "learned from the beam's other readings"): with six
     recordings a name, the beam's readings raised recall under `prompt: auto` from 33/52 to 37/52.
