@@ -120,8 +120,9 @@ class Respelling:
             return bisect_right(starts, at) - 1
 
         def keep(start: int, end: int) -> None:  # joined[start:end] to the segments it came from, separators left out
-            for k in range(owner(start), owner(end - 1) + 1 if end > start else 0):
-                parts[k].append(joined[max(start, starts[k]):min(end, starts[k] + len(texts[k]))])
+            if end > start:
+                for k in range(owner(start), owner(end - 1) + 1):
+                    parts[k].append(joined[max(start, starts[k]):min(end, starts[k] + len(texts[k]))])
 
         done = 0
         for match in self.pattern.finditer(joined):

@@ -41,7 +41,9 @@ class Transcript:
     language: str = ""  # ISO 639-1 code, as the model's language tokens name it
     language_prob: float = 1.0  # how sure a detected `language` is (1.0 where it was given)
     # Other readings the search weighed, shown as `text` is, best first (audio of one window; greedy: none):
-    # what the model may write for a name it does not know (edge-asr learn-sounds-like).
+    # what the model may write for a name it does not know (edge-asr learn-sounds-like). Made for every
+    # final, so the learner decodes as the daemon does: 1.2 ms for 4 readings with a 39-term learned list,
+    # against the final's 400-550 ms of decoding (2-core AMD EPYC, AVX2).
     alternatives: tuple[str, ...] = ()
 
     @classmethod

@@ -3,17 +3,17 @@
 A name the model does not know comes out as the words it sounds like ("Kristoff" for
 Krzysztof, "Chessen" for Szczecin), and a room says its names in the same voices every day.
 Each recording says a sentence with one or more of the list's terms. It is transcribed as the
-daemon would, as a final (the list active, the same beam and prompt) and as a partial (greedy,
-no prompt); each transcript is aligned with the sentence, and what stands where a term was said
-becomes one of the term's forms. The list is written back with them, in the vocabulary file
-format (term TAB weight TAB forms), its comments kept.
+daemon would, as a final (the list active, the same beam and prompt), with the other readings
+that final's beam weighed, and as a partial (greedy, no prompt); each transcript is aligned with
+the sentence, and what stands where a term was said becomes one of the term's forms. The list is
+written back with them, in the vocabulary file format (term TAB weight TAB forms), its comments kept.
 
     edge-asr learn-sounds-like --vocabulary names.txt --recordings recordings.tsv --output names.txt
 
 recordings.tsv: one recording a line, `path<TAB>what was said` (a path relative to the file).
-On scripts/vocab (tiny.en, the whole 39-term list) the learned forms took the names recalled from
-40 % to 50 % with two recordings a term and to 62 % with six, under `vocabulary.prompt: auto`, and
-changed no word of the other eval sets (docs/benchmarks.md, "sounds-like forms").
+On scripts/vocab (tiny.en, the whole 39-term list, `vocabulary.prompt: auto`) the learned forms took
+the names recalled from 40 % to 63 % with two recordings a term and to 71 % with six, and changed one
+word of the other eval sets (docs/benchmarks.md, "learned from the beam's other readings").
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _units(text: str) -> list[re.Match[str]]:
 
 def _keys(text: str) -> list[str]:
     """`text`'s units as compared: lower-cased."""
-    return [match.group(0).lower() for match in UNIT.finditer(text)]
+    return [match.group(0).lower() for match in _units(text)]
 
 
 def _find(units: Sequence[str], wanted: Sequence[str]) -> int | None:
