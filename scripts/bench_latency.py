@@ -6,6 +6,7 @@ through the PulseAudio virtual microphone), subscribes to its socket, and uses
 the manifest's `segments` to measure:
 
 - onset latency: segment start -> first non-empty partial (or final) of it;
+- partial gaps: between consecutive partials of one utterance (how often the caption moves);
 - final latency: segment end -> the final covering it
   (segment start/end trimmed to where the audio is audible: the clips carry their own lead-in and tail);
 - CPU (process CPU time / wall time, in % of one core) while speaking and
@@ -268,6 +269,14 @@ def final_latencies(run: Run, segments: list[dict]) -> list[float]:
     return out
 
 
+def partial_gaps(run: Run) -> list[float]:
+    """Seconds between consecutive partials of each utterance, as subscribers received them."""
+    times: dict[int, list[float]] = {}
+    for event in run.of("partial"):
+        times.setdefault(event["utterance_id"], []).append(event["_at"])
+    return [later - earlier for kept in times.values() for earlier, later in zip(kept, kept[1:])]
+
+
 def speaking_cpu(run: Run, segments: list[dict]) -> float:
     spans = [(s["start"], s["end"] + AFTER_SPEECH_S) for s in segments]
     return _cpu_percent(run, run.stream_start(), spans)
@@ -344,12 +353,12 @@ def main() -> int:
     overrides = _overrides(args.set)
     language = overrides.get("model.language", "auto")
     metric = metric_name(args.eval_set)
-    onsets, finals, speaking, rss, refs, hyps, offline = [], [], [], [], [], [], []
+    onsets, gaps, finals, speaking, rss, refs, hyps, offline = ([] for _ in range(8))
     utterances = 0  # every manifest segment: those no final covers are counted here, not in the latencies
     print(f"model {args.model.name}, {args.eval_set}")
-    print(f"| file | onset p50/p95 ms | final p50/p95 ms | CPU speaking % | peak RSS MiB | {metric} finals "
-          f"| {metric} offline |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| file | onset p50/p95 ms | partial gaps p50/p95 ms | final p50/p95 ms | CPU speaking % | peak RSS MiB "
+          f"| {metric} finals | {metric} offline |")
+    print("|---|---|---|---|---|---|---|---|")
     with _maybe_mic(args.via_mic) as mic:
         for row in rows:
             path = EVAL / args.eval_set / row["audio"]
@@ -358,11 +367,12 @@ def main() -> int:
                 run = run_daemon(played, Path(work), args.model, overrides, mic)
                 run.lead_s = args.lead_in
             segments = audible_segments(path, row["segments"])
-            on, fin = onset_latencies(run, segments), final_latencies(run, segments)
+            on, gap, fin = onset_latencies(run, segments), partial_gaps(run), final_latencies(run, segments)
             utterances += len(segments)
             text = " ".join(f["text"] for f in run.of("final"))
             reference = "" if args.no_offline else offline_text(path, args.model, language)
             onsets += on
+            gaps += gap
             finals += fin
             speaking.append(speaking_cpu(run, segments))
             rss.append(run.peak_rss_mib)
@@ -372,7 +382,7 @@ def main() -> int:
             offline_rate = "-" if args.no_offline else _rate(args.eval_set, [row["text"]], [reference])
             print(
                 f"| {row['audio']} ({len(fin)} of {len(segments)}) | {_p(on, 50)}/{_p(on, 95)} "
-                f"| {_p(fin, 50)}/{_p(fin, 95)} | {speaking[-1]:.0f} "
+                f"| {_p(gap, 50)}/{_p(gap, 95)} | {_p(fin, 50)}/{_p(fin, 95)} | {speaking[-1]:.0f} "
                 f"| {run.peak_rss_mib:.0f} | {_rate(args.eval_set, [row['text']], [text])} | {offline_rate} |",
                 flush=True,
             )
@@ -382,7 +392,7 @@ def main() -> int:
     all_offline = "-" if args.no_offline else _rate(args.eval_set, [" ".join(refs)], [" ".join(offline)])
     print(
         f"| **all** (finals for {len(finals)} of {utterances} utterances) | {_p(onsets, 50)}/{_p(onsets, 95)} "
-        f"| {_p(finals, 50)}/{_p(finals, 95)} "
+        f"| {_p(gaps, 50)}/{_p(gaps, 95)} | {_p(finals, 50)}/{_p(finals, 95)} "
         f"| {np.mean(speaking):.0f} | {max(rss):.0f} | {all_wer} | {all_offline} |"
     )
     print(f"\nCPU while silent (silence_10s.wav): {silent_cpu(quiet):.1f} % of one core; "

@@ -325,10 +325,12 @@ def test_auto_streaming_keys_take_the_models_tuning(tmp_path: Path, base_model_d
     base_tuning = tuning(base_model_dir)
     assert base_tuning == Tuning(final_beam=2, partial_interval_ms=1000, max_utterance_s=12, context=False)
     cfg = parse_config({"model": {"path": str(base_model_dir)}}, base_dir=tmp_path)
-    assert StreamSettings.from_config(cfg.stream, "zh", base_tuning) == StreamSettings(1000, 2, "zh")
+    assert StreamSettings.from_config(cfg.stream, "zh", base_tuning) == StreamSettings(1000, 2, "zh", paced=True)
     assert EndpointSettings.from_config(cfg.vad, base_tuning).max_utterance_s == 12
-    pinned = parse_config({"stream": {"final_beam": 4}, "vad": {"max_utterance_s": 7}}, base_dir=REPO)
-    assert StreamSettings.from_config(pinned.stream, "auto", base_tuning).final_beam == 4
+    pinned = parse_config({"stream": {"final_beam": 4, "partial_interval_ms": 700}, "vad": {"max_utterance_s": 7}},
+                          base_dir=REPO)
+    pinned_stream = StreamSettings.from_config(pinned.stream, "auto", base_tuning)
+    assert (pinned_stream.final_beam, pinned_stream.partial_interval_ms, pinned_stream.paced) == (4, 700, False)
     assert EndpointSettings.from_config(pinned.vad, base_tuning).max_utterance_s == 7  # the model's is 12
     assert tuning(tmp_path) == Tuning()  # no manifest: the documented defaults
 

@@ -841,6 +841,55 @@ def test_a_flapping_vad_does_not_multiply_partials() -> None:
     assert 2 <= recognizer.partials <= 3.5 / 0.5 + 2
 
 
+class _BusyPartials(_Listener):
+    """Each partial spends `cpu_s` of CPU in a busy loop, as a slow box's decode does, and has text."""
+
+    def __init__(self, cpu_s: float) -> None:
+        super().__init__()
+        self.cpu_s = cpu_s
+        self.partial_sizes: list[int] = []  # each partial's audio: from the utterance's start to its request
+
+    def transcribe(self, audio: np.ndarray, *, partial: bool = False, **_: object) -> Transcript:
+        if not partial:
+            return Transcript("the final", (1,), 0.0, 0.0, 1.0, ())
+        began = time.process_time()
+        while time.process_time() - began < self.cpu_s:
+            pass
+        self.partial_sizes.append(audio.size)
+        return Transcript("a partial", (2,), 0.0, 0.0, 1.0, ())
+
+
+def _partial_steps_s(paced: bool) -> tuple[list[float], dict]:
+    """3 s of speech fed at real time, partials every 100 ms that each take 0.15 s of CPU: the audio between
+    consecutive partial requests, after the first (which has no text before it), and the stats at the end."""
+    recognizer = _BusyPartials(0.15)
+    fed = _Fed(recognizer, replace(StreamSettings.from_config(), partial_interval_ms=100, paced=paced))
+    speech = np.full(_windows(3.0), 0.6, np.float32)
+    try:
+        fed.feed(0.0, 0.5)
+        began = time.monotonic()
+        for i in range(0, speech.size, WINDOW):
+            fed.session.feed(speech[i : i + WINDOW])
+            time.sleep(max(0.0, began + (i + WINDOW) / SAMPLE_RATE - time.monotonic()))
+        stats = fed.session.stats()
+        fed.feed(0.0, 1.0)
+        fed.session.finish()
+        assert fed.session.drain(5)
+    finally:
+        fed.session.close()
+    sizes = recognizer.partial_sizes
+    return [(later - earlier) / SAMPLE_RATE for earlier, later in zip(sizes[1:], sizes[2:])], stats
+
+
+def test_auto_partials_wait_so_that_a_slow_cpu_spends_at_most_half_a_core_on_them() -> None:
+    """Under `auto`, partials that take 0.15 s of CPU come at least 0.3 s apart (PARTIAL_CPU_SHARE), not back to
+    back: on a 2-core Zen 3 tiny.en's partials every 500 ms took 0.7 of a core. A set interval is kept as set."""
+    paced, paced_stats = _partial_steps_s(paced=True)
+    fixed, fixed_stats = _partial_steps_s(paced=False)
+    assert len(paced) >= 4 and min(paced) >= 0.3 and paced_stats["partial_interval_ms"] >= 300
+    assert len(fixed) > len(paced) and min(fixed) < 0.3 and fixed_stats["partial_interval_ms"] == 100
+
+
 class _FailingFinals:
     """The real recognizer, whose final decodes of audio that ends in the test's digital silence (not a pause
     of the recording) fail at once: the first one only, or all."""

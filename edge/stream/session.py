@@ -53,6 +53,11 @@ FIRST_PARTIAL_STEP_MS = 200  # until an utterance has text, retry partials this 
 # less than this many partial intervals ago). With a dip every 0.7 s and partials slower than that, interrupting
 # at every dip left a 12 s utterance 7.5 s without a partial, this rule 1.8 s (scripts/bench_caption_gaps.py).
 PREEMPT_STALE_INTERVALS = 2
+# Under `stream.partial_interval_ms: auto`, partials take at most this share of one core: the next one waits
+# until the last one's CPU time (every thread of the process) / PARTIAL_CPU_SHARE has passed. On a 2-core Zen 3
+# without VNNI, tiny.en's partials every 500 ms took about 0.7 of a core and the daemon 1.03 cores while people
+# spoke (base zh every 1000 ms: 1.17); paced, 0.76 and 0.87 (docs/benchmarks.md, "Partials at half a core").
+PARTIAL_CPU_SHARE = 0.5
 # Audio held: the longest utterance and some. A start is confirmed at most half the utterance
 # limit after it (Endpointer.earliest_start), inside the utterance's own span.
 HISTORY_S = MAX_UTTERANCE_S + 6.0
@@ -71,6 +76,7 @@ class StreamSettings:
     language: str = "auto"
     vocabulary: Vocabulary = Vocabulary()
     script: str = "simplified"
+    paced: bool = False  # partial_interval_ms is `auto`'s: longer where partials would take over PARTIAL_CPU_SHARE
 
     @classmethod
     def from_config(
@@ -91,6 +97,7 @@ class StreamSettings:
             language,
             vocabulary,
             script,
+            paced=stream_cfg.partial_interval_ms == "auto",
         )
 
 
@@ -239,6 +246,7 @@ class StreamingSession:
         self._overload = overload
         self._partials_suspended = 0
         self._partials_interrupted = 0
+        self._partial_cpu_s = 0.0  # CPU seconds the latest partial decode took, every thread of the process
         self._finals_degraded = 0
         self._finals_dropped = 0
         self._dropped_samples = 0
@@ -258,6 +266,7 @@ class StreamingSession:
             "pending_finals": self._worker.pending_finals,
             "partials_skipped": self._worker.partials_skipped + self._partials_suspended,
             "partials_interrupted": self._partials_interrupted,
+            "partial_interval_ms": round(self._partial_interval_ms()),
             "lag_s": round(backlog.lag_s, 3),
             "backlog_s": round(backlog.audio_s, 3),
             "overload": self._overload.level(backlog.lag_s),
@@ -409,7 +418,7 @@ class StreamingSession:
 
     def _caption_fresh(self, utterance: _Utterance) -> bool:
         """A partial was shown (or speech_start sent) less than PREEMPT_STALE_INTERVALS partial intervals ago."""
-        fresh_ms = PREEMPT_STALE_INTERVALS * self._stream.partial_interval_ms
+        fresh_ms = PREEMPT_STALE_INTERVALS * self._partial_interval_ms()
         return self._history.end - utterance.shown_at < fresh_ms * SAMPLE_RATE // 1000
 
     def _cancel_speculation(self) -> None:
@@ -466,7 +475,7 @@ class StreamingSession:
         if utterance is None or not self._voiced or utterance.speculative is not None:
             return
         now = self._history.end
-        step_ms = self._stream.partial_interval_ms if utterance.has_text and not utterance.retry_partial else min(
+        step_ms = self._partial_interval_ms() if utterance.has_text and not utterance.retry_partial else min(
             FIRST_PARTIAL_STEP_MS, self._stream.partial_interval_ms
         )
         if utterance.last_partial_at is not None and now - utterance.last_partial_at < step_ms * SAMPLE_RATE // 1000:
@@ -483,9 +492,16 @@ class StreamingSession:
         self._worker.submit(Job("partial", utterance.utterance_id, utterance.start, now, audio, options=options,
                                 interrupt=Interrupt(), breaks=self._breaks))
 
+    def _partial_interval_ms(self) -> float:
+        """Time between an utterance's partials once it has text: `stream.partial_interval_ms`, and under `auto`
+        at least the latest partial's CPU time / PARTIAL_CPU_SHARE (a slow CPU shows partials less often rather
+        than spend more than a core while people speak; an utterance's first partials are not held back)."""
+        paced_ms = 1000 * self._partial_cpu_s / PARTIAL_CPU_SHARE if self._stream.paced else 0.0
+        return max(float(self._stream.partial_interval_ms), paced_ms)
+
     def _run_job(self, job: Job) -> None:
         """Worker thread: decode, then hand the text over under the session lock."""
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         with self._lock:
             context = self._context.prompt_for(job.start, job.breaks)
             quick = job.kind == "partial" or self._late(job)
@@ -505,6 +521,7 @@ class StreamingSession:
             text, tokens, language, sure = "", (), "", False
         with self._lock:
             if job.kind == "partial":
+                self._partial_cpu_s = time.process_time() - cpu
                 self._publish_partial(job, text, language if sure else "")
             elif not job.cancelled:
                 job.text, job.tokens, job.language, job.decode_s = text, tokens, language, time.monotonic() - began
