@@ -136,8 +136,9 @@ def read_terms_tsv(path: Path) -> dict[str, list[str]]:
     return terms
 
 
-def vocab_zh_set(eval_dir: Path, model: Path, limit: int) -> EvalSet:
-    """The shared zh clips named in terms_zh.tsv, with their terms."""
+def vocab_zh_set(eval_dir: Path, model: Path, limit: int, terms: Path | None = None) -> EvalSet:
+    """The shared zh clips named in terms_zh.tsv, with their terms; `terms`: the `terms` mode's list (None: those
+    terms; a file may add weights or sounds-like forms)."""
     tsv = VOCAB_DIR / "terms_zh.tsv"
     wanted = read_terms_tsv(tsv)
     refs = {row["audio"]: row["text"] for row in manifest_rows(eval_dir, "zh")}
@@ -146,7 +147,8 @@ def vocab_zh_set(eval_dir: Path, model: Path, limit: int) -> EvalSet:
         raise BenchError(f"{tsv}: clip(s) not in {eval_dir / 'zh'}: {', '.join(unknown)}")
     clips = tuple(Clip(eval_dir / "zh" / name, refs[name], tuple(terms)) for name, terms in wanted.items())
     every_term = sorted({t for terms in wanted.values() for t in terms})
-    return EvalSet("vocab_zh", "zh", model, "zh", head(clips, limit), Vocabulary(parse_items(every_term, str(tsv))))
+    listed = read_vocabulary_file(terms) if terms else Vocabulary(parse_items(every_term, str(tsv)))
+    return EvalSet("vocab_zh", "zh", model, "zh", head(clips, limit), listed)
 
 
 def general_sets(names: list[str], args: argparse.Namespace) -> list[EvalSet]:
@@ -465,6 +467,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unrelated", type=Path, default=VOCAB_DIR / "unrelated_50.txt")
     parser.add_argument("--terms", type=Path, default=VOCAB_DIR / "terms_en.txt",
                         help="vocab_en's list (e.g. with sounds-like forms from edge-asr learn-sounds-like)")
+    parser.add_argument("--zh-terms", type=Path,
+                        help="vocab_zh's list (default: the terms of scripts/vocab/terms_zh.tsv; e.g. with sounds-like "
+                             "forms from edge-asr learn-sounds-like --model models/whisper-base-int8 --language zh)")
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beam", type=int, default=5)
@@ -497,7 +502,7 @@ def load_sets(args: argparse.Namespace) -> list[EvalSet]:
         return general_sets(args.sets, args)
     loaders: dict[str, Callable[[], EvalSet]] = {
         "vocab_en": lambda: vocab_en_set(args.vocab_en_dir, args.en_model, args.limit, args.terms),
-        "vocab_zh": lambda: vocab_zh_set(args.eval_dir, args.zh_model, args.limit),
+        "vocab_zh": lambda: vocab_zh_set(args.eval_dir, args.zh_model, args.limit, args.zh_terms),
     }
     return [loaders[name]() for name in args.sets]
 

@@ -196,6 +196,19 @@ def test_a_learned_form_the_list_could_not_take_is_left_out() -> None:
     assert learned(vocabulary, heard) == vocabulary.terms
 
 
+def test_a_chinese_form_longer_than_its_term_is_not_learned() -> None:
+    """A character is a syllable: 再打抹院 for 达摩院 took the voice's onset (the term starts the sentence), 负贷被 for
+    复旦 the 的 after it. In a list, 再打抹院 made whisper-base drop half of a zh meeting clip that says no term.
+    A shorter form (境的 for 景德镇: a syllable lost) and English forms of any length are learned."""
+    vocabulary = Vocabulary((Term("达摩院"), Term("复旦"), Term("景德镇"), Term("Antananarivo")))
+    heard = [("达摩院今年发布了新的研究报告。", "再打抹院今年发布了新的研究报告。"),
+             ("复旦的校园非常漂亮。", "负贷被校园非常漂亮。"), ("复旦的校园非常漂亮。", "负淡的校园非常漂亮。"),
+             ("我们打算去景德镇旅游。", "我们打算去境的旅游。"),
+             ("We flew from Antananarivo today.", "We flew from Antenan arrival today.")]
+    assert learned(vocabulary, heard) == (Term("达摩院"), Term("复旦", 1.0, ("负淡",)), Term("景德镇", 1.0, ("境的",)),
+                                          Term("Antananarivo", 1.0, ("Antenan arrival",)))
+
+
 def test_the_file_is_written_back_with_its_comments() -> None:
     text = "# our room\nKrzysztof  # the CTO\n\nSiobhan\t2\n"
     terms = (Term("Krzysztof", 1.0, ("Kristoff",)), Term("Siobhan", 2.0))

@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_vocabulary as bench  # noqa: E402
 import make_vocab_set as make  # noqa: E402
+import make_vocab_zh_enroll as make_zh  # noqa: E402
 import scoring  # noqa: E402
 from edge.vocabulary import Term, Vocabulary, read_file  # noqa: E402
 
@@ -68,6 +69,16 @@ def test_terms_zh_names_shared_clips_whose_references_say_each_term(eval_dir):
     for clip in eval_set.clips:
         assert clip.path.is_file()
         assert all(scoring.contains_term("zh", term, clip.text) for term in clip.terms), clip.path.name
+
+
+def test_the_mandarin_enrollment_says_each_term_twice_and_none_of_the_clips_sentences(eval_dir):
+    """Forms are learned from other sentences than the ones they are measured on (docs/benchmarks.md)."""
+    sentences = make_zh.read_sentences(VOCAB / "enroll_zh.txt")
+    terms = make_zh.read_terms(VOCAB / "terms_zh.tsv")
+    assert make_zh.unsaid(terms, sentences) == [] and make_zh.unsaid(terms + ["深圳"], sentences) == ["深圳"]
+    assert all(sum(term in sentence for sentence in sentences) >= 2 for term in terms)
+    clips = {row["text"] for row in bench.manifest_rows(eval_dir, "zh")}
+    assert not clips & set(sentences)
 
 
 def test_terms_tsv_line_without_a_tab_is_named(tmp_path):
