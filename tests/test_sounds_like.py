@@ -160,6 +160,13 @@ def test_forms_that_ordinary_speech_says_are_warned_of(tiny) -> None:
     assert forms_advice(Vocabulary((Term("Krzysztof", 1.0, ("Kristoff",)),)), tiny.tokenizer) is None
 
 
+def test_a_contraction_and_a_word_capitalised_out_of_one_token_are_ordinary_too(tiny) -> None:
+    vocabulary = Vocabulary((Term("Niamh", 1.0, ("I'm", "Niam")), Term("Chidinma", 1.0, ("Gentlemen", "Chidima")),
+                             Term("Tadhg", 1.0, ("they're both",)), Term("Wojciech", 1.0, ("Wab's H",))))
+    assert ordinary_forms(vocabulary, tiny.tokenizer) == [("Niamh", "I'm"), ("Chidinma", "Gentlemen"),
+                                                          ("Tadhg", "they're both")]
+
+
 @pytest.mark.parametrize(("said", "written", "term", "form"), [
     ("This is Siobhan, our new colleague.", "This is Chivon, our new colleague.", "Siobhan", "Chivon"),
     ("The conference in Kaohsiung was great.", "The conference in case then was great.", "Kaohsiung", "case then"),
