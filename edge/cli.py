@@ -28,6 +28,7 @@ COMMANDS = (
     "check-config",
     "mqtt",
     "learn-sounds-like",
+    "record-names",
 )
 
 

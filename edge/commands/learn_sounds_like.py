@@ -136,7 +136,7 @@ def _took_a_syllable(form: str, term: str) -> bool:
 def _names_a_term(form: str, vocabulary: Vocabulary) -> bool:
     """Whether `form` has a term of the list in it: with the list as its prompt, the model wrote "Wojciech Dubu"
     for Ouagadougou, a name it had read, not what it heard."""
-    return any(_says(form, term.text) for term in vocabulary.terms)
+    return any(says(form, term.text) for term in vocabulary.terms)
 
 
 EXIT_RECORDING_ERRORS = 1  # some recordings could not be read: the rest were still learned from
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.vocabulary}: cannot be read: {exc.strerror or exc}", EXIT_INPUT_ERROR)
     heard, failed = [], 0
     for recording in recordings:
-        if not any(_says(recording.said, term.text) for term in vocabulary.terms):
+        if not any(says(recording.said, term.text) for term in vocabulary.terms):
             print(f"edge-asr learn-sounds-like: {recording.path}: {recording.said!r} says none of the list's terms",
                   file=sys.stderr)
         try:
@@ -283,7 +283,7 @@ def rewritten(text: str, terms: Sequence[Term]) -> str:
     return "\n".join(lines)
 
 
-def _says(text: str, term: str) -> bool:
+def says(text: str, term: str) -> bool:
     """Whether `text` has `term` in it, as whole units in any case."""
     return _find(_keys(text), _keys(term)) is not None
 
