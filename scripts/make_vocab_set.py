@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import scoring  # noqa: E402
+from edge.commands.record_names import RecordError  # noqa: E402
+from edge.commands.record_names import read_sentences as read_sentence_file  # noqa: E402
 from edge.vocabulary import VocabularyError, read_file  # noqa: E402
 
 VOCAB_DIR = REPO / "scripts" / "vocab"
@@ -57,9 +59,12 @@ def read_terms(path: Path) -> list[str]:
 
 
 def read_sentences(path: Path) -> list[str]:
-    """One sentence a line; blank lines and `#` comments skipped."""
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    """One sentence a line; blank lines and `#` comments skipped: as `edge-asr record-names --sentences` reads them,
+    so that what it prints with --list-sentences synthesizes as it says."""
+    try:
+        return read_sentence_file(path)
+    except RecordError as exc:
+        raise SetError(str(exc)) from None
 
 
 def sentence_terms(sentences: list[str], terms: list[str]) -> list[list[str]]:

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import soundfile
 
+from edge.audio.file import FileSource
 from edge.cli import main
 from edge.commands.learn_sounds_like import read_recordings
 from edge.commands.record_names import (
-    FRAMES, LISTING, PER_TERM, RecordError, read_sentences, sentences_for, still_to_record,
+    ENDED, FRAMES, LISTING, PER_TERM, Listener, RecordError, read_sentences, sentences_for, still_to_record,
 )
+from edge.config import parse_config
 from edge.vocabulary import parse_text
 from tests.conftest import REPO, load_manifest
 from tests.test_daemon import write_config
@@ -49,8 +51,8 @@ def test_own_sentences_are_read_one_a_line_and_a_tab_is_named(tmp_path) -> None:
     good.write_text("# mine\nThis is Siobhan.\n\n  Siobhan again.  \n", encoding="utf-8")
     assert read_sentences(good) == ["This is Siobhan.", "Siobhan again."]
     tabbed = tmp_path / "tabbed.txt"
-    tabbed.write_text("This is\tSiobhan.\n", encoding="utf-8")
-    with pytest.raises(RecordError, match="line 1: a TAB"):
+    tabbed.write_text("# a\tcomment is no sentence\nThis is\tSiobhan.\n", encoding="utf-8")
+    with pytest.raises(RecordError, match="line 2: a TAB"):
         read_sentences(tabbed)
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n", encoding="utf-8")
@@ -102,6 +104,8 @@ def test_one_file_of_sentences_is_cut_into_one_recording_each_listed_with_its_se
         # the clip's speech, and no more than the VAD's padding (200 ms) and the silence that ended it around it
         assert start - RATE // 2 <= at and at + audio.size <= end + int(1.2 * RATE), (at, audio.size, start, end)
         assert audio.size >= 0.6 * (end - start)
+        assert recording.path.stat().st_mode & 0o777 == 0o600  # speech is private, as the daemon's recordings
+    assert out.stat().st_mode & 0o777 == 0o700
 
 
 def _exactly_at(whole: np.ndarray, part: np.ndarray) -> int:
@@ -145,16 +149,20 @@ def test_a_second_run_asks_only_what_is_left_and_silence_is_skipped_not_listed(t
     (lambda d: (d / "s.txt").write_text("a\tb\n"), ["--sentences", "{d}/s.txt"], "s.txt line 1: a TAB"),
     (lambda d: (d / "out").write_text("a file"), ["--out", "{d}/out"], "--out"),
     (lambda d: None, ["--source", "file:{d}/none.wav"], "none.wav"),
+    (lambda d: (d / "empty.txt").write_text("# none yet\n"), ["--vocabulary", "{d}/empty.txt"], "no terms"),
+    (lambda d: (d / "enroll").mkdir() or (d / "enroll" / LISTING).write_text("a.wav\n"), [], "expected the recording's path"),
 ])
 def test_bad_input_is_named_and_nothing_is_recorded(tmp_path, capsys, setup, args, message) -> None:
     setup(tmp_path)
+    listing = tmp_path / "enroll" / LISTING
+    before = listing.read_text() if listing.exists() else None
     given = dict(zip(args[::2], (a.format(d=tmp_path) for a in args[1::2])))
     argv = {"--vocabulary": str(_vocabulary(tmp_path, "Siobhan")), "--out": str(tmp_path / "enroll"), **given}
     code = main(["record-names", *[part for pair in argv.items() for part in pair]])
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "enroll" / LISTING).exists()
+    assert (listing.read_text() if listing.exists() else None) == before
 
 
 def test_a_bad_wait_is_named(tmp_path, capsys) -> None:
@@ -219,3 +227,53 @@ def test_a_sound_too_short_for_the_sentence_is_listened_past(tmp_path, eval_dir,
     assert "[1] only 0." in err and "say the whole sentence" in err
     (recording,) = read_recordings(out / LISTING)
     assert soundfile.info(recording.path).duration >= row["duration_s"] * 0.6
+
+
+def _listener(path: Path, live: bool = False, max_sentence_s: float = 20.0) -> Listener:
+    source = FileSource(str(path), block_ms=64, pace="fast")
+    source.can_wait = not live  # a microphone's prompts are shown as its audio comes
+    source.start()
+    return Listener(source, parse_config({}, base_dir=REPO), max_sentence_s)
+
+
+def _clips_file(tmp_path: Path, lead_s: float, *rows: dict, gap_s: float = 1.8) -> Path:
+    parts = [np.zeros(int(lead_s * RATE), np.float32)]
+    for row in rows:
+        parts += [soundfile.read(row["path"], dtype="float32")[0], np.zeros(int(gap_s * RATE), np.float32)]
+    path = tmp_path / "said.wav"
+    soundfile.write(path, np.concatenate(parts), RATE, subtype="PCM_16")
+    return path
+
+
+def test_on_a_microphone_speech_that_began_before_the_prompt_is_not_the_sentence(tmp_path, eval_dir) -> None:
+    rows = load_manifest("tts_piper_en")[:2]
+    listener = _listener(_clips_file(tmp_path, 0.0, *rows), live=True)
+    early = listener.take(5)
+    assert early.audio is None and early.again and "before the prompt" in early.reason
+    later = listener.take(5)
+    assert later.audio is not None and abs(later.audio.size / RATE - rows[1]["duration_s"]) < 1.0
+    assert listener.take(5).reason == ENDED
+
+
+def test_a_take_with_no_pause_for_too_long_is_not_a_sentence(tmp_path, eval_dir) -> None:
+    row = load_manifest("tts_piper_en")[0]  # 2.3 s said without a pause
+    listener = _listener(_clips_file(tmp_path, 1.0, row), max_sentence_s=2.0)
+    take = listener.take(5)
+    assert take.audio is None and take.again and "more than 2 s without a pause" in take.reason
+    assert listener.take(5).reason == ENDED
+
+
+def test_a_file_that_ends_before_the_sentences_do_leaves_the_rest_to_record(tmp_path, eval_dir, capsys) -> None:
+    rows = load_manifest("tts_piper_en")[:3]
+    out = tmp_path / "enroll"
+    code = main(["record-names", "--vocabulary", str(_vocabulary(tmp_path, "canoe", "sheet", "tell")), "--sentences",
+                 str(_sentences(tmp_path, rows)), "--out", str(out), "--source", f"file:{_clips_file(tmp_path, 1.0, rows[0])}"])
+    streams = capsys.readouterr()
+    err = streams.err
+    assert code == 1, err
+    assert f"[2] skipped: {ENDED}" in err and "[3] Say" not in streams.out
+    assert "1 recorded, 2 skipped" in err
+    assert [r.said for r in read_recordings(out / LISTING)] == [rows[0]["text"]]
+    main(["record-names", "--vocabulary", str(_vocabulary(tmp_path, "canoe", "sheet", "tell")), "--sentences",
+          str(_sentences(tmp_path, rows)), "--out", str(out), "--list-sentences"])
+    assert capsys.readouterr().out == "".join(row["text"] + "\n" for row in rows[1:])  # what the next file must say

@@ -43,7 +43,7 @@ class UtteranceRecorder:
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = Path(directory)
-        _private_dir(self.directory)
+        private_dir(self.directory, "debug.record_audio_dir")
         self.max_bytes = max_bytes
         self.used = self._recorded_bytes()
         self.written = 0
@@ -80,7 +80,7 @@ class UtteranceRecorder:
             self._write(*item)
 
     def _write(self, name: str, audio: np.ndarray) -> None:
-        data = _wav_bytes(audio)
+        data = wav_bytes(audio)
         why = self._full(len(data))
         if why is not None:
             self.dropped += 1
@@ -126,20 +126,21 @@ class UtteranceRecorder:
         return total
 
 
-def _private_dir(directory: Path) -> None:
-    """Recorded speech is private: a directory this creates is 0700 whatever the umask. One the service
-    cannot write to stops the start, instead of an error in the journal for every utterance."""
+def private_dir(directory: Path, key: str) -> None:
+    """Recorded speech is private: a directory this creates is 0700 whatever the umask. One this user
+    cannot write to is said now (`key` names the setting), not after the first speech was lost."""
     try:
         if not directory.is_dir():
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.chmod(0o700)
     except OSError as exc:
-        raise SetupError(f"debug.record_audio_dir: cannot create {directory}: {exc.strerror or exc}") from None
+        raise SetupError(f"{key}: cannot create {directory}: {exc.strerror or exc}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise SetupError(f"debug.record_audio_dir: {directory} is not writable by this user (uid {os.geteuid()})")
+        raise SetupError(f"{key}: {directory} is not writable by this user (uid {os.geteuid()})")
 
 
-def _wav_bytes(audio: np.ndarray) -> bytes:
+def wav_bytes(audio: np.ndarray) -> bytes:
+    """16 kHz audio as a whole 16-bit WAV file, to be written in one go (`write_whole`)."""
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return buffer.getvalue()

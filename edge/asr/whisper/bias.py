@@ -295,13 +295,13 @@ def ordinary_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[s
 
     def ordinary(word: str) -> bool:
         for spelled in {word, word.lower()}:
-            stem, apostrophe, clitic = spelled.partition("'")
+            stem, apostrophe, clitic = spelled.replace("\u2019", "'").partition("'")  # I’m as I'm
             if one_token(" " + spelled) or (apostrophe and stem and one_token(" " + stem) and one_token("'" + clitic)):
                 return True
         return False
 
     return [(term.text, form) for term in vocabulary.terms for form in term.sounds_like
-            if not has_han(form) and (ordinary(form.split()[0]) or all(map(ordinary, form.split())))]
+            if not has_han(form) and ordinary(form.split()[0])]  # every word ordinary: the first is too
 
 
 def recital(vocabulary: Vocabulary) -> re.Pattern[str]:
