@@ -38,6 +38,7 @@ import numpy as np
 
 from edge.asr.text import has_han
 from edge.audio.base import SAMPLE_RATE
+from edge.audio.history import AudioHistory
 from edge.vocabulary import Term
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ PER_TERM = len(FRAMES["en"])  # six recordings a name recalled more than two or 
 SILENCE_MS = 1500  # ends a recording: a comma's pause, or one before a name read for the first time, stays inside
 PAD_MS = 200  # audio kept either side of the speech, as the daemon's default vad.speech_pad_ms
 MAX_SENTENCE_S = 20.0  # a take this long without a pause is not one sentence
+HISTORY_MARGIN_S = 2.0  # audio held beyond it: the padding before a sentence's start
 MIN_SPEECH_S = 0.4  # a cough or a click is no sentence (the padding not counted)
 PROMPT_READ_S = 0.3  # on a microphone, speech starting sooner after the prompt began before it
 WAIT_S = 20.0  # for the first word after a prompt; then the sentence is skipped, to be asked again next run
@@ -147,15 +149,14 @@ class Listener:
         self._max_s = max_sentence_s
         self._vad = SileroVad()
         self._endpointer = Endpointer(EndpointSettings.from_config(vad))
-        self._audio = np.zeros(0, np.float32)  # the stream from `_base` on
-        self._base = 0
+        self._history = AudioHistory(max_sentence_s + HISTORY_MARGIN_S)
         self._breaks = source.breaks
         self._gone = False  # the microphone is being reopened: said once
 
     def take(self, wait_s: float) -> Take:
         """The next sentence said, cut where the speaker stops. Waits `wait_s` (of audio, or of the clock where
         the device sends none) for its start, and as long as a lost microphone is being reopened."""
-        prompted = self._base + self._audio.size  # where the stream was when the prompt was shown
+        prompted = self._history.end  # where the stream was when the prompt was shown
         heard, overlong, waited, since = False, False, 0.0, time.monotonic()
         while not self._source.ended:
             block = self._source.read(timeout=READ_TIMEOUT_S)
@@ -181,7 +182,7 @@ class Listener:
                 since, waited = time.monotonic(), 0.0
             if not heard and max(waited, time.monotonic() - since) >= wait_s:
                 return Take(None, f"nothing was said in {wait_s:g} s")
-        ends = [b for b in self._endpointer.flush(self._base + self._audio.size) if b.end is not None]
+        ends = [b for b in self._endpointer.flush(self._history.end) if b.end is not None]
         if ends and not overlong:
             return self._cut(ends[0].start, ends[0].end, prompted)
         return Take(None, ENDED)
@@ -197,17 +198,13 @@ class Listener:
         return gone
 
     def _feed(self, block: np.ndarray) -> list[Boundary]:
-        """The starts and ends `block` brings. The audio before the earliest start to come is let go first:
-        after an end, that start is past the utterance just ended."""
-        keep_from = self._endpointer.earliest_start()
-        if keep_from > self._base:
-            self._audio = self._audio[keep_from - self._base:]
-            self._base = keep_from
-        self._audio = np.concatenate((self._audio, block))
+        """The starts and ends `block` brings. What may go is judged before it is fed: after an end, the
+        earliest start to come is past the utterance just ended."""
+        self._history.append(block, self._endpointer.earliest_start())
         return [b for p in self._vad.feed(block) for b in self._endpointer.update(p) if b.kind in ("start", "end")]
 
     def _cut(self, start: int, end: int, prompted: int) -> Take:
-        audio = self._audio[max(start - self._base, 0):end - self._base].copy()
+        audio = self._history.slice(start, end)
         speech_s = audio.size / SAMPLE_RATE - 2 * PAD_MS / 1000
         if speech_s < MIN_SPEECH_S:
             return Take(None, f"only {max(speech_s, 0):.1f} s of speech was heard", again=True)
@@ -218,7 +215,7 @@ class Listener:
     def _restart(self) -> None:
         self._vad.reset()
         self._endpointer.reset()
-        self._audio, self._base = np.zeros(0, np.float32), 0
+        self._history = AudioHistory(self._max_s + HISTORY_MARGIN_S)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

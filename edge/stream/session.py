@@ -35,6 +35,7 @@ import numpy as np
 
 from edge.asr.base import Interrupt, Interrupted, Recognizer
 from edge.audio.base import SAMPLE_RATE
+from edge.audio.history import AudioHistory
 from edge.config import StreamConfig, resolve
 from edge.errors import one_line
 from edge.limits import MAX_UTTERANCE_S
@@ -99,36 +100,6 @@ class StreamSettings:
             script,
             paced=stream_cfg.partial_interval_ms == "auto",
         )
-
-
-class _AudioHistory:
-    """The stream's recent samples, addressable by absolute sample position."""
-
-    def __init__(self, capacity_s: float) -> None:
-        self._buffer = np.zeros(int(capacity_s * SAMPLE_RATE), dtype=np.float32)
-        self._base = 0  # absolute position of _buffer[0]
-        self._length = 0
-
-    @property
-    def end(self) -> int:
-        return self._base + self._length
-
-    def append(self, block: np.ndarray, keep_from: int) -> None:
-        """Add samples, discarding those before `keep_from` (or the oldest) when full."""
-        if self._length + block.size > self._buffer.size:
-            self._discard_before(max(keep_from, self.end + block.size - self._buffer.size))
-        self._buffer[self._length : self._length + block.size] = block
-        self._length += block.size
-
-    def slice(self, start: int, end: int) -> np.ndarray:
-        lo, hi = max(start - self._base, 0), max(min(end - self._base, self._length), 0)
-        return self._buffer[lo:hi].copy()
-
-    def _discard_before(self, position: int) -> None:
-        drop = min(max(position - self._base, 0), self._length)
-        self._buffer[: self._length - drop] = self._buffer[drop : self._length]
-        self._base += drop
-        self._length -= drop
 
 
 @dataclass
@@ -233,7 +204,7 @@ class StreamingSession:
         self._on_error = on_error
         self._vad = vad or SileroVad()
         self._endpointer = Endpointer(endpoint)
-        self._history = _AudioHistory(HISTORY_S)
+        self._history = AudioHistory(HISTORY_S)
         self._lock = threading.RLock()
         self._settings_lock = threading.Lock()  # one settings change at a time; taken before _lock, never inside it
         self._utterance: _Utterance | None = None
