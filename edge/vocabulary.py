@@ -61,7 +61,8 @@ class Term:
     """A word or phrase, and how strongly to favour it (1.0 = the list's bonus as is).
 
     `sounds_like`: what the model writes when it hears the term ("Kristoff" for Krzysztof), learned
-    by transcribing a recording of it; favoured as the term is, and shown as `text`.
+    by transcribing a recording of it; favoured as the term is, and shown as `text`. A form made of ordinary
+    words ("case" for Kaohsiung) is neither: it is a `Cue`.
     """
 
     text: str
@@ -152,6 +153,47 @@ def respelling(vocabulary: Vocabulary, spellings: Callable[[str], Sequence[str]]
     texts = {spelled for term in vocabulary.terms for text in (term.text, *term.sounds_like) for spelled in spellings(text)}
     alternatives = sorted(texts, key=len, reverse=True)  # written as given: "İzmir".lower() is longer than "İzmir"
     return Respelling(re.compile("|".join(map(_bounded, alternatives)), re.IGNORECASE), terms)
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A term and those of its sounds-like forms that are ordinary words ("I am" for Niamh, "case" for Kaohsiung).
+
+    Such a form cannot be shown as the term ("I'm Abigail" would become "Niamh Abigail"), yet where the model
+    writes it the term may have been said. So a final whose text, or another reading its beam weighed, has the
+    form and not the term is decoded again with the term as a prompt, and the model tells the name from the
+    words (edge/asr/whisper/recognizer.py, `_rechecked`).
+    """
+
+    term: Term
+    forms: re.Pattern[str]  # the ordinary forms and the term itself, whole words, any case
+    shown: re.Pattern[str]  # the term, whole words, any case
+
+    def heard(self, text: str, others: Sequence[str] = ()) -> bool:
+        """A form is in `text` or in one of the `others`, and the term is not shown in `text`."""
+        return not self.shown.search(text) and any(self.forms.search(each) for each in (text, *others))
+
+
+def cues(vocabulary: Vocabulary, ordinary: Iterable[tuple[str, str]]) -> tuple[Cue, ...]:
+    """A `Cue` for each term with forms among the `ordinary` (term, form) pairs, in the list's order."""
+    forms: dict[str, list[str]] = {}
+    for term, form in ordinary:
+        forms.setdefault(term, []).append(form)
+    return tuple(Cue(term, _either((term.text, *forms[term.text])), _either((term.text,)))
+                 for term in vocabulary.terms if term.text in forms)
+
+
+def without_forms(vocabulary: Vocabulary, pairs: Iterable[tuple[str, str]]) -> Vocabulary:
+    """`vocabulary` less the (term, form) `pairs` among its sounds-like forms."""
+    dropped = set(pairs)
+    return replace(vocabulary, terms=tuple(
+        replace(term, sounds_like=tuple(form for form in term.sounds_like if (term.text, form) not in dropped))
+        for term in vocabulary.terms))
+
+
+def _either(texts: Iterable[str]) -> re.Pattern[str]:
+    """Any of `texts` as whole words, in any case, the longest first."""
+    return re.compile("|".join(map(_bounded, sorted(set(texts), key=len, reverse=True))), re.IGNORECASE)
 
 
 def _bounded(form: str) -> str:

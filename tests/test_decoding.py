@@ -115,6 +115,16 @@ def test_beam_search_finds_the_better_sequence_in_batched_calls():
     assert len(steps) <= 4
 
 
+def test_a_lead_is_fed_with_the_start_sequence_and_starts_the_result():
+    """A final decoded again from where a sounds-like cue starts: the words before it are fed, not searched."""
+    result, backend = run(garden_path, beam_size=3, lead=(A,))
+    assert backend.calls[1].tolist() == [[NO_TS, A]]
+    assert result.text == "ae" and result.tokens == (A, E)
+    assert result.sum_logprob == pytest.approx(np.log(0.4), abs=1e-3)  # the lead is not scored
+    result, _ = run(lambda seq: {B: 1.0}, beam_size=1, lead=(A, C), max_tokens=5)
+    assert result.tokens == (A, C, B, B, B)  # the budget counts the lead
+
+
 def test_prefill_puts_sot_last_and_reads_no_speech_there():
     def policy(seq):
         if seq[-1] == SOT:

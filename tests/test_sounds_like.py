@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from edge.asr.whisper.bias import Match, build_trie, ordinary_forms
+from edge.asr.whisper.bias import Match, build_trie, idle_forms, ordinary_forms
 from edge.asr.whisper.recognizer import Recognizer, _joined, forms_advice
 from edge.audio.audiofile import load_audio
 from edge.commands.learn_sounds_like import (
     Recording, RecordingsError, _heard, learned, read_recordings, rewritten, written_for,
 )
 from edge.vocabulary import (
-    MAX_SOUNDS_LIKE, Term, Vocabulary, VocabularyError, parse_items, parse_text, respelling, term_line,
+    MAX_SOUNDS_LIKE, Term, Vocabulary, VocabularyError, cues, parse_items, parse_text, read_file, respelling,
+    term_line,
 )
 from tests.conftest import REPO
 from tests.test_daemon import write_config
 from tests.test_vocabulary import check_config
 
 VEST = "harvard_l03_s03.wav"  # tiny.en: "... sew a button on the best." for "on the vest"
+BALL = "harvard_l02_s04.wav"  # "Kick the ball straight and follow through."
+PLAIN = "harvard_l01_s01.wav"  # "The birch canoe slid on the smooth planks."; tiny.en: "The birch can use lid"
 
 
 def test_forms_come_from_yaml_json_and_the_files_third_column() -> None:
@@ -129,14 +134,15 @@ def test_a_form_earns_what_it_would_earn_as_the_term(tiny) -> None:
 
 
 def test_a_final_and_a_partial_show_the_term_where_the_model_wrote_its_form(tiny, eval_dir) -> None:
-    """Bonus 0: the tree does not move the search, so only the rewrite makes "best" the term."""
-    audio = load_audio(eval_dir / "tts_piper_en" / VEST)
-    vest = Vocabulary((Term("Vest", 1.0, ("best",)),), bonus=0.0, glossary=False, source="test")
+    """Bonus 0: the tree does not move the search, so only the rewrite makes "birch" the term (" birch" is two
+    of the model's tokens: a distinctive form, shown as its term)."""
+    audio = load_audio(eval_dir / "tts_piper_en" / PLAIN)
+    birk = Vocabulary((Term("Birk", 1.0, ("birch",)),), bonus=0.0, glossary=False, source="test")
     for partial in (False, True):
         plain = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5))
-        shown = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5, vocabulary=vest))
-        assert plain.text.endswith("on the best.") and shown.text.endswith("on the Vest."), (plain.text, shown.text)
-        assert shown.segments[-1][2].endswith("on the Vest.") and shown.tokens == plain.tokens
+        shown = tiny.transcribe(audio, partial=partial, options=tiny.options(beam_size=5, vocabulary=birk))
+        assert plain.text.startswith("The birch can") and shown.text.startswith("The Birk can"), (plain.text, shown.text)
+        assert shown.segments[-1][2].startswith("The Birk can") and shown.tokens == plain.tokens
 
 
 def test_a_final_carries_the_other_readings_its_beam_weighed_and_the_learner_hears_them(tiny, eval_dir) -> None:
@@ -155,83 +161,93 @@ def test_forms_that_ordinary_speech_says_are_warned_of(tiny) -> None:
                              Term("Ljubljana", 1.0, ("the Ubliana", "Ubiano")), Term("张伟", 1.0, ("张维",))))
     assert ordinary_forms(vocabulary, tiny.tokenizer) == [("Kaohsiung", "case"), ("Thibault", "the ball"),
                                                           ("Ljubljana", "the Ubliana")]
-    advice = forms_advice(vocabulary, tiny.tokenizer)
-    assert advice.startswith('vocabulary: 3 sounds-like form(s) are or start with ordinary words') and '"case" (Kaohsiung)' in advice
-    assert forms_advice(Vocabulary((Term("Krzysztof", 1.0, ("Kristoff",)),)), tiny.tokenizer) is None
+    unprompted = replace(vocabulary, glossary=False)
+    advice = forms_advice(unprompted, tiny.tokenizer, "en")
+    assert advice.startswith("vocabulary: 3 sounds-like form(s) are or start with ordinary words and do nothing here")
+    assert '"case" (Kaohsiung)' in advice and "Gaoshiong" not in advice
+    assert forms_advice(vocabulary, tiny.tokenizer, "en") is None  # prompt auto: they send a final to be decoded again
+    assert forms_advice(Vocabulary((Term("Krzysztof", 1.0, ("Kristoff",)),), glossary=False), tiny.tokenizer, "en") is None
 
 
-def test_a_contraction_and_a_word_capitalised_out_of_one_token_are_ordinary_too(tiny) -> None:
-    vocabulary = Vocabulary((Term("Niamh", 1.0, ("I'm", "Niam")), Term("Chidinma", 1.0, ("Gentlemen", "Chidima")),
-                             Term("Tadhg", 1.0, ("they\u2019re both",)), Term("Wojciech", 1.0, ("Wab's H",))))
-    assert ordinary_forms(vocabulary, tiny.tokenizer) == [("Niamh", "I'm"), ("Chidinma", "Gentlemen"),
-                                                          ("Tadhg", "they\u2019re both")]
+def test_a_form_as_common_as_me_is_no_cue(tiny) -> None:
+    vocabulary = Vocabulary((Term("Nguyen", 1.0, ("me", "new in")), Term("Aoife", 1.0, ("If", "Eifa")),
+                             Term("Kaohsiung", 1.0, ("case",)), Term("Niamh", 1.0, ("I am",))))
+    assert idle_forms(vocabulary, tiny.tokenizer) == [("Nguyen", "me"), ("Aoife", "If")]
+    listed = Vocabulary((*read_file(REPO / "scripts" / "vocab" / "terms_en.txt"), *vocabulary.terms))  # no glossary
+    cued = {cue.term.text: cue for cue in tiny.options(vocabulary=listed).cues}
+    assert sorted(cued) == ["Kaohsiung", "Nguyen", "Niamh"]
+    assert cued["Nguyen"].heard("We met new in town.") and not cued["Nguyen"].heard("Call me.")
+    advice = forms_advice(listed, tiny.tokenizer, "en")
+    assert advice.startswith("vocabulary: 2 sounds-like form(s)") and '"me" (Nguyen), "If" (Aoife)' in advice
 
 
-@pytest.mark.parametrize(("said", "written", "term", "form"), [
-    ("This is Siobhan, our new colleague.", "This is Chivon, our new colleague.", "Siobhan", "Chivon"),
-    ("The conference in Kaohsiung was great.", "The conference in case then was great.", "Kaohsiung", "case then"),
-    ("Have you looked at Nextcloud yet?", "Have you looked at Next Cloud yet?", "Nextcloud", "Next Cloud"),
-    ("This is Wojciech, our new colleague.", "This is Wab's H, our new colleague.", "Wojciech", "Wab's H"),
-    ("张伟明天去深圳。", "张维明天去深圳。", "张伟", "张维"),
-    ("Siobhan presents the Kubernetes plan.", "Chivon presents the two Bernities plan.", "Kubernetes", "two Bernities"),
-    ("I had lunch with Siobhan today.", "I had lunch with Siobhan today.", "Siobhan", None),
-    ("I had lunch with Siobhan today.", "I had lunch today.", "Siobhan", None),
-    ("Have you looked at Grafana yet?", "Have you looked the Grafana yet?", "Grafana", None),
-    ("I had lunch with Siobhan today.", "", "Siobhan", None),
-    ("Nothing named here.", "Nothing named here.", "Siobhan", None),
-    ("Call Krzysztof's phone.", "Call Kristoff's phone.", "Krzysztof", "Kristoff"),
-    ("Send it to Krzysztof.", "Send it to Chris Toff. Thank you for watching!", "Krzysztof", "Chris Toff"),
-])
-def test_the_form_is_what_stands_where_the_term_was_said(said, written, term, form) -> None:
-    assert written_for(said, written, term) == form
+def test_a_cue_is_heard_where_a_form_is_written_and_the_term_is_not() -> None:
+    vocabulary = Vocabulary((Term("Niamh", 1.0, ("I am", "Nyan")), Term("Thibault", 1.0, ("the ball",)), Term("Siobhan")))
+    niamh, thibault = cues(vocabulary, [("Niamh", "I am"), ("Thibault", "the ball")])
+    assert niamh.term == vocabulary.terms[0] and thibault.term == vocabulary.terms[1]
+    assert niamh.heard("Please ask what I am doing.") and niamh.heard("i AM here")
+    assert not niamh.heard("I amend it.") and not niamh.heard("Nyan said so.")  # a longer word; a distinctive form
+    assert not niamh.heard("I am Niamh.")  # the term is shown already
+    assert niamh.heard("Ask Nyan.", ("Ask I am.",)) and niamh.heard("Ask Nyan.", ("Ask Niamh.",))  # the beam's readings
+    assert thibault.heard("Kick the ball.") and not thibault.heard("Kick the balls.")
 
 
-def test_learning_keeps_the_commonest_forms_and_never_another_term() -> None:
-    vocabulary = Vocabulary((Term("Ouagadougou"), Term("Wojciech"), Term("Niamh", 2.0, ("Nyan",))))
-    heard = [("We flew to Ouagadougou.", "We flew to Waga Dubu."), ("We flew to Ouagadougou.", "We flew to Waga Dubu."),
-             ("We flew to Ouagadougou.", "We flew to Wojciech Dubu."), ("Ask Niamh.", "Ask Naim."),
-             ("Ask Niamh.", "Ask Nyan."), ("Ask Niamh.", "Ask naim.")]
-    assert learned(vocabulary, heard) == (Term("Ouagadougou", 1.0, ("Waga Dubu",)), Term("Wojciech"),
-                                          Term("Niamh", 2.0, ("Nyan", "Naim")))
+def test_an_ordinary_form_is_neither_shown_as_its_term_nor_favoured(tiny, eval_dir) -> None:
+    """Learned for Thibault, "the ball" made "Kick the ball straight" "Kick Thibault straight" (+1.0 WER on
+    tts_piper_en, docs/benchmarks.md)."""
+    audio = load_audio(eval_dir / "tts_piper_en" / BALL)
+    thibault = Vocabulary((Term("Thibault", 1.0, ("the ball",)),), glossary=False)
+    plain = tiny.transcribe(audio, options=tiny.options(beam_size=5))
+    shown = tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=thibault))
+    assert plain.text.startswith("Kick the ball straight") and shown.text == plain.text, shown.text
 
 
-def test_a_learned_form_the_list_could_not_take_is_left_out() -> None:
-    """Each made a file the daemon refused, or read back otherwise, or a crash after every recording was heard."""
-    vocabulary = Vocabulary((Term("张伟"), Term("Krzysztof"), Term("Aoife"), Term("Eefa", 1.0, ("Eva",))))
-    heard = [("我叫张伟，你好。", "我叫" + "长" * 13 + "，你好。"), ("Call Krzysztof now.", "Call Kris | Toff now."),
-             ("Ask Aoife.", "Ask Eva."), ("Ask Aoife.", "Ask eva.")]
-    assert learned(vocabulary, heard) == vocabulary.terms
+def test_a_second_decode_starts_where_the_first_form_does(tiny) -> None:
+    niamh, = cues(Vocabulary((Term("Niamh", 1.0, ("I am",)),)), [("Niamh", "I am")])
+    said = " Please ask what I am doing, and if I am late."
+    first = SimpleNamespace(text=said, tokens=tuple(tiny.tokenizer.encode(said)))
+    assert tiny._lead(first, (niamh,)) == tuple(tiny.tokenizer.encode(" Please ask what"))
+    other = SimpleNamespace(text=" Please ask what I'm doing.", tokens=tuple(tiny.tokenizer.encode(" Please ask what I'm doing.")))
+    assert tiny._lead(other, (niamh,)) == ()  # heard only in another reading of the beam: decoded again whole
 
 
-def test_a_chinese_form_longer_than_its_term_is_not_learned() -> None:
-    """A character is a syllable: 再打抹院 for 达摩院 took the voice's onset (the term starts the sentence), 负贷被 for
-    复旦 the 的 after it. In a list, 再打抹院 made whisper-base drop half of a zh meeting clip that says no term.
-    A shorter form (境的 for 景德镇: a syllable lost) and English forms of any length are learned."""
-    vocabulary = Vocabulary((Term("达摩院"), Term("复旦"), Term("景德镇"), Term("Antananarivo")))
-    heard = [("达摩院今年发布了新的研究报告。", "再打抹院今年发布了新的研究报告。"),
-             ("复旦的校园非常漂亮。", "负贷被校园非常漂亮。"), ("复旦的校园非常漂亮。", "负淡的校园非常漂亮。"),
-             ("我们打算去景德镇旅游。", "我们打算去境的旅游。"),
-             ("We flew from Antananarivo today.", "We flew from Antenan arrival today.")]
-    assert learned(vocabulary, heard) == (Term("达摩院"), Term("复旦", 1.0, ("负淡",)), Term("景德镇", 1.0, ("境的",)),
-                                          Term("Antananarivo", 1.0, ("Antenan arrival",)))
+@pytest.fixture
+def decodes(tiny, monkeypatch) -> list[tuple[int, ...]]:
+    """The glossary of each full decode `tiny` makes. A glossed decode's text is read as "Vest" for "best": on this
+    clip the prompted model writes "best" too, so the stand-in shows which decode's result the final takes (on
+    scripts/vocab the second decode took the names recalled from 37/52 to 44/52, docs/benchmarks.md)."""
+    made: list[tuple[int, ...]] = []
+    decode = tiny.decoder.decode_with_fallback
+
+    def counted(cross, options):
+        made.append(options.glossary)
+        result = decode(cross, options)
+        return replace(result, text=result.text.replace(" best", " Vest")) if options.glossary else result
+
+    monkeypatch.setattr(tiny.decoder, "decode_with_fallback", counted)
+    return made
 
 
-def test_the_file_is_written_back_with_its_comments() -> None:
-    text = "# our room\nKrzysztof  # the CTO\n\nSiobhan\t2\n"
-    terms = (Term("Krzysztof", 1.0, ("Kristoff",)), Term("Siobhan", 2.0))
-    assert rewritten(text, terms) == "# our room\nKrzysztof\t\tKristoff  # the CTO\n\nSiobhan\t2\n"
-    assert rewritten(text.replace("\n", "\r\n"), terms) == rewritten(text, terms).replace("\n", "\r\n")
-
-
-def test_a_bad_recordings_line_is_named(tmp_path) -> None:
-    listing = tmp_path / "recordings.tsv"
-    listing.write_text("# name recordings\na.wav\tThis is Siobhan.\nb.wav This is Niamh.\n")
-    with pytest.raises(RecordingsError, match="recordings.tsv line 3: expected the recording's path, a TAB"):
-        read_recordings(listing)
+def test_a_final_with_an_ordinary_form_is_decoded_again_with_its_term_as_the_prompt(tiny, eval_dir, decodes) -> None:
+    """A long list under `auto` (no glossary): the tree alone, bonus 0, writes "on the best."; "best", a form of
+    Vest, has the final decoded again with "Vest" as the prompt, and that decode's result is the final."""
+    listed = Vocabulary((*read_file(REPO / "scripts" / "vocab" / "terms_en.txt"), Term("Vest", 1.0, ("best",))), bonus=0.0)
+    vest, plain = (load_audio(eval_dir / "tts_piper_en" / clip) for clip in (VEST, PLAIN))
+    assert tiny.transcribe(vest, options=tiny.options(vocabulary=listed)).text.endswith("on the Vest.")
+    assert decodes == [(), tiny.tokenizer.encode(" Vest.")]
+    decodes.clear()
+    assert "best" not in tiny.transcribe(plain, options=tiny.options(vocabulary=listed)).text
+    assert decodes == [()]  # no form heard: one decode
+    decodes.clear()
+    unprompted = tiny.options(vocabulary=replace(listed, glossary=False))
+    assert tiny.transcribe(vest, options=unprompted).text.endswith("on the best.") and decodes == [()]
+    decodes.clear()
+    partial = tiny.transcribe(vest, partial=True, options=tiny.options(vocabulary=listed))
+    assert partial.text.endswith("on the best.") and decodes == []  # a greedy partial is never decoded again
 
 
 def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, int8_model_dir, eval_dir) -> None:
-    """tiny.en writes "best" for the Vest said: an ordinary word, left out unless --keep-ordinary."""
+    """tiny.en writes "best" for the Vest said: an ordinary word, kept as a cue and named so."""
     names = tmp_path / "names.txt"
     names.write_text("# room 4\nVest\t\tthe vests  # the speaker\n")  # an ordinary form of the technician's own
     listing = tmp_path / "recordings.tsv"
@@ -240,17 +256,18 @@ def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, i
                str(listing), "--model", str(int8_model_dir), "--threads", "2", "--output", str(names)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 1, result.stderr  # the missing recording: told, and the other one still learned from
-    assert "missing.wav" in result.stderr and "Vest: left out 'best', ordinary words" in result.stderr
-    assert names.read_text() == "# room 4\nVest\t\tthe vests  # the speaker\n"
-    result = subprocess.run([*command, "--keep-ordinary"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 1 and "Vest: sounds like the vests, best" in result.stderr, result.stderr
+    assert "missing.wav" in result.stderr
+    assert "Vest: sounds like the vests, best; ordinary words, only a cue to decode a final again: the vests, best" \
+        in result.stderr, result.stderr
     assert names.read_text() == "# room 4\nVest\t\tthe vests|best  # the speaker\n"
 
 
-def test_check_config_warns_of_a_form_made_of_ordinary_words(tmp_path, int8_model_dir) -> None:
+def test_check_config_warns_of_a_form_made_of_ordinary_words_that_can_do_nothing(tmp_path, int8_model_dir) -> None:
     forms = tmp_path / "names.txt"
     forms.write_text("Thibault\t\tthe ball|Teebo\n")
     result = check_config(write_config(tmp_path, int8_model_dir, vocabulary={"file": str(forms)}))
+    assert result.returncode == 0 and "OK" in result.stdout and "ordinary words" not in result.stderr  # auto: a cue
+    result = check_config(write_config(tmp_path, int8_model_dir, vocabulary={"file": str(forms), "prompt": False}))
     assert result.returncode == 0 and "OK" in result.stdout
-    assert 'warning: vocabulary: 1 sounds-like form(s) are or start with ordinary words' in result.stderr
+    assert 'warning: vocabulary: 1 sounds-like form(s) are or start with ordinary words and do nothing' in result.stderr
     assert '"the ball" (Thibault)' in result.stderr and "Teebo" not in result.stderr

@@ -185,6 +185,11 @@ class Family(Protocol):
         ...
 
     def ordinary_forms(self, model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
-        """(term, form) for each sounds-like form that the model writes for ordinary speech too, where it would be
-        shown as the term (`edge-asr learn-sounds-like` leaves them out unless asked to keep them)."""
+        """(term, form) for each sounds-like form that the model writes for ordinary speech too: never shown as the
+        term, only a cue to decode a final again (`edge.vocabulary.Cue`; `edge-asr learn-sounds-like` names them)."""
+        ...
+
+    def idle_forms(self, model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
+        """(term, form) for each of those too common to be a cue ("me"): it does nothing, and the learner leaves
+        it out."""
         ...

@@ -11,9 +11,12 @@ written back with them, in the vocabulary file format (term TAB weight TAB forms
     edge-asr learn-sounds-like --vocabulary names.txt --recordings recordings.tsv --output names.txt
 
 recordings.tsv: one recording a line, `path<TAB>what was said` (a path relative to the file).
+Forms made of ordinary words ("case" for Kaohsiung) are kept too: the recognizer never shows them
+as the term, but a final where one is heard is decoded again with the term as a prompt (`Cue`).
+A one-word form as common as "me" is left out: as a cue it would have most finals decoded twice.
 On scripts/vocab (tiny.en, the whole 39-term list, `vocabulary.prompt: auto`) the learned forms took
-the names recalled from 40 % to 63 % with two recordings a term and to 71 % with six, and changed one
-word of the other eval sets (docs/benchmarks.md, "learned from the beam's other readings").
+the names recalled from 40 % to 83 % with six recordings a term (71 % without the cues), and the cues
+changed no word of the other eval sets (docs/benchmarks.md, "ordinary forms as cues").
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from edge.asr.base import Recognizer
 from edge.vocabulary import (
     COMMENT, MAX_SOUNDS_LIKE, UNSPACED, Term, Vocabulary, VocabularyError, check_forms,
-    check_terms, check_text, term_line,
+    check_terms, check_text, term_line, without_forms,
 )
 
 # A unit of alignment: one Chinese or Japanese character, or a run of other letters and digits ("Krzysztof's"
@@ -175,9 +178,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one recording a line: its path, a TAB, and the sentence it says (with one of the terms)")
     parser.add_argument("--output", type=Path, metavar="FILE",
                         help="write the list with its sounds-like forms here (default: stdout); may be --vocabulary")
-    parser.add_argument("--keep-ordinary", action="store_true",
-                        help="also keep forms made of ordinary words (\"case\" for Kaohsiung): they are then shown as "
-                             "the term wherever anyone says them")
     add_decoding_arguments(parser)
 
 
@@ -214,13 +214,15 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             failed += 1
     terms = learned(vocabulary, heard)
-    if not args.keep_ordinary:
-        ordinary = read_family(args.model).ordinary_forms(args.model, Vocabulary(terms))
-        own = {(term.text, form) for term in vocabulary.terms for form in term.sounds_like}
-        terms = _without_ordinary(terms, [pair for pair in ordinary if pair not in own])  # the technician's stay
+    family = read_family(args.model)
+    own = {(term.text, form) for term in vocabulary.terms for form in term.sounds_like}  # the technician's stay
+    terms = _without_idle(terms, [pair for pair in family.idle_forms(args.model, Vocabulary(terms)) if pair not in own])
+    ordinary = set(family.ordinary_forms(args.model, Vocabulary(terms)))
     for term in terms:
         if term.sounds_like:
-            print(f"{term.text}: sounds like {', '.join(term.sounds_like)}", file=sys.stderr)
+            cues = [form for form in term.sounds_like if (term.text, form) in ordinary]
+            kept = f"; ordinary words, only a cue to decode a final again: {', '.join(cues)}" if cues else ""
+            print(f"{term.text}: sounds like {', '.join(term.sounds_like)}{kept}", file=sys.stderr)
     text = rewritten(source, terms)
     if args.output is None:
         print(text, end="")
@@ -252,18 +254,11 @@ def _heard(recognizer: Recognizer, options: object, recording: Recording) -> lis
     return [(recording.said, written) for written in (final.text, *final.alternatives, partial)]
 
 
-def _without_ordinary(terms: tuple[Term, ...], ordinary: list[tuple[str, str]]) -> tuple[Term, ...]:
-    """`terms` less the `ordinary` (term, form) pairs, each one said on stderr.
-
-    Measured on scripts/vocab (docs/benchmarks.md): such forms ("case", "the ball") raised the names
-    recalled but turned the same words of other speech into the term ("Kick Thibault straight").
-    """
-    for term, form in ordinary:
-        print(f"{term}: left out {form!r}, ordinary words the model writes for other speech too "
-              "(--keep-ordinary keeps such forms)", file=sys.stderr)
-    dropped = set(ordinary)
-    return tuple(replace(term, sounds_like=tuple(form for form in term.sounds_like if (term.text, form) not in dropped))
-                 for term in terms)
+def _without_idle(terms: tuple[Term, ...], idle: list[tuple[str, str]]) -> tuple[Term, ...]:
+    """`terms` less the `idle` (term, form) pairs (`bias.idle_forms`: "me" for Nguyen), each one said on stderr."""
+    for term, form in idle:
+        print(f"{term}: left out {form!r}, a word too common to be a cue", file=sys.stderr)
+    return without_forms(Vocabulary(terms), idle).terms
 
 
 def rewritten(text: str, terms: Sequence[Term]) -> str:

@@ -50,6 +50,10 @@ from edge.vocabulary import Vocabulary
 
 ROOT = 0
 GLOSSARY_TOKENS = 160  # of the 223 prompt tokens: the rest for the previous utterance (tiny.en: < 60 tokens)
+# A one-word form among the model's first COMMON_TOKENS tokens (BPE merges come in order of frequency: " me" 502,
+# " my" 616, " if" 611; " case" 1339, " table" 3084) is said in most utterances: as a cue it would have most finals
+# decoded twice. Learned for Nguyen, " me" sent real_meeting's one clip to a second decode (1.8x its time).
+COMMON_TOKENS = 1000
 _WORD_BYTES = (string.ascii_letters + string.digits).encode()
 _BETWEEN = "[\\s,.;:!?，。、；：！？]*"  # what may stand between a term and its repeat
 _NOTHING = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))  # shared by every leaf
@@ -278,11 +282,12 @@ def build_trie(vocabulary: Vocabulary, tokenizer: Tokenizer) -> BiasTrie | None:
 def ordinary_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[str, str]]:
     """(term, form) for each sounds-like form that ordinary speech says too: one made of ordinary words (each
     one token of the model's, space included: " case", " the ball"), which would be shown as the term wherever
-    it is said, or one that starts with such a word ("the Ubliana"), whose bonus then starts after every " the".
-    Names the model does not know take several tokens ("Kristoff": " Krist" "off").
+    it is said, or one that starts with such a word ("the Ubliana"), whose bonus would start after every " the".
+    Names the model does not know take several tokens ("Kristoff": " Krist" "off"). Such a form is left out of
+    the tree and the rewrite, and is a cue to decode a final again with its term as the prompt (`Cue`).
 
-    Measured with the forms learned for scripts/vocab active on the eval sets (docs/benchmarks.md): "Kick
-    the ball" came out "Kick Thibault", and the forms after " the" or " and" changed words of real_en (+1.8 WER).
+    Measured with the forms learned for scripts/vocab active on the eval sets (docs/benchmarks.md): as forms,
+    "Kick the ball" came out "Kick Thibault", and the forms after " the" or " and" changed words of real_en (+1.8 WER).
     Chinese forms are not judged: every common character is one token.
 
     A word is judged in its own case and in lower case, since a form is shown as its term in any case
@@ -302,6 +307,17 @@ def ordinary_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[s
 
     return [(term.text, form) for term in vocabulary.terms for form in term.sounds_like
             if not has_han(form) and ordinary(form.split()[0])]  # every word ordinary: the first is too
+
+
+def idle_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[str, str]]:
+    """(term, form) for each ordinary form too common to be a cue: one word that is one of the model's
+    COMMON_TOKENS first tokens, as written or in lower case ("me", "If"). Such a form does nothing."""
+    def common(word: str) -> bool:
+        return any(len(ids := tokenizer.encode(" " + spelled)) == 1 and ids[0] < COMMON_TOKENS
+                   for spelled in {word, word.lower()})
+
+    return [(term, form) for term, form in ordinary_forms(vocabulary, tokenizer)
+            if len(form.split()) == 1 and common(form.strip())]
 
 
 def recital(vocabulary: Vocabulary) -> re.Pattern[str]:

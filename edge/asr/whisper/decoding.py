@@ -76,6 +76,7 @@ class DecodeOptions:
     bias: BiasTrie | None = None  # the vocabulary's prefix tree (edge/asr/whisper/bias.py)
     glossary: tuple[int, ...] = ()  # the vocabulary's terms as a prompt, before `prompt` (second stream)
     recital: re.Pattern[str] | None = None  # a result that recites the glossary (bias.recital)
+    lead: tuple[int, ...] = ()  # text tokens the result starts with, fed after the start sequence, not searched
 
 
 @dataclass(frozen=True)
@@ -452,13 +453,14 @@ class Decoder:
             # Likely no speech: no vocabulary bonus, which would otherwise lift a noise
             # hypothesis ("Mm. Mm." on ../shared/eval/nonspeech clicks) over the silence rule.
             options = replace(options, bias=None, glossary=())
-        rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps])]
+        rest = [*tok.start_sequence(options.language)[1:], *([] if options.timestamps else [tok.no_timestamps]),
+                *options.lead]
         plain = self._rest(cross, rest, logits, cache)
         glossed = None
         if options.glossary and options.bias is not None:
             glossed = self._rest(cross, rest, *self._start(cross, options.prompt, options.glossary))
         fed = max(stream.cache.length for stream in (plain, glossed) if stream is not None)
-        options = replace(options, max_tokens=min(options.max_tokens, TEXT_CTX - fed))
+        options = replace(options, max_tokens=min(options.max_tokens - len(options.lead), TEXT_CTX - fed))
         return _Prefix(options, plain, no_speech, language_prob, glossed)
 
     def _rest(self, cross: CrossKV, rest: list[int], logits: np.ndarray, cache: SelfKV) -> _Stream:
@@ -498,7 +500,8 @@ class Decoder:
             candidates = self._sample(cross, options, rules, prefix)
         ranked = sorted(candidates or [_Candidate([], 0.0, 0.0)], key=self._rank, reverse=True)  # ties: first stays first
         result = self._result(ranked[0], prefix)
-        others = (self.tok.decode([t for t in c.tokens if t < self.tok.eot]).strip() for c in ranked[1:])
+        lead = list(options.lead)
+        others = (self.tok.decode([t for t in [*lead, *c.tokens] if t < self.tok.eot]).strip() for c in ranked[1:])
         return replace(result, alternatives=tuple(dict.fromkeys(t for t in others if t and t != result.text.strip())))
 
     def _rank(self, candidate: _Candidate) -> tuple[bool, float]:
@@ -507,9 +510,10 @@ class Decoder:
         return (not looped, candidate.score / (len(candidate.tokens) + 1))
 
     def _result(self, best: _Candidate, prefix: "_Prefix") -> DecodeResult:
-        """Scores are of the sampled tokens; the text has a loop cut down to one copy."""
-        looped = has_loop([t for t in best.tokens if t < self.tok.eot])
-        tokens = without_loop(best.tokens, self.tok.eot) if looped else best.tokens
+        """Scores are of the sampled tokens; the text (the lead's and the sampled) has a loop cut down to one copy."""
+        every = [*prefix.options.lead, *best.tokens]
+        looped = has_loop([t for t in every if t < self.tok.eot])
+        tokens = without_loop(every, self.tok.eot) if looped else every
         tokens = without_repeated_sentence(tokens, self.tok.eot, self.stops)
         text = self.tok.decode(tokens)
         return DecodeResult(
@@ -519,7 +523,7 @@ class Decoder:
             avg_logprob=best.sum_logprob / (len(best.tokens) + 1),
             avg_score=best.score / (len(best.tokens) + 1) if prefix.options.bias is not None else None,
             no_speech_prob=prefix.no_speech,
-            compression_ratio=compression_ratio(self.tok.decode(best.tokens)),
+            compression_ratio=compression_ratio(self.tok.decode(every)),
             temperature=prefix.options.temperature,
             looped=looped,
             language=prefix.options.language or "en",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge.accel.board import int8_sums_clip_here
 from edge.accel.ort import REQUIRED_PROVIDER, engine_cache, provider_chain
-from edge.asr.whisper.bias import ordinary_forms as forms_of_ordinary_words
+from edge.asr.whisper.bias import idle_forms as forms_too_common, ordinary_forms as forms_of_ordinary_words
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.ort import OrtWhisperBackend, tensorrt_profiles
 from edge.asr.whisper.recognizer import Recognizer, vocabulary_advice as advice
@@ -62,6 +62,11 @@ def vocabulary_advice(model_dir: Path, vocabulary: Vocabulary, language: str) ->
 def ordinary_forms(model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
     """`bias.ordinary_forms` by the model's tokenizer."""
     return forms_of_ordinary_words(vocabulary, Tokenizer.from_dir(Path(model_dir)))
+
+
+def idle_forms(model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
+    """`bias.idle_forms` by the model's tokenizer."""
+    return forms_too_common(vocabulary, Tokenizer.from_dir(Path(model_dir)))
 
 
 log = logging.getLogger(__name__)
