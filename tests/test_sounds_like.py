@@ -114,9 +114,9 @@ def tiny(int8_model_dir) -> Recognizer:
     return Recognizer.from_dir(int8_model_dir)
 
 
-def _earned(vocabulary: Vocabulary, text: str, tokenizer) -> float:
-    """The bonus a hypothesis earns by writing `text` (then ending the word)."""
-    trie = build_trie(vocabulary, tokenizer)
+def _earned(vocabulary: Vocabulary, text: str, tokenizer, trie=None) -> float:
+    """The bonus a hypothesis earns by writing `text` (then ending the word), in `vocabulary`'s tree or `trie`."""
+    trie = trie or build_trie(vocabulary, tokenizer)
     match, total = Match(), 0.0
     for token in [*tokenizer.encode(text), tokenizer.encode(".")[0]]:
         scores = np.zeros((1, len(tokenizer.tokens)))
@@ -200,6 +200,8 @@ def test_an_ordinary_form_is_neither_shown_as_its_term_nor_favoured(tiny, eval_d
     plain = tiny.transcribe(audio, options=tiny.options(beam_size=5))
     shown = tiny.transcribe(audio, options=tiny.options(beam_size=5, vocabulary=thibault))
     assert plain.text.startswith("Kick the ball straight") and shown.text == plain.text, shown.text
+    trie = tiny.options(vocabulary=thibault).bias
+    assert _earned(thibault, " the ball", tiny.tokenizer, trie) == 0 < _earned(thibault, " Thibault", tiny.tokenizer, trie)
 
 
 def test_a_second_decode_starts_where_the_first_form_does(tiny) -> None:
@@ -212,38 +214,132 @@ def test_a_second_decode_starts_where_the_first_form_does(tiny) -> None:
 
 
 @pytest.fixture
-def decodes(tiny, monkeypatch) -> list[tuple[int, ...]]:
-    """The glossary of each full decode `tiny` makes. A glossed decode's text is read as "Vest" for "best": on this
-    clip the prompted model writes "best" too, so the stand-in shows which decode's result the final takes (on
-    scripts/vocab the second decode took the names recalled from 37/52 to 44/52, docs/benchmarks.md)."""
-    made: list[tuple[int, ...]] = []
-    decode = tiny.decoder.decode_with_fallback
-
-    def counted(cross, options):
-        made.append(options.glossary)
-        result = decode(cross, options)
-        return replace(result, text=result.text.replace(" best", " Vest")) if options.glossary else result
-
-    monkeypatch.setattr(tiny.decoder, "decode_with_fallback", counted)
+def decodes(tiny, monkeypatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The glossary and lead of each decode `tiny` makes. With `stand_in` set, a glossed decode's text is read as
+    "Vest" for "best": on this clip the prompted model writes "best" too, so the stand-in shows which decode's
+    result the final takes (on scripts/vocab the second decodes took the names recalled from 37/52 to 43/52,
+    docs/benchmarks.md)."""
+    made = Decodes()
+    for name in ("decode", "decode_with_fallback"):
+        monkeypatch.setattr(tiny.decoder, name, made.wrap(getattr(tiny.decoder, name)))
     return made
+
+
+class Decodes(list):
+    stand_in = False
+
+    def wrap(self, decode):
+        def recorded(cross, options):
+            self.append((options.glossary, options.lead))
+            result = decode(cross, options)
+            vest = self.stand_in and options.glossary
+            return replace(result, text=result.text.replace(" best", " Vest")) if vest else result
+        return recorded
 
 
 def test_a_final_with_an_ordinary_form_is_decoded_again_with_its_term_as_the_prompt(tiny, eval_dir, decodes) -> None:
     """A long list under `auto` (no glossary): the tree alone, bonus 0, writes "on the best."; "best", a form of
-    Vest, has the final decoded again with "Vest" as the prompt, and that decode's result is the final."""
+    Vest, has the final decoded again with "Vest" as the prompt, from "best" on, and that decode's result is the
+    final where it shows the term."""
     listed = Vocabulary((*read_file(REPO / "scripts" / "vocab" / "terms_en.txt"), Term("Vest", 1.0, ("best",))), bonus=0.0)
     vest, plain = (load_audio(eval_dir / "tts_piper_en" / clip) for clip in (VEST, PLAIN))
+    first = tiny.transcribe(vest, options=tiny.options(vocabulary=listed))
+    assert first.text == "Press the pants and sew a button on the best."  # the prompted model wrote "best" too
+    lead = tuple(tiny.tokenizer.encode(" Press the pants and sew a button on the"))
+    assert decodes == [((), ()), (tiny.tokenizer.encode(" Vest."), lead)]
+    decodes.clear()
+    decodes.stand_in = True
     assert tiny.transcribe(vest, options=tiny.options(vocabulary=listed)).text.endswith("on the Vest.")
-    assert decodes == [(), tiny.tokenizer.encode(" Vest.")]
+    assert len(decodes) == 2
     decodes.clear()
     assert "best" not in tiny.transcribe(plain, options=tiny.options(vocabulary=listed)).text
-    assert decodes == [()]  # no form heard: one decode
+    assert decodes == [((), ())]  # no form heard: one decode
     decodes.clear()
     unprompted = tiny.options(vocabulary=replace(listed, glossary=False))
-    assert tiny.transcribe(vest, options=unprompted).text.endswith("on the best.") and decodes == [()]
+    assert tiny.transcribe(vest, options=unprompted).text.endswith("on the best.") and decodes == [((), ())]
     decodes.clear()
     partial = tiny.transcribe(vest, partial=True, options=tiny.options(vocabulary=listed))
-    assert partial.text.endswith("on the best.") and decodes == []  # a greedy partial is never decoded again
+    assert partial.text.endswith("on the best.") and decodes == [((), ())]  # a greedy partial is never decoded again
+
+
+def test_a_term_in_the_glossary_needs_no_second_decode(tiny) -> None:
+    """`prompt: true` with more terms than the glossary holds: the forms of those left out are still cues."""
+    every = read_file(REPO / "scripts" / "vocab" / "terms_en.txt")  # 172 tokens: Mattermost and 3 more left out
+    forms = {"Niamh": ("I am",), "Mattermost": ("matter most",)}
+    listed = Vocabulary(tuple(replace(term, sounds_like=forms.get(term.text, ())) for term in every), glossary=True)
+    assert [cue.term.text for cue in tiny.options(vocabulary=listed).cues] == ["Mattermost"]
+    assert [cue.term.text for cue in tiny.options(vocabulary=replace(listed, glossary="auto")).cues] == ["Niamh", "Mattermost"]
+    assert tiny.options(vocabulary=replace(listed, terms=listed.terms[:3], glossary="auto")).cues == ()  # all glossed
+
+
+def test_a_contraction_and_a_word_capitalised_out_of_one_token_are_ordinary_too(tiny) -> None:
+    vocabulary = Vocabulary((Term("Niamh", 1.0, ("I'm", "Niam")), Term("Chidinma", 1.0, ("Gentlemen", "Chidima")),
+                             Term("Tadhg", 1.0, ("they\u2019re both",)), Term("Wojciech", 1.0, ("Wab's H",))))
+    assert ordinary_forms(vocabulary, tiny.tokenizer) == [("Niamh", "I'm"), ("Chidinma", "Gentlemen"),
+                                                          ("Tadhg", "they\u2019re both")]
+
+
+@pytest.mark.parametrize(("said", "written", "term", "form"), [
+    ("This is Siobhan, our new colleague.", "This is Chivon, our new colleague.", "Siobhan", "Chivon"),
+    ("The conference in Kaohsiung was great.", "The conference in case then was great.", "Kaohsiung", "case then"),
+    ("Have you looked at Nextcloud yet?", "Have you looked at Next Cloud yet?", "Nextcloud", "Next Cloud"),
+    ("This is Wojciech, our new colleague.", "This is Wab's H, our new colleague.", "Wojciech", "Wab's H"),
+    ("张伟明天去深圳。", "张维明天去深圳。", "张伟", "张维"),
+    ("Siobhan presents the Kubernetes plan.", "Chivon presents the two Bernities plan.", "Kubernetes", "two Bernities"),
+    ("I had lunch with Siobhan today.", "I had lunch with Siobhan today.", "Siobhan", None),
+    ("I had lunch with Siobhan today.", "I had lunch today.", "Siobhan", None),
+    ("Have you looked at Grafana yet?", "Have you looked the Grafana yet?", "Grafana", None),
+    ("I had lunch with Siobhan today.", "", "Siobhan", None),
+    ("Nothing named here.", "Nothing named here.", "Siobhan", None),
+    ("Call Krzysztof's phone.", "Call Kristoff's phone.", "Krzysztof", "Kristoff"),
+    ("Send it to Krzysztof.", "Send it to Chris Toff. Thank you for watching!", "Krzysztof", "Chris Toff"),
+])
+def test_the_form_is_what_stands_where_the_term_was_said(said, written, term, form) -> None:
+    assert written_for(said, written, term) == form
+
+
+def test_learning_keeps_the_commonest_forms_and_never_another_term() -> None:
+    vocabulary = Vocabulary((Term("Ouagadougou"), Term("Wojciech"), Term("Niamh", 2.0, ("Nyan",))))
+    heard = [("We flew to Ouagadougou.", "We flew to Waga Dubu."), ("We flew to Ouagadougou.", "We flew to Waga Dubu."),
+             ("We flew to Ouagadougou.", "We flew to Wojciech Dubu."), ("Ask Niamh.", "Ask Naim."),
+             ("Ask Niamh.", "Ask Nyan."), ("Ask Niamh.", "Ask naim.")]
+    assert learned(vocabulary, heard) == (Term("Ouagadougou", 1.0, ("Waga Dubu",)), Term("Wojciech"),
+                                          Term("Niamh", 2.0, ("Nyan", "Naim")))
+
+
+def test_a_learned_form_the_list_could_not_take_is_left_out() -> None:
+    """Each made a file the daemon refused, or read back otherwise, or a crash after every recording was heard."""
+    vocabulary = Vocabulary((Term("张伟"), Term("Krzysztof"), Term("Aoife"), Term("Eefa", 1.0, ("Eva",))))
+    heard = [("我叫张伟，你好。", "我叫" + "长" * 13 + "，你好。"), ("Call Krzysztof now.", "Call Kris | Toff now."),
+             ("Ask Aoife.", "Ask Eva."), ("Ask Aoife.", "Ask eva.")]
+    assert learned(vocabulary, heard) == vocabulary.terms
+
+
+def test_a_chinese_form_longer_than_its_term_is_not_learned() -> None:
+    """A character is a syllable: 再打抹院 for 达摩院 took the voice's onset (the term starts the sentence), 负贷被 for
+    复旦 the 的 after it. In a list, 再打抹院 made whisper-base drop half of a zh meeting clip that says no term.
+    A shorter form (境的 for 景德镇: a syllable lost) and English forms of any length are learned."""
+    vocabulary = Vocabulary((Term("达摩院"), Term("复旦"), Term("景德镇"), Term("Antananarivo")))
+    heard = [("达摩院今年发布了新的研究报告。", "再打抹院今年发布了新的研究报告。"),
+             ("复旦的校园非常漂亮。", "负贷被校园非常漂亮。"), ("复旦的校园非常漂亮。", "负淡的校园非常漂亮。"),
+             ("我们打算去景德镇旅游。", "我们打算去境的旅游。"),
+             ("We flew from Antananarivo today.", "We flew from Antenan arrival today.")]
+    assert learned(vocabulary, heard) == (Term("达摩院"), Term("复旦", 1.0, ("负淡",)), Term("景德镇", 1.0, ("境的",)),
+                                          Term("Antananarivo", 1.0, ("Antenan arrival",)))
+
+
+def test_the_file_is_written_back_with_its_comments() -> None:
+    text = "# our room\nKrzysztof  # the CTO\n\nSiobhan\t2\n"
+    terms = (Term("Krzysztof", 1.0, ("Kristoff",)), Term("Siobhan", 2.0))
+    assert rewritten(text, terms) == "# our room\nKrzysztof\t\tKristoff  # the CTO\n\nSiobhan\t2\n"
+    assert rewritten(text.replace("\n", "\r\n"), terms) == rewritten(text, terms).replace("\n", "\r\n")
+
+
+def test_a_bad_recordings_line_is_named(tmp_path) -> None:
+    listing = tmp_path / "recordings.tsv"
+    listing.write_text("# name recordings\na.wav\tThis is Siobhan.\nb.wav This is Niamh.\n")
+    with pytest.raises(RecordingsError, match="recordings.tsv line 3: expected the recording's path, a TAB"):
+        read_recordings(listing)
 
 
 def test_learn_sounds_like_writes_the_list_with_what_the_model_wrote(tmp_path, int8_model_dir, eval_dir) -> None:

@@ -442,6 +442,8 @@ class Decoder:
         white noise: scripts/bench_vocabulary.py --general --list-size 10 --prompt true).
         """
         tok = self.tok
+        if options.lead and options.timestamps:
+            raise ValueError("a lead is fed as text: it needs timestamps off")
         logits, cache = self._start(cross, options.prompt)
         sot_logprobs = log_softmax(logits[0].astype(np.float64))
         language_prob = 1.0

@@ -117,7 +117,8 @@ class WhisperOptions:
 @dataclass(frozen=True)
 class _Biasing:
     """What one vocabulary becomes for this model: `shown` is the list less its sounds-like forms of ordinary
-    words, which are `cues` instead (the tree favours and the rewrite shows the other forms)."""
+    words, which are `cues` instead (the tree favours and the rewrite shows the other forms) for the terms that
+    are not in the glossary already."""
 
     glossary: tuple[int, ...]
     trie: BiasTrie | None
@@ -275,7 +276,7 @@ class Recognizer:
         biasing = self._biasing(vocabulary)
         glossed = prompted(vocabulary, language, self.languages)
         glossary = biasing.glossary if glossed else ()
-        recheck = biasing.cues if glossed and not glossary else ()  # a glossary of the whole list has the terms
+        recheck = biasing.cues if glossed else ()
         return WhisperOptions(
             beam_size=beam_size,
             language=None if language == "auto" else language,
@@ -301,10 +302,12 @@ class Recognizer:
                 auto = vocabulary.glossary == "auto"
                 limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
                 prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
+                named = set(glossary_terms(vocabulary, self.tokenizer, limit, whole=auto)) if prompt else set()
                 ordinary, idle = ordinary_forms(vocabulary, self.tokenizer), idle_forms(vocabulary, self.tokenizer)
                 shown = without_forms(vocabulary, ordinary)
+                cued = [(term, form) for term, form in ordinary if (term, form) not in idle and term not in named]
                 built = _Biasing(prompt, build_trie(shown, self.tokenizer), recital(vocabulary) if prompt else None,
-                                 shown, cues(vocabulary, [pair for pair in ordinary if pair not in idle]))
+                                 shown, cues(vocabulary, cued))
                 self._biases = {vocabulary: built}
             return built
 
@@ -366,19 +369,24 @@ class Recognizer:
                    ) -> DecodeResult | None:
         """A final decoded again with the `heard` cues' terms as the glossary: the first decode (the tree alone, a
         long list under `prompt: auto`) wrote an ordinary-word form of theirs, and only the prompted model can tell
-        the name from the words. It starts where the first form does (`_lead`). None where the second shows
-        nothing or runs past the budget; the caller keeps the first result too where the second shows none of the
+        the name from the words. It starts where the first form does (`_lead`), in one attempt at temperature 0.
+        None where it would need a fallback, recites the terms, shows nothing or runs past the budget; the
+        caller keeps the first result too where the second shows none of the
         terms: it is there to find a name, and the words around one may come out otherwise ("We captured the
         traffic with wiresharp before the Timosora site" -> "... Wireshark before the Temus or site").
 
         Measured on scripts/vocab (tiny.en, the whole 39-term list, forms learned from 6 recordings a name,
-        docs/benchmarks.md "ordinary forms as cues"): names recalled 37/52 -> 43/52 offline, 33/52 -> 40/52 in
+        docs/benchmarks.md "ordinary forms as cues"): names recalled 37/52 -> 43/52 offline, 33/52 -> 39/52 in
         the daemon's finals; with that list the other English eval sets kept every word, at 1.03x the time.
         """
         chosen = Vocabulary(tuple(cue.term for cue in heard))
-        again = self.decoder.decode_with_fallback(cross, replace(
-            request, glossary=glossary(chosen, self.tokenizer), recital=recital(chosen), lead=self._lead(first, heard)))
-        if shows_nothing(again, False) or (len(again.tokens) >= request.max_tokens and not again.looped):
+        if first.likely_no_speech:  # the prefill would drop the glossary: the same decode again
+            return None
+        asked = replace(request, glossary=glossary(chosen, self.tokenizer), recital=recital(chosen),
+                        lead=self._lead(first, heard))
+        again = self.decoder.decode(cross, asked)  # one attempt: a fallback would sample without the glossary
+        if again.needs_fallback or asked.recital.search(again.text) or shows_nothing(again, False) \
+                or len(again.tokens) >= request.max_tokens:
             return None
         return again
 
