@@ -370,18 +370,18 @@ class Recognizer:
         """A final decoded again with the `heard` cues' terms as the glossary: the first decode (the tree alone, a
         long list under `prompt: auto`) wrote an ordinary-word form of theirs, and only the prompted model can tell
         the name from the words. It starts where the first form does (`_lead`), in one attempt at temperature 0.
-        None where it would need a fallback, recites the terms, shows nothing or runs past the budget; the
-        caller keeps the first result too where the second shows none of the
-        terms: it is there to find a name, and the words around one may come out otherwise ("We captured the
-        traffic with wiresharp before the Timosora site" -> "... Wireshark before the Temus or site").
+        None where it would need a fallback, recites the terms, shows nothing or runs past the budget; the caller
+        keeps the first result too where the second shows none of the terms: it is there to find a name, and the
+        words around one may come out otherwise ("We captured the traffic with wiresharp before the Timosora
+        site" -> "... Wireshark before the Temus or site").
 
         Measured on scripts/vocab (tiny.en, the whole 39-term list, forms learned from 6 recordings a name,
         docs/benchmarks.md "ordinary forms as cues"): names recalled 37/52 -> 43/52 offline, 33/52 -> 39/52 in
         the daemon's finals; with that list the other English eval sets kept every word, at 1.03x the time.
         """
-        chosen = Vocabulary(tuple(cue.term for cue in heard))
         if first.likely_no_speech:  # the prefill would drop the glossary: the same decode again
             return None
+        chosen = Vocabulary(tuple(cue.term for cue in heard))
         asked = replace(request, glossary=glossary(chosen, self.tokenizer), recital=recital(chosen),
                         lead=self._lead(first, heard))
         again = self.decoder.decode(cross, asked)  # one attempt: a fallback would sample without the glossary
