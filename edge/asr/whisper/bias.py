@@ -309,15 +309,14 @@ def ordinary_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[s
             if not has_han(form) and ordinary(form.split()[0])]  # every word ordinary: the first is too
 
 
-def idle_forms(vocabulary: Vocabulary, tokenizer: Tokenizer) -> list[tuple[str, str]]:
-    """(term, form) for each ordinary form too common to be a cue: one word that is one of the model's
-    COMMON_TOKENS first tokens, as written or in lower case ("me", "If"). Such a form does nothing."""
+def idle_forms(ordinary: Iterable[tuple[str, str]], tokenizer: Tokenizer) -> list[tuple[str, str]]:
+    """Those of the `ordinary` (term, form) pairs (`ordinary_forms`) too common to be a cue: one word that is one
+    of the model's COMMON_TOKENS first tokens, as written or in lower case ("me", "If"). Such a form does nothing."""
     def common(word: str) -> bool:
         return any(len(ids := tokenizer.encode(" " + spelled)) == 1 and ids[0] < COMMON_TOKENS
                    for spelled in {word, word.lower()})
 
-    return [(term, form) for term, form in ordinary_forms(vocabulary, tokenizer)
-            if len(form.split()) == 1 and common(form.strip())]
+    return [(term, form) for term, form in ordinary if len(form.split()) == 1 and common(form.strip())]
 
 
 def recital(vocabulary: Vocabulary) -> re.Pattern[str]:
@@ -346,7 +345,7 @@ def glossary(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY
     10-term lists as the glossary 85 %, with the whole 39-term list 71 % (docs/benchmarks.md).
     """
     chosen = glossary_terms(vocabulary, tokenizer, limit, whole)
-    return _glossary_tokens(chosen, tokenizer) if chosen else ()
+    return glossary_tokens(chosen, tokenizer) if chosen else ()
 
 
 def glossary_terms(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GLOSSARY_TOKENS,
@@ -354,7 +353,7 @@ def glossary_terms(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GL
     """The terms `glossary` puts in the prompt, heaviest first."""
     chosen: list[str] = []
     for term in _ranked(vocabulary):
-        if len(_glossary_tokens([*chosen, term], tokenizer)) > limit:
+        if len(glossary_tokens([*chosen, term], tokenizer)) > limit:
             return () if whole else tuple(chosen)
         chosen.append(term)
     return tuple(chosen)
@@ -363,7 +362,7 @@ def glossary_terms(vocabulary: Vocabulary, tokenizer: Tokenizer, limit: int = GL
 def glossary_size(vocabulary: Vocabulary, tokenizer: Tokenizer) -> int:
     """The tokens the whole list takes as a prompt, in `glossary`'s order (a term's trailing "?" tokenizes
     otherwise before "," than before "."): one encode, where adding terms one at a time took 0.9 s for 500."""
-    return len(_glossary_tokens(_ranked(vocabulary), tokenizer))
+    return len(glossary_tokens(_ranked(vocabulary), tokenizer))
 
 
 def _ranked(vocabulary: Vocabulary) -> list[str]:
@@ -371,5 +370,6 @@ def _ranked(vocabulary: Vocabulary) -> list[str]:
     return [term.text for term in sorted(vocabulary.terms, key=lambda term: -term.weight)]
 
 
-def _glossary_tokens(terms: Sequence[str], tokenizer: Tokenizer) -> tuple[int, ...]:
+def glossary_tokens(terms: Sequence[str], tokenizer: Tokenizer) -> tuple[int, ...]:
+    """`terms` as the glossary prompt, in their order."""
     return tokenizer.encode(" " + ", ".join(terms) + ".")

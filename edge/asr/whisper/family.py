@@ -65,8 +65,9 @@ def ordinary_forms(model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, s
 
 
 def idle_forms(model_dir: Path, vocabulary: Vocabulary) -> list[tuple[str, str]]:
-    """`bias.idle_forms` by the model's tokenizer."""
-    return forms_too_common(vocabulary, Tokenizer.from_dir(Path(model_dir)))
+    """`bias.idle_forms` of `bias.ordinary_forms`, by the model's tokenizer."""
+    tokenizer = Tokenizer.from_dir(Path(model_dir))
+    return forms_too_common(forms_of_ordinary_words(vocabulary, tokenizer), tokenizer)
 
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import numpy as np
 from edge.asr.base import Interrupt, Segment, Transcript
 from edge.asr.text import SCRIPTS, UNSPACED, as_written, spellings, tidy
 from edge.asr.whisper.bias import (
-    GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, idle_forms, ordinary_forms,
-    recital,
+    GLOSSARY_TOKENS, BiasTrie, build_trie, glossary, glossary_size, glossary_terms, glossary_tokens, idle_forms,
+    ordinary_forms, recital,
 )
 from edge.asr.whisper.graph import WhisperBackend
 from edge.asr.whisper.decoding import (
@@ -175,13 +175,13 @@ def forms_advice(vocabulary: Vocabulary, tokenizer: Tokenizer, language: str, sh
     only has a final decoded again with its term as a prompt (`Recognizer._rechecked`), which vocabulary.prompt:
     false, or auto on speech not known to be English, rules out, and which a word as common as "me" never gets
     (`bias.idle_forms`)."""
-    idle = ordinary_forms(vocabulary, tokenizer) if not prompted(vocabulary, language, tokenizer.languages) else \
-        idle_forms(vocabulary, tokenizer)
-    if not idle:
+    ordinary = ordinary_forms(vocabulary, tokenizer)
+    inert = idle_forms(ordinary, tokenizer) if prompted(vocabulary, language, tokenizer.languages) else ordinary
+    if not inert:
         return None
-    named = ", ".join(f'"{form}" ({term})' for term, form in idle[:shown])
-    more = f" and {len(idle) - shown} more" if len(idle) > shown else ""
-    return (f"vocabulary: {len(idle)} sounds-like form(s) are or start with ordinary words and do nothing here: "
+    named = ", ".join(f'"{form}" ({term})' for term, form in inert[:shown])
+    more = f" and {len(inert) - shown} more" if len(inert) > shown else ""
+    return (f"vocabulary: {len(inert)} sounds-like form(s) are or start with ordinary words and do nothing here: "
             f"{named}{more}. Such a form is never shown as its term; where it is heard, the final is decoded again "
             "with the term as a prompt, but not under vocabulary.prompt: false (or auto, on speech not known to be "
             "English), nor for a word as common as \"me\"")
@@ -301,9 +301,10 @@ class Recognizer:
             if built is None:
                 auto = vocabulary.glossary == "auto"
                 limit = AUTO_GLOSSARY_TOKENS if auto else GLOSSARY_TOKENS
-                prompt = glossary(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
-                named = set(glossary_terms(vocabulary, self.tokenizer, limit, whole=auto)) if prompt else set()
-                ordinary, idle = ordinary_forms(vocabulary, self.tokenizer), idle_forms(vocabulary, self.tokenizer)
+                named = glossary_terms(vocabulary, self.tokenizer, limit, whole=auto) if vocabulary.glossary else ()
+                prompt = glossary_tokens(named, self.tokenizer) if named else ()
+                ordinary = ordinary_forms(vocabulary, self.tokenizer)
+                idle = idle_forms(ordinary, self.tokenizer)
                 shown = without_forms(vocabulary, ordinary)
                 cued = [(term, form) for term, form in ordinary if (term, form) not in idle and term not in named]
                 built = _Biasing(prompt, build_trie(shown, self.tokenizer), recital(vocabulary) if prompt else None,
@@ -401,8 +402,8 @@ class Recognizer:
         text = [token for token in first.tokens if self.tokenizer.is_text(token)]
         if not starts or len(text) != len(first.tokens):
             return ()
-        lead = 0
-        while lead < len(text) and len(self.tokenizer.decode(text[:lead + 1])) <= min(starts):
+        lead, start = 0, min(starts)
+        while lead < len(text) and len(self.tokenizer.decode(text[:lead + 1])) <= start:
             lead += 1
         return tuple(text[:lead])
 
